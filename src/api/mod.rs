@@ -1,0 +1,186 @@
+//! The HTTP and WebSocket API as warp filters: routing, per-IP and per-key quotas,
+//! authentication, body limits and the request log. Handlers live in `handlers.rs`, the
+//! WebSocket session in `ws.rs`; every rejection is turned into JSON by `error::recover`.
+
+mod handlers;
+mod ws;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use futures_util::TryStreamExt;
+use warp::{Filter, Rejection, Reply};
+
+use crate::auth::{Principal, API_KEY_HEADER};
+use crate::error::{recover, ApiError};
+use crate::server::AppState;
+
+/// Every route of the daemon, with errors mapped and requests logged.
+pub fn routes(
+    state: Arc<AppState>,
+) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    let healthz = warp::path!("healthz")
+        .and(warp::get())
+        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let readyz = warp::path!("readyz")
+        .and(warp::get())
+        .and(with_state(&state))
+        .then(handlers::ready);
+
+    // Path and method first, so only the one matching route charges the quotas and checks
+    // the key.
+    let caller = rate_limit_ip(&state).and(authenticate(&state)).boxed();
+    let start = warp::path!("api" / "stream" / "start")
+        .and(warp::post())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(body(&state))
+        .and_then(handlers::start);
+    let send = warp::path!("api" / "stream" / String / "send")
+        .and(warp::post())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(warp::header::optional::<String>("content-type"))
+        .and(body(&state))
+        .and_then(handlers::send);
+    let results = warp::path!("api" / "stream" / String / "results")
+        .and(warp::get())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(warp::ws())
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and_then(handlers::subscribe);
+    let list = warp::path!("api" / "streams")
+        .and(warp::get())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and_then(handlers::list);
+    let describe = warp::path!("api" / "stream" / String)
+        .and(warp::get())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and_then(handlers::describe);
+    let end = warp::path!("api" / "stream" / String)
+        .and(warp::delete())
+        .and(caller)
+        .and(with_state(&state))
+        .and_then(handlers::end);
+    let api = start
+        .or(send)
+        .unify()
+        .or(results)
+        .unify()
+        .or(list)
+        .unify()
+        .or(describe)
+        .unify()
+        .or(end)
+        .unify();
+
+    healthz
+        .or(readyz)
+        .unify()
+        .or(api)
+        .unify()
+        .recover(recover)
+        .unify()
+        .with(warp::log::custom(log_request))
+}
+
+fn with_state(
+    state: &Arc<AppState>,
+) -> impl Filter<Extract = (Arc<AppState>,), Error = std::convert::Infallible> + Clone {
+    let state = state.clone();
+    warp::any().map(move || state.clone())
+}
+
+fn rate_limit_ip(state: &Arc<AppState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let state = state.clone();
+    warp::addr::remote()
+        .and_then(move |addr: Option<SocketAddr>| {
+            let state = state.clone();
+            async move {
+                let ip = addr.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
+                state.limiter.check_ip(ip).map_err(warp::reject::custom)
+            }
+        })
+        .untuple_one()
+}
+
+/// The caller, from `X-API-Key` or a `Sec-WebSocket-Protocol` entry; then the key's quota.
+fn authenticate(
+    state: &Arc<AppState>,
+) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
+    let state = state.clone();
+    warp::header::optional::<String>(API_KEY_HEADER)
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and_then(move |key: Option<String>, protocols: Option<String>| {
+            let state = state.clone();
+            async move {
+                let caller = state
+                    .keys
+                    .from_headers(key.as_deref(), protocols.as_deref())
+                    .map_err(warp::reject::custom)?;
+                state
+                    .limiter
+                    .check_key(&caller.name)
+                    .map_err(warp::reject::custom)?;
+                Ok::<_, Rejection>(caller)
+            }
+        })
+}
+
+/// The request body, refused with 413 past `limits.max_body_bytes` whether or not the client
+/// sent a Content-Length (chunked uploads are counted as they arrive).
+fn body(state: &Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
+    let limit = state.config.limits.max_body_bytes;
+    warp::header::optional::<u64>("content-length")
+        .and(warp::body::stream())
+        .and_then(move |length, stream| collect_limited(length, stream, limit))
+}
+
+async fn collect_limited<S, B>(
+    length: Option<u64>,
+    stream: S,
+    limit: usize,
+) -> Result<Bytes, Rejection>
+where
+    S: futures_util::Stream<Item = Result<B, warp::Error>>,
+    B: Buf,
+{
+    if length.is_some_and(|l| l > limit as u64) {
+        return Err(warp::reject::custom(ApiError::TooLarge { limit }));
+    }
+    let mut stream = std::pin::pin!(stream);
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = stream.try_next().await.map_err(|e| {
+        warp::reject::custom(ApiError::InvalidInput(format!("cannot read body: {e}")))
+    })? {
+        if buf.len() + chunk.remaining() > limit {
+            return Err(warp::reject::custom(ApiError::TooLarge { limit }));
+        }
+        buf.put(chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// One line per request: method, path, status, latency and stream id. Headers (and so keys)
+/// are never logged.
+fn log_request(info: warp::log::Info<'_>) {
+    let path = info.path();
+    let stream_id = path
+        .strip_prefix("/api/stream/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|id| *id != "start")
+        .unwrap_or("");
+    tracing::info!(
+        target: "streamgate::request",
+        method = %info.method(),
+        path,
+        status = info.status().as_u16(),
+        latency_ms = info.elapsed().as_secs_f64() * 1000.0,
+        stream_id,
+        "request"
+    );
+}

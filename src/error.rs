@@ -1,0 +1,213 @@
+//! Errors: `Error` for the daemon's own failures (config, broker, I/O) and `ApiError` for what
+//! a client is told. `recover` is the one place where every rejection becomes an HTTP status
+//! and a JSON body `{"error": {"code": ..., "message": ...}}`.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use serde::Serialize;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+/// Failures of the daemon itself, reported once at the binary's edge.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("invalid config: {message}")]
+    Config { message: String },
+    #[error("kafka: {context}: {source}")]
+    Kafka {
+        context: String,
+        #[source]
+        source: rdkafka::error::KafkaError,
+    },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{0}")]
+    Startup(String),
+}
+
+impl Error {
+    pub fn kafka(context: impl Into<String>, source: rdkafka::error::KafkaError) -> Self {
+        Error::Kafka {
+            context: context.into(),
+            source,
+        }
+    }
+
+    pub fn io(context: impl Into<String>, source: std::io::Error) -> Self {
+        Error::Io {
+            context: context.into(),
+            source,
+        }
+    }
+}
+
+/// Everything a client can be told went wrong. Each variant has one status and one code.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ApiError {
+    #[error("{0}")]
+    InvalidInput(String),
+    #[error("missing API key: send it in the X-API-Key header")]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("stream {0} not found")]
+    StreamNotFound(String),
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("stream {0} has ended; start a new stream")]
+    StreamEnded(String),
+    #[error("request body is larger than the limit of {limit} bytes")]
+    TooLarge { limit: usize },
+    #[error("unsupported content type `{0}`: use application/json or application/x-ndjson{hint}", hint = form_hint(.0))]
+    UnsupportedMediaType(String),
+    #[error("rate limit exceeded ({scope}); retry in {} ms", retry_after.as_millis())]
+    RateLimited {
+        scope: &'static str,
+        retry_after: Duration,
+    },
+    /// The broker did not acknowledge in time. `acknowledged` leading records of the request
+    /// were stored; the rest were not, so a client may retry exactly those.
+    #[error("broker unavailable: {message}")]
+    BrokerUnavailable {
+        message: String,
+        acknowledged: usize,
+    },
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl warp::reject::Reject for ApiError {}
+
+/// `curl -d` sends a form content type by default; say how to fix that.
+fn form_hint(content_type: &str) -> &'static str {
+    if content_type.starts_with("application/x-www-form-urlencoded") {
+        " (curl -d sends a form by default: add -H 'Content-Type: application/json')"
+    } else {
+        ""
+    }
+}
+
+#[derive(Serialize)]
+struct ErrorBody<'a> {
+    error: ErrorDetail<'a>,
+}
+
+#[derive(Serialize)]
+struct ErrorDetail<'a> {
+    code: &'a str,
+    message: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    acknowledged: Option<usize>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::InvalidInput(_) => StatusCode::BAD_REQUEST,
+            ApiError::MissingKey | ApiError::InvalidKey => StatusCode::UNAUTHORIZED,
+            ApiError::StreamNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::StreamEnded(_) => StatusCode::CONFLICT,
+            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BrokerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// Stable machine-readable code; documented in the README.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::InvalidInput(_) => "invalid_input",
+            ApiError::MissingKey => "missing_api_key",
+            ApiError::InvalidKey => "invalid_api_key",
+            ApiError::StreamNotFound(_) => "stream_not_found",
+            ApiError::RouteNotFound => "route_not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::StreamEnded(_) => "stream_ended",
+            ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BrokerUnavailable { .. } => "broker_unavailable",
+            ApiError::Internal(_) => "internal",
+        }
+    }
+
+    /// The JSON error object, also used inside WebSocket error frames.
+    pub fn to_json(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({"code": self.code(), "message": self.to_string()});
+        if let ApiError::BrokerUnavailable { acknowledged, .. } = self {
+            v["acknowledged"] = (*acknowledged).into();
+        }
+        v
+    }
+
+    pub fn into_response(self) -> Response {
+        let acknowledged = match &self {
+            ApiError::BrokerUnavailable { acknowledged, .. } => Some(*acknowledged),
+            _ => None,
+        };
+        let body = ErrorBody {
+            error: ErrorDetail {
+                code: self.code(),
+                message: self.to_string(),
+                acknowledged,
+            },
+        };
+        let mut resp =
+            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        if let ApiError::RateLimited { retry_after, .. } = &self {
+            // Retry-After is whole seconds; round up so a client never retries too early.
+            let secs = retry_after.as_millis().div_ceil(1000).max(1);
+            resp.headers_mut()
+                .insert("retry-after", warp::http::HeaderValue::from(secs as u64));
+        }
+        resp
+    }
+}
+
+/// Maps every rejection, ours and warp's, to a status and a JSON body.
+pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
+    Ok(api_error_for(&rejection).into_response())
+}
+
+fn api_error_for(rejection: &Rejection) -> ApiError {
+    if let Some(e) = rejection.find::<ApiError>() {
+        return e.clone();
+    }
+    if rejection.is_not_found() {
+        return ApiError::RouteNotFound;
+    }
+    if let Some(e) = rejection.find::<warp::reject::UnsupportedMediaType>() {
+        return ApiError::UnsupportedMediaType(e.to_string());
+    }
+    if let Some(e) = rejection.find::<warp::filters::body::BodyDeserializeError>() {
+        return ApiError::InvalidInput(format!("invalid JSON body: {e}"));
+    }
+    if let Some(e) = rejection.find::<warp::reject::InvalidHeader>() {
+        return ApiError::InvalidInput(e.to_string());
+    }
+    if let Some(e) = rejection.find::<warp::reject::MissingHeader>() {
+        return ApiError::InvalidInput(e.to_string());
+    }
+    if let Some(e) = rejection.find::<warp::reject::InvalidQuery>() {
+        return ApiError::InvalidInput(e.to_string());
+    }
+    if rejection.find::<warp::reject::MethodNotAllowed>().is_some() {
+        return ApiError::MethodNotAllowed;
+    }
+    if let Some(e) = rejection.find::<warp::reject::LengthRequired>() {
+        return ApiError::InvalidInput(e.to_string());
+    }
+    tracing::error!(?rejection, "unhandled rejection");
+    ApiError::Internal("unexpected error".into())
+}

@@ -1,0 +1,40 @@
+//! Streamgate: a real-time streaming gateway over Kafka.
+//!
+//! Clients open streams, send JSON records into them over HTTP or WebSocket, and receive the
+//! processed results back over WebSocket as they are produced. Kafka is the only shared state,
+//! so any number of instances behave as one service.
+//!
+//! # Layout
+//!
+//! - [`server`]: wires everything together and runs the daemon from a bound listener.
+//! - [`config`]: the YAML schema, defaults and start-up validation.
+//! - [`api`]: warp routes, quotas, authentication and the WebSocket session.
+//! - [`auth`]: API keys, compared in constant time; streams are owned by key name.
+//! - [`limits`]: per-IP and per-key rate limits (governor).
+//! - [`kafka`]: client config, embedded broker, topics, partitioning, acknowledged producing.
+//! - [`registry`]: the stream registry, kept in a compacted topic and followed in memory.
+//! - [`processor`]: what a stream does to each record (pure functions).
+//! - [`processing`]: the consumer group that runs processors, at least once.
+//! - [`results`]: the router fanning results out to WebSocket subscribers.
+//! - [`frames`]: the JSON wire format of everything a WebSocket client receives.
+//! - [`error`]: daemon errors, and the one mapping of API errors to HTTP.
+//! - [`keyfile`]: the local key file behind zero-config use.
+//! - [`logging`]: tracing setup.
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod frames;
+pub mod kafka;
+pub mod keyfile;
+pub mod limits;
+pub mod logging;
+pub mod processing;
+pub mod processor;
+pub mod registry;
+pub mod results;
+pub mod server;
+
+pub use config::Config;
+pub use error::{ApiError, Error};

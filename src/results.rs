@@ -1,0 +1,206 @@
+//! The results router: one consumer per instance over the results topic, fanning each result
+//! out to this instance's WebSocket subscribers of its stream.
+//!
+//! Each subscriber has a bounded queue. The router never waits on one: a subscriber whose
+//! queue is full is detached and marked lagging, and its session closes it with a reason that
+//! says where to resume. So a slow client only ever hurts itself, and memory per subscriber is
+//! bounded by `limits.subscriber_queue` frames.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use tokio::sync::{mpsc, watch};
+use uuid::Uuid;
+
+use crate::error::Error;
+use crate::frames::{self, Kind};
+use crate::kafka::TopicInfo;
+use crate::registry::Registry;
+
+/// One frame for a subscriber, already serialized and shared by all subscribers of a stream.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub kind: Kind,
+    pub cursor: i64,
+    pub frame: Arc<str>,
+}
+
+struct Slot {
+    id: u64,
+    tx: mpsc::Sender<Delivery>,
+    lagged: Arc<AtomicBool>,
+}
+
+/// The subscriber table and the consumer that feeds it.
+pub struct Router {
+    subscribers: RwLock<HashMap<Uuid, Vec<Slot>>>,
+    next_id: AtomicU64,
+    queue: usize,
+    consumer: StreamConsumer,
+    registry: Arc<Registry>,
+}
+
+/// A live subscription; dropping it unsubscribes.
+pub struct Subscription {
+    pub rx: mpsc::Receiver<Delivery>,
+    lagged: Arc<AtomicBool>,
+    router: Arc<Router>,
+    stream: Uuid,
+    id: u64,
+}
+
+impl Subscription {
+    /// True once the router detached this subscriber because its queue was full.
+    pub fn lagged(&self) -> bool {
+        self.lagged.load(Ordering::Acquire)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.router.unsubscribe(&self.stream, self.id);
+    }
+}
+
+impl Router {
+    /// Assigns the consumer to every results partition at its end: subscribers see results
+    /// produced from now on.
+    pub fn new(
+        consumer: StreamConsumer,
+        topic: &TopicInfo,
+        queue: usize,
+        registry: Arc<Registry>,
+    ) -> Result<Arc<Self>, Error> {
+        let mut tpl = TopicPartitionList::new();
+        for p in 0..topic.partitions {
+            tpl.add_partition_offset(&topic.name, p, Offset::End)
+                .map_err(|e| Error::kafka("assign results partitions", e))?;
+        }
+        consumer
+            .assign(&tpl)
+            .map_err(|e| Error::kafka("assign results partitions", e))?;
+        Ok(Arc::new(Self {
+            subscribers: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            queue,
+            consumer,
+            registry,
+        }))
+    }
+
+    pub fn subscribe(self: &Arc<Self>, stream: Uuid) -> Subscription {
+        let (tx, rx) = mpsc::channel(self.queue);
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let lagged = Arc::new(AtomicBool::new(false));
+        self.subscribers
+            .write()
+            .expect("router lock")
+            .entry(stream)
+            .or_default()
+            .push(Slot {
+                id,
+                tx,
+                lagged: lagged.clone(),
+            });
+        if let Some(e) = self.registry.local(&stream) {
+            e.stats.subscribers.fetch_add(1, Ordering::Relaxed);
+        }
+        Subscription {
+            rx,
+            lagged,
+            router: self.clone(),
+            stream,
+            id,
+        }
+    }
+
+    fn unsubscribe(&self, stream: &Uuid, id: u64) {
+        let mut subs = self.subscribers.write().expect("router lock");
+        if let Some(slots) = subs.get_mut(stream) {
+            let before = slots.len();
+            slots.retain(|s| s.id != id);
+            if slots.len() < before {
+                if let Some(e) = self.registry.local(stream) {
+                    e.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
+                }
+            }
+            if slots.is_empty() {
+                subs.remove(stream);
+            }
+        }
+    }
+
+    /// Reads the results topic until `shutdown`.
+    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let msg = tokio::select! {
+                _ = shutdown.changed() => return,
+                msg = self.consumer.recv() => msg,
+            };
+            let m = match msg {
+                Ok(m) => m,
+                Err(e) => {
+                    tracing::warn!(error = %e, "results router consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                    continue;
+                }
+            };
+            let Some(stream) = m
+                .key()
+                .and_then(|k| std::str::from_utf8(k).ok())
+                .and_then(|k| Uuid::parse_str(k).ok())
+            else {
+                continue;
+            };
+            let kind = m
+                .headers()
+                .and_then(|hs| hs.iter().find(|h| h.key == frames::TYPE_HEADER))
+                .and_then(|h| h.value)
+                .map_or(Kind::Result, Kind::from_header);
+            if kind == Kind::Result {
+                if let Some(e) = self.registry.local(&stream) {
+                    e.stats.records_out.fetch_add(1, Ordering::Relaxed);
+                    e.stats.touch();
+                }
+            }
+            let Some(frame) = m.payload().and_then(|p| frames::with_cursor(m.offset(), p)) else {
+                continue;
+            };
+            self.deliver(
+                stream,
+                Delivery {
+                    kind,
+                    cursor: m.offset(),
+                    frame: frame.into(),
+                },
+            );
+        }
+    }
+
+    fn deliver(&self, stream: Uuid, delivery: Delivery) {
+        let mut dropped = Vec::new();
+        {
+            let subs = self.subscribers.read().expect("router lock");
+            let Some(slots) = subs.get(&stream) else {
+                return;
+            };
+            for slot in slots {
+                if let Err(e) = slot.tx.try_send(delivery.clone()) {
+                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                        slot.lagged.store(true, Ordering::Release);
+                    }
+                    dropped.push(slot.id);
+                }
+            }
+        }
+        // Detaching closes the queue: the session drains what was queued, then sees the end.
+        for id in dropped {
+            self.unsubscribe(&stream, id);
+        }
+    }
+}

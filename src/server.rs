@@ -1,0 +1,218 @@
+//! Wires the daemon together and runs it: broker (embedded or real), topics, registry
+//! follower, processing stage, results router and the HTTP API, from a bound listener until a
+//! shutdown future resolves.
+//!
+//! Shutdown order matters for "nothing acknowledged is lost": stop accepting, let in-flight
+//! sends finish (warp's graceful shutdown), close WebSockets with 1001, stop processing and
+//! commit what was acknowledged, then flush the producers.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::consumer::{BaseConsumer, StreamConsumer};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::auth::KeyStore;
+use crate::config::{Brokers, Config};
+use crate::error::Error;
+use crate::kafka::{self, EmbeddedBroker, TopicProducer};
+use crate::limits::{self, Limiter};
+use crate::processing::Processing;
+use crate::registry::Registry;
+use crate::results::Router;
+
+/// How long start-up may take to read the registry topic to its end.
+const REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long shutdown waits for queued records to reach the broker.
+const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every handler shares.
+pub struct AppState {
+    pub config: Config,
+    pub keys: KeyStore,
+    pub limiter: Limiter,
+    pub registry: Arc<Registry>,
+    pub router: Arc<Router>,
+    /// Producer of client records into the input topic (bounded by `send_timeout_ms`).
+    pub input: TopicProducer,
+    /// Flips to `true` when the daemon shuts down; WebSocket sessions watch it.
+    pub shutdown: watch::Receiver<bool>,
+    /// Metadata client behind `/readyz`.
+    probe: Arc<BaseConsumer>,
+    pub started: Instant,
+}
+
+impl AppState {
+    pub async fn broker_reachable(&self) -> bool {
+        let probe = self.probe.clone();
+        let topic = self.input.topic().name.clone();
+        tokio::task::spawn_blocking(move || kafka::broker_reachable(&probe, &topic))
+            .await
+            .unwrap_or(false)
+    }
+}
+
+fn consumer_config(bootstrap: &str, config: &Config, group: &str) -> rdkafka::config::ClientConfig {
+    let mut c = kafka::client_config(bootstrap, &std::collections::BTreeMap::new());
+    c.set("group.id", group)
+        .set("enable.partition.eof", "false")
+        .set("enable.auto.commit", "false");
+    for (k, v) in &config.kafka {
+        c.set(k, v);
+    }
+    c
+}
+
+/// Runs the daemon on `listener` until `shutdown` resolves.
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), Error> {
+    config.validate()?;
+    let addr: SocketAddr = listener
+        .local_addr()
+        .map_err(|e| Error::io("listener address", e))?;
+    // Kept alive for the daemon's lifetime; dropping it stops the embedded cluster.
+    let embedded = match &config.brokers {
+        Brokers::Embedded => Some(EmbeddedBroker::start(&config.topics)?),
+        Brokers::Bootstrap(_) => None,
+    };
+    let bootstrap = match (&embedded, &config.brokers) {
+        (Some(e), _) => e.bootstrap_servers().to_string(),
+        (None, b) => b.to_string(),
+    };
+    let layout = kafka::ensure_topics(&config, &bootstrap).await?;
+    let send_timeout = Some(config.limits.send_timeout());
+    let input = TopicProducer::new(
+        &bootstrap,
+        &config.kafka,
+        layout.input.clone(),
+        send_timeout,
+    )?;
+    let registry_producer = TopicProducer::new(
+        &bootstrap,
+        &config.kafka,
+        layout.streams.clone(),
+        send_timeout,
+    )?;
+    // The processing stage must never drop a result, so its producer retries forever.
+    let results_producer =
+        TopicProducer::new(&bootstrap, &config.kafka, layout.results.clone(), None)?;
+
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let instance = uuid::Uuid::new_v4();
+
+    let registry_consumer: StreamConsumer = consumer_config(
+        &bootstrap,
+        &config,
+        &format!("streamgate-registry-{instance}"),
+    )
+    .create()
+    .map_err(|e| Error::kafka("create registry consumer", e))?;
+    let registry = Registry::new(registry_producer, registry_consumer, layout.streams.clone())?;
+    let follower = tokio::spawn(registry.clone().follow(shutdown_rx.clone()));
+    registry.catch_up(REGISTRY_LOAD_TIMEOUT).await?;
+
+    let router_consumer: StreamConsumer = consumer_config(
+        &bootstrap,
+        &config,
+        &format!("streamgate-router-{instance}"),
+    )
+    .create()
+    .map_err(|e| Error::kafka("create results consumer", e))?;
+    let router = Router::new(
+        router_consumer,
+        &layout.results,
+        config.limits.subscriber_queue,
+        registry.clone(),
+    )?;
+    let router_task = tokio::spawn(router.clone().run(shutdown_rx.clone()));
+
+    let mut processing_config = consumer_config(&bootstrap, &config, &config.processing.group_id);
+    processing_config
+        .set("enable.auto.commit", "true")
+        .set("auto.commit.interval.ms", "1000")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000");
+    for (k, v) in &config.kafka {
+        processing_config.set(k, v);
+    }
+    let processing_consumer: StreamConsumer = processing_config
+        .create()
+        .map_err(|e| Error::kafka("create processing consumer", e))?;
+    let processing = tokio::spawn(
+        Processing {
+            consumer: Arc::new(processing_consumer),
+            input_topic: layout.input.name.clone(),
+            results: results_producer.clone(),
+            registry: registry.clone(),
+        }
+        .run(shutdown_rx.clone()),
+    );
+
+    let probe: BaseConsumer = kafka::client_config(&bootstrap, &config.kafka)
+        .create()
+        .map_err(|e| Error::kafka("create readiness probe", e))?;
+    let limiter = Limiter::new(&config.rate_limits);
+    let keys = KeyStore::new(&config.api_keys);
+    let state = Arc::new(AppState {
+        config,
+        keys,
+        limiter,
+        registry,
+        router,
+        input: input.clone(),
+        shutdown: shutdown_rx.clone(),
+        probe: Arc::new(probe),
+        started: Instant::now(),
+    });
+
+    let janitor = {
+        let state = state.clone();
+        let mut shutdown = shutdown_rx.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(limits::FORGET_INTERVAL);
+            loop {
+                tokio::select! {
+                    _ = shutdown.changed() => return,
+                    _ = tick.tick() => state.limiter.forget_idle(),
+                }
+            }
+        })
+    };
+
+    tracing::info!(
+        %addr,
+        brokers = %state.config.brokers,
+        partitions = layout.input.partitions,
+        "streamgate listening"
+    );
+    let signal = async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        let _ = shutdown_tx.send(true);
+    };
+    warp::serve(crate::api::routes(state.clone()))
+        .incoming(listener)
+        .graceful(signal)
+        .run()
+        .await;
+
+    let _ = processing.await;
+    let _ = router_task.await;
+    let _ = follower.await;
+    let _ = janitor.await;
+    input.flush(FLUSH_TIMEOUT);
+    results_producer.flush(FLUSH_TIMEOUT);
+    // Every Kafka client goes before the embedded broker they talk to.
+    drop((state, input, results_producer));
+    drop(embedded);
+    tracing::info!("streamgate stopped");
+    Ok(())
+}

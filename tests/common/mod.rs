@@ -1,0 +1,227 @@
+//! Test harness: a daemon in this process on 127.0.0.1:0 over a real Kafka-protocol broker,
+//! plus HTTP and WebSocket helpers that wait on conditions with a deadline, never on sleeps.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::Value;
+use streamgate::config::{ApiKey, Brokers, Config};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+pub const ALICE: &str = "alice-key-0123456789";
+pub const BOB: &str = "bob-key-0123456789";
+/// Upper bound for any single wait in a test.
+pub const WAIT: Duration = Duration::from_secs(30);
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A config for tests: embedded broker, few partitions, two keys, no rate limits.
+pub fn test_config() -> Config {
+    let mut c = Config {
+        brokers: Brokers::Embedded,
+        api_keys: vec![
+            ApiKey {
+                name: "alice".into(),
+                key: ALICE.into(),
+                admin: false,
+            },
+            ApiKey {
+                name: "bob".into(),
+                key: BOB.into(),
+                admin: false,
+            },
+        ],
+        ..Config::default()
+    };
+    c.topics.partitions = 3;
+    c.rate_limits.per_ip = None;
+    c.rate_limits.per_key = None;
+    c.limits.send_timeout_ms = 3000;
+    c.log.level = "warn".into();
+    c
+}
+
+/// A running daemon; `stop` shuts it down gracefully and returns its result.
+pub struct Daemon {
+    pub addr: SocketAddr,
+    pub http: reqwest::Client,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<(), streamgate::Error>>>,
+}
+
+impl Daemon {
+    pub async fn start(config: Config) -> Self {
+        streamgate::logging::init(&config.log);
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(streamgate::server::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let daemon = Daemon {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        daemon.wait_ready().await;
+        daemon
+    }
+
+    /// Waits until `/healthz` answers (start-up reads the registry before serving).
+    async fn wait_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
+                if r.status().is_success() {
+                    return;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "daemon did not come up"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn ws_url(&self, path: &str) -> String {
+        format!("ws://{}{}", self.addr, path)
+    }
+
+    pub async fn stop(mut self) -> Result<(), streamgate::Error> {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+        let task = self.task.take().unwrap();
+        tokio::time::timeout(WAIT, task)
+            .await
+            .expect("daemon did not stop in time")
+            .unwrap()
+    }
+
+    /// Starts a stream as `key`, returns its id.
+    pub async fn start_stream(&self, key: &str, body: Option<Value>) -> String {
+        let mut req = self
+            .http
+            .post(self.url("/api/stream/start"))
+            .header("x-api-key", key);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
+        let v: Value = resp.json().await.unwrap();
+        v["stream_id"].as_str().unwrap().to_string()
+    }
+
+    /// POSTs a JSON value to a stream; returns status and body.
+    pub async fn send_json(&self, key: &str, id: &str, value: &Value) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(&format!("/api/stream/{id}/send")))
+            .header("x-api-key", key)
+            .json(value)
+            .send()
+            .await
+            .unwrap();
+        status_and_json(resp).await
+    }
+
+    pub async fn send_ndjson(&self, key: &str, id: &str, body: String) -> (u16, Value) {
+        let resp = self
+            .http
+            .post(self.url(&format!("/api/stream/{id}/send")))
+            .header("x-api-key", key)
+            .header("content-type", "application/x-ndjson")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        status_and_json(resp).await
+    }
+
+    /// Opens the results WebSocket of a stream with the key in `X-API-Key`.
+    pub async fn subscribe(&self, key: &str, id: &str) -> Ws {
+        let mut req = self
+            .ws_url(&format!("/api/stream/{id}/results"))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("x-api-key", key.parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        ws
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+pub async fn status_and_json(resp: reqwest::Response) -> (u16, Value) {
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+    (status, body)
+}
+
+/// The next text frame as JSON, failing the test after `WAIT`.
+pub async fn next_frame(ws: &mut Ws) -> Value {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no frame within the deadline")
+            .expect("socket ended")
+            .expect("socket error");
+        match msg {
+            Message::Text(t) => return serde_json::from_str(&t).unwrap(),
+            Message::Close(c) => panic!("socket closed: {c:?}"),
+            _ => continue,
+        }
+    }
+}
+
+/// Reads frames until the close frame; returns its code and reason.
+pub async fn next_close(ws: &mut Ws) -> (u16, String) {
+    loop {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .expect("no close within the deadline");
+        match msg {
+            Some(Ok(Message::Close(Some(c)))) => return (c.code.into(), c.reason.to_string()),
+            Some(Ok(Message::Close(None))) | None => return (1005, String::new()),
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => panic!("socket error before close: {e}"),
+        }
+    }
+}
+
+/// Collects `n` frames of type `result`, skipping others.
+pub async fn results(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut out = Vec::with_capacity(n);
+    while out.len() < n {
+        let f = next_frame(ws).await;
+        if f["type"] == "result" {
+            out.push(f);
+        }
+    }
+    out
+}
+
+pub async fn send_text(ws: &mut Ws, text: &str) {
+    ws.send(Message::text(text.to_string())).await.unwrap();
+}
