@@ -214,6 +214,10 @@ pub struct Limits {
     pub ws_max_in_flight: usize,
     /// Largest WebSocket message accepted from a client.
     pub ws_max_message_bytes: usize,
+    /// Kernel send buffer of every client connection (SO_SNDBUF). `null` leaves the kernel's
+    /// autotuning (up to `net.ipv4.tcp_wmem` max, 4 MiB by default); a fixed size bounds the
+    /// kernel memory a slow client can pin and makes it count as lagging sooner.
+    pub socket_send_buffer_bytes: Option<usize>,
 }
 
 impl Default for Limits {
@@ -224,6 +228,7 @@ impl Default for Limits {
             subscriber_queue: 1024,
             ws_max_in_flight: 1024,
             ws_max_message_bytes: 1024 * 1024,
+            socket_send_buffer_bytes: None,
         }
     }
 }

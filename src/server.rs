@@ -76,6 +76,12 @@ pub async fn run(
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
+    if let Some(bytes) = config.limits.socket_send_buffer_bytes {
+        // Accepted sockets inherit the listening socket's buffer size.
+        socket2::SockRef::from(&listener)
+            .set_send_buffer_size(bytes)
+            .map_err(|e| Error::io("set the listener's send buffer size", e))?;
+    }
     // Kept alive for the daemon's lifetime; dropping it stops the embedded cluster.
     let embedded = match &config.brokers {
         Brokers::Embedded => Some(EmbeddedBroker::start(&config.topics)?),

@@ -225,3 +225,22 @@ pub async fn results(ws: &mut Ws, n: usize) -> Vec<Value> {
 pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text.to_string())).await.unwrap();
 }
+
+impl Daemon {
+    /// Like `subscribe`, over a socket with a tiny receive buffer, so a client that does not
+    /// read backs up the daemon after a few KiB rather than after the kernel's megabytes.
+    pub async fn subscribe_small_buffer(&self, key: &str, id: &str) -> Ws {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.set_recv_buffer_size(4096).unwrap();
+        let stream = socket.connect(self.addr).await.unwrap();
+        let mut req = self
+            .ws_url(&format!("/api/stream/{id}/results"))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut().insert("x-api-key", key.parse().unwrap());
+        let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+        ws
+    }
+}
