@@ -15,13 +15,13 @@ use warp::{Rejection, Reply};
 pub enum Error {
     #[error("invalid config: {message}")]
     Config { message: String },
-    #[error("kafka: {context}: {source}")]
+    #[error("kafka: {context}")]
     Kafka {
         context: String,
         #[source]
         source: rdkafka::error::KafkaError,
     },
-    #[error("{context}: {source}")]
+    #[error("{context}")]
     Io {
         context: String,
         #[source]

@@ -19,6 +19,7 @@
 //! - [`frames`]: the JSON wire format of everything a WebSocket client receives.
 //! - [`error`]: daemon errors, and the one mapping of API errors to HTTP.
 //! - [`keyfile`]: the local key file behind zero-config use.
+//! - [`metrics`]: Prometheus metrics behind `/metrics`.
 //! - [`logging`]: tracing setup.
 
 pub mod api;
@@ -30,6 +31,7 @@ pub mod kafka;
 pub mod keyfile;
 pub mod limits;
 pub mod logging;
+pub mod metrics;
 pub mod processing;
 pub mod processor;
 pub mod registry;

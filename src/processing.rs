@@ -8,6 +8,10 @@
 //! of rust-rdkafka). A crash between produce and commit re-processes records; duplicates carry
 //! the same `input_offset`, so readers can drop them.
 //!
+//! If a result is ever refused, the stage stops storing offsets at that record, commits what
+//! was acknowledged, and restarts with a fresh consumer and producer session from the
+//! committed offsets: crash-only recovery, so no error path can skip a record.
+//!
 //! Because the group is shared by every instance, adding instances adds processing capacity;
 //! Kafka moves partitions between them on rebalance.
 
@@ -18,16 +22,19 @@ use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::Message;
+use rdkafka::{ClientConfig, Message};
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::frames::{self, Kind, Origin};
 use crate::kafka::{now_ms, SendError, TopicProducer};
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// Processed input records whose results may await their acks at once.
 const ACK_PIPELINE: usize = 4096;
+/// Pause before restarting the stage after a failure.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 
 type Ack = Pin<Box<dyn Future<Output = Result<i64, SendError>> + Send>>;
 
@@ -39,71 +46,110 @@ struct Pending {
 }
 
 pub struct Processing {
-    pub consumer: Arc<StreamConsumer>,
+    /// Settings of the group consumer; a fresh consumer is made for every (re)start.
+    pub consumer_config: ClientConfig,
     pub input_topic: String,
     pub results: TopicProducer,
     pub registry: Arc<Registry>,
+    pub metrics: Arc<Metrics>,
+}
+
+/// How one run of the stage ended.
+enum Outcome {
+    Shutdown,
+    /// A result was not acknowledged: nothing from that record on was committed.
+    Failed(String),
 }
 
 impl Processing {
-    /// Runs until `shutdown`, then stores the offsets of everything acknowledged and commits.
+    /// Runs until `shutdown`, restarting after failures.
     pub async fn run(self, mut shutdown: watch::Receiver<bool>) {
-        if let Err(e) = self.consumer.subscribe(&[&self.input_topic]) {
-            tracing::error!(error = %e, "processing cannot subscribe to the input topic");
-            return;
-        }
-        let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
-        let acker = tokio::spawn(ack_in_order(
-            self.consumer.clone(),
-            self.input_topic.clone(),
-            rx,
-        ));
         loop {
-            let msg = tokio::select! {
-                _ = shutdown.changed() => break,
-                msg = self.consumer.recv() => msg,
-            };
-            match msg {
-                Ok(m) => {
-                    let pending = self.process(&m).await;
-                    if tx.send(pending).await.is_err() {
-                        break;
+            match self.run_once(&mut shutdown).await {
+                Outcome::Shutdown => return,
+                Outcome::Failed(why) => {
+                    tracing::warn!(reason = %why, "processing restarts from the committed offsets");
+                    self.results.replace();
+                    tokio::select! {
+                        _ = shutdown.changed() => return,
+                        _ = tokio::time::sleep(RESTART_BACKOFF) => {}
                     }
                 }
+            }
+        }
+    }
+
+    async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Outcome {
+        let consumer: StreamConsumer = match self.consumer_config.create() {
+            Ok(c) => c,
+            Err(e) => return Outcome::Failed(format!("create consumer: {e}")),
+        };
+        let consumer = Arc::new(consumer);
+        if let Err(e) = consumer.subscribe(&[&self.input_topic]) {
+            return Outcome::Failed(format!("subscribe to {}: {e}", self.input_topic));
+        }
+        let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
+        let (failed_tx, mut failed) = watch::channel(None::<String>);
+        let acker = tokio::spawn(ack_in_order(
+            consumer.clone(),
+            self.input_topic.clone(),
+            rx,
+            failed_tx,
+        ));
+        let outcome = loop {
+            if *shutdown.borrow() {
+                break Outcome::Shutdown;
+            }
+            let msg = tokio::select! {
+                _ = shutdown.changed() => continue,
+                _ = failed.changed() => {
+                    break Outcome::Failed(failed.borrow().clone().unwrap_or_default());
+                }
+                msg = consumer.recv() => msg,
+            };
+            match msg {
+                Ok(m) => match self.process(&m).await {
+                    Ok(pending) => {
+                        if tx.send(pending).await.is_err() {
+                            break Outcome::Failed("the acker stopped".into());
+                        }
+                    }
+                    Err(why) => break Outcome::Failed(why),
+                },
                 Err(e) => {
                     tracing::warn!(error = %e, "processing consumer error");
                     tokio::time::sleep(Duration::from_millis(200)).await;
                 }
             }
-        }
+        };
         drop(tx);
         let _ = acker.await;
-        if let Err(e) = self.consumer.commit_consumer_state(CommitMode::Sync) {
-            tracing::debug!(error = %e, "final commit of processing offsets");
+        // Commits the stored offsets only: everything acknowledged, nothing after a failure.
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "commit of processing offsets");
         }
+        outcome
     }
 
-    async fn process(&self, m: &BorrowedMessage<'_>) -> Pending {
+    /// Processes one input record and hands its results to the producer. An error means a
+    /// result could not even be queued; the stage then restarts.
+    async fn process(&self, m: &BorrowedMessage<'_>) -> Result<Pending, String> {
         let mut pending = Pending {
             partition: m.partition(),
             offset: m.offset(),
             acks: Vec::new(),
         };
-        let Some(key) = m.key().and_then(|k| std::str::from_utf8(k).ok()) else {
-            tracing::warn!(
-                partition = m.partition(),
-                offset = m.offset(),
-                "skipping input record without a key"
-            );
-            return pending;
-        };
-        let Ok(stream_id) = Uuid::parse_str(key) else {
+        let Some(stream_id) = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| Uuid::parse_str(k).ok())
+        else {
             tracing::warn!(
                 partition = m.partition(),
                 offset = m.offset(),
                 "skipping input record whose key is not a stream id"
             );
-            return pending;
+            return Ok(pending);
         };
         let origin = Origin {
             stream_id,
@@ -112,55 +158,68 @@ impl Processing {
             received_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
         };
         let processed_ms = now_ms();
-        let outputs: Vec<(Kind, Vec<u8>)> = if is_end_marker(m) {
+        let outputs = if is_end_marker(m) {
             vec![(
                 Kind::End,
                 frames::stored(Kind::End, &origin, processed_ms, None, None),
             )]
         } else {
-            let entry = self.registry.find(&stream_id).await;
-            let spec = entry.as_ref().map(|e| e.processor()).unwrap_or_default();
-            let parsed = m
-                .payload()
-                .ok_or_else(|| "record has no value".to_string())
-                .and_then(|p| {
-                    serde_json::from_slice(p).map_err(|e| format!("record is not JSON: {e}"))
-                });
-            match parsed.and_then(|data| spec.apply(data)) {
-                Ok(results) => results
-                    .iter()
-                    .map(|data| {
-                        (
-                            Kind::Result,
-                            frames::stored(Kind::Result, &origin, processed_ms, Some(data), None),
-                        )
-                    })
-                    .collect(),
-                Err(message) => vec![(
-                    Kind::Error,
-                    frames::stored(Kind::Error, &origin, processed_ms, None, Some(&message)),
-                )],
-            }
+            self.metrics.processed.inc();
+            self.apply(&origin, m.payload(), processed_ms).await
         };
+        let key = stream_id.to_string();
         for (kind, payload) in outputs {
             let headers = OwnedHeaders::new().insert(Header {
                 key: frames::TYPE_HEADER,
                 value: Some(kind.as_str()),
             });
-            match self
+            let ack = self
                 .results
-                .enqueue_with_headers(key, &payload, processed_ms, Some(headers))
+                .enqueue_with_headers(&key, &payload, processed_ms, Some(headers))
                 .await
-            {
-                Ok(ack) => pending.acks.push(Box::pin(ack)),
-                // Only non-retriable errors reach here (the producer never times out); the
-                // offset is still stored so the partition is not wedged on one bad record.
-                Err(e) => {
-                    tracing::error!(%stream_id, offset = m.offset(), error = %e, "cannot produce result")
-                }
+                .map_err(|e| {
+                    format!(
+                        "produce a result of partition {} offset {}: {e}",
+                        m.partition(),
+                        m.offset()
+                    )
+                })?;
+            pending.acks.push(Box::pin(ack));
+        }
+        Ok(pending)
+    }
+
+    /// Runs the stream's processor on one record: its results, or one error result.
+    async fn apply(
+        &self,
+        origin: &Origin,
+        payload: Option<&[u8]>,
+        processed_ms: i64,
+    ) -> Vec<(Kind, Vec<u8>)> {
+        let entry = self.registry.find(&origin.stream_id).await;
+        let spec = entry.as_ref().map(|e| e.processor()).unwrap_or_default();
+        let outcome = payload
+            .ok_or_else(|| "record has no value".to_string())
+            .and_then(|p| serde_json::from_slice(p).map_err(|e| format!("record is not JSON: {e}")))
+            .and_then(|data| spec.apply(data));
+        match outcome {
+            Ok(results) => results
+                .iter()
+                .map(|data| {
+                    (
+                        Kind::Result,
+                        frames::stored(Kind::Result, origin, processed_ms, Some(data), None),
+                    )
+                })
+                .collect(),
+            Err(message) => {
+                self.metrics.processing_errors.inc();
+                vec![(
+                    Kind::Error,
+                    frames::stored(Kind::Error, origin, processed_ms, None, Some(&message)),
+                )]
             }
         }
-        pending
     }
 }
 
@@ -172,16 +231,25 @@ fn is_end_marker(m: &BorrowedMessage<'_>) -> bool {
     })
 }
 
-/// Stores each input offset once all its results are acknowledged, in arrival order.
+/// Stores each input offset once all its results are acknowledged, in arrival order. At the
+/// first unacknowledged result it reports the failure and stops, so neither that offset nor
+/// any later one is stored.
 async fn ack_in_order(
     consumer: Arc<StreamConsumer>,
     topic: String,
     mut rx: mpsc::Receiver<Pending>,
+    failed: watch::Sender<Option<String>>,
 ) {
     while let Some(p) = rx.recv().await {
         for ack in p.acks {
             if let Err(e) = ack.await {
-                tracing::error!(partition = p.partition, offset = p.offset, error = %e, "result not acknowledged");
+                let why = format!(
+                    "a result of partition {} offset {} was not acknowledged: {e}",
+                    p.partition, p.offset
+                );
+                tracing::error!("{why}");
+                let _ = failed.send(Some(why));
+                return;
             }
         }
         // Fails harmlessly when the partition moved to another instance meanwhile; that

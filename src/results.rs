@@ -20,6 +20,7 @@ use uuid::Uuid;
 use crate::error::Error;
 use crate::frames::{self, Kind};
 use crate::kafka::TopicInfo;
+use crate::metrics::Metrics;
 use crate::registry::Registry;
 
 /// One frame for a subscriber, already serialized and shared by all subscribers of a stream.
@@ -43,6 +44,7 @@ pub struct Router {
     queue: usize,
     consumer: StreamConsumer,
     registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
 }
 
 /// A live subscription; dropping it unsubscribes.
@@ -75,6 +77,7 @@ impl Router {
         topic: &TopicInfo,
         queue: usize,
         registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, Error> {
         let mut tpl = TopicPartitionList::new();
         for p in 0..topic.partitions {
@@ -90,6 +93,7 @@ impl Router {
             queue,
             consumer,
             registry,
+            metrics,
         }))
     }
 
@@ -110,6 +114,7 @@ impl Router {
         if let Some(e) = self.registry.local(&stream) {
             e.stats.subscribers.fetch_add(1, Ordering::Relaxed);
         }
+        self.metrics.subscribers.inc();
         Subscription {
             rx,
             lagged,
@@ -128,6 +133,7 @@ impl Router {
                 if let Some(e) = self.registry.local(stream) {
                     e.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
                 }
+                self.metrics.subscribers.dec();
             }
             if slots.is_empty() {
                 subs.remove(stream);
@@ -190,11 +196,15 @@ impl Router {
                 return;
             };
             for slot in slots {
-                if let Err(e) = slot.tx.try_send(delivery.clone()) {
-                    if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                        slot.lagged.store(true, Ordering::Release);
+                match slot.tx.try_send(delivery.clone()) {
+                    Ok(()) => self.metrics.results_out.inc(),
+                    Err(e) => {
+                        if matches!(e, mpsc::error::TrySendError::Full(_)) {
+                            slot.lagged.store(true, Ordering::Release);
+                            self.metrics.lagged_closes.inc();
+                        }
+                        dropped.push(slot.id);
                     }
-                    dropped.push(slot.id);
                 }
             }
         }

@@ -20,6 +20,7 @@ use crate::config::{Brokers, Config};
 use crate::error::Error;
 use crate::kafka::{self, EmbeddedBroker, TopicProducer};
 use crate::limits::{self, Limiter};
+use crate::metrics::Metrics;
 use crate::processing::Processing;
 use crate::registry::Registry;
 use crate::results::Router;
@@ -40,6 +41,7 @@ pub struct AppState {
     pub input: TopicProducer,
     /// Flips to `true` when the daemon shuts down; WebSocket sessions watch it.
     pub shutdown: watch::Receiver<bool>,
+    pub metrics: Arc<Metrics>,
     /// Metadata client behind `/readyz`.
     probe: Arc<BaseConsumer>,
     pub started: Instant,
@@ -110,6 +112,7 @@ pub async fn run(
         TopicProducer::new(&bootstrap, &config.kafka, layout.results.clone(), None)?;
 
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let metrics = Arc::new(Metrics::new());
     let instance = uuid::Uuid::new_v4();
 
     let registry_consumer: StreamConsumer = consumer_config(
@@ -135,6 +138,7 @@ pub async fn run(
         &layout.results,
         config.limits.subscriber_queue,
         registry.clone(),
+        metrics.clone(),
     )?;
     let router_task = tokio::spawn(router.clone().run(shutdown_rx.clone()));
 
@@ -149,15 +153,13 @@ pub async fn run(
     for (k, v) in &config.kafka {
         processing_config.set(k, v);
     }
-    let processing_consumer: StreamConsumer = processing_config
-        .create()
-        .map_err(|e| Error::kafka("create processing consumer", e))?;
     let processing = tokio::spawn(
         Processing {
-            consumer: Arc::new(processing_consumer),
+            consumer_config: processing_config,
             input_topic: layout.input.name.clone(),
             results: results_producer.clone(),
             registry: registry.clone(),
+            metrics: metrics.clone(),
         }
         .run(shutdown_rx.clone()),
     );
@@ -175,6 +177,7 @@ pub async fn run(
         router,
         input: input.clone(),
         shutdown: shutdown_rx.clone(),
+        metrics,
         probe: Arc::new(probe),
         started: Instant::now(),
     });

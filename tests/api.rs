@@ -1,10 +1,8 @@
 //! The daemon end to end on the embedded broker: start → send → results over WebSocket, the
 //! bi-directional channel, ownership, and every error status with its JSON body.
 
-mod common;
-
-use common::*;
 use serde_json::{json, Value};
+use streamgate_testkit::*;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -26,6 +24,25 @@ async fn start_send_and_receive_result_over_websocket() {
     assert_eq!(frame["input_partition"], body["partition"]);
     assert!(frame["cursor"].is_i64());
     assert!(frame["received_ms"].as_i64().unwrap() <= frame["processed_ms"].as_i64().unwrap());
+
+    let metrics = d
+        .http
+        .get(d.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("streamgate_records_in_total 1\n"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("streamgate_subscribers 1\n"), "{metrics}");
+    assert!(
+        metrics.contains("streamgate_http_requests_total{method=\"POST\",status=\"202\"} 1"),
+        "{metrics}"
+    );
     d.stop().await.unwrap();
 }
 

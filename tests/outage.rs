@@ -1,14 +1,12 @@
 //! A broker outage gives 503s within the send timeout and "not ready", never a hang; when the
 //! broker is back the daemon recovers by itself.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
 use serde_json::json;
 use streamgate::config::Brokers;
 use streamgate::kafka::EmbeddedBroker;
+use streamgate_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_gives_503_then_recovers() {

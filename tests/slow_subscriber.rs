@@ -1,9 +1,7 @@
 //! A subscriber that stops reading is closed with a reason naming where to resume, while a
 //! fast subscriber of the same stream receives everything; the router never stalls.
 
-mod common;
-
-use common::*;
+use streamgate_testkit::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_is_closed_and_fast_reader_gets_everything() {

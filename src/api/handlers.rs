@@ -23,6 +23,15 @@ fn json(status: StatusCode, body: &serde_json::Value) -> Response {
     warp::reply::with_status(warp::reply::json(body), status).into_response()
 }
 
+pub async fn metrics(state: Arc<AppState>) -> Response {
+    warp::reply::with_header(
+        state.metrics.render(),
+        "content-type",
+        "text/plain; version=0.0.4",
+    )
+    .into_response()
+}
+
 pub async fn ready(state: Arc<AppState>) -> Response {
     if state.broker_reachable().await {
         json(StatusCode::OK, &serde_json::json!({"status": "ready"}))
@@ -159,6 +168,7 @@ pub async fn send(
     let records = records(&body, content_type.as_deref())?;
     let payloads: Vec<&[u8]> = records.iter().map(|r| r.as_ref()).collect();
     let key = entry.id.to_string();
+    let started = std::time::Instant::now();
     let result = state.input.send_all(&key, &payloads).await;
     let acknowledged = match &result {
         Ok(offsets) => offsets.len(),
@@ -170,7 +180,12 @@ pub async fn send(
         .records_in
         .fetch_add(acknowledged as u64, Ordering::Relaxed);
     entry.stats.touch();
+    state.metrics.records_in.inc_by(acknowledged as u64);
     let offsets = result?;
+    state
+        .metrics
+        .send_ack_seconds
+        .observe(started.elapsed().as_secs_f64());
     Ok(json(
         StatusCode::ACCEPTED,
         &serde_json::json!({

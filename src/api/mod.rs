@@ -27,6 +27,10 @@ pub fn routes(
         .and(warp::get())
         .and(with_state(&state))
         .then(handlers::ready);
+    let metrics = warp::path!("metrics")
+        .and(warp::get())
+        .and(with_state(&state))
+        .then(handlers::metrics);
 
     // Path and method first, so only the one matching route charges the quotas and checks
     // the key.
@@ -78,14 +82,17 @@ pub fn routes(
         .or(end)
         .unify();
 
+    let logged = state.clone();
     healthz
         .or(readyz)
+        .unify()
+        .or(metrics)
         .unify()
         .or(api)
         .unify()
         .recover(recover)
         .unify()
-        .with(warp::log::custom(log_request))
+        .with(warp::log::custom(move |info| log_request(&logged, info)))
 }
 
 fn with_state(
@@ -167,7 +174,12 @@ where
 
 /// One line per request: method, path, status, latency and stream id. Headers (and so keys)
 /// are never logged.
-fn log_request(info: warp::log::Info<'_>) {
+fn log_request(state: &AppState, info: warp::log::Info<'_>) {
+    state
+        .metrics
+        .requests
+        .with_label_values(&[info.method().as_str(), info.status().as_str()])
+        .inc();
     let path = info.path();
     let stream_id = path
         .strip_prefix("/api/stream/")

@@ -73,6 +73,7 @@ pub async fn session(
                 let frame = match result {
                     Ok(offset) => {
                         entry.stats.records_in.fetch_add(1, Ordering::Relaxed);
+                        state.metrics.records_in.inc();
                         entry.stats.touch();
                         frames::ack(n, offset)
                     }

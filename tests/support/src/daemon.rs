@@ -1,6 +1,4 @@
-//! Test harness: a daemon in this process on 127.0.0.1:0 over a real Kafka-protocol broker,
-//! plus HTTP and WebSocket helpers that wait on conditions with a deadline, never on sleeps.
-#![allow(dead_code)]
+//! A daemon in this process on 127.0.0.1:0, plus HTTP and WebSocket helpers.
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -1,0 +1,109 @@
+//! Prometheus metrics for `/metrics`: requests, records in and out, subscribers, lag closes
+//! and broker acknowledgement latency. One registry per daemon instance (not the process-wide
+//! default), so several daemons in one process (tests) keep separate counts.
+
+use prometheus::{
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+    TextEncoder,
+};
+
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub records_in: IntCounter,
+    pub results_out: IntCounter,
+    pub processed: IntCounter,
+    pub processing_errors: IntCounter,
+    pub subscribers: IntGauge,
+    pub lagged_closes: IntCounter,
+    pub send_ack_seconds: Histogram,
+}
+
+impl Metrics {
+    pub fn new() -> Self {
+        let registry =
+            Registry::new_custom(Some("streamgate".into()), None).expect("valid metrics prefix");
+        let requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by method and status"),
+            &["method", "status"],
+        )
+        .expect("valid metric");
+        let counter = |name: &str, help: &str| IntCounter::new(name, help).expect("valid metric");
+        let records_in = counter(
+            "records_in_total",
+            "Records acknowledged by the broker on send",
+        );
+        let results_out = counter(
+            "results_delivered_total",
+            "Result frames queued to WebSocket subscribers of this instance",
+        );
+        let processed = counter(
+            "records_processed_total",
+            "Input records processed by this instance",
+        );
+        let processing_errors = counter(
+            "processing_errors_total",
+            "Input records whose processing produced an error result",
+        );
+        let lagged_closes = counter(
+            "subscriber_lag_closes_total",
+            "WebSocket subscribers closed for reading too slowly",
+        );
+        let subscribers =
+            IntGauge::new("subscribers", "Open WebSocket subscribers").expect("valid metric");
+        let send_ack_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "send_ack_seconds",
+                "Time from a send request to the broker's acknowledgement of all its records",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(records_in.clone()),
+            Box::new(results_out.clone()),
+            Box::new(processed.clone()),
+            Box::new(processing_errors.clone()),
+            Box::new(subscribers.clone()),
+            Box::new(lagged_closes.clone()),
+            Box::new(send_ack_seconds.clone()),
+        ] {
+            registry.register(c).expect("metric registered once");
+        }
+        #[cfg(target_os = "linux")]
+        {
+            let _ = registry.register(Box::new(
+                prometheus::process_collector::ProcessCollector::for_self(),
+            ));
+        }
+        Self {
+            registry,
+            requests,
+            records_in,
+            results_out,
+            processed,
+            processing_errors,
+            subscribers,
+            lagged_closes,
+            send_ack_seconds,
+        }
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}

@@ -1,0 +1,172 @@
+//! Several daemons on one real broker (tansu) behave as one service: no sticky sessions, no
+//! state outside Kafka. Restarts lose nothing; a broker outage gives 503s and recovers.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use streamgate::config::{Brokers, Config};
+use streamgate_testkit::*;
+
+fn on(tansu: &Tansu) -> Config {
+    let mut c = test_config();
+    c.brokers = Brokers::Bootstrap(tansu.bootstrap());
+    c
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_instances_behave_as_one() {
+    let tansu = Tansu::start();
+    let a = Daemon::start(on(&tansu)).await;
+    let b = Daemon::start(on(&tansu)).await;
+    let c = Daemon::start(on(&tansu)).await;
+
+    // Started on A, immediately known to B and C (they catch up with the registry topic).
+    let id = a.start_stream(ALICE, None).await;
+    let mut tails = vec![
+        a.subscribe(ALICE, &id).await,
+        b.subscribe(ALICE, &id).await,
+        c.subscribe(ALICE, &id).await,
+    ];
+    let (status, body) = b
+        .send_ndjson(ALICE, &id, (1..=30).map(|i| format!("{i}\n")).collect())
+        .await;
+    assert_eq!(status, 202, "{body}");
+    let (status, _) = c.send_json(ALICE, &id, &json!(31)).await;
+    assert_eq!(status, 202);
+
+    for ws in &mut tails {
+        let got: Vec<i64> = results(ws, 31)
+            .await
+            .iter()
+            .map(|f| f["data"].as_i64().unwrap())
+            .collect();
+        assert_eq!(got, (1..=31).collect::<Vec<_>>());
+    }
+    // Ownership holds on every instance.
+    assert_eq!(c.send_json(BOB, &id, &json!(0)).await.0, 404);
+
+    // The records are really in the broker: input in order under the stream's key, one
+    // result per input record.
+    let bootstrap = tansu.bootstrap();
+    let (input, output) = tokio::task::spawn_blocking(move || {
+        (
+            read_topic(&bootstrap, "streamgate.input"),
+            read_topic(&bootstrap, "streamgate.results"),
+        )
+    })
+    .await
+    .unwrap();
+    let sent: Vec<Value> = input
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(id.as_str()))
+        .map(Record::json)
+        .collect();
+    assert_eq!(sent, (1..=31).map(Value::from).collect::<Vec<_>>());
+    let processed: Vec<Value> = output
+        .iter()
+        .filter(|r| r.key.as_deref() == Some(id.as_str()))
+        .map(|r| r.json()["data"].clone())
+        .collect();
+    assert_eq!(processed, (1..=31).map(Value::from).collect::<Vec<_>>());
+
+    for d in [a, b, c] {
+        d.stop().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_daemon_serves_the_streams_it_had() {
+    let tansu = Tansu::start();
+    let a = Daemon::start(on(&tansu)).await;
+    let id = a
+        .start_stream(ALICE, Some(json!({"processor": "uppercase"})))
+        .await;
+    assert_eq!(a.send_json(ALICE, &id, &json!("before")).await.0, 202);
+    a.stop().await.unwrap();
+
+    let a = Daemon::start(on(&tansu)).await;
+    let info: Value = a
+        .http
+        .get(a.url(&format!("/api/stream/{id}")))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(info["owner"], "alice");
+    assert_eq!(info["processor"], json!({"type": "uppercase"}));
+    let mut ws = a.subscribe(ALICE, &id).await;
+    assert_eq!(a.send_json(ALICE, &id, &json!("after")).await.0, 202);
+    // "before" may be processed before or after the restart; "AFTER" must come.
+    loop {
+        if next_frame(&mut ws).await["data"] == "AFTER" {
+            break;
+        }
+    }
+    a.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_gives_503_and_not_ready_then_recovers() {
+    let mut tansu = Tansu::start();
+    let mut config = on(&tansu);
+    config.limits.send_timeout_ms = 2000;
+    let d = Daemon::start(config).await;
+    let id = d.start_stream(ALICE, None).await;
+    let mut ws = d.subscribe(ALICE, &id).await;
+    assert_eq!(d.send_json(ALICE, &id, &json!("before")).await.0, 202);
+    assert_eq!(next_frame(&mut ws).await["data"], "before");
+
+    tansu.stop();
+    let started = std::time::Instant::now();
+    let (status, body) = d.send_json(ALICE, &id, &json!("during")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "broker_unavailable");
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "503 took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
+        503
+    );
+
+    tansu.restart();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let (status, body) = d.send_json(ALICE, &id, &json!("after")).await;
+        if status == 202 {
+            break;
+        }
+        eprintln!("RECOVERY {status} {body}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no recovery after the broker came back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The same WebSocket stayed connected and gets results again.
+    loop {
+        if next_frame(&mut ws).await["data"] == "after" {
+            break;
+        }
+    }
+    assert_eq!(
+        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
+    d.stop().await.unwrap();
+}
+
+/// Counts results per input offset, to tell redelivery (allowed) from loss (never).
+pub fn by_input_offset(results: &[Value]) -> BTreeMap<i64, usize> {
+    let mut m = BTreeMap::new();
+    for r in results {
+        *m.entry(r["input_offset"].as_i64().unwrap()).or_insert(0) += 1;
+    }
+    m
+}
