@@ -85,6 +85,23 @@ pub fn client_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> Clien
     c
 }
 
+/// Settings for a consumer in `group` (which only matters for the processing stage: the others
+/// assign partitions themselves and never commit).
+pub fn consumer_config(
+    bootstrap: &str,
+    extra: &BTreeMap<String, String>,
+    group: &str,
+) -> ClientConfig {
+    let mut c = client_config(bootstrap, &BTreeMap::new());
+    c.set("group.id", group)
+        .set("enable.partition.eof", "false")
+        .set("enable.auto.commit", "false");
+    for (k, v) in extra {
+        c.set(k, v);
+    }
+    c
+}
+
 /// librdkafka's in-process mock cluster, kept on a thread of its own because the handle is
 /// not `Send`. Dropping this stops the cluster.
 pub struct EmbeddedBroker {

@@ -16,6 +16,7 @@
 //! - [`processor`]: what a stream does to each record (pure functions).
 //! - [`processing`]: the consumer group that runs processors, at least once.
 //! - [`results`]: the router fanning results out to WebSocket subscribers.
+//! - [`replay`]: reading a stream's past results back from the broker (resume cursors).
 //! - [`frames`]: the JSON wire format of everything a WebSocket client receives.
 //! - [`error`]: daemon errors, and the one mapping of API errors to HTTP.
 //! - [`keyfile`]: the local key file behind zero-config use.
@@ -35,6 +36,7 @@ pub mod metrics;
 pub mod processing;
 pub mod processor;
 pub mod registry;
+pub mod replay;
 pub mod results;
 pub mod server;
 

@@ -7,7 +7,7 @@
 //! bounded by `limits.subscriber_queue` frames.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -23,6 +23,31 @@ use crate::kafka::TopicInfo;
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
+/// The stream and frame of a results-topic record; `None` for a record that is not one of
+/// ours. Shared by the live router and replays, so both deliver identical frames.
+pub fn delivery_of(m: &impl Message) -> Option<(Uuid, Delivery)> {
+    let stream = m
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| Uuid::parse_str(k).ok())?;
+    let kind = m
+        .headers()
+        .and_then(|hs| hs.iter().find(|h| h.key == frames::TYPE_HEADER))
+        .and_then(|h| h.value)
+        .map_or(Kind::Result, Kind::from_header);
+    let frame = m
+        .payload()
+        .and_then(|p| frames::with_cursor(m.offset(), p))?;
+    Some((
+        stream,
+        Delivery {
+            kind,
+            cursor: m.offset(),
+            frame: frame.into(),
+        },
+    ))
+}
+
 /// One frame for a subscriber, already serialized and shared by all subscribers of a stream.
 #[derive(Debug, Clone)]
 pub struct Delivery {
@@ -34,8 +59,11 @@ pub struct Delivery {
 struct Slot {
     id: u64,
     tx: mpsc::Sender<Delivery>,
-    lagged: Arc<AtomicBool>,
+    lagged: Arc<AtomicI64>,
 }
+
+/// `Slot::lagged` while the subscriber keeps up.
+const NOT_LAGGED: i64 = -1;
 
 /// The subscriber table and the consumer that feeds it.
 pub struct Router {
@@ -50,16 +78,18 @@ pub struct Router {
 /// A live subscription; dropping it unsubscribes.
 pub struct Subscription {
     pub rx: mpsc::Receiver<Delivery>,
-    lagged: Arc<AtomicBool>,
+    lagged: Arc<AtomicI64>,
     router: Arc<Router>,
     stream: Uuid,
     id: u64,
 }
 
 impl Subscription {
-    /// True once the router detached this subscriber because its queue was full.
-    pub fn lagged(&self) -> bool {
-        self.lagged.load(Ordering::Acquire)
+    /// Once the router detached this subscriber because its queue was full: the cursor of
+    /// the first result it could not queue, where the subscriber should resume.
+    pub fn lagged(&self) -> Option<i64> {
+        let c = self.lagged.load(Ordering::Acquire);
+        (c != NOT_LAGGED).then_some(c)
     }
 }
 
@@ -70,18 +100,35 @@ impl Drop for Subscription {
 }
 
 impl Router {
-    /// Assigns the consumer to every results partition at its end: subscribers see results
-    /// produced from now on.
-    pub fn new(
+    /// Assigns the consumer to every results partition at its current end, read explicitly
+    /// (not `Offset::End`, which librdkafka resolves only at the first fetch and would skip
+    /// results produced in between): nothing produced after start-up is ever skipped, which
+    /// the replay hand-over relies on.
+    pub async fn new(
         consumer: StreamConsumer,
         topic: &TopicInfo,
         queue: usize,
         registry: Arc<Registry>,
         metrics: Arc<Metrics>,
     ) -> Result<Arc<Self>, Error> {
+        let name = topic.name.clone();
+        let partitions = topic.partitions;
+        let (consumer, ends) = tokio::task::spawn_blocking(move || {
+            let ends: Result<Vec<i64>, _> = (0..partitions)
+                .map(|p| {
+                    consumer
+                        .fetch_watermarks(&name, p, Duration::from_secs(10))
+                        .map(|(_, high)| high)
+                })
+                .collect();
+            (consumer, ends)
+        })
+        .await
+        .map_err(|e| Error::Startup(format!("results watermark task: {e}")))?;
+        let ends = ends.map_err(|e| Error::kafka("read results watermarks", e))?;
         let mut tpl = TopicPartitionList::new();
-        for p in 0..topic.partitions {
-            tpl.add_partition_offset(&topic.name, p, Offset::End)
+        for (p, end) in ends.into_iter().enumerate() {
+            tpl.add_partition_offset(&topic.name, p as i32, Offset::Offset(end))
                 .map_err(|e| Error::kafka("assign results partitions", e))?;
         }
         consumer
@@ -100,7 +147,7 @@ impl Router {
     pub fn subscribe(self: &Arc<Self>, stream: Uuid) -> Subscription {
         let (tx, rx) = mpsc::channel(self.queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-        let lagged = Arc::new(AtomicBool::new(false));
+        let lagged = Arc::new(AtomicI64::new(NOT_LAGGED));
         self.subscribers
             .write()
             .expect("router lock")
@@ -156,35 +203,16 @@ impl Router {
                     continue;
                 }
             };
-            let Some(stream) = m
-                .key()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(|k| Uuid::parse_str(k).ok())
-            else {
+            let Some((stream, delivery)) = delivery_of(&m) else {
                 continue;
             };
-            let kind = m
-                .headers()
-                .and_then(|hs| hs.iter().find(|h| h.key == frames::TYPE_HEADER))
-                .and_then(|h| h.value)
-                .map_or(Kind::Result, Kind::from_header);
-            if kind == Kind::Result {
+            if delivery.kind == Kind::Result {
                 if let Some(e) = self.registry.local(&stream) {
                     e.stats.records_out.fetch_add(1, Ordering::Relaxed);
                     e.stats.touch();
                 }
             }
-            let Some(frame) = m.payload().and_then(|p| frames::with_cursor(m.offset(), p)) else {
-                continue;
-            };
-            self.deliver(
-                stream,
-                Delivery {
-                    kind,
-                    cursor: m.offset(),
-                    frame: frame.into(),
-                },
-            );
+            self.deliver(stream, delivery);
         }
     }
 
@@ -200,7 +228,7 @@ impl Router {
                     Ok(()) => self.metrics.results_out.inc(),
                     Err(e) => {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
-                            slot.lagged.store(true, Ordering::Release);
+                            slot.lagged.store(delivery.cursor, Ordering::Release);
                             self.metrics.lagged_closes.inc();
                         }
                         dropped.push(slot.id);

@@ -27,6 +27,8 @@ use crate::results::Router;
 
 /// How long start-up may take to read the registry topic to its end.
 const REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
+/// Replays (subscribers starting from a cursor) running at once; more wait their turn.
+const MAX_REPLAYS: usize = 64;
 /// How long shutdown waits for queued records to reach the broker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -42,12 +44,27 @@ pub struct AppState {
     /// Flips to `true` when the daemon shuts down; WebSocket sessions watch it.
     pub shutdown: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,
+    /// Bootstrap servers, for clients made per request (replays).
+    pub bootstrap: String,
+    /// The results topic as it exists on the broker.
+    pub results_topic: kafka::TopicInfo,
+    /// Bounds concurrent replays: each holds a Kafka consumer while it runs.
+    pub replays: Arc<tokio::sync::Semaphore>,
     /// Metadata client behind `/readyz`.
     probe: Arc<BaseConsumer>,
     pub started: Instant,
 }
 
 impl AppState {
+    /// Consumer settings for a replay: no group, nothing committed.
+    pub fn replay_config(&self) -> rdkafka::ClientConfig {
+        kafka::consumer_config(
+            &self.bootstrap,
+            &self.config.kafka,
+            &format!("streamgate-replay-{}", uuid::Uuid::new_v4()),
+        )
+    }
+
     pub async fn broker_reachable(&self) -> bool {
         let probe = self.probe.clone();
         let topic = self.input.topic().name.clone();
@@ -55,17 +72,6 @@ impl AppState {
             .await
             .unwrap_or(false)
     }
-}
-
-fn consumer_config(bootstrap: &str, config: &Config, group: &str) -> rdkafka::config::ClientConfig {
-    let mut c = kafka::client_config(bootstrap, &std::collections::BTreeMap::new());
-    c.set("group.id", group)
-        .set("enable.partition.eof", "false")
-        .set("enable.auto.commit", "false");
-    for (k, v) in &config.kafka {
-        c.set(k, v);
-    }
-    c
 }
 
 /// Runs the daemon on `listener` until `shutdown` resolves.
@@ -115,9 +121,9 @@ pub async fn run(
     let metrics = Arc::new(Metrics::new());
     let instance = uuid::Uuid::new_v4();
 
-    let registry_consumer: StreamConsumer = consumer_config(
+    let registry_consumer: StreamConsumer = kafka::consumer_config(
         &bootstrap,
-        &config,
+        &config.kafka,
         &format!("streamgate-registry-{instance}"),
     )
     .create()
@@ -126,9 +132,9 @@ pub async fn run(
     let follower = tokio::spawn(registry.clone().follow(shutdown_rx.clone()));
     registry.catch_up(REGISTRY_LOAD_TIMEOUT).await?;
 
-    let router_consumer: StreamConsumer = consumer_config(
+    let router_consumer: StreamConsumer = kafka::consumer_config(
         &bootstrap,
-        &config,
+        &config.kafka,
         &format!("streamgate-router-{instance}"),
     )
     .create()
@@ -139,10 +145,12 @@ pub async fn run(
         config.limits.subscriber_queue,
         registry.clone(),
         metrics.clone(),
-    )?;
+    )
+    .await?;
     let router_task = tokio::spawn(router.clone().run(shutdown_rx.clone()));
 
-    let mut processing_config = consumer_config(&bootstrap, &config, &config.processing.group_id);
+    let mut processing_config =
+        kafka::consumer_config(&bootstrap, &config.kafka, &config.processing.group_id);
     processing_config
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -178,6 +186,9 @@ pub async fn run(
         input: input.clone(),
         shutdown: shutdown_rx.clone(),
         metrics,
+        bootstrap: bootstrap.clone(),
+        results_topic: layout.results.clone(),
+        replays: Arc::new(tokio::sync::Semaphore::new(MAX_REPLAYS)),
         probe: Arc::new(probe),
         started: Instant::now(),
     });

@@ -17,6 +17,7 @@ use crate::error::ApiError;
 use crate::frames;
 use crate::kafka::{self, now_ms};
 use crate::processor::ProcessorSpec;
+use crate::replay;
 use crate::server::AppState;
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response {
@@ -204,15 +205,17 @@ pub async fn subscribe(
     state: Arc<AppState>,
     upgrade: warp::ws::Ws,
     protocols: Option<String>,
+    query: std::collections::HashMap<String, String>,
 ) -> Result<Response, Rejection> {
     let entry = state.registry.find_owned(&id, &caller).await?;
+    let from = replay::From::parse(query.get("from").map(String::as_str))?;
     let limits = &state.config.limits;
     let upgrade = upgrade
         .max_message_size(limits.ws_max_message_bytes)
         .max_frame_size(limits.ws_max_message_bytes);
     let sub = state.router.subscribe(entry.id);
     let reply = upgrade
-        .on_upgrade(move |socket| ws::session(socket, state, entry, sub))
+        .on_upgrade(move |socket| ws::session(socket, state, entry, sub, from))
         .into_response();
     Ok(match auth::ws_response_protocol(protocols.as_deref()) {
         Some(p) => warp::reply::with_header(reply, "sec-websocket-protocol", p).into_response(),

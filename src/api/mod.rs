@@ -54,6 +54,7 @@ pub fn routes(
         .and(with_state(&state))
         .and(warp::ws())
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
         .and_then(handlers::subscribe);
     let list = warp::path!("api" / "streams")
         .and(warp::get())

@@ -19,7 +19,8 @@ use crate::error::ApiError;
 use crate::frames::{self, Kind};
 use crate::kafka::{self, now_ms};
 use crate::registry::StreamEntry;
-use crate::results::Subscription;
+use crate::replay::{From, Replay};
+use crate::results::{Delivery, Subscription};
 use crate::server::AppState;
 
 /// Close code for a subscriber detached because it fell behind.
@@ -34,6 +35,7 @@ pub async fn session(
     state: Arc<AppState>,
     entry: Arc<StreamEntry>,
     mut sub: Subscription,
+    from: From,
 ) {
     let (mut sink, mut source) = socket.split();
     let mut acks: FuturesOrdered<AckFuture> = FuturesOrdered::new();
@@ -43,6 +45,21 @@ pub async fn session(
     let mut seq: u64 = 0;
     let mut last_cursor: Option<i64> = None;
     let mut client_closed = false;
+    // A replay runs first; live results wait in the subscription queue meanwhile.
+    let mut _permit = None;
+    let mut replay = None;
+    if from != From::Latest {
+        _permit = state.replays.clone().acquire_owned().await.ok();
+        match Replay::start(state.replay_config(), &state.results_topic, entry.id, from).await {
+            Ok(r) => replay = r,
+            Err(e) => {
+                let _ = sink
+                    .send(Message::close_with(1011u16, truncate(&e.to_string())))
+                    .await;
+                return;
+            }
+        }
+    }
 
     let close = loop {
         if *shutdown.borrow() {
@@ -50,7 +67,25 @@ pub async fn session(
         }
         tokio::select! {
             _ = shutdown.changed() => {}
-            delivery = sub.rx.recv() => match delivery {
+            replayed = next_replayed(&mut replay), if replay.is_some() => match replayed {
+                Some(Ok(d)) => {
+                    if sink.send(Message::text(d.frame.as_ref())).await.is_err() {
+                        break None;
+                    }
+                    last_cursor = Some(d.cursor);
+                    if d.kind == Kind::End {
+                        break Some((1000, "stream ended".to_string()));
+                    }
+                }
+                Some(Err(e)) => break Some((1011, truncate(&e.to_string()))),
+                None => {
+                    replay = None;
+                    _permit = None;
+                }
+            },
+            delivery = sub.rx.recv(), if replay.is_none() => match delivery {
+                // Already delivered by the replay.
+                Some(d) if last_cursor.is_some_and(|c| d.cursor <= c) => {}
                 Some(d) => {
                     if sink.send(Message::text(d.frame.as_ref())).await.is_err() {
                         break None;
@@ -60,14 +95,12 @@ pub async fn session(
                         break Some((1000, "stream ended".to_string()));
                     }
                 }
-                None if sub.lagged() => {
-                    let reason = match last_cursor {
-                        Some(c) => format!("lagged: too slow; resume after cursor {c}"),
-                        None => "lagged: too slow; no result was delivered".to_string(),
-                    };
-                    break Some((CLOSE_LAGGED, reason));
-                }
-                None => break Some((1011, "results router stopped".to_string())),
+                None => match sub.lagged() {
+                    Some(resume) => {
+                        break Some((CLOSE_LAGGED, format!("lagged: too slow; resume with from={resume}")));
+                    }
+                    None => break Some((1011, "results router stopped".to_string())),
+                },
             },
             Some((n, result)) = acks.next(), if !acks.is_empty() => {
                 let frame = match result {
@@ -131,4 +164,20 @@ async fn enqueue(
         Ok(ack) => Box::pin(async move { (seq, ack.await.map_err(|e| kafka::unavailable(&e, 0))) }),
         Err(e) => refused(kafka::unavailable(&e, 0)),
     }
+}
+
+async fn next_replayed(replay: &mut Option<Replay>) -> Option<Result<Delivery, ApiError>> {
+    match replay {
+        Some(r) => r.next().await,
+        None => None,
+    }
+}
+
+/// Close reasons are limited to 123 bytes.
+fn truncate(reason: &str) -> String {
+    let mut end = reason.len().min(120);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    reason[..end].to_string()
 }

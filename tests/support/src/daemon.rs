@@ -152,8 +152,13 @@ impl Daemon {
 
     /// Opens the results WebSocket of a stream with the key in `X-API-Key`.
     pub async fn subscribe(&self, key: &str, id: &str) -> Ws {
+        self.subscribe_from(key, id, "latest").await
+    }
+
+    /// Opens the results WebSocket starting at `from` (earliest, latest or a cursor).
+    pub async fn subscribe_from(&self, key: &str, id: &str, from: &str) -> Ws {
         let mut req = self
-            .ws_url(&format!("/api/stream/{id}/results"))
+            .ws_url(&format!("/api/stream/{id}/results?from={from}"))
             .into_client_request()
             .unwrap();
         req.headers_mut().insert("x-api-key", key.parse().unwrap());
