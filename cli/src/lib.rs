@@ -3,10 +3,19 @@
 //! # Layout
 //!
 //! - [`serve`]: runs the daemon.
+//! - [`client`]: connection settings and the HTTP client every other command uses.
+//! - [`start`], [`send`], [`tail`], [`streams`]: one module per client command.
+//! - [`completions`]: shell completions and the man page, from the clap definition.
 //! - [`exit`]: exit codes and the one place errors are printed.
 
+pub mod client;
+pub mod completions;
 pub mod exit;
+pub mod send;
 pub mod serve;
+pub mod start;
+pub mod streams;
+pub mod tail;
 
 use clap::{Parser, Subcommand};
 
@@ -22,6 +31,18 @@ pub struct Cli {
 pub enum Command {
     /// Run the daemon (zero config: embedded broker on 127.0.0.1:8080 with a local key).
     Serve(serve::Args),
+    /// Open a stream and print its id.
+    Start(start::Args),
+    /// Send stdin lines into a stream, one record per line.
+    Send(send::Args),
+    /// Print a stream's results as they arrive.
+    Tail(tail::Args),
+    /// List, show or end streams.
+    Streams(streams::Args),
+    /// Print a shell completion script.
+    Completions(completions::Args),
+    /// Print the man page (roff).
+    Man,
 }
 
 /// Runs one command on a fresh tokio runtime.
@@ -30,6 +51,15 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
     runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => args.run().await,
+            Command::Start(args) => args.run().await,
+            Command::Send(args) => args.run().await,
+            Command::Tail(args) => args.run().await,
+            Command::Streams(args) => args.run().await,
+            Command::Completions(args) => args.run(),
+            Command::Man => {
+                std::io::Write::write_all(&mut std::io::stdout(), &completions::man_page()?)?;
+                Ok(())
+            }
         }
     })
 }

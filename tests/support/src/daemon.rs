@@ -247,3 +247,35 @@ impl Daemon {
         ws
     }
 }
+
+impl Daemon {
+    /// Starts a daemon on a given address (to restart one where its clients expect it).
+    pub async fn start_on(config: Config, addr: SocketAddr) -> Self {
+        streamgate::logging::init(&config.log);
+        let deadline = tokio::time::Instant::now() + WAIT;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(addr).await {
+                Ok(l) => break l,
+                Err(e) => {
+                    assert!(
+                        tokio::time::Instant::now() < deadline,
+                        "cannot bind {addr}: {e}"
+                    );
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            }
+        };
+        let (tx, rx) = oneshot::channel::<()>();
+        let task = tokio::spawn(streamgate::server::run(config, listener, async move {
+            let _ = rx.await;
+        }));
+        let daemon = Daemon {
+            addr,
+            http: reqwest::Client::new(),
+            shutdown: Some(tx),
+            task: Some(task),
+        };
+        daemon.wait_ready().await;
+        daemon
+    }
+}

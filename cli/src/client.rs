@@ -1,0 +1,174 @@
+//! Talking to a daemon: connection settings shared by every client command, and one HTTP
+//! helper that turns the daemon's JSON errors into `ClientError` with its code and message.
+//!
+//! Precedence, highest first: `--url`/`--api-key` flags, then `STREAMCTL_URL` /
+//! `STREAMCTL_API_KEY`, then the defaults: `http://127.0.0.1:8080` and the key file that
+//! zero-config `streamctl serve` writes (see `streamgate::keyfile`).
+
+use std::time::Duration;
+
+use anyhow::Context;
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use streamgate::keyfile;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::handshake::client::Request;
+
+/// Where the daemon is and how to authenticate.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ConnectionArgs {
+    /// Daemon URL.
+    #[arg(long, env = "STREAMCTL_URL", default_value = "http://127.0.0.1:8080")]
+    pub url: String,
+    /// API key [default: the key file written by `streamctl serve`].
+    #[arg(long, env = "STREAMCTL_API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+}
+
+/// An error answered by the daemon, or a failure to reach it.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("{code}: {message} (HTTP {status})")]
+    Server {
+        status: StatusCode,
+        code: String,
+        message: String,
+        /// From `Retry-After` on 429.
+        retry_after: Option<Duration>,
+        /// On 503 from a send: how many leading records were stored.
+        acknowledged: Option<usize>,
+    },
+    /// The request never reached the daemon (safe to retry: nothing was stored).
+    #[error("cannot connect to {url}: {source}")]
+    Connect {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+    /// The request may or may not have reached the daemon.
+    #[error("request to {url} failed: {source}")]
+    Transport {
+        url: String,
+        #[source]
+        source: reqwest::Error,
+    },
+}
+
+/// A daemon client.
+#[derive(Clone)]
+pub struct Client {
+    base: String,
+    key: String,
+    http: reqwest::Client,
+}
+
+impl Client {
+    pub fn new(args: &ConnectionArgs) -> anyhow::Result<Self> {
+        let key = match &args.api_key {
+            Some(k) => k.clone(),
+            None => {
+                let path = keyfile::default_path()
+                    .context("no API key: pass --api-key or set STREAMCTL_API_KEY")?;
+                keyfile::read(&path).with_context(|| {
+                    format!(
+                        "no API key: pass --api-key, set STREAMCTL_API_KEY, or start `streamctl serve` \
+                         once so it creates {}",
+                        path.display()
+                    )
+                })?
+            }
+        };
+        let base = args.url.trim_end_matches('/').to_string();
+        if !base.starts_with("http://") && !base.starts_with("https://") {
+            anyhow::bail!("--url: `{}` must start with http:// or https://", args.url);
+        }
+        Ok(Self {
+            base,
+            key,
+            http: reqwest::Client::new(),
+        })
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A WebSocket handshake request for `path`, authenticated.
+    pub fn ws_request(&self, path: &str) -> anyhow::Result<Request> {
+        let url = match self.base.strip_prefix("https://") {
+            Some(rest) => format!("wss://{rest}{path}"),
+            None => format!("ws://{}{path}", self.base.trim_start_matches("http://")),
+        };
+        let mut req = url.into_client_request()?;
+        req.headers_mut().insert(
+            "x-api-key",
+            self.key.parse().context("API key is not a valid header")?,
+        );
+        Ok(req)
+    }
+
+    /// Sends a request and returns the JSON body of a success, or the daemon's error.
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(path);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .header("x-api-key", &self.key);
+        if let Some((content_type, bytes)) = body {
+            req = req.header("content-type", content_type).body(bytes);
+        }
+        let resp = req.send().await.map_err(|source| {
+            if source.is_connect() {
+                ClientError::Connect {
+                    url: url.clone(),
+                    source,
+                }
+            } else {
+                ClientError::Transport {
+                    url: url.clone(),
+                    source,
+                }
+            }
+        })?;
+        let status = resp.status();
+        let retry_after = resp
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok())
+            .map(Duration::from_secs);
+        let text = resp.text().await.map_err(|source| ClientError::Transport {
+            url: url.clone(),
+            source,
+        })?;
+        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        if status.is_success() {
+            return Ok(value);
+        }
+        Err(server_error(status, &value, retry_after))
+    }
+}
+
+/// The daemon's error body `{"error": {"code", "message", "acknowledged"?}}` as a `ClientError`.
+pub fn server_error(
+    status: StatusCode,
+    body: &Value,
+    retry_after: Option<Duration>,
+) -> ClientError {
+    let err = &body["error"];
+    ClientError::Server {
+        status,
+        code: err["code"].as_str().unwrap_or("http_error").to_string(),
+        message: err["message"]
+            .as_str()
+            .map(str::to_string)
+            .unwrap_or_else(|| body.to_string()),
+        retry_after,
+        acknowledged: err["acknowledged"].as_u64().map(|n| n as usize),
+    }
+}

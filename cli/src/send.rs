@@ -1,0 +1,296 @@
+//! `streamctl send`: every stdin line becomes one record, sent in order in NDJSON batches.
+//!
+//! A line that is valid JSON is sent as that JSON, any other line as a JSON string (`--strict`
+//! refuses it instead). Lines are batched while more are waiting (up to `--batch-bytes`), so a
+//! pipe of a million lines takes a few requests and an interactive line goes out at once.
+//!
+//! Delivery: a 429 waits for `Retry-After`; a 503 says how many leading records were stored,
+//! so only the rest is sent again; a connection that could not be opened is retried with
+//! backoff, as nothing can have been stored. A request that failed after it may have reached
+//! the daemon is *not* retried (that could duplicate lines): the command stops and says which
+//! lines were acknowledged. So a line reported as sent was stored exactly once, in order.
+
+use std::collections::VecDeque;
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use reqwest::{Method, StatusCode};
+use serde::de::IgnoredAny;
+use tokio::sync::mpsc;
+
+use crate::client::{Client, ClientError, ConnectionArgs};
+
+#[derive(Debug, clap::Args)]
+#[command(group = clap::ArgGroup::new("target").required(true))]
+pub struct Args {
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Stream to send to.
+    #[arg(group = "target")]
+    pub stream_id: Option<String>,
+    /// Start a new stream first and print its id on stdout.
+    #[arg(long, group = "target")]
+    pub new: bool,
+    /// Processor of the new stream (with --new).
+    #[arg(long, requires = "new")]
+    pub processor: Option<String>,
+    /// Refuse lines that are not valid JSON instead of sending them as strings.
+    #[arg(long)]
+    pub strict: bool,
+    /// Largest NDJSON request body; keep it under the daemon's limits.max_body_bytes.
+    #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES")]
+    pub batch_bytes: usize,
+}
+
+/// One stdin line, ready to send.
+struct Line {
+    number: u64,
+    record: String,
+}
+
+/// Longest pause between retries.
+const MAX_BACKOFF: Duration = Duration::from_secs(10);
+/// How long a partial batch waits for more lines before it is sent.
+const LINGER: Duration = Duration::from_millis(20);
+
+impl Args {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let client = Client::new(&self.conn)?;
+        let stream_id = match (&self.stream_id, self.new) {
+            (Some(id), _) => id.clone(),
+            (None, _) => {
+                let created =
+                    crate::start::start_stream(&client, self.processor.as_deref()).await?;
+                let id = created["stream_id"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                println!("{id}");
+                std::io::stdout().flush()?;
+                id
+            }
+        };
+        let (tx, mut rx) = mpsc::channel::<std::io::Result<String>>(64 * 1024);
+        std::thread::spawn(move || {
+            for line in std::io::stdin().lock().lines() {
+                if tx.blocking_send(line).is_err() {
+                    return;
+                }
+            }
+        });
+
+        let started = Instant::now();
+        let progress = std::io::stderr().is_terminal();
+        let mut sender = Sender {
+            client,
+            path: format!("/api/stream/{stream_id}/send"),
+            batch_bytes: self.batch_bytes.max(1),
+            acknowledged: 0,
+        };
+        let mut pending: VecDeque<Line> = VecDeque::new();
+        let mut pending_size = 0;
+        let mut lines: u64 = 0;
+        let mut input_done = false;
+        let mut refused = None;
+        while !input_done || !pending.is_empty() {
+            // Gather what is waiting; when nothing is, wait a little for more, then send.
+            while !input_done && pending_size < sender.batch_bytes {
+                let next = if pending.is_empty() {
+                    rx.recv().await
+                } else {
+                    match tokio::time::timeout(LINGER, rx.recv()).await {
+                        Ok(line) => line,
+                        Err(_) => break,
+                    }
+                };
+                match next {
+                    Some(line) => {
+                        lines += 1;
+                        let text =
+                            line.with_context(|| format!("reading line {lines} of stdin"))?;
+                        let record = match to_record(&text, self.strict) {
+                            Ok(r) => r,
+                            Err(e) => {
+                                // Lines before the refused one still go out, in order.
+                                refused = Some(anyhow::anyhow!("line {lines}: {e}"));
+                                input_done = true;
+                                break;
+                            }
+                        };
+                        pending_size += record.len() + 1;
+                        pending.push_back(Line {
+                            number: lines,
+                            record,
+                        });
+                    }
+                    None => input_done = true,
+                }
+            }
+            if !pending.is_empty() {
+                sender.send_batch(&mut pending).await?;
+                pending_size = pending_bytes(&pending);
+                if progress {
+                    eprint!("\r{} records acknowledged", sender.acknowledged);
+                }
+            }
+        }
+        let elapsed = started.elapsed().as_secs_f64();
+        if progress {
+            eprint!("\r");
+        }
+        eprintln!(
+            "{lines} lines read, {} records acknowledged in {elapsed:.2}s ({:.0}/s)",
+            sender.acknowledged,
+            sender.acknowledged as f64 / elapsed.max(1e-9)
+        );
+        refused.map_or(Ok(()), Err)
+    }
+}
+
+/// A stdin line as a JSON record: itself when it is JSON, else a JSON string.
+fn to_record(line: &str, strict: bool) -> Result<String, String> {
+    let line = line.strip_suffix('\r').unwrap_or(line);
+    match serde_json::from_str::<IgnoredAny>(line) {
+        Ok(_) => Ok(line.trim().to_string()),
+        Err(e) if strict => Err(format!("not valid JSON ({e}); --strict refuses it")),
+        Err(_) => Ok(serde_json::to_string(line).expect("strings serialize")),
+    }
+}
+
+fn pending_bytes(pending: &VecDeque<Line>) -> usize {
+    pending.iter().map(|l| l.record.len() + 1).sum()
+}
+
+struct Sender {
+    client: Client,
+    path: String,
+    batch_bytes: usize,
+    acknowledged: u64,
+}
+
+impl Sender {
+    /// Sends the lines at the front of `pending` that fit in one batch, removing those the
+    /// daemon acknowledged; retries until all of that batch is acknowledged.
+    async fn send_batch(&mut self, pending: &mut VecDeque<Line>) -> anyhow::Result<()> {
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            let mut body = Vec::new();
+            let mut count = 0;
+            for l in pending.iter() {
+                if count > 0 && body.len() + l.record.len() + 1 > self.batch_bytes {
+                    break;
+                }
+                body.extend_from_slice(l.record.as_bytes());
+                body.push(b'\n');
+                count += 1;
+            }
+            let first = pending[0].number;
+            match self
+                .client
+                .call(
+                    Method::POST,
+                    &self.path,
+                    Some(("application/x-ndjson", body)),
+                )
+                .await
+            {
+                Ok(answer) => {
+                    let stored = answer["records"].as_u64().unwrap_or(0) as usize;
+                    if stored != count {
+                        bail!(
+                            "the daemon acknowledged {stored} of {count} records (lines {first}..)"
+                        );
+                    }
+                    self.take(pending, count);
+                    return Ok(());
+                }
+                Err(ClientError::Server {
+                    status: StatusCode::TOO_MANY_REQUESTS,
+                    retry_after,
+                    ..
+                }) => {
+                    tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1))).await;
+                }
+                Err(ClientError::Server {
+                    status: StatusCode::SERVICE_UNAVAILABLE,
+                    acknowledged,
+                    message,
+                    ..
+                }) => {
+                    // The stored prefix is done; only the rest goes again.
+                    self.take(pending, acknowledged.unwrap_or(0).min(count));
+                    if pending.is_empty() {
+                        return Ok(());
+                    }
+                    eprintln!("streamctl: broker unavailable ({message}); retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(ClientError::Server {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    ..
+                }) if count > 1 => {
+                    // Smaller batches until they fit.
+                    self.batch_bytes = (self.batch_bytes / 2).max(1);
+                }
+                Err(ClientError::Server {
+                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    message,
+                    ..
+                }) => bail!("line {first}: {message}"),
+                Err(ClientError::Server {
+                    status: StatusCode::BAD_REQUEST,
+                    code,
+                    message,
+                    ..
+                }) => {
+                    // The daemon names the line of the batch; translate it to stdin's.
+                    let line = message
+                        .strip_prefix("line ")
+                        .and_then(|rest| rest.split(':').next())
+                        .and_then(|n| n.parse::<u64>().ok())
+                        .map_or(first, |n| first + n - 1);
+                    bail!(
+                        "line {line}: {code}: {message} ({} records acknowledged before it)",
+                        self.acknowledged
+                    );
+                }
+                Err(e @ ClientError::Connect { .. }) => {
+                    eprintln!("streamctl: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e @ ClientError::Transport { .. }) => {
+                    let last = first + count as u64 - 1;
+                    return Err(anyhow::Error::new(e).context(format!(
+                        "lines {first}..={last} may or may not have been stored (not retried, to \
+                         avoid duplicates); {} records acknowledged before them",
+                        self.acknowledged
+                    )));
+                }
+                Err(e) => return Err(e.into()),
+            }
+        }
+    }
+
+    fn take(&mut self, pending: &mut VecDeque<Line>, n: usize) {
+        pending.drain(..n);
+        self.acknowledged += n as u64;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_stay_json_and_others_become_strings() {
+        assert_eq!(to_record("42", false).unwrap(), "42");
+        assert_eq!(to_record(" {\"a\":1} ", false).unwrap(), "{\"a\":1}");
+        assert_eq!(to_record("hello world", false).unwrap(), "\"hello world\"");
+        assert_eq!(to_record("", false).unwrap(), "\"\"");
+        assert_eq!(to_record("1\r", false).unwrap(), "1");
+        assert!(to_record("hello", true).unwrap_err().contains("--strict"));
+    }
+}

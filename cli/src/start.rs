@@ -1,0 +1,52 @@
+//! `streamctl start`: opens a stream and prints its id alone, so `ID=$(streamctl start)` works.
+
+use reqwest::Method;
+use serde_json::{json, Value};
+
+use crate::client::{Client, ConnectionArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    /// Processor: a name (identity, uppercase) or a JSON spec such as '{"type":"uppercase"}'.
+    #[arg(long, short)]
+    pub processor: Option<String>,
+    /// Print the daemon's whole JSON answer instead of the id.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl Args {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let client = Client::new(&self.conn)?;
+        let created = start_stream(&client, self.processor.as_deref()).await?;
+        if self.json {
+            println!("{created}");
+        } else {
+            println!("{}", created["stream_id"].as_str().unwrap_or_default());
+        }
+        Ok(())
+    }
+}
+
+/// Starts a stream (also used by `send --new`); returns the daemon's answer.
+pub async fn start_stream(client: &Client, processor: Option<&str>) -> anyhow::Result<Value> {
+    let body = match processor {
+        None => json!({}),
+        Some(p) if p.trim_start().starts_with('{') => {
+            let spec: Value = serde_json::from_str(p)
+                .map_err(|e| anyhow::anyhow!("--processor: not valid JSON: {e}"))?;
+            json!({ "processor": spec })
+        }
+        Some(name) => json!({ "processor": name }),
+    };
+    let created = client
+        .call(
+            Method::POST,
+            "/api/stream/start",
+            Some(("application/json", body.to_string().into_bytes())),
+        )
+        .await?;
+    Ok(created)
+}

@@ -1,0 +1,234 @@
+//! `streamctl tail`: prints a stream's results as they arrive.
+//!
+//! When the connection drops (daemon restart, network, too slow a reader), tail reconnects
+//! with `from=<last printed cursor + 1>`, so the daemon replays exactly what was missed: no
+//! gap, no duplicate. A closed stdout (`| head`) ends it successfully.
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::bail;
+use futures_util::StreamExt;
+use serde_json::Value;
+use tokio_tungstenite::tungstenite::{self, Message};
+
+use crate::client::{server_error, Client, ConnectionArgs};
+
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pub conn: ConnectionArgs,
+    pub stream_id: String,
+    /// json (whole frames), data (only the data), or a template with placeholders {data},
+    /// {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms},
+    /// {stream_id}, {type} and the escapes \n and \t.
+    #[arg(long, short, default_value = "json")]
+    pub format: String,
+    /// Where to start: earliest, latest, or a cursor (inclusive).
+    #[arg(long, default_value = "latest")]
+    pub from: String,
+    /// Exit after printing this many results.
+    #[arg(short = 'c', long = "count", value_name = "N")]
+    pub count: Option<u64>,
+    /// Exit when the stream has ended (its end frame), instead of printing a notice.
+    #[arg(short = 'e', long = "exit-on-end")]
+    pub exit_on_end: bool,
+}
+
+/// Longest pause between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// How a frame is printed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Format {
+    Json,
+    Data,
+    Template(String),
+}
+
+impl Format {
+    pub fn parse(s: &str) -> Self {
+        match s {
+            "json" => Format::Json,
+            "data" => Format::Data,
+            t => Format::Template(t.replace("\\n", "\n").replace("\\t", "\t")),
+        }
+    }
+
+    /// The text for one frame (without the trailing newline).
+    pub fn render(&self, raw: &str, frame: &Value) -> String {
+        match self {
+            Format::Json => raw.to_string(),
+            Format::Data => frame.get("data").unwrap_or(&frame["error"]).to_string(),
+            Format::Template(t) => {
+                let field = |name: &str| match &frame[name] {
+                    Value::String(s) => s.clone(),
+                    Value::Null => String::new(),
+                    v => v.to_string(),
+                };
+                let mut out = t.clone();
+                for name in [
+                    "data",
+                    "cursor",
+                    "input_offset",
+                    "input_partition",
+                    "received_ms",
+                    "processed_ms",
+                    "stream_id",
+                    "type",
+                ] {
+                    let value = if name == "data" {
+                        frame.get("data").unwrap_or(&frame["error"]).to_string()
+                    } else {
+                        field(name)
+                    };
+                    out = out.replace(&format!("{{{name}}}"), &value);
+                }
+                out
+            }
+        }
+    }
+}
+
+/// Why a connection ended.
+enum Ended {
+    /// Done: the count was reached or the stream ended.
+    Finished,
+    /// Try again from the last cursor.
+    Reconnect(String),
+}
+
+impl Args {
+    pub async fn run(self) -> anyhow::Result<()> {
+        let client = Client::new(&self.conn)?;
+        let format = Format::parse(&self.format);
+        let mut state = TailState {
+            printed: 0,
+            next_from: self.from.clone(),
+        };
+        let mut backoff = Duration::from_millis(100);
+        let mut connected_once = false;
+        loop {
+            let path = format!(
+                "/api/stream/{}/results?from={}",
+                self.stream_id, state.next_from
+            );
+            let request = client.ws_request(&path)?;
+            let ws = match tokio_tungstenite::connect_async(request).await {
+                Ok((ws, _)) => ws,
+                Err(tungstenite::Error::Http(resp)) => {
+                    let body: Value = resp
+                        .body()
+                        .as_deref()
+                        .and_then(|b| serde_json::from_slice(b).ok())
+                        .unwrap_or(Value::Null);
+                    let err = server_error(resp.status(), &body, None);
+                    // Refusals (auth, unknown stream, bad cursor) will not get better; a 429
+                    // or 503 might.
+                    if !matches!(resp.status().as_u16(), 429 | 503) {
+                        return Err(err.into());
+                    }
+                    eprintln!("streamctl: {err}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                Err(e) if connected_once => {
+                    eprintln!("streamctl: reconnecting: {e}; retrying in {backoff:?}");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    continue;
+                }
+                Err(e) => bail!("cannot connect to {}: {e}", client.url("")),
+            };
+            connected_once = true;
+            backoff = Duration::from_millis(100);
+            match self.follow(ws, &format, &mut state).await? {
+                Ended::Finished => return Ok(()),
+                Ended::Reconnect(why) => {
+                    eprintln!(
+                        "streamctl: connection closed ({why}); resuming from {}",
+                        state.next_from
+                    );
+                }
+            }
+        }
+    }
+
+    /// Prints frames from one connection until it ends.
+    async fn follow(
+        &self,
+        mut ws: tokio_tungstenite::WebSocketStream<
+            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+        >,
+        format: &Format,
+        state: &mut TailState,
+    ) -> anyhow::Result<Ended> {
+        let stdout = std::io::stdout();
+        while let Some(msg) = ws.next().await {
+            let text = match msg {
+                Ok(Message::Text(t)) => t,
+                Ok(Message::Close(frame)) => {
+                    let (code, reason) = frame
+                        .map(|f| (u16::from(f.code), f.reason.to_string()))
+                        .unwrap_or((1005, String::new()));
+                    if code == 1000 && reason == "stream ended" {
+                        return Ok(Ended::Finished);
+                    }
+                    return Ok(Ended::Reconnect(format!("{code} {reason}")));
+                }
+                Ok(_) => continue,
+                Err(e) => return Ok(Ended::Reconnect(e.to_string())),
+            };
+            let frame: Value = serde_json::from_str(&text)?;
+            match frame["type"].as_str() {
+                Some("result") | Some("error") => {
+                    let mut out = stdout.lock();
+                    writeln!(out, "{}", format.render(&text, &frame))?;
+                    out.flush()?;
+                    if let Some(c) = frame["cursor"].as_i64() {
+                        state.next_from = (c + 1).to_string();
+                    }
+                    state.printed += 1;
+                    if self.count.is_some_and(|n| state.printed >= n) {
+                        return Ok(Ended::Finished);
+                    }
+                }
+                Some("end") => {
+                    if !self.exit_on_end {
+                        eprintln!("streamctl: stream {} has ended", self.stream_id);
+                    }
+                    return Ok(Ended::Finished);
+                }
+                _ => {}
+            }
+        }
+        Ok(Ended::Reconnect("connection lost".into()))
+    }
+}
+
+struct TailState {
+    printed: u64,
+    /// The `from` of the next connection: after the last printed cursor.
+    next_from: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn formats() {
+        let raw = r#"{"cursor":7,"type":"result","input_offset":3,"data":{"t":1}}"#;
+        let frame: Value = serde_json::from_str(raw).unwrap();
+        assert_eq!(Format::parse("json").render(raw, &frame), raw);
+        assert_eq!(Format::parse("data").render(raw, &frame), r#"{"t":1}"#);
+        assert_eq!(
+            Format::parse("{cursor}\\t{input_offset} {data}").render(raw, &frame),
+            "7\t3 {\"t\":1}"
+        );
+        let err = json!({"type": "error", "error": {"message": "boom"}});
+        assert!(Format::Data.render("", &err).contains("boom"));
+    }
+}

@@ -1,0 +1,216 @@
+//! The built `streamctl` binary against a live daemon: send and tail keep every line in
+//! order, under the default rate limit and across a daemon restart; `| head` is success.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use streamgate::config::{Brokers, Rate};
+use streamgate_testkit::*;
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+
+fn streamctl(d: &Daemon) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_streamctl"));
+    c.env("STREAMCTL_URL", d.url(""))
+        .env("STREAMCTL_API_KEY", ALICE)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    c
+}
+
+async fn send_lines(d: &Daemon, id: &str, lines: String, extra: &[&str]) -> std::process::Output {
+    let mut cmd = streamctl(d);
+    cmd.arg("send")
+        .arg(id)
+        .args(extra)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(lines.as_bytes()).await.unwrap();
+    drop(stdin);
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("send did not finish")
+        .unwrap()
+}
+
+async fn tail_all(d: &Daemon, id: &str, count: usize) -> Vec<String> {
+    let out = tokio::time::timeout(
+        WAIT,
+        streamctl(d)
+            .args([
+                "tail",
+                id,
+                "--from",
+                "earliest",
+                "--format",
+                "data",
+                "-c",
+                &count.to_string(),
+            ])
+            .output(),
+    )
+    .await
+    .expect("tail did not finish")
+    .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+fn numbers(range: std::ops::RangeInclusive<u32>) -> Vec<String> {
+    range.map(|i| i.to_string()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn seq_through_send_and_tail_prints_every_line_in_order() {
+    let d = Daemon::start(test_config()).await;
+    let out = streamctl(&d).arg("start").output().await.unwrap();
+    assert!(out.status.success());
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    assert_eq!(id.len(), 36, "start prints the id alone: {id:?}");
+
+    let lines: String = (1..=1000).map(|i| format!("{i}\n")).collect();
+    let out = send_lines(&d, &id, lines, &[]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("1000 records acknowledged"));
+    assert_eq!(tail_all(&d, &id, 1000).await, numbers(1..=1000));
+
+    // Text lines become JSON strings; --strict refuses them, naming the line.
+    let out = send_lines(&d, &id, "plain text\n".into(), &[]).await;
+    assert!(out.status.success());
+    let out = send_lines(&d, &id, "1\n2\nthree\n".into(), &["--strict"]).await;
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("line 3"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let got = tail_all(&d, &id, 1003).await;
+    assert_eq!(got[1000], "\"plain text\"");
+    assert_eq!(got[1001..], ["1".to_string(), "2".to_string()]);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_under_the_default_rate_limit_delivers_every_line() {
+    let mut config = test_config();
+    config.rate_limits.per_ip = Some(Rate {
+        per_second: 1,
+        burst: 5,
+    });
+    let d = Daemon::start(config).await;
+    let id = d.start_stream(ALICE, None).await;
+    // Tiny batches force many requests: most are refused with 429 and retried.
+    let lines: String = (1..=40).map(|i| format!("{i}\n")).collect();
+    let out = send_lines(&d, &id, lines, &["--batch-bytes", "20"]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(tail_all(&d, &id, 40).await, numbers(1..=40));
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_into_head_exits_zero() {
+    let d = Daemon::start(test_config()).await;
+    let id = d.start_stream(ALICE, None).await;
+    d.send_ndjson(ALICE, &id, "1\n2\n".into()).await;
+    let script = format!(
+        "set -o pipefail; '{}' tail {id} --from earliest | head -n 1",
+        env!("CARGO_BIN_EXE_streamctl")
+    );
+    let mut pipeline = Command::new("bash")
+        .args(["-c", &script])
+        .env("STREAMCTL_URL", d.url(""))
+        .env("STREAMCTL_API_KEY", ALICE)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(pipeline.stdout.take().unwrap()).lines();
+    let first = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("no line")
+        .unwrap();
+    assert!(first.unwrap().contains("\"data\":1"));
+    // Like `tail -f | head`, tail learns that head is gone at its next write.
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let status = loop {
+        d.send_json(ALICE, &id, &serde_json::json!(3)).await;
+        if let Ok(status) = tokio::time::timeout(Duration::from_millis(500), pipeline.wait()).await
+        {
+            break status.unwrap();
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "tail did not exit after head"
+        );
+    };
+    assert!(status.success(), "{status:?}");
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_survives_a_daemon_restart_without_gap_or_duplicate() {
+    let tansu = Tansu::start();
+    let mut config = test_config();
+    config.brokers = Brokers::Bootstrap(tansu.bootstrap());
+    let d = Daemon::start(config.clone()).await;
+    let addr = d.addr;
+    let id = d.start_stream(ALICE, None).await;
+
+    let mut tail = streamctl(&d)
+        .args([
+            "tail", &id, "--format", "data", "-c", "20", "--from", "earliest",
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    d.send_ndjson(ALICE, &id, (1..=10).map(|i| format!("{i}\n")).collect())
+        .await;
+    let mut got = Vec::new();
+    while got.len() < 10 {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("tail stalled")
+            .unwrap();
+        got.push(line.expect("tail ended early"));
+    }
+    // The daemon goes away (tail's socket is closed) and comes back on the same address.
+    d.stop().await.unwrap();
+    let d = Daemon::start_on(config, addr).await;
+    d.send_ndjson(ALICE, &id, (11..=20).map(|i| format!("{i}\n")).collect())
+        .await;
+    while let Some(line) = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("tail stalled")
+        .unwrap()
+    {
+        got.push(line);
+    }
+    let status = tokio::time::timeout(WAIT, tail.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(got, numbers(1..=20));
+    d.stop().await.unwrap();
+}

@@ -1,0 +1,29 @@
+//! The shell completions and man page committed under `completions/` are exactly what the
+//! clap definition generates. After changing flags, refresh them with
+//! `STREAMCTL_BLESS=1 cargo test -p streamctl --test completions`.
+
+use std::path::PathBuf;
+
+use streamctl::completions::{completion, file_name, man_page, SHELLS};
+
+fn check(path: PathBuf, generated: Vec<u8>) {
+    if std::env::var_os("STREAMCTL_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+        return;
+    }
+    let committed = std::fs::read(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "{} is out of date: run STREAMCTL_BLESS=1 cargo test -p streamctl --test completions",
+        path.display()
+    );
+}
+
+#[test]
+fn completions_and_man_page_are_up_to_date() {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../completions");
+    for shell in SHELLS {
+        check(dir.join(file_name(shell)), completion(shell));
+    }
+    check(dir.join("streamctl.1"), man_page().unwrap());
+}

@@ -1,0 +1,181 @@
+
+use builtin;
+use str;
+
+set edit:completion:arg-completer[streamctl] = {|@words|
+    fn spaces {|n|
+        builtin:repeat $n ' ' | str:join ''
+    }
+    fn cand {|text desc|
+        edit:complex-candidate $text &display=$text' '(spaces (- 14 (wcswidth $text)))$desc
+    }
+    var command = 'streamctl'
+    for word $words[1..-1] {
+        if (str:has-prefix $word '-') {
+            break
+        }
+        set command = $command';'$word
+    }
+    var completions = [
+        &'streamctl'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand serve 'Run the daemon (zero config: embedded broker on 127.0.0.1:8080 with a local key)'
+            cand start 'Open a stream and print its id'
+            cand send 'Send stdin lines into a stream, one record per line'
+            cand tail 'Print a stream''s results as they arrive'
+            cand streams 'List, show or end streams'
+            cand completions 'Print a shell completion script'
+            cand man 'Print the man page (roff)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'streamctl;serve'= {
+            cand -c 'YAML config file (see config.example.yaml); without it, built-in defaults'
+            cand --config 'YAML config file (see config.example.yaml); without it, built-in defaults'
+            cand --listen 'Address to listen on [default: 127.0.0.1:8080]'
+            cand --brokers '`embedded` or HOST:PORT[,HOST:PORT...] [default: embedded]'
+            cand --api-key 'Accept this API key (repeatable); adds to the keys of the config file'
+            cand --log-format 'Log format: pretty or json'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;start'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand -p 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}'''
+            cand --processor 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}'''
+            cand --json 'Print the daemon''s whole JSON answer instead of the id'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;send'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --processor 'Processor of the new stream (with --new)'
+            cand --batch-bytes 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes'
+            cand --new 'Start a new stream first and print its id on stdout'
+            cand --strict 'Refuse lines that are not valid JSON instead of sending them as strings'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;tail'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand -f 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t'
+            cand --format 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t'
+            cand --from 'Where to start: earliest, latest, or a cursor (inclusive)'
+            cand -c 'Exit after printing this many results'
+            cand --count 'Exit after printing this many results'
+            cand -e 'Exit when the stream has ended (its end frame), instead of printing a notice'
+            cand --exit-on-end 'Exit when the stream has ended (its end frame), instead of printing a notice'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;streams'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+            cand list 'List your streams (all streams for an admin key), newest first (the default)'
+            cand info 'Show one stream: owner, processor, state, counters'
+            cand end 'End a stream: later sends are refused, subscribers get an end frame'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'streamctl;streams;list'= {
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;streams;info'= {
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;streams;end'= {
+            cand --json 'Print JSON instead of a table'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;streams;help'= {
+            cand list 'List your streams (all streams for an admin key), newest first (the default)'
+            cand info 'Show one stream: owner, processor, state, counters'
+            cand end 'End a stream: later sends are refused, subscribers get an end frame'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'streamctl;streams;help;list'= {
+        }
+        &'streamctl;streams;help;info'= {
+        }
+        &'streamctl;streams;help;end'= {
+        }
+        &'streamctl;streams;help;help'= {
+        }
+        &'streamctl;completions'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;man'= {
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;help'= {
+            cand serve 'Run the daemon (zero config: embedded broker on 127.0.0.1:8080 with a local key)'
+            cand start 'Open a stream and print its id'
+            cand send 'Send stdin lines into a stream, one record per line'
+            cand tail 'Print a stream''s results as they arrive'
+            cand streams 'List, show or end streams'
+            cand completions 'Print a shell completion script'
+            cand man 'Print the man page (roff)'
+            cand help 'Print this message or the help of the given subcommand(s)'
+        }
+        &'streamctl;help;serve'= {
+        }
+        &'streamctl;help;start'= {
+        }
+        &'streamctl;help;send'= {
+        }
+        &'streamctl;help;tail'= {
+        }
+        &'streamctl;help;streams'= {
+            cand list 'List your streams (all streams for an admin key), newest first (the default)'
+            cand info 'Show one stream: owner, processor, state, counters'
+            cand end 'End a stream: later sends are refused, subscribers get an end frame'
+        }
+        &'streamctl;help;streams;list'= {
+        }
+        &'streamctl;help;streams;info'= {
+        }
+        &'streamctl;help;streams;end'= {
+        }
+        &'streamctl;help;completions'= {
+        }
+        &'streamctl;help;man'= {
+        }
+        &'streamctl;help;help'= {
+        }
+    ]
+    $completions[$command]
+}
