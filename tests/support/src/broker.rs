@@ -80,6 +80,10 @@ impl Tansu {
             .open(self.dir.path().join("tansu.log"))
             .unwrap();
         let child = Command::new(tansu_bin())
+            .env(
+                "RUST_LOG",
+                std::env::var("TANSU_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .args([
                 "broker",
                 "--listener-url",
@@ -160,6 +164,14 @@ impl Tansu {
 impl Drop for Tansu {
     fn drop(&mut self) {
         self.stop();
+        if std::thread::panicking() {
+            let log = self.log();
+            let tail: Vec<&str> = log.lines().rev().take(60).collect();
+            eprintln!("--- last lines of the tansu log ---");
+            for line in tail.iter().rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
