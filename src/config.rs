@@ -218,6 +218,11 @@ pub struct Limits {
     /// autotuning (up to `net.ipv4.tcp_wmem` max, 4 MiB by default); a fixed size bounds the
     /// kernel memory a slow client can pin and makes it count as lagging sooner.
     pub socket_send_buffer_bytes: Option<usize>,
+    /// How often the daemon pings each WebSocket client.
+    pub ws_ping_interval_ms: u64,
+    /// A WebSocket client silent this long (no frame, no pong), or that takes this long to
+    /// accept one frame, is considered dead and its connection is dropped.
+    pub ws_idle_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -229,6 +234,8 @@ impl Default for Limits {
             ws_max_in_flight: 1024,
             ws_max_message_bytes: 1024 * 1024,
             socket_send_buffer_bytes: None,
+            ws_ping_interval_ms: 15_000,
+            ws_idle_timeout_ms: 45_000,
         }
     }
 }
@@ -391,6 +398,14 @@ impl Config {
             (
                 "limits.send_timeout_ms",
                 self.limits.send_timeout_ms as usize,
+            ),
+            (
+                "limits.ws_ping_interval_ms",
+                self.limits.ws_ping_interval_ms as usize,
+            ),
+            (
+                "limits.ws_idle_timeout_ms",
+                self.limits.ws_idle_timeout_ms as usize,
             ),
         ];
         for (key, value) in limits {

@@ -18,13 +18,15 @@ pub const CONTROL_END: &str = "end";
 /// Kafka header on results records naming the frame type, so routing needs no JSON parsing.
 pub const TYPE_HEADER: &str = "streamgate-type";
 
-/// The kinds of frame stored in the results topic.
+/// The kinds of frame a subscriber receives. All but `Gap` are stored in the results topic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Kind {
     Result,
     Error,
     End,
+    /// Results a `on_lag=skip` subscriber was too slow for (made by the router, not stored).
+    Gap,
 }
 
 impl Kind {
@@ -33,6 +35,7 @@ impl Kind {
             Kind::Result => "result",
             Kind::Error => "error",
             Kind::End => "end",
+            Kind::Gap => "gap",
         }
     }
 
@@ -97,6 +100,18 @@ pub fn with_cursor(cursor: i64, stored: &[u8]) -> Option<String> {
     let text = std::str::from_utf8(stored).ok()?;
     let rest = text.strip_prefix('{')?;
     Some(format!("{{\"cursor\":{cursor},{rest}"))
+}
+
+/// Tells an `on_lag=skip` subscriber that `skipped` results from `from_cursor` on were
+/// dropped because it read too slowly; it may fetch them with `from=<from_cursor>`.
+pub fn gap(stream_id: Uuid, from_cursor: i64, skipped: u64) -> String {
+    serde_json::json!({
+        "type": "gap",
+        "stream_id": stream_id,
+        "from_cursor": from_cursor,
+        "skipped": skipped,
+    })
+    .to_string()
 }
 
 /// Acknowledgement of the `seq`-th record sent on a WebSocket (1-based).

@@ -60,6 +60,31 @@ struct Slot {
     id: u64,
     tx: mpsc::Sender<Delivery>,
     lagged: Arc<AtomicI64>,
+    on_lag: OnLag,
+    /// With `OnLag::Skip`: results dropped since the last delivered one, and the first's cursor.
+    skipped: AtomicU64,
+    skipped_from: AtomicI64,
+}
+
+/// What happens to a subscriber whose queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnLag {
+    /// Detach it; its session closes with the cursor to resume from (the default).
+    Close,
+    /// Drop results until it catches up, then tell it what it missed in a `gap` frame.
+    Skip,
+}
+
+impl OnLag {
+    pub fn parse(value: Option<&str>) -> Result<Self, crate::error::ApiError> {
+        match value {
+            None | Some("close") => Ok(OnLag::Close),
+            Some("skip") => Ok(OnLag::Skip),
+            Some(other) => Err(crate::error::ApiError::InvalidInput(format!(
+                "on_lag: `{other}` is not close or skip"
+            ))),
+        }
+    }
 }
 
 /// `Slot::lagged` while the subscriber keeps up.
@@ -144,7 +169,7 @@ impl Router {
         }))
     }
 
-    pub fn subscribe(self: &Arc<Self>, stream: Uuid) -> Subscription {
+    pub fn subscribe(self: &Arc<Self>, stream: Uuid, on_lag: OnLag) -> Subscription {
         let (tx, rx) = mpsc::channel(self.queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let lagged = Arc::new(AtomicI64::new(NOT_LAGGED));
@@ -157,6 +182,9 @@ impl Router {
                 id,
                 tx,
                 lagged: lagged.clone(),
+                on_lag,
+                skipped: AtomicU64::new(0),
+                skipped_from: AtomicI64::new(0),
             });
         if let Some(e) = self.registry.local(&stream) {
             e.stats.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -216,6 +244,28 @@ impl Router {
         }
     }
 
+    /// For a subscriber that skipped results, queues the `gap` frame first. False when there
+    /// is still no room for it.
+    fn report_gap(&self, stream: Uuid, slot: &Slot) -> bool {
+        let skipped = slot.skipped.load(Ordering::Relaxed);
+        if skipped == 0 {
+            return true;
+        }
+        let from = slot.skipped_from.load(Ordering::Relaxed);
+        let gap = Delivery {
+            kind: Kind::Gap,
+            cursor: from,
+            frame: frames::gap(stream, from, skipped).into(),
+        };
+        match slot.tx.try_send(gap) {
+            Ok(()) => {
+                slot.skipped.store(0, Ordering::Relaxed);
+                true
+            }
+            Err(_) => false,
+        }
+    }
+
     fn deliver(&self, stream: Uuid, delivery: Delivery) {
         let mut dropped = Vec::new();
         {
@@ -224,8 +274,17 @@ impl Router {
                 return;
             };
             for slot in slots {
+                if !self.report_gap(stream, slot) {
+                    // Still no room: this result is skipped too.
+                    slot.skipped.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
                 match slot.tx.try_send(delivery.clone()) {
                     Ok(()) => self.metrics.results_out.inc(),
+                    Err(mpsc::error::TrySendError::Full(_)) if slot.on_lag == OnLag::Skip => {
+                        slot.skipped_from.store(delivery.cursor, Ordering::Relaxed);
+                        slot.skipped.store(1, Ordering::Relaxed);
+                    }
                     Err(e) => {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
                             slot.lagged.store(delivery.cursor, Ordering::Release);

@@ -18,6 +18,7 @@ use crate::frames;
 use crate::kafka::{self, now_ms};
 use crate::processor::ProcessorSpec;
 use crate::replay;
+use crate::results::OnLag;
 use crate::server::AppState;
 
 fn json(status: StatusCode, body: &serde_json::Value) -> Response {
@@ -209,11 +210,12 @@ pub async fn subscribe(
 ) -> Result<Response, Rejection> {
     let entry = state.registry.find_owned(&id, &caller).await?;
     let from = replay::From::parse(query.get("from").map(String::as_str))?;
+    let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str))?;
     let limits = &state.config.limits;
     let upgrade = upgrade
         .max_message_size(limits.ws_max_message_bytes)
         .max_frame_size(limits.ws_max_message_bytes);
-    let sub = state.router.subscribe(entry.id);
+    let sub = state.router.subscribe(entry.id, on_lag);
     let reply = upgrade
         .on_upgrade(move |socket| ws::session(socket, state, entry, sub, from))
         .into_response();

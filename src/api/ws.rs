@@ -9,6 +9,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
@@ -37,7 +38,14 @@ pub async fn session(
     mut sub: Subscription,
     from: From,
 ) {
-    let (mut sink, mut source) = socket.split();
+    let (sink, mut source) = socket.split();
+    let idle_timeout = Duration::from_millis(state.config.limits.ws_idle_timeout_ms);
+    let mut sink = Peer { sink, idle_timeout };
+    let mut ping = tokio::time::interval(Duration::from_millis(
+        state.config.limits.ws_ping_interval_ms,
+    ));
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_heard = Instant::now();
     let mut acks: FuturesOrdered<AckFuture> = FuturesOrdered::new();
     let mut shutdown = state.shutdown.clone();
     let max_in_flight = state.config.limits.ws_max_in_flight;
@@ -67,6 +75,15 @@ pub async fn session(
         }
         tokio::select! {
             _ = shutdown.changed() => {}
+            _ = ping.tick() => {
+                if last_heard.elapsed() > idle_timeout {
+                    tracing::debug!(stream_id = %entry.id, "dropping a silent WebSocket client");
+                    break None;
+                }
+                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                    break None;
+                }
+            }
             replayed = next_replayed(&mut replay), if replay.is_some() => match replayed {
                 Some(Ok(d)) => {
                     if sink.send(Message::text(d.frame.as_ref())).await.is_err() {
@@ -90,7 +107,9 @@ pub async fn session(
                     if sink.send(Message::text(d.frame.as_ref())).await.is_err() {
                         break None;
                     }
-                    last_cursor = Some(d.cursor);
+                    if d.kind != Kind::Gap {
+                        last_cursor = Some(d.cursor);
+                    }
                     if d.kind == Kind::End {
                         break Some((1000, "stream ended".to_string()));
                     }
@@ -119,7 +138,9 @@ pub async fn session(
                     break Some((1000, "bye".to_string()));
                 }
             }
-            msg = source.next(), if !client_closed && acks.len() < max_in_flight => match msg {
+            msg = source.next(), if !client_closed && acks.len() < max_in_flight => {
+                last_heard = Instant::now();
+                match msg {
                 Some(Ok(m)) if m.is_text() || m.is_binary() => {
                     seq += 1;
                     acks.push_back(enqueue(&state, &entry, &key, seq, m).await);
@@ -133,12 +154,35 @@ pub async fn session(
                 }
                 Some(Ok(_)) => {} // ping/pong: answered by the protocol layer
                 Some(Err(_)) | None => break None,
-            },
+            }},
         }
     };
     if let Some((code, reason)) = close {
         let _ = sink.send(Message::close_with(code, reason)).await;
         let _ = sink.close().await;
+    }
+}
+
+/// The client's side of the socket, where every write is bounded by the idle timeout: a peer
+/// that stopped reading cannot hold its session (and its subscription) forever.
+struct Peer {
+    sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    idle_timeout: Duration,
+}
+
+impl Peer {
+    async fn send(&mut self, m: Message) -> Result<(), ()> {
+        match tokio::time::timeout(self.idle_timeout, self.sink.send(m)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    async fn close(&mut self) -> Result<(), ()> {
+        match tokio::time::timeout(self.idle_timeout, self.sink.close()).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
     }
 }
 

@@ -233,11 +233,17 @@ impl Daemon {
     /// Like `subscribe`, over a socket with a tiny receive buffer, so a client that does not
     /// read backs up the daemon after a few KiB rather than after the kernel's megabytes.
     pub async fn subscribe_small_buffer(&self, key: &str, id: &str) -> Ws {
+        self.subscribe_small_buffer_with(key, id, "from=latest")
+            .await
+    }
+
+    /// `subscribe_small_buffer` with a query string (`on_lag=skip`, `from=...`).
+    pub async fn subscribe_small_buffer_with(&self, key: &str, id: &str, query: &str) -> Ws {
         let socket = tokio::net::TcpSocket::new_v4().unwrap();
         socket.set_recv_buffer_size(4096).unwrap();
         let stream = socket.connect(self.addr).await.unwrap();
         let mut req = self
-            .ws_url(&format!("/api/stream/{id}/results"))
+            .ws_url(&format!("/api/stream/{id}/results?{query}"))
             .into_client_request()
             .unwrap();
         req.headers_mut().insert("x-api-key", key.parse().unwrap());
