@@ -156,16 +156,7 @@ async fn another_key_cannot_see_or_use_a_stream() {
         other => panic!("expected a 404 handshake, got {:?}", other.map(|_| ())),
     }
     // The owner still sees it, with counters.
-    let info: Value = d
-        .http
-        .get(d.url(&format!("/api/stream/{id}")))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = d.describe(ALICE, &id).await;
     assert_eq!(info["owner"], "alice");
     assert_eq!(info["state"], "open");
     assert_eq!(info["processor"], json!({"type": "identity"}));

@@ -1,9 +1,6 @@
 //! Several daemons on one real broker (tansu) behave as one service: no sticky sessions, no
 //! state outside Kafka. Restarts lose nothing; a broker outage gives 503s and recovers.
 
-use std::collections::BTreeMap;
-use std::time::Duration;
-
 use serde_json::{json, Value};
 use streamgate::config::{Brokers, Config};
 use streamgate_testkit::*;
@@ -86,16 +83,7 @@ async fn a_restarted_daemon_serves_the_streams_it_had() {
     a.stop().await.unwrap();
 
     let a = Daemon::start(on(&tansu)).await;
-    let info: Value = a
-        .http
-        .get(a.url(&format!("/api/stream/{id}")))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let info = a.describe(ALICE, &id).await;
     assert_eq!(info["owner"], "alice");
     assert_eq!(info["processor"], json!({"type": "uppercase"}));
     let mut ws = a.subscribe(ALICE, &id).await;
@@ -111,62 +99,15 @@ async fn a_restarted_daemon_serves_the_streams_it_had() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_gives_503_and_not_ready_then_recovers() {
-    let mut tansu = Tansu::start();
-    let mut config = on(&tansu);
+    let tansu = std::cell::RefCell::new(Tansu::start());
+    let mut config = on(&tansu.borrow());
     config.limits.send_timeout_ms = 2000;
     let d = Daemon::start(config).await;
-    let id = d.start_stream(ALICE, None).await;
-    let mut ws = d.subscribe(ALICE, &id).await;
-    assert_eq!(d.send_json(ALICE, &id, &json!("before")).await.0, 202);
-    assert_eq!(next_frame(&mut ws).await["data"], "before");
-
-    tansu.stop();
-    let started = std::time::Instant::now();
-    let (status, body) = d.send_json(ALICE, &id, &json!("during")).await;
-    assert_eq!(status, 503, "{body}");
-    assert_eq!(body["error"]["code"], "broker_unavailable");
-    assert!(
-        started.elapsed() < Duration::from_secs(10),
-        "503 took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(
-        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
-        503
-    );
-
-    tansu.restart();
-    let deadline = tokio::time::Instant::now() + WAIT;
-    loop {
-        let (status, body) = d.send_json(ALICE, &id, &json!("after")).await;
-        if status == 202 {
-            break;
-        }
-        eprintln!("RECOVERY {status} {body}");
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no recovery after the broker came back"
-        );
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    // The same WebSocket stayed connected and gets results again.
-    loop {
-        if next_frame(&mut ws).await["data"] == "after" {
-            break;
-        }
-    }
-    assert_eq!(
-        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    check_outage(
+        &d,
+        || tansu.borrow_mut().stop(),
+        || tansu.borrow_mut().restart(),
+    )
+    .await;
     d.stop().await.unwrap();
-}
-
-/// Counts results per input offset, to tell redelivery (allowed) from loss (never).
-pub fn by_input_offset(results: &[Value]) -> BTreeMap<i64, usize> {
-    let mut m = BTreeMap::new();
-    for r in results {
-        *m.entry(r["input_offset"].as_i64().unwrap()).or_insert(0) += 1;
-    }
-    m
 }

@@ -117,17 +117,9 @@ async fn a_silent_peer_is_reaped_within_the_idle_timeout() {
     // Connected, then never read again: pings go unanswered.
     let _silent = d.subscribe(ALICE, &id).await;
     let subscribers = || async {
-        let info: serde_json::Value = d
-            .http
-            .get(d.url(&format!("/api/stream/{id}")))
-            .header("x-api-key", ALICE)
-            .send()
-            .await
+        d.describe(ALICE, &id).await["subscribers"]
+            .as_u64()
             .unwrap()
-            .json()
-            .await
-            .unwrap();
-        info["subscribers"].as_u64().unwrap()
     };
     assert_eq!(subscribers().await, 1);
     let deadline = tokio::time::Instant::now() + WAIT;

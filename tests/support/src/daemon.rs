@@ -4,7 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
-use serde_json::Value;
+use serde_json::{json, Value};
 use streamgate::config::{ApiKey, Brokers, Config};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
@@ -56,8 +56,12 @@ pub struct Daemon {
 
 impl Daemon {
     pub async fn start(config: Config) -> Self {
-        streamgate::logging::init(&config.log);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        Self::from_listener(config, listener).await
+    }
+
+    async fn from_listener(config: Config, listener: tokio::net::TcpListener) -> Self {
+        streamgate::logging::init(&config.log);
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(streamgate::server::run(config, listener, async move {
@@ -71,6 +75,19 @@ impl Daemon {
         };
         daemon.wait_ready().await;
         daemon
+    }
+
+    /// `GET /api/stream/{id}` as `key`.
+    pub async fn describe(&self, key: &str, id: &str) -> Value {
+        self.http
+            .get(self.url(&format!("/api/stream/{id}")))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
     }
 
     /// Waits until `/healthz` answers (start-up reads the registry before serving).
@@ -257,7 +274,6 @@ impl Daemon {
 impl Daemon {
     /// Starts a daemon on a given address (to restart one where its clients expect it).
     pub async fn start_on(config: Config, addr: SocketAddr) -> Self {
-        streamgate::logging::init(&config.log);
         let deadline = tokio::time::Instant::now() + WAIT;
         let listener = loop {
             match tokio::net::TcpListener::bind(addr).await {
@@ -271,17 +287,47 @@ impl Daemon {
                 }
             }
         };
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(streamgate::server::run(config, listener, async move {
-            let _ = rx.await;
-        }));
-        let daemon = Daemon {
-            addr,
-            http: reqwest::Client::new(),
-            shutdown: Some(tx),
-            task: Some(task),
-        };
-        daemon.wait_ready().await;
-        daemon
+        Self::from_listener(config, listener).await
     }
+}
+
+/// A broker outage as a client sees it: with the broker down (`down`), a send answers 503
+/// within the send timeout and `/readyz` is not ready; after `up`, sends succeed again
+/// without a restart and results reach the same, still-open WebSocket.
+pub async fn check_outage(d: &Daemon, down: impl FnOnce(), up: impl FnOnce()) {
+    let id = d.start_stream(ALICE, None).await;
+    let mut ws = d.subscribe(ALICE, &id).await;
+    assert_eq!(d.send_json(ALICE, &id, &json!("before")).await.0, 202);
+    assert_eq!(next_frame(&mut ws).await["data"], "before");
+
+    down();
+    let started = std::time::Instant::now();
+    let (status, body) = d.send_json(ALICE, &id, &json!("during")).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "broker_unavailable");
+    assert_eq!(body["error"]["acknowledged"], 0);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "503 took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(
+        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
+        503
+    );
+
+    up();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while d.send_json(ALICE, &id, &json!("after")).await.0 != 202 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no recovery after the broker came back"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    while next_frame(&mut ws).await["data"] != "after" {}
+    assert_eq!(
+        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
+        200
+    );
 }
