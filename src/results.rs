@@ -15,6 +15,7 @@ use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 use crate::error::Error;
@@ -43,7 +44,7 @@ pub fn delivery_of(m: &impl Message) -> Option<(Uuid, Delivery)> {
         Delivery {
             kind,
             cursor: m.offset(),
-            frame: frame.into(),
+            frame: Utf8Bytes::from(frame),
         },
     ))
 }
@@ -53,7 +54,8 @@ pub fn delivery_of(m: &impl Message) -> Option<(Uuid, Delivery)> {
 pub struct Delivery {
     pub kind: Kind,
     pub cursor: i64,
-    pub frame: Arc<str>,
+    /// The frame as WebSocket text: built once, shared by reference count.
+    pub frame: Utf8Bytes,
 }
 
 struct Slot {
@@ -255,7 +257,7 @@ impl Router {
         let gap = Delivery {
             kind: Kind::Gap,
             cursor: from,
-            frame: frames::gap(stream, from, skipped).into(),
+            frame: Utf8Bytes::from(frames::gap(stream, from, skipped)),
         };
         match slot.tx.try_send(gap) {
             Ok(()) => {

@@ -204,25 +204,19 @@ pub async fn subscribe(
     id: String,
     caller: Principal,
     state: Arc<AppState>,
-    upgrade: warp::ws::Ws,
+    upgrade: super::upgrade::Upgrade,
     protocols: Option<String>,
     query: std::collections::HashMap<String, String>,
 ) -> Result<Response, Rejection> {
     let entry = state.registry.find_owned(&id, &caller).await?;
     let from = replay::From::parse(query.get("from").map(String::as_str))?;
     let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str))?;
-    let limits = &state.config.limits;
-    let upgrade = upgrade
-        .max_message_size(limits.ws_max_message_bytes)
-        .max_frame_size(limits.ws_max_message_bytes);
     let sub = state.router.subscribe(entry.id, on_lag);
-    let reply = upgrade
-        .on_upgrade(move |socket| ws::session(socket, state, entry, sub, from))
-        .into_response();
-    Ok(match auth::ws_response_protocol(protocols.as_deref()) {
-        Some(p) => warp::reply::with_header(reply, "sec-websocket-protocol", p).into_response(),
-        None => reply,
-    })
+    let max_message = state.config.limits.ws_max_message_bytes;
+    let protocol = auth::ws_response_protocol(protocols.as_deref());
+    Ok(upgrade.respond(protocol, max_message, move |socket| {
+        ws::session(socket, state, entry, sub, from)
+    }))
 }
 
 /// `GET /api/streams`: the caller's streams (all of them for an admin key).

@@ -3,6 +3,7 @@
 //! WebSocket session in `ws.rs`; every rejection is turned into JSON by `error::recover`.
 
 mod handlers;
+mod upgrade;
 mod ws;
 
 use std::net::{IpAddr, SocketAddr};
@@ -52,7 +53,7 @@ pub fn routes(
         .and(warp::get())
         .and(caller.clone())
         .and(with_state(&state))
-        .and(warp::ws())
+        .and(upgrade::websocket())
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(warp::query::<std::collections::HashMap<String, String>>())
         .and_then(handlers::subscribe);

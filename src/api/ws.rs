@@ -13,7 +13,11 @@ use std::time::{Duration, Instant};
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
-use warp::ws::{Message, WebSocket};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+use super::upgrade::Socket;
 
 use super::handlers::records;
 use crate::error::ApiError;
@@ -32,7 +36,7 @@ type AckFuture = Pin<Box<dyn Future<Output = (u64, Result<i64, ApiError>)> + Sen
 /// Runs one session. `sub` was taken before the upgrade was answered, so every result
 /// produced after the client saw `101 Switching Protocols` reaches it.
 pub async fn session(
-    socket: WebSocket,
+    socket: Socket,
     state: Arc<AppState>,
     entry: Arc<StreamEntry>,
     mut sub: Subscription,
@@ -61,9 +65,7 @@ pub async fn session(
         match Replay::start(state.replay_config(), &state.results_topic, entry.id, from).await {
             Ok(r) => replay = r,
             Err(e) => {
-                let _ = sink
-                    .send(Message::close_with(1011u16, truncate(&e.to_string())))
-                    .await;
+                let _ = sink.send(close_frame(1011, truncate(&e.to_string()))).await;
                 return;
             }
         }
@@ -80,13 +82,13 @@ pub async fn session(
                     tracing::debug!(stream_id = %entry.id, "dropping a silent WebSocket client");
                     break None;
                 }
-                if sink.send(Message::ping(Vec::new())).await.is_err() {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
                     break None;
                 }
             }
             replayed = next_replayed(&mut replay), if replay.is_some() => match replayed {
                 Some(Ok(d)) => {
-                    if sink.send(Message::text(d.frame.as_ref())).await.is_err() {
+                    if sink.send(Message::Text(d.frame.clone())).await.is_err() {
                         break None;
                     }
                     last_cursor = Some(d.cursor);
@@ -104,7 +106,7 @@ pub async fn session(
                 // Already delivered by the replay.
                 Some(d) if last_cursor.is_some_and(|c| d.cursor <= c) => {}
                 Some(d) => {
-                    if sink.send(Message::text(d.frame.as_ref())).await.is_err() {
+                    if sink.send(Message::Text(d.frame.clone())).await.is_err() {
                         break None;
                     }
                     if d.kind != Kind::Gap {
@@ -158,7 +160,7 @@ pub async fn session(
         }
     };
     if let Some((code, reason)) = close {
-        let _ = sink.send(Message::close_with(code, reason)).await;
+        let _ = sink.send(close_frame(code, reason)).await;
         let _ = sink.close().await;
     }
 }
@@ -166,7 +168,7 @@ pub async fn session(
 /// The client's side of the socket, where every write is bounded by the idle timeout: a peer
 /// that stopped reading cannot hold its session (and its subscription) forever.
 struct Peer {
-    sink: futures_util::stream::SplitSink<WebSocket, Message>,
+    sink: futures_util::stream::SplitSink<Socket, Message>,
     idle_timeout: Duration,
 }
 
@@ -199,7 +201,7 @@ async fn enqueue(
     if !entry.is_open() {
         return refused(ApiError::StreamEnded(key.to_string()));
     }
-    let body = m.into_bytes();
+    let body = m.into_data();
     let record = match records(&body, None) {
         Ok(mut r) => r.remove(0),
         Err(e) => return refused(e),
@@ -224,4 +226,11 @@ fn truncate(reason: &str) -> String {
         end -= 1;
     }
     reason[..end].to_string()
+}
+
+fn close_frame(code: u16, reason: String) -> Message {
+    Message::Close(Some(CloseFrame {
+        code: CloseCode::from(code),
+        reason: reason.into(),
+    }))
 }
