@@ -14,6 +14,7 @@
 //! - [`kafka`]: client config, embedded broker, topics, partitioning, acknowledged producing.
 //! - [`registry`]: the stream registry, kept in a compacted topic and followed in memory.
 //! - [`processor`]: what a stream does to each record (pure functions).
+//! - [`jq`]: jq filters (the jaq crates), compiled once per thread.
 //! - [`processing`]: the consumer group that runs processors, at least once.
 //! - [`results`]: the router fanning results out to WebSocket subscribers.
 //! - [`replay`]: reading a stream's past results back from the broker (resume cursors).
@@ -28,6 +29,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod frames;
+pub mod jq;
 pub mod kafka;
 pub mod keyfile;
 pub mod limits;

@@ -13,6 +13,8 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProcessorSpec {
+    /// A jq filter: transform, select (no output: no result), or several results per record.
+    Jq { filter: String },
     /// The result is the record's data unchanged (plus the frame's metadata).
     #[default]
     Identity,
@@ -21,7 +23,7 @@ pub enum ProcessorSpec {
 }
 
 /// Names accepted by `ProcessorSpec::parse`, for error messages.
-const NAMES: &str = "identity, uppercase";
+const NAMES: &str = "identity, uppercase, jq";
 
 impl ProcessorSpec {
     /// Parses the `processor` field of a start request: a name (`"uppercase"`) or an object
@@ -34,8 +36,18 @@ impl ProcessorSpec {
                         "processor: unknown processor `{name}`; expected one of: {NAMES}"
                     ))
                 }),
-            Value::Object(_) => serde_json::from_value(value.clone())
-                .map_err(|e| ApiError::InvalidInput(format!("processor: {e}"))),
+            Value::Object(_) => {
+                let spec: Self = serde_json::from_value(value.clone())
+                    .map_err(|e| ApiError::InvalidInput(format!("processor: {e}")))?;
+                if let ProcessorSpec::Jq { filter } = &spec {
+                    crate::jq::compile(filter).map_err(|e| {
+                        ApiError::InvalidInput(format!(
+                            "processor: jq filter does not compile: {e}"
+                        ))
+                    })?;
+                }
+                Ok(spec)
+            }
             other => Err(ApiError::InvalidInput(format!(
                 "processor: expected a name or an object, got `{other}`"
             ))),
@@ -47,6 +59,7 @@ impl ProcessorSpec {
         match self {
             ProcessorSpec::Identity => Ok(vec![data]),
             ProcessorSpec::Uppercase => Ok(vec![uppercase(data)]),
+            ProcessorSpec::Jq { filter } => crate::jq::run(filter, &data),
         }
     }
 }

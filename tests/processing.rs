@@ -1,0 +1,93 @@
+//! Processors end to end through the broker: jq transforms, selects (no output, no result),
+//! fans out (several results per record), and a failing record gives an error result while
+//! the stream keeps going.
+
+use serde_json::{json, Value};
+use streamgate_testkit::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jq_filters_select_transform_and_fan_out() {
+    let d = Daemon::start(test_config()).await;
+    let spec = json!({"type": "jq", "filter": "select(.t > 20) | {hot: .t}"});
+    let id = d
+        .start_stream(ALICE, Some(json!({"processor": spec})))
+        .await;
+    assert_eq!(d.describe(ALICE, &id).await["processor"], spec);
+    let mut ws = d.subscribe(ALICE, &id).await;
+    let (status, _) = d
+        .send_ndjson(ALICE, &id, "{\"t\":10}\n{\"t\":25}\n{\"t\":30}\n".into())
+        .await;
+    assert_eq!(status, 202);
+    let got: Vec<Value> = results(&mut ws, 2)
+        .await
+        .iter()
+        .map(|f| f["data"].clone())
+        .collect();
+    assert_eq!(got, vec![json!({"hot": 25}), json!({"hot": 30})]);
+
+    // Two results per record, both from the same input offset.
+    let fan = d
+        .start_stream(
+            ALICE,
+            Some(json!({"processor": {"type": "jq", "filter": ".[]"}})),
+        )
+        .await;
+    let mut ws = d.subscribe(ALICE, &fan).await;
+    let (_, body) = d.send_json(ALICE, &fan, &json!(["a", "b"])).await;
+    let frames = results(&mut ws, 2).await;
+    assert_eq!(frames[0]["data"], "a");
+    assert_eq!(frames[1]["data"], "b");
+    assert_eq!(frames[0]["input_offset"], body["offsets"][0]);
+    assert_eq!(frames[1]["input_offset"], body["offsets"][0]);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_record_gives_an_error_result_and_the_stream_goes_on() {
+    let d = Daemon::start(test_config()).await;
+    let id = d
+        .start_stream(
+            ALICE,
+            Some(json!({"processor": {"type": "jq", "filter": ".a + 1"}})),
+        )
+        .await;
+    let mut ws = d.subscribe(ALICE, &id).await;
+    let (_, body) = d
+        .send_ndjson(ALICE, &id, "{\"a\":\"text\"}\n{\"a\":1}\n".into())
+        .await;
+    let error = next_frame(&mut ws).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["input_offset"], body["offsets"][0]);
+    assert_eq!(error["error"]["code"], "processing_failed");
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .starts_with("jq:"));
+    let next = next_frame(&mut ws).await;
+    assert_eq!(next["type"], "result");
+    assert_eq!(next["data"], 2);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_filter_that_does_not_compile_is_refused_with_the_reason() {
+    let d = Daemon::start(test_config()).await;
+    for (filter, expect) in [(".a |", "expected"), ("nosuch(1)", "nosuch")] {
+        let resp = d
+            .http
+            .post(d.url("/api/stream/start"))
+            .header("x-api-key", ALICE)
+            .json(&json!({"processor": {"type": "jq", "filter": filter}}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_and_json(resp).await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("does not compile") && message.contains(expect),
+            "{message}"
+        );
+    }
+    d.stop().await.unwrap();
+}
