@@ -29,6 +29,7 @@ use uuid::Uuid;
 use crate::frames::{self, Kind, Origin};
 use crate::kafka::{now_ms, SendError, TopicProducer};
 use crate::metrics::Metrics;
+use crate::processor::ProcessorSpec;
 use crate::registry::Registry;
 
 /// Processed input records whose results may await their acks at once.
@@ -164,8 +165,15 @@ impl Processing {
                 frames::stored(Kind::End, &origin, processed_ms, None, None),
             )]
         } else {
+            // Never guess a stream's processor: a registry that cannot be read restarts the
+            // stage (the record is retried); a stream the registry does not have is an error.
+            let spec = match self.registry.lookup(&stream_id).await {
+                Ok(Some(entry)) => Ok(entry.processor()),
+                Ok(None) => Err(format!("stream {stream_id} is not in the registry")),
+                Err(e) => return Err(format!("registry unavailable: {e}")),
+            };
             self.metrics.processed.inc();
-            self.apply(&origin, m.payload(), processed_ms).await
+            self.apply(&origin, spec, m.payload(), processed_ms)
         };
         let key = stream_id.to_string();
         for (kind, payload) in outputs {
@@ -190,18 +198,19 @@ impl Processing {
     }
 
     /// Runs the stream's processor on one record: its results, or one error result.
-    async fn apply(
+    fn apply(
         &self,
         origin: &Origin,
+        spec: Result<ProcessorSpec, String>,
         payload: Option<&[u8]>,
         processed_ms: i64,
     ) -> Vec<(Kind, Vec<u8>)> {
-        let entry = self.registry.find(&origin.stream_id).await;
-        let spec = entry.as_ref().map(|e| e.processor()).unwrap_or_default();
-        let outcome = payload
-            .ok_or_else(|| "record has no value".to_string())
-            .and_then(|p| serde_json::from_slice(p).map_err(|e| format!("record is not JSON: {e}")))
-            .and_then(|data| spec.apply(data));
+        let outcome = spec.and_then(|spec| {
+            let data = payload.ok_or_else(|| "record has no value".to_string())?;
+            let data =
+                serde_json::from_slice(data).map_err(|e| format!("record is not JSON: {e}"))?;
+            spec.apply(data)
+        });
         match outcome {
             Ok(results) => results
                 .iter()

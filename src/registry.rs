@@ -262,13 +262,20 @@ impl Registry {
 
     /// A stream by id, catching up with the registry topic first if it is not known yet.
     pub async fn find(&self, id: &Uuid) -> Option<Arc<StreamEntry>> {
-        if let Some(e) = self.local(id) {
-            return Some(e);
-        }
-        if let Err(e) = self.catch_up(CATCH_UP_TIMEOUT).await {
+        self.lookup(id).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e, "registry catch-up failed");
+            self.local(id)
+        })
+    }
+
+    /// Like `find`, but tells "not in the registry" (`Ok(None)`) from "the registry could not
+    /// be read to its end" (`Err`), for callers that must not guess.
+    pub async fn lookup(&self, id: &Uuid) -> Result<Option<Arc<StreamEntry>>, Error> {
+        if let Some(e) = self.local(id) {
+            return Ok(Some(e));
         }
-        self.local(id)
+        self.catch_up(CATCH_UP_TIMEOUT).await?;
+        Ok(self.local(id))
     }
 
     /// The stream if `caller` may use it. Another key's stream is reported as not found, so

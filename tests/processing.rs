@@ -91,3 +91,54 @@ async fn a_filter_that_does_not_compile_is_refused_with_the_reason() {
     }
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_of_an_unknown_stream_is_an_error_not_a_guess() {
+    use rdkafka::producer::{BaseProducer, BaseRecord, Producer};
+    let mut config = test_config();
+    let broker = streamgate::kafka::EmbeddedBroker::start(&config.topics).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    config.brokers = streamgate::config::Brokers::Bootstrap(bootstrap.clone());
+    let d = Daemon::start(config).await;
+
+    // Written straight into the input topic by something other than the daemon.
+    let stranger = uuid::Uuid::new_v4().to_string();
+    let producer: BaseProducer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .create()
+        .unwrap();
+    producer
+        .send(
+            BaseRecord::to("streamgate.input")
+                .key(&stranger)
+                .payload("{\"x\":1}"),
+        )
+        .unwrap();
+    producer.flush(std::time::Duration::from_secs(10)).unwrap();
+
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let b = bootstrap.clone();
+        let records = tokio::task::spawn_blocking(move || read_topic(&b, "streamgate.results"))
+            .await
+            .unwrap();
+        if let Some(r) = records
+            .iter()
+            .find(|r| r.key.as_deref() == Some(stranger.as_str()))
+        {
+            let f = r.json();
+            assert_eq!(f["type"], "error", "{f}");
+            assert!(f["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("not in the registry"));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no result for the unknown stream"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    d.stop().await.unwrap();
+}
