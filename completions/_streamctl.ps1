@@ -29,6 +29,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('start', 'start', [CompletionResultType]::ParameterValue, 'Open a stream and print its id')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send stdin lines into a stream, one record per line')
             [CompletionResult]::new('tail', 'tail', [CompletionResultType]::ParameterValue, 'Print a stream''s results as they arrive')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
@@ -83,6 +84,34 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after printing this many results')
             [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'Exit when the stream has ended (its end frame), instead of printing a notice')
             [CompletionResult]::new('--exit-on-end', '--exit-on-end', [CompletionResultType]::ParameterName, 'Exit when the stream has ended (its end frame), instead of printing a notice')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
+        'streamctl;bench' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--streams', '--streams', [CompletionResultType]::ParameterName, 'Streams to open, each with one WebSocket subscriber')
+            [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Records per second, all streams together (open loop: sent on schedule regardless of how fast the daemon answers)')
+            [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'How long to send, e.g. 30s, 2m')
+            [CompletionResult]::new('--payload-bytes', '--payload-bytes', [CompletionResultType]::ParameterName, 'Size of each JSON record')
+            [CompletionResult]::new('--transport', '--transport', [CompletionResultType]::ParameterName, 'How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets)')
+            [CompletionResult]::new('--batch', '--batch', [CompletionResultType]::ParameterName, 'Records per HTTP request (or per burst of WebSocket frames)')
+            [CompletionResult]::new('--max-in-flight', '--max-in-flight', [CompletionResultType]::ParameterName, 'HTTP requests awaiting their answer at once; beyond it, sends queue (and their latency, counted from the schedule, grows)')
+            [CompletionResult]::new('--drain-timeout', '--drain-timeout', [CompletionResultType]::ParameterName, 'After sending, how long to wait for acknowledged records still on their way')
+            [CompletionResult]::new('--brokers', '--brokers', [CompletionResultType]::ParameterName, 'The daemon''s broker, for --baseline against --url (HOST:PORT[,...])')
+            [CompletionResult]::new('--baseline-partitions', '--baseline-partitions', [CompletionResultType]::ParameterName, 'Partitions of the baseline''s topic, if it must be created (the daemon''s default is 12)')
+            [CompletionResult]::new('--baseline-kafka', '--baseline-kafka', [CompletionResultType]::ParameterName, 'A librdkafka setting for the baseline''s clients (repeatable). Give it the daemon''s `kafka` settings for a like-for-like comparison')
+            [CompletionResult]::new('--max-p99-ms', '--max-p99-ms', [CompletionResultType]::ParameterName, 'With --find-max: the end-to-end p99 (ms) a rate must keep to count as sustainable')
+            [CompletionResult]::new('--step', '--step', [CompletionResultType]::ParameterName, 'With --find-max: factor from one rate to the next')
+            [CompletionResult]::new('--fault-drop-every', '--fault-drop-every', [CompletionResultType]::ParameterName, 'Test-only fault: ignore every Nth result frame, as if it never arrived')
+            [CompletionResult]::new('--embedded', '--embedded', [CompletionResultType]::ParameterName, 'Start a daemon in this process on the embedded broker instead of using --url')
+            [CompletionResult]::new('--baseline', '--baseline', [CompletionResultType]::ParameterName, 'First run the same load with rdkafka straight on the broker, for comparison')
+            [CompletionResult]::new('--find-max', '--find-max', [CompletionResultType]::ParameterName, 'Step the rate up from --rate until a bound breaks; report the highest that held')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the report as JSON (fields documented in docs/benchmarks.md)')
+            [CompletionResult]::new('--no-progress', '--no-progress', [CompletionResultType]::ParameterName, 'No live progress line (it is only drawn when stderr is a terminal anyway)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -165,6 +194,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('start', 'start', [CompletionResultType]::ParameterValue, 'Open a stream and print its id')
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send stdin lines into a stream, one record per line')
             [CompletionResult]::new('tail', 'tail', [CompletionResultType]::ParameterValue, 'Print a stream''s results as they arrive')
+            [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
@@ -181,6 +211,9 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             break
         }
         'streamctl;help;tail' {
+            break
+        }
+        'streamctl;help;bench' {
             break
         }
         'streamctl;help;streams' {

@@ -26,6 +26,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand start 'Open a stream and print its id'
             cand send 'Send stdin lines into a stream, one record per line'
             cand tail 'Print a stream''s results as they arrive'
+            cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
             cand streams 'List, show or end streams'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
@@ -76,6 +77,33 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --count 'Exit after printing this many results'
             cand -e 'Exit when the stream has ended (its end frame), instead of printing a notice'
             cand --exit-on-end 'Exit when the stream has ended (its end frame), instead of printing a notice'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
+        &'streamctl;bench'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --streams 'Streams to open, each with one WebSocket subscriber'
+            cand --rate 'Records per second, all streams together (open loop: sent on schedule regardless of how fast the daemon answers)'
+            cand --duration 'How long to send, e.g. 30s, 2m'
+            cand --payload-bytes 'Size of each JSON record'
+            cand --transport 'How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets)'
+            cand --batch 'Records per HTTP request (or per burst of WebSocket frames)'
+            cand --max-in-flight 'HTTP requests awaiting their answer at once; beyond it, sends queue (and their latency, counted from the schedule, grows)'
+            cand --drain-timeout 'After sending, how long to wait for acknowledged records still on their way'
+            cand --brokers 'The daemon''s broker, for --baseline against --url (HOST:PORT[,...])'
+            cand --baseline-partitions 'Partitions of the baseline''s topic, if it must be created (the daemon''s default is 12)'
+            cand --baseline-kafka 'A librdkafka setting for the baseline''s clients (repeatable). Give it the daemon''s `kafka` settings for a like-for-like comparison'
+            cand --max-p99-ms 'With --find-max: the end-to-end p99 (ms) a rate must keep to count as sustainable'
+            cand --step 'With --find-max: factor from one rate to the next'
+            cand --fault-drop-every 'Test-only fault: ignore every Nth result frame, as if it never arrived'
+            cand --embedded 'Start a daemon in this process on the embedded broker instead of using --url'
+            cand --baseline 'First run the same load with rdkafka straight on the broker, for comparison'
+            cand --find-max 'Step the rate up from --rate until a bound breaks; report the highest that held'
+            cand --json 'Print the report as JSON (fields documented in docs/benchmarks.md)'
+            cand --no-progress 'No live progress line (it is only drawn when stderr is a terminal anyway)'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -146,6 +174,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand start 'Open a stream and print its id'
             cand send 'Send stdin lines into a stream, one record per line'
             cand tail 'Print a stream''s results as they arrive'
+            cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
             cand streams 'List, show or end streams'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
@@ -158,6 +187,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;help;send'= {
         }
         &'streamctl;help;tail'= {
+        }
+        &'streamctl;help;bench'= {
         }
         &'streamctl;help;streams'= {
             cand list 'List your streams (all streams for an admin key), newest first (the default)'

@@ -30,6 +30,7 @@ complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "serve" -d 'Run 
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "start" -d 'Open a stream and print its id'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "send" -d 'Send stdin lines into a stream, one record per line'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "tail" -d 'Print a stream\'s results as they arrive'
+complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "bench" -d 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "streams" -d 'List, show or end streams'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "completions" -d 'Print a shell completion script'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "man" -d 'Print the man page (roff)'
@@ -63,6 +64,30 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s c -l count 
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s e -l exit-on-end -d 'Exit when the stream has ended (its end frame), instead of printing a notice'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s V -l version -d 'Print version'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l url -d 'Daemon URL' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l streams -d 'Streams to open, each with one WebSocket subscriber' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l rate -d 'Records per second, all streams together (open loop: sent on schedule regardless of how fast the daemon answers)' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l duration -d 'How long to send, e.g. 30s, 2m' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l payload-bytes -d 'Size of each JSON record' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l transport -d 'How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets)' -r -f -a "http\t''
+ws\t''"
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l batch -d 'Records per HTTP request (or per burst of WebSocket frames)' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l max-in-flight -d 'HTTP requests awaiting their answer at once; beyond it, sends queue (and their latency, counted from the schedule, grows)' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l drain-timeout -d 'After sending, how long to wait for acknowledged records still on their way' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l brokers -d 'The daemon\'s broker, for --baseline against --url (HOST:PORT[,...])' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline-partitions -d 'Partitions of the baseline\'s topic, if it must be created (the daemon\'s default is 12)' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline-kafka -d 'A librdkafka setting for the baseline\'s clients (repeatable). Give it the daemon\'s `kafka` settings for a like-for-like comparison' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l max-p99-ms -d 'With --find-max: the end-to-end p99 (ms) a rate must keep to count as sustainable' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l step -d 'With --find-max: factor from one rate to the next' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l fault-drop-every -d 'Test-only fault: ignore every Nth result frame, as if it never arrived' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l embedded -d 'Start a daemon in this process on the embedded broker instead of using --url'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline -d 'First run the same load with rdkafka straight on the broker, for comparison'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l find-max -d 'Step the rate up from --rate until a bound breaks; report the highest that held'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l json -d 'Print the report as JSON (fields documented in docs/benchmarks.md)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l no-progress -d 'No live progress line (it is only drawn when stderr is a terminal anyway)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -s h -l help -d 'Print help'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l json -d 'Print JSON instead of a table'
@@ -89,14 +114,15 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand completions" -s h -l
 complete -c streamctl -n "__fish_streamctl_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand man" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand man" -s V -l version -d 'Print version'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "serve" -d 'Run the daemon (zero config: embedded broker on 127.0.0.1:8080 with a local key)'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "start" -d 'Open a stream and print its id'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "send" -d 'Send stdin lines into a stream, one record per line'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "tail" -d 'Print a stream\'s results as they arrive'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "streams" -d 'List, show or end streams'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail streams completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "serve" -d 'Run the daemon (zero config: embedded broker on 127.0.0.1:8080 with a local key)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "start" -d 'Open a stream and print its id'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "send" -d 'Send stdin lines into a stream, one record per line'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "tail" -d 'Print a stream\'s results as they arrive'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "bench" -d 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "streams" -d 'List, show or end streams'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "man" -d 'Print the man page (roff)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench streams completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand help; and __fish_seen_subcommand_from streams" -f -a "list" -d 'List your streams (all streams for an admin key), newest first (the default)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand help; and __fish_seen_subcommand_from streams" -f -a "info" -d 'Show one stream: owner, processor, state, counters'
 complete -c streamctl -n "__fish_streamctl_using_subcommand help; and __fish_seen_subcommand_from streams" -f -a "end" -d 'End a stream: later sends are refused, subscribers get an end frame'

@@ -85,6 +85,26 @@ pub fn client_config(bootstrap: &str, extra: &BTreeMap<String, String>) -> Clien
     c
 }
 
+/// Longest wait of a fetch on the embedded broker. librdkafka's mock broker does not answer a
+/// waiting fetch when data arrives, so the default (500 ms) would be added to every record's
+/// latency, twice (processing, then results). Real brokers answer as soon as data arrives.
+const EMBEDDED_FETCH_WAIT_MS: &str = "10";
+
+/// The `kafka` settings for consumers: the operator's, plus a short fetch wait on the embedded
+/// broker unless the operator set one.
+pub fn consumer_settings(
+    extra: &BTreeMap<String, String>,
+    embedded: bool,
+) -> BTreeMap<String, String> {
+    let mut settings = extra.clone();
+    if embedded {
+        settings
+            .entry("fetch.wait.max.ms".into())
+            .or_insert_with(|| EMBEDDED_FETCH_WAIT_MS.into());
+    }
+    settings
+}
+
 /// Settings for a consumer in `group` (which only matters for the processing stage: the others
 /// assign partitions themselves and never commit).
 pub fn consumer_config(
@@ -114,6 +134,11 @@ pub struct EmbeddedBroker {
 enum Control {
     BrokerDown,
     BrokerUp,
+    CreateTopic {
+        name: String,
+        partitions: i32,
+        done: std_mpsc::Sender<Result<(), String>>,
+    },
 }
 
 impl EmbeddedBroker {
@@ -149,6 +174,15 @@ impl EmbeddedBroker {
                     let result = match cmd {
                         Control::BrokerDown => cluster.broker_down(1),
                         Control::BrokerUp => cluster.broker_up(1),
+                        Control::CreateTopic {
+                            name,
+                            partitions,
+                            done,
+                        } => {
+                            let created = cluster.create_topic(&name, partitions, 1);
+                            let _ = done.send(created.map_err(|e| e.to_string()));
+                            continue;
+                        }
                     };
                     if let Err(e) = result {
                         tracing::warn!(error = %e, "embedded broker control failed");
@@ -183,6 +217,26 @@ impl EmbeddedBroker {
         if let Some(c) = &self.control {
             let _ = c.send(Control::BrokerUp);
         }
+    }
+
+    /// Creates a topic (the mock broker does not implement CreateTopics).
+    pub fn create_topic(&self, name: &str, partitions: i32) -> Result<(), Error> {
+        let (done, result) = std_mpsc::channel();
+        let control = self
+            .control
+            .as_ref()
+            .expect("control channel lives until drop");
+        control
+            .send(Control::CreateTopic {
+                name: name.to_string(),
+                partitions,
+                done,
+            })
+            .map_err(|_| Error::Startup("embedded broker thread died".into()))?;
+        result
+            .recv()
+            .map_err(|_| Error::Startup("embedded broker thread died".into()))?
+            .map_err(|e| Error::Startup(format!("create topic {name}: {e}")))
     }
 }
 

@@ -6,6 +6,7 @@
 //! sends finish (warp's graceful shutdown), close WebSockets with 1001, stop processing and
 //! commit what was acknowledged, then flush the producers.
 
+use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Bootstrap servers, for clients made per request (replays).
     pub bootstrap: String,
+    /// `kafka` settings for consumers (see `kafka::consumer_settings`).
+    pub consumer_kafka: BTreeMap<String, String>,
     /// The results topic as it exists on the broker.
     pub results_topic: kafka::TopicInfo,
     /// Bounds concurrent replays: each holds a Kafka consumer while it runs.
@@ -60,7 +63,7 @@ impl AppState {
     pub fn replay_config(&self) -> rdkafka::ClientConfig {
         kafka::consumer_config(
             &self.bootstrap,
-            &self.config.kafka,
+            &self.consumer_kafka,
             &format!("streamgate-replay-{}", uuid::Uuid::new_v4()),
         )
     }
@@ -80,6 +83,26 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    run_with(config, listener, shutdown, None).await
+}
+
+/// Like [`run`] with `brokers: embedded`, on an embedded broker the caller started and can use
+/// too (`streamctl bench --embedded --baseline` produces to it directly).
+pub async fn run_embedded(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    broker: Arc<EmbeddedBroker>,
+) -> Result<(), Error> {
+    run_with(config, listener, shutdown, Some(broker)).await
+}
+
+async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    broker: Option<Arc<EmbeddedBroker>>,
+) -> Result<(), Error> {
     config.validate()?;
     let addr: SocketAddr = listener
         .local_addr()
@@ -91,10 +114,12 @@ pub async fn run(
             .map_err(|e| Error::io("set the listener's send buffer size", e))?;
     }
     // Kept alive for the daemon's lifetime; dropping it stops the embedded cluster.
-    let embedded = match &config.brokers {
-        Brokers::Embedded => Some(EmbeddedBroker::start(&config.topics)?),
-        Brokers::Bootstrap(_) => None,
+    let embedded = match (broker, &config.brokers) {
+        (Some(b), _) => Some(b),
+        (None, Brokers::Embedded) => Some(Arc::new(EmbeddedBroker::start(&config.topics)?)),
+        (None, Brokers::Bootstrap(_)) => None,
     };
+    let consumer_kafka = kafka::consumer_settings(&config.kafka, embedded.is_some());
     let bootstrap = match (&embedded, &config.brokers) {
         (Some(e), _) => e.bootstrap_servers().to_string(),
         (None, b) => b.to_string(),
@@ -123,7 +148,7 @@ pub async fn run(
 
     let registry_consumer: StreamConsumer = kafka::consumer_config(
         &bootstrap,
-        &config.kafka,
+        &consumer_kafka,
         &format!("streamgate-registry-{instance}"),
     )
     .create()
@@ -134,7 +159,7 @@ pub async fn run(
 
     let router_consumer: StreamConsumer = kafka::consumer_config(
         &bootstrap,
-        &config.kafka,
+        &consumer_kafka,
         &format!("streamgate-router-{instance}"),
     )
     .create()
@@ -150,7 +175,7 @@ pub async fn run(
     let router_task = tokio::spawn(router.clone().run(shutdown_rx.clone()));
 
     let mut processing_config =
-        kafka::consumer_config(&bootstrap, &config.kafka, &config.processing.group_id);
+        kafka::consumer_config(&bootstrap, &consumer_kafka, &config.processing.group_id);
     processing_config
         .set("enable.auto.commit", "true")
         .set("auto.commit.interval.ms", "1000")
@@ -158,7 +183,7 @@ pub async fn run(
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000");
-    for (k, v) in &config.kafka {
+    for (k, v) in &consumer_kafka {
         processing_config.set(k, v);
     }
     let processing = tokio::spawn(
@@ -187,6 +212,7 @@ pub async fn run(
         shutdown: shutdown_rx.clone(),
         metrics,
         bootstrap: bootstrap.clone(),
+        consumer_kafka,
         results_topic: layout.results.clone(),
         replays: Arc::new(tokio::sync::Semaphore::new(MAX_REPLAYS)),
         probe: Arc::new(probe),

@@ -4,10 +4,11 @@
 //!
 //! - [`serve`]: runs the daemon.
 //! - [`client`]: connection settings and the HTTP client every other command uses.
-//! - [`start`], [`send`], [`tail`], [`streams`]: one module per client command.
+//! - [`start`], [`send`], [`tail`], [`streams`], [`bench`]: one module per client command.
 //! - [`completions`]: shell completions and the man page, from the clap definition.
 //! - [`exit`]: exit codes and the one place errors are printed.
 
+pub mod bench;
 pub mod client;
 pub mod completions;
 pub mod exit;
@@ -37,6 +38,8 @@ pub enum Command {
     Send(send::Args),
     /// Print a stream's results as they arrive.
     Tail(tail::Args),
+    /// Measure the whole path, open loop: latency percentiles, rates, and every record accounted for.
+    Bench(bench::Args),
     /// List, show or end streams.
     Streams(streams::Args),
     /// Print a shell completion script.
@@ -55,6 +58,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Send(args) => args.run().await,
             Command::Tail(args) => args.run().await,
             Command::Streams(args) => args.run().await,
+            Command::Bench(args) => args.run().await,
             Command::Completions(args) => args.run(),
             Command::Man => {
                 std::io::Write::write_all(&mut std::io::stdout(), &completions::man_page()?)?;

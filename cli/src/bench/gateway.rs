@@ -1,0 +1,328 @@
+//! Load through the daemon: open the streams, subscribe to each over a WebSocket, send on the
+//! schedule over HTTP (NDJSON batches) or on the subscriber sockets, and record every
+//! acknowledgement and result.
+//!
+//! Sending never waits for the daemon: each HTTP batch is its own task (at most
+//! `max_in_flight` at once), and latency counts from the schedule's intended time, so a slow
+//! daemon shows up as latency instead of a politely slower load.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt, TryStreamExt};
+use reqwest::Method;
+use serde::Deserialize;
+use tokio::net::TcpStream;
+use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+use super::recorder::Recorder;
+use super::report::RunReport;
+use super::schedule::{payload, Pacer};
+use super::{Load, Transport};
+use crate::client::{Client, ClientError};
+use crate::start::start_stream;
+
+type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// Stream starts and WebSocket handshakes in flight at once while setting up.
+const SETUP_CONCURRENCY: usize = 32;
+/// Batches queued for one WebSocket writer.
+const WS_QUEUE: usize = 1024;
+/// The record each stream gets before the measurement starts.
+pub const WARM_UP: &str = r#"{"warmup":true}"#;
+/// How long the warm-up may take (a consumer group joining takes seconds).
+pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Time between setting up and the first batch being due.
+const LEAD: Duration = Duration::from_millis(200);
+
+/// The parts of a frame the bench reads.
+#[derive(Deserialize)]
+struct Frame<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: &'a str,
+    data: Option<Data>,
+    seq: Option<u64>,
+    input_offset: Option<i64>,
+    error: Option<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+struct Data {
+    q: Option<u64>,
+}
+
+pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result<RunReport> {
+    let schedule = load.schedule;
+    let ids: Vec<String> = futures_util::stream::iter(0..schedule.streams)
+        .map(|_| async {
+            let created = start_stream(client, None).await?;
+            created["stream_id"]
+                .as_str()
+                .map(str::to_string)
+                .context("the daemon's start answer has no stream_id")
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .try_collect()
+        .await
+        .context("open the bench streams")?;
+    let sockets: Vec<Ws> = futures_util::stream::iter(&ids)
+        .map(|id| async move {
+            let request = client.ws_request(&format!("/api/stream/{id}/results"))?;
+            let (mut ws, _) = tokio_tungstenite::connect_async(request)
+                .await
+                .with_context(|| format!("subscribe to stream {id}"))?;
+            warm_up(client, id, &mut ws).await?;
+            anyhow::Ok(ws)
+        })
+        .buffered(SETUP_CONCURRENCY)
+        .try_collect()
+        .await?;
+
+    let start = Instant::now() + LEAD;
+    let rec = Arc::new(Recorder::new(schedule, start));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut tasks = JoinSet::new();
+    let mut writers = Vec::new();
+    for (stream, ws) in sockets.into_iter().enumerate() {
+        let (sink, source) = ws.split();
+        tasks.spawn(subscribe(
+            source,
+            stream,
+            rec.clone(),
+            stop_rx.clone(),
+            load.fault_drop_every,
+        ));
+        if load.transport == Transport::Ws {
+            let (tx, rx) = mpsc::channel(WS_QUEUE);
+            tasks.spawn(write(sink, rx, stream, rec.clone()));
+            writers.push(tx);
+        }
+    }
+    let progress = progress.then(|| super::progress::spawn(rec.clone(), "gateway"));
+
+    let in_flight = Arc::new(Semaphore::new(load.max_in_flight));
+    let mut pacer = Pacer::new(schedule, start);
+    while let Some((j, _)) = pacer.next().await {
+        let (stream, first) = schedule.target(j);
+        let records: Vec<String> = (first..first + schedule.batch as u64)
+            .map(|q| payload(stream, q, load.payload_bytes))
+            .collect();
+        rec.sent(records.len() as u64);
+        match load.transport {
+            Transport::Http => {
+                let permit = in_flight.clone().acquire_owned().await?;
+                let path = format!("/api/stream/{}/send", ids[stream]);
+                let (client, rec) = (client.clone(), rec.clone());
+                tokio::spawn(async move {
+                    send_http(&client, &path, records, stream, first, &rec).await;
+                    drop(permit);
+                });
+            }
+            Transport::Ws => {
+                let n = records.len() as u64;
+                if writers[stream].send(records).await.is_err() {
+                    rec.error("ws writer closed", n);
+                    rec.refused(n);
+                }
+            }
+        }
+    }
+    drop(writers);
+    let _ = in_flight.acquire_many(load.max_in_flight as u32).await?;
+    drain(&rec, load.drain_timeout).await;
+    let _ = stop_tx.send(true);
+    while tasks.join_next().await.is_some() {}
+    if let Some(p) = progress {
+        p.finish().await;
+    }
+    end_streams(client, &ids).await;
+    Ok(rec.report(load.transport.as_str(), load.payload_bytes))
+}
+
+/// Sends one record that is not part of the measurement and waits for its result, so the
+/// run starts with every stream's path working end to end (the processing group joined,
+/// connections open) instead of timing start-up.
+async fn warm_up(client: &Client, id: &str, ws: &mut Ws) -> anyhow::Result<()> {
+    client
+        .call(
+            Method::POST,
+            &format!("/api/stream/{id}/send"),
+            Some(("application/json", WARM_UP.as_bytes().to_vec())),
+        )
+        .await
+        .with_context(|| format!("warm-up send to stream {id}"))?;
+    let wait = async {
+        while let Some(msg) = ws.next().await {
+            if let Message::Text(text) = msg? {
+                if serde_json::from_str::<Frame>(&text).is_ok_and(|f| f.kind == "result") {
+                    return anyhow::Ok(());
+                }
+            }
+        }
+        anyhow::bail!("the daemon closed the subscription")
+    };
+    tokio::time::timeout(WARM_UP_TIMEOUT, wait)
+        .await
+        .with_context(|| {
+            format!(
+                "warm-up: no result on stream {id} within {WARM_UP_TIMEOUT:?}; is the daemon's processing running?"
+            )
+        })?
+}
+
+/// Waits until every record sent was acknowledged or refused and every acknowledged record
+/// arrived, or `timeout` passes (what has not arrived by then is lost).
+pub async fn drain(rec: &Recorder, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        let settled = rec.acked.load(Ordering::Relaxed) + rec.refused.load(Ordering::Relaxed)
+            >= rec.sent.load(Ordering::Relaxed);
+        if settled && rec.waiting() == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn send_http(
+    client: &Client,
+    path: &str,
+    records: Vec<String>,
+    stream: usize,
+    first: u64,
+    rec: &Recorder,
+) {
+    let n = records.len() as u64;
+    let body = records.join("\n").into_bytes();
+    let result = client
+        .call(Method::POST, path, Some(("application/x-ndjson", body)))
+        .await;
+    let at = Instant::now();
+    match result {
+        Ok(_) => rec.acked(stream, first, n, at),
+        Err(e) => {
+            // A 503 names how many leading records were stored anyway.
+            let stored = match &e {
+                ClientError::Server { acknowledged, .. } => acknowledged.unwrap_or(0) as u64,
+                _ => 0,
+            };
+            rec.acked(stream, first, stored, at);
+            rec.refused(n - stored);
+            let kind = match e {
+                ClientError::Server { status, code, .. } => {
+                    format!("http {} {code}", status.as_u16())
+                }
+                ClientError::Connect { .. } => "connect".to_string(),
+                ClientError::Transport { .. } => "http transport".to_string(),
+            };
+            rec.error(kind, n - stored);
+        }
+    }
+}
+
+/// Reads one stream's frames until told to stop: results, and the acks of records sent on
+/// this socket (`seq` counts from 1 per socket, so it is the stream sequence number + 1).
+async fn subscribe(
+    mut source: SplitStream<Ws>,
+    stream: usize,
+    rec: Arc<Recorder>,
+    mut stop: watch::Receiver<bool>,
+    drop_every: Option<u64>,
+) {
+    let mut results = 0u64;
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => return,
+            msg = source.next() => msg,
+        };
+        let at = Instant::now();
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(frame))) => {
+                let kind = match frame {
+                    Some(f) => format!("ws close {} {}", u16::from(f.code), f.reason),
+                    None => "ws close".to_string(),
+                };
+                rec.error(kind, 1);
+                return;
+            }
+            Some(Ok(_)) => continue,
+            Some(Err(e)) => {
+                rec.error(format!("ws error: {e}"), 1);
+                return;
+            }
+            None => {
+                rec.error("ws closed without a close frame", 1);
+                return;
+            }
+        };
+        let Ok(frame) = serde_json::from_str::<Frame>(&text) else {
+            rec.error("frame the bench cannot read", 1);
+            continue;
+        };
+        match (frame.kind, frame.data, frame.seq) {
+            ("result", Some(Data { q: Some(q) }), _) => {
+                results += 1;
+                // Test-only fault: pretend this result never arrived.
+                if drop_every.is_some_and(|n| results.is_multiple_of(n)) {
+                    continue;
+                }
+                rec.received(stream, q, frame.input_offset.unwrap_or(-1), at);
+            }
+            ("ack", _, Some(seq)) if seq > 0 => rec.acked(stream, seq - 1, 1, at),
+            ("nack", _, _) => {
+                let code = frame
+                    .error
+                    .as_ref()
+                    .and_then(|e| e["code"].as_str())
+                    .unwrap_or("unknown");
+                rec.error(format!("ws nack {code}"), 1);
+                rec.refused(1);
+            }
+            ("end", _, _) => {}
+            (kind, _, _) => rec.error(format!("{kind} frame"), 1),
+        }
+    }
+}
+
+/// Sends the batches queued for one stream as text frames on its socket.
+async fn write(
+    mut sink: SplitSink<Ws, Message>,
+    mut batches: mpsc::Receiver<Vec<String>>,
+    stream: usize,
+    rec: Arc<Recorder>,
+) {
+    while let Some(batch) = batches.recv().await {
+        let n = batch.len() as u64;
+        let mut written = Ok(());
+        for record in batch {
+            written = sink.feed(Message::text(record)).await;
+            if written.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = written.and(sink.flush().await) {
+            tracing::debug!(stream, error = %e, "bench WebSocket send failed");
+            rec.error("ws send failed", n);
+            rec.refused(n);
+            return;
+        }
+    }
+}
+
+/// Ends the bench's streams so they do not linger as active (best effort).
+async fn end_streams(client: &Client, ids: &[String]) {
+    futures_util::stream::iter(ids)
+        .for_each_concurrent(SETUP_CONCURRENCY, |id| async move {
+            let _ = client
+                .call(Method::DELETE, &format!("/api/stream/{id}"), None)
+                .await;
+        })
+        .await;
+}

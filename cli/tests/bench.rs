@@ -1,0 +1,148 @@
+//! `streamctl bench` against live daemons: a short run accounts for every record and its JSON
+//! report has the documented fields; records deliberately dropped (the hidden test-only fault
+//! hook) are reported as lost and fail the run; `--embedded --baseline` compares both paths.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use serde_json::Value;
+use streamgate_testkit::*;
+use tokio::process::Command;
+
+async fn bench(args: &[&str], env: &[(&str, String)]) -> (std::process::ExitStatus, Value, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamctl"));
+    cmd.arg("bench")
+        .arg("--json")
+        .args(args)
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("bench did not finish")
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let report = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}); stderr: {stderr}"));
+    (out.status, report, stderr)
+}
+
+fn daemon_env(d: &Daemon) -> Vec<(&'static str, String)> {
+    vec![
+        ("STREAMCTL_URL", d.url("")),
+        ("STREAMCTL_API_KEY", ALICE.to_string()),
+    ]
+}
+
+/// The documented fields of one run, and that every record was accounted for.
+fn assert_clean_run(run: &Value, transport: &str, expected: u64) {
+    assert_eq!(run["target"]["transport"], transport);
+    assert_eq!(run["target"]["streams"], 4);
+    let records = &run["records"];
+    for field in ["sent", "acked", "received"] {
+        assert_eq!(records[field], expected, "{field} in {run}");
+    }
+    for field in [
+        "failed",
+        "lost",
+        "duplicated",
+        "reordered",
+        "received_unacked",
+    ] {
+        assert_eq!(records[field], 0, "{field} in {run}");
+    }
+    for kind in ["end_to_end", "ack"] {
+        let l = &run["latency_ms"][kind];
+        assert_eq!(l["count"], expected, "{kind} in {run}");
+        for p in ["p50", "p90", "p99", "p999", "max", "mean"] {
+            assert!(
+                l[p].as_f64().is_some_and(|v| v > 0.0),
+                "{kind}.{p} in {run}"
+            );
+        }
+        assert!(l["p50"].as_f64() <= l["p99"].as_f64());
+    }
+    assert!(run["rates"]["send_per_s"].as_f64().unwrap() > 0.0);
+    assert!(run["rates"]["receive_per_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(run["errors"], serde_json::json!({}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn short_bench_accounts_for_every_record_over_http_and_ws() {
+    let d = Daemon::start(test_config()).await;
+    let env = daemon_env(&d);
+    let load = [
+        "--streams",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "2s",
+        "--batch",
+        "2",
+    ];
+    let (status, report, stderr) = bench(&load, &env).await;
+    assert!(status.success(), "{stderr}");
+    assert_clean_run(&report["gateway"], "http", 400);
+    assert_eq!(report["baseline"], Value::Null);
+
+    let mut ws = load.to_vec();
+    ws.extend(["--transport", "ws"]);
+    let (status, report, stderr) = bench(&ws, &env).await;
+    assert!(status.success(), "{stderr}");
+    assert_clean_run(&report["gateway"], "ws", 400);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_results_are_reported_lost_and_fail_the_run() {
+    let d = Daemon::start(test_config()).await;
+    let args = [
+        "--streams",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+        "--drain-timeout",
+        "3s",
+        "--fault-drop-every",
+        "10",
+    ];
+    let (status, report, stderr) = bench(&args, &daemon_env(&d)).await;
+    assert_eq!(status.code(), Some(1), "{stderr}");
+    // 50 results per stream, every 10th ignored: 5 per stream.
+    assert_eq!(report["gateway"]["records"]["lost"], 20, "{report}");
+    assert_eq!(report["gateway"]["records"]["received"], 180);
+    assert!(
+        stderr.contains("20 acknowledged records were lost"),
+        "{stderr}"
+    );
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embedded_bench_with_baseline_reports_both_and_their_ratio() {
+    let args = [
+        "--embedded",
+        "--baseline",
+        "--streams",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+    ];
+    let (status, report, stderr) = bench(&args, &[]).await;
+    assert!(status.success(), "{stderr}");
+    assert_clean_run(&report["gateway"], "http", 200);
+    assert_clean_run(&report["baseline"], "kafka", 200);
+    for field in ["receive_rate", "p50", "p99"] {
+        assert!(
+            report["ratio"][field].as_f64().is_some_and(|v| v > 0.0),
+            "{report}"
+        );
+    }
+}
