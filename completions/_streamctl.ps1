@@ -30,6 +30,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send stdin lines into a stream, one record per line')
             [CompletionResult]::new('tail', 'tail', [CompletionResultType]::ParameterValue, 'Print a stream''s results as they arrive')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
+            [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
@@ -118,6 +119,17 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
             break
         }
+        'streamctl;top' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between snapshots, e.g. 1s, 500ms')
+            [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'streamctl;streams' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
@@ -195,6 +207,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('send', 'send', [CompletionResultType]::ParameterValue, 'Send stdin lines into a stream, one record per line')
             [CompletionResult]::new('tail', 'tail', [CompletionResultType]::ParameterValue, 'Print a stream''s results as they arrive')
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
+            [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
@@ -214,6 +227,9 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             break
         }
         'streamctl;help;bench' {
+            break
+        }
+        'streamctl;help;top' {
             break
         }
         'streamctl;help;streams' {

@@ -43,6 +43,9 @@ _streamctl() {
             streamctl,tail)
                 cmd="streamctl__subcmd__tail"
                 ;;
+            streamctl,top)
+                cmd="streamctl__subcmd__top"
+                ;;
             streamctl__subcmd__help,bench)
                 cmd="streamctl__subcmd__help__subcmd__bench"
                 ;;
@@ -69,6 +72,9 @@ _streamctl() {
                 ;;
             streamctl__subcmd__help,tail)
                 cmd="streamctl__subcmd__help__subcmd__tail"
+                ;;
+            streamctl__subcmd__help,top)
+                cmd="streamctl__subcmd__help__subcmd__top"
                 ;;
             streamctl__subcmd__help__subcmd__streams,end)
                 cmd="streamctl__subcmd__help__subcmd__streams__subcmd__end"
@@ -110,7 +116,7 @@ _streamctl() {
 
     case "${cmd}" in
         streamctl)
-            opts="-h -V --help --version serve start send tail bench streams completions man help"
+            opts="-h -V --help --version serve start send tail bench top streams completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -216,7 +222,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__help)
-            opts="serve start send tail bench streams completions man help"
+            opts="serve start send tail bench top streams completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -384,6 +390,20 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__help__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        streamctl__subcmd__help__subcmd__top)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -675,6 +695,32 @@ _streamctl() {
                     return 0
                     ;;
                 -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        streamctl__subcmd__top)
+            opts="-h -V --url --api-key --once --interval --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --interval)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -27,6 +27,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand send 'Send stdin lines into a stream, one record per line'
             cand tail 'Print a stream''s results as they arrive'
             cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
+            cand top 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results'
             cand streams 'List, show or end streams'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
@@ -109,6 +110,16 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand -V 'Print version'
             cand --version 'Print version'
         }
+        &'streamctl;top'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --interval 'Time between snapshots, e.g. 1s, 500ms'
+            cand --once 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'streamctl;streams'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
@@ -175,6 +186,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand send 'Send stdin lines into a stream, one record per line'
             cand tail 'Print a stream''s results as they arrive'
             cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
+            cand top 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results'
             cand streams 'List, show or end streams'
             cand completions 'Print a shell completion script'
             cand man 'Print the man page (roff)'
@@ -189,6 +201,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;help;tail'= {
         }
         &'streamctl;help;bench'= {
+        }
+        &'streamctl;help;top'= {
         }
         &'streamctl;help;streams'= {
             cand list 'List your streams (all streams for an admin key), newest first (the default)'

@@ -4,6 +4,8 @@
 //!
 //! A results-topic record is the frame without its `cursor`; the cursor is the record's offset
 //! in the results topic, known only once the broker stored it, so the router prepends it.
+//! A results-topic record's Kafka timestamp is when the daemon accepted its input record, so
+//! any instance's router can measure end-to-end latency without parsing the frame.
 //! Every frame has a `type`: `result`, `error` (processing failed for one record), `end` (the
 //! stream ended; nothing follows), `ack`/`nack` (a record sent on the socket was stored or not).
 

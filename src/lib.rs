@@ -32,6 +32,7 @@ pub mod frames;
 pub mod jq;
 pub mod kafka;
 pub mod keyfile;
+pub mod latency;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

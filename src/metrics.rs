@@ -1,7 +1,8 @@
 //! Prometheus metrics for `/metrics`: requests, records in and out, subscribers, lag closes
-//! and broker acknowledgement latency. One registry per daemon instance (not the process-wide
+//! and broker acknowledgement and end-to-end latency. One registry per daemon instance (not the process-wide
 //! default), so several daemons in one process (tests) keep separate counts.
 
+use crate::latency::RecentLatency;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
     TextEncoder,
@@ -17,6 +18,10 @@ pub struct Metrics {
     pub subscribers: IntGauge,
     pub lagged_closes: IntCounter,
     pub send_ack_seconds: Histogram,
+    /// Accepted → result at the router, since start (Prometheus).
+    pub end_to_end_seconds: Histogram,
+    /// The same over the last seconds, for `GET /api/stats`.
+    pub recent_end_to_end: RecentLatency,
 }
 
 impl Metrics {
@@ -61,6 +66,16 @@ impl Metrics {
             ]),
         )
         .expect("valid metric");
+        let end_to_end_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "end_to_end_seconds",
+                "Time from the daemon accepting a record to its result reaching the results router",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+            ]),
+        )
+        .expect("valid metric");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(records_in.clone()),
@@ -70,6 +85,7 @@ impl Metrics {
             Box::new(subscribers.clone()),
             Box::new(lagged_closes.clone()),
             Box::new(send_ack_seconds.clone()),
+            Box::new(end_to_end_seconds.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -89,7 +105,15 @@ impl Metrics {
             subscribers,
             lagged_closes,
             send_ack_seconds,
+            end_to_end_seconds,
+            recent_end_to_end: RecentLatency::new(),
         }
+    }
+
+    /// One result reached the router `latency` after its input was accepted.
+    pub fn observe_end_to_end(&self, latency: std::time::Duration) {
+        self.end_to_end_seconds.observe(latency.as_secs_f64());
+        self.recent_end_to_end.record(latency);
     }
 
     /// The Prometheus text exposition of every metric.

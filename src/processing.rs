@@ -183,7 +183,7 @@ impl Processing {
             });
             let ack = self
                 .results
-                .enqueue_with_headers(&key, &payload, processed_ms, Some(headers))
+                .enqueue_with_headers(&key, &payload, origin.received_ms, Some(headers))
                 .await
                 .map_err(|e| {
                     format!(

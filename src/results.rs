@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 use crate::error::Error;
 use crate::frames::{self, Kind};
-use crate::kafka::TopicInfo;
+use crate::kafka::{now_ms, TopicInfo};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 
@@ -236,6 +236,14 @@ impl Router {
             let Some((stream, delivery)) = delivery_of(&m) else {
                 continue;
             };
+            // A results record's timestamp is when its input was accepted (see frames.rs).
+            if let (Kind::Result | Kind::Error, Some(accepted)) =
+                (delivery.kind, m.timestamp().to_millis())
+            {
+                let latency = (now_ms() - accepted).max(0) as u64;
+                self.metrics
+                    .observe_end_to_end(Duration::from_millis(latency));
+            }
             if delivery.kind == Kind::Result {
                 if let Some(e) = self.registry.local(&stream) {
                     e.stats.records_out.fetch_add(1, Ordering::Relaxed);
@@ -266,6 +274,17 @@ impl Router {
             }
             Err(_) => false,
         }
+    }
+
+    /// Frames queued for this stream's subscribers on this instance, not yet written.
+    pub fn backlog(&self, stream: &Uuid) -> u64 {
+        let subs = self.subscribers.read().expect("router lock");
+        subs.get(stream).map_or(0, |slots| {
+            slots
+                .iter()
+                .map(|s| (s.tx.max_capacity() - s.tx.capacity()) as u64)
+                .sum()
+        })
     }
 
     fn deliver(&self, stream: Uuid, delivery: Delivery) {

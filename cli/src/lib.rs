@@ -4,7 +4,8 @@
 //!
 //! - [`serve`]: runs the daemon.
 //! - [`client`]: connection settings and the HTTP client every other command uses.
-//! - [`start`], [`send`], [`tail`], [`streams`], [`bench`]: one module per client command.
+//! - [`start`], [`send`], [`tail`], [`streams`], [`bench`], [`top`]: one module per client
+//!   command.
 //! - [`completions`]: shell completions and the man page, from the clap definition.
 //! - [`exit`]: exit codes and the one place errors are printed.
 
@@ -17,6 +18,7 @@ pub mod serve;
 pub mod start;
 pub mod streams;
 pub mod tail;
+pub mod top;
 
 use clap::{Parser, Subcommand};
 
@@ -40,6 +42,8 @@ pub enum Command {
     Tail(tail::Args),
     /// Measure the whole path, open loop: latency percentiles, rates, and every record accounted for.
     Bench(bench::Args),
+    /// Live view of the daemon's streams: rates, subscribers, latency, a stream's results.
+    Top(top::Args),
     /// List, show or end streams.
     Streams(streams::Args),
     /// Print a shell completion script.
@@ -59,6 +63,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Tail(args) => args.run().await,
             Command::Streams(args) => args.run().await,
             Command::Bench(args) => args.run().await,
+            Command::Top(args) => args.run().await,
             Command::Completions(args) => args.run(),
             Command::Man => {
                 std::io::Write::write_all(&mut std::io::stdout(), &completions::man_page()?)?;

@@ -62,6 +62,11 @@ pub fn routes(
         .and(caller.clone())
         .and(with_state(&state))
         .and_then(handlers::list);
+    let stats = warp::path!("api" / "stats")
+        .and(warp::get())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and_then(handlers::stats);
     let describe = warp::path!("api" / "stream" / String)
         .and(warp::get())
         .and(caller.clone())
@@ -78,6 +83,8 @@ pub fn routes(
         .or(results)
         .unify()
         .or(list)
+        .unify()
+        .or(stats)
         .unify()
         .or(describe)
         .unify()
