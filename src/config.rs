@@ -137,12 +137,19 @@ impl Default for Topics {
 pub struct Processing {
     /// Consumer group shared by every instance's processing stage.
     pub group_id: String,
+    /// Longest a processor may run on one record; past it the record gets an error result
+    /// and the stream's filter is not run again (see `processing.rs`).
+    pub max_record_ms: u64,
+    /// Most results one record may produce; past it the record gets an error result.
+    pub max_results: usize,
 }
 
 impl Default for Processing {
     fn default() -> Self {
         Self {
             group_id: "streamgate-processors".into(),
+            max_record_ms: 1_000,
+            max_results: crate::jq::MAX_OUTPUTS,
         }
     }
 }
@@ -317,6 +324,20 @@ impl Config {
             return bad(
                 "topics.partitions",
                 &self.topics.partitions,
+                "must be at least 1",
+            );
+        }
+        if self.processing.max_record_ms == 0 {
+            return bad(
+                "processing.max_record_ms",
+                &self.processing.max_record_ms,
+                "must be at least 1",
+            );
+        }
+        if self.processing.max_results == 0 {
+            return bad(
+                "processing.max_results",
+                &self.processing.max_results,
                 "must be at least 1",
             );
         }

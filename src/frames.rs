@@ -17,6 +17,8 @@ use uuid::Uuid;
 pub const CONTROL_HEADER: &str = "streamgate-control";
 /// Control value: the stream ended; the processing stage forwards it as an `end` frame.
 pub const CONTROL_END: &str = "end";
+/// Control value: a window of the stream is due; the value is its start (ms, decimal).
+pub const CONTROL_CLOSE_WINDOW: &str = "close-window";
 /// Kafka header on results records naming the frame type, so routing needs no JSON parsing.
 pub const TYPE_HEADER: &str = "streamgate-type";
 

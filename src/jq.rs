@@ -15,7 +15,7 @@ use serde_json::Value;
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
-/// Most results one record may produce; past it the record gets an error result.
+/// Default of `processing.max_results`: most results one record may produce.
 pub const MAX_OUTPUTS: usize = 1000;
 
 /// Compiles `code`, or says why it does not compile.
@@ -77,8 +77,8 @@ thread_local! {
     static CACHE: RefCell<HashMap<String, Rc<Filter>>> = RefCell::new(HashMap::new());
 }
 
-/// Runs the filter `code` on `input`: its outputs, or the first error.
-pub fn run(code: &str, input: &Value) -> Result<Vec<Value>, String> {
+/// Runs the filter `code` on `input`: its outputs (at most `max_outputs`), or the first error.
+pub fn run(code: &str, input: &Value, max_outputs: usize) -> Result<Vec<Value>, String> {
     let filter = CACHE.with(|cache| -> Result<Rc<Filter>, String> {
         if let Some(f) = cache.borrow().get(code) {
             return Ok(f.clone());
@@ -93,9 +93,9 @@ pub fn run(code: &str, input: &Value) -> Result<Vec<Value>, String> {
     let mut out = Vec::new();
     for v in filter.id.run((ctx, input)).map(unwrap_valr) {
         let v = v.map_err(|e| format!("jq: {e}"))?;
-        if out.len() == MAX_OUTPUTS {
+        if out.len() == max_outputs {
             return Err(format!(
-                "jq: more than {MAX_OUTPUTS} results for one record"
+                "jq: more than {max_outputs} results for one record"
             ));
         }
         out.push(serde_json::from_str(&v.to_string()).map_err(|e| format!("jq output: {e}"))?);
@@ -110,17 +110,20 @@ mod tests {
 
     #[test]
     fn transforms_selects_and_fans_out() {
-        assert_eq!(run(".t * 2", &json!({"t": 21})).unwrap(), vec![json!(42)]);
         assert_eq!(
-            run("select(.t > 5)", &json!({"t": 1})).unwrap(),
+            run(".t * 2", &json!({"t": 21}), MAX_OUTPUTS).unwrap(),
+            vec![json!(42)]
+        );
+        assert_eq!(
+            run("select(.t > 5)", &json!({"t": 1}), MAX_OUTPUTS).unwrap(),
             Vec::<Value>::new()
         );
         assert_eq!(
-            run(".[]", &json!([1, 2])).unwrap(),
+            run(".[]", &json!([1, 2]), MAX_OUTPUTS).unwrap(),
             vec![json!(1), json!(2)]
         );
         assert_eq!(
-            run("{a: .x | ascii_upcase}", &json!({"x": "hi"})).unwrap(),
+            run("{a: .x | ascii_upcase}", &json!({"x": "hi"}), MAX_OUTPUTS).unwrap(),
             vec![json!({"a": "HI"})]
         );
     }
@@ -131,10 +134,10 @@ mod tests {
         assert!(e.contains("expected") && e.contains("offset"), "{e}");
         let e = compile("nosuchfn(1)").unwrap_err();
         assert!(e.contains("nosuchfn"), "{e}");
-        assert!(run(".a + 1", &json!({"a": "x"}))
+        assert!(run(".a + 1", &json!({"a": "x"}), MAX_OUTPUTS)
             .unwrap_err()
             .starts_with("jq:"));
-        assert!(run("range(5000)", &json!(null))
+        assert!(run("range(5000)", &json!(null), MAX_OUTPUTS)
             .unwrap_err()
             .contains("more than"));
     }

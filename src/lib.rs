@@ -15,6 +15,8 @@
 //! - [`registry`]: the stream registry, kept in a compacted topic and followed in memory.
 //! - [`processor`]: what a stream does to each record (pure functions).
 //! - [`jq`]: jq filters (the jaq crates), compiled once per thread.
+//! - [`window`]: tumbling-window aggregates (pure state, rebuilt by replaying the input).
+//! - [`latency`]: end-to-end latency over the last seconds, for `GET /api/stats`.
 //! - [`processing`]: the consumer group that runs processors, at least once.
 //! - [`results`]: the router fanning results out to WebSocket subscribers.
 //! - [`replay`]: reading a stream's past results back from the broker (resume cursors).
@@ -42,6 +44,7 @@ pub mod registry;
 pub mod replay;
 pub mod results;
 pub mod server;
+pub mod window;
 
 pub use config::Config;
 pub use error::{ApiError, Error};

@@ -14,28 +14,52 @@
 //!
 //! Because the group is shared by every instance, adding instances adds processing capacity;
 //! Kafka moves partitions between them on rebalance.
+//!
+//! Windows (`window.rs`) keep state across records. Their closes are events in the input
+//! partition (the stage writes a close marker once a window is due), so a partition's windows
+//! are a pure function of its records, and the stage rebuilds them by replaying. The offset
+//! stored for a partition is therefore its *rewind point*: the first record of its oldest open
+//! window (or the next record when none is open), with the next unprocessed offset `C` in the
+//! commit's metadata. A new owner of the partition (restart, rebalance) reads from the rewind
+//! point; records before `C` were processed and their results acknowledged already, so they
+//! only feed window state: no result is produced for them again. Windows whose records started
+//! before the rewind point were closed before `C`, and their partial replay is dropped with
+//! their close. Nothing acknowledged is lost or counted twice; a replay costs re-reading the
+//! partition from its oldest open window.
 
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
 
-use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
-use rdkafka::{ClientConfig, Message};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
+use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
 use crate::frames::{self, Kind, Origin};
 use crate::kafka::{now_ms, SendError, TopicProducer};
 use crate::metrics::Metrics;
-use crate::processor::ProcessorSpec;
+use crate::processor::{window_input, ProcessorSpec};
 use crate::registry::Registry;
+use crate::window::{Added, Rule, Windows};
 
 /// Processed input records whose results may await their acks at once.
 const ACK_PIPELINE: usize = 4096;
 /// Pause before restarting the stage after a failure.
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// How often due windows are looked for.
+const WINDOW_CHECK: Duration = Duration::from_millis(250);
+/// A close marker not seen back within this is written again.
+const CLOSE_RETRY: Duration = Duration::from_secs(30);
+/// Commit metadata prefix carrying the next unprocessed offset (see the module docs).
+const NEXT_META: &str = "streamgate.next=";
 
 type Ack = Pin<Box<dyn Future<Output = Result<i64, SendError>> + Send>>;
 
@@ -43,7 +67,56 @@ type Ack = Pin<Box<dyn Future<Output = Result<i64, SendError>> + Send>>;
 struct Pending {
     partition: i32,
     offset: i64,
+    /// Where a new owner of the partition must start reading (see the module docs).
+    rewind: i64,
     acks: Vec<Ack>,
+}
+
+/// Partitions gained or lost, reported by librdkafka during a poll.
+enum Assignment {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Forwards rebalances to the stage loop, which handles them before the next record.
+struct StageContext {
+    rebalances: std_mpsc::Sender<Assignment>,
+}
+
+impl ClientContext for StageContext {}
+
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions =
+            |tpl: &TopicPartitionList| tpl.elements().iter().map(|e| e.partition()).collect();
+        let _ = match rebalance {
+            Rebalance::Assign(tpl) => self.rebalances.send(Assignment::Assigned(partitions(tpl))),
+            Rebalance::Revoke(tpl) => self.rebalances.send(Assignment::Revoked(partitions(tpl))),
+            Rebalance::Error(_) => Ok(()),
+        };
+    }
+}
+
+type GroupConsumer = StreamConsumer<StageContext>;
+
+/// What one run of the stage keeps between records.
+#[derive(Default)]
+struct StageState {
+    windows: Windows,
+    /// Per partition: records before this offset were processed (and their results
+    /// acknowledged) by an earlier owner; they are read again only to rebuild windows.
+    replay_until: HashMap<i32, i64>,
+    /// Close markers written and not yet read back, and when.
+    closing: HashMap<(Uuid, i64), Instant>,
+    /// Streams whose processor once ran past the time bound: it is not run again here (its
+    /// thread may still be busy with that record).
+    runaway: HashSet<Uuid>,
+}
+
+/// A control record in the input topic.
+enum Control {
+    End,
+    CloseWindow(i64),
 }
 
 pub struct Processing {
@@ -51,6 +124,12 @@ pub struct Processing {
     pub consumer_config: ClientConfig,
     pub input_topic: String,
     pub results: TopicProducer,
+    /// Writes window close markers into the input topic.
+    pub input: TopicProducer,
+    /// Longest a processor may run on one record.
+    pub max_record_time: Duration,
+    /// Most results of one record.
+    pub max_results: usize,
     pub registry: Arc<Registry>,
     pub metrics: Arc<Metrics>,
 }
@@ -81,7 +160,11 @@ impl Processing {
     }
 
     async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Outcome {
-        let consumer: StreamConsumer = match self.consumer_config.create() {
+        let (rebalance_tx, rebalances) = std_mpsc::channel();
+        let context = StageContext {
+            rebalances: rebalance_tx,
+        };
+        let consumer: GroupConsumer = match self.consumer_config.create_with_context(context) {
             Ok(c) => c,
             Err(e) => return Outcome::Failed(format!("create consumer: {e}")),
         };
@@ -97,6 +180,9 @@ impl Processing {
             rx,
             failed_tx,
         ));
+        let mut state = StageState::default();
+        let mut window_check = tokio::time::interval(WINDOW_CHECK);
+        window_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let outcome = loop {
             if *shutdown.borrow() {
                 break Outcome::Shutdown;
@@ -106,10 +192,24 @@ impl Processing {
                 _ = failed.changed() => {
                     break Outcome::Failed(failed.borrow().clone().unwrap_or_default());
                 }
+                _ = window_check.tick() => {
+                    self.close_due_windows(&mut state).await;
+                    continue;
+                }
                 msg = consumer.recv() => msg,
             };
+            // Rebalances happen inside the poll that returned this record: apply them first.
+            let mut rebalance_failed = None;
+            while let Ok(assignment) = rebalances.try_recv() {
+                if let Err(why) = self.rebalanced(&consumer, assignment, &mut state).await {
+                    rebalance_failed = Some(why);
+                }
+            }
+            if let Some(why) = rebalance_failed {
+                break Outcome::Failed(why);
+            }
             match msg {
-                Ok(m) => match self.process(&m).await {
+                Ok(m) => match self.process(&m, &mut state).await {
                     Ok(pending) => {
                         if tx.send(pending).await.is_err() {
                             break Outcome::Failed("the acker stopped".into());
@@ -132,12 +232,105 @@ impl Processing {
         outcome
     }
 
+    /// Keeps the stage's state to the partitions it owns. For a gained partition, reads where
+    /// the previous owner stopped (the commit's metadata), to replay up to there silently.
+    async fn rebalanced(
+        &self,
+        consumer: &Arc<GroupConsumer>,
+        assignment: Assignment,
+        state: &mut StageState,
+    ) -> Result<(), String> {
+        match assignment {
+            Assignment::Revoked(lost) => {
+                state.windows.retain_partitions(|p| !lost.contains(&p));
+                state.replay_until.retain(|p, _| !lost.contains(p));
+                Ok(())
+            }
+            Assignment::Assigned(gained) => {
+                let mut tpl = TopicPartitionList::new();
+                for p in &gained {
+                    tpl.add_partition(&self.input_topic, *p);
+                }
+                let c = consumer.clone();
+                let committed = tokio::task::spawn_blocking(move || {
+                    c.committed_offsets(tpl, Duration::from_secs(10))
+                })
+                .await
+                .map_err(|e| format!("read committed offsets: {e}"))?
+                .map_err(|e| format!("read committed offsets: {e}"))?;
+                for e in committed.elements() {
+                    if let Some(next) = e
+                        .metadata()
+                        .strip_prefix(NEXT_META)
+                        .and_then(|n| n.parse::<i64>().ok())
+                    {
+                        tracing::info!(
+                            partition = e.partition(),
+                            until = next,
+                            "replaying to rebuild windows"
+                        );
+                        state.replay_until.insert(e.partition(), next);
+                    }
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Writes a close marker for every window that is due, into its stream's input
+    /// partition: the window closes where the marker lands, the same on every replay.
+    async fn close_due_windows(&self, state: &mut StageState) {
+        let now = Instant::now();
+        state
+            .closing
+            .retain(|_, written| now.duration_since(*written) < CLOSE_RETRY);
+        for (partition, stream, start) in state.windows.due(now_ms()) {
+            if state.closing.contains_key(&(stream, start))
+                || state.replay_until.contains_key(&partition)
+            {
+                continue;
+            }
+            let headers = OwnedHeaders::new().insert(Header {
+                key: frames::CONTROL_HEADER,
+                value: Some(frames::CONTROL_CLOSE_WINDOW),
+            });
+            let marker = start.to_string();
+            match self
+                .input
+                .enqueue_with_headers(
+                    &stream.to_string(),
+                    marker.as_bytes(),
+                    now_ms(),
+                    Some(headers),
+                )
+                .await
+            {
+                Ok(ack) => {
+                    state.closing.insert((stream, start), now);
+                    // Not awaited here: the stage goes on; a lost marker is written again.
+                    tokio::spawn(async move {
+                        if let Err(e) = ack.await {
+                            tracing::warn!(%stream, error = %e, "window close marker not stored");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(%stream, error = %e, "cannot write a window close marker"),
+            }
+        }
+    }
+
     /// Processes one input record and hands its results to the producer. An error means a
     /// result could not even be queued; the stage then restarts.
-    async fn process(&self, m: &BorrowedMessage<'_>) -> Result<Pending, String> {
+    async fn process(
+        &self,
+        m: &BorrowedMessage<'_>,
+        state: &mut StageState,
+    ) -> Result<Pending, String> {
+        let (partition, offset) = (m.partition(), m.offset());
         let mut pending = Pending {
-            partition: m.partition(),
-            offset: m.offset(),
+            partition,
+            offset,
+            rewind: offset + 1,
             acks: Vec::new(),
         };
         let Some(stream_id) = m
@@ -146,35 +339,94 @@ impl Processing {
             .and_then(|k| Uuid::parse_str(k).ok())
         else {
             tracing::warn!(
-                partition = m.partition(),
-                offset = m.offset(),
+                partition,
+                offset,
                 "skipping input record whose key is not a stream id"
             );
+            pending.rewind = state.windows.rewind_point(partition, offset + 1);
             return Ok(pending);
         };
         let origin = Origin {
             stream_id,
-            input_partition: m.partition(),
-            input_offset: m.offset(),
+            input_partition: partition,
+            input_offset: offset,
             received_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
         };
-        let processed_ms = now_ms();
-        let outputs = if is_end_marker(m) {
-            vec![(
-                Kind::End,
-                frames::stored(Kind::End, &origin, processed_ms, None, None),
-            )]
-        } else {
-            // Never guess a stream's processor: a registry that cannot be read restarts the
-            // stage (the record is retried); a stream the registry does not have is an error.
-            let spec = match self.registry.lookup(&stream_id).await {
-                Ok(Some(entry)) => Ok(entry.processor()),
-                Ok(None) => Err(format!("stream {stream_id} is not in the registry")),
-                Err(e) => return Err(format!("registry unavailable: {e}")),
-            };
-            self.metrics.processed.inc();
-            self.apply(&origin, spec, m.payload(), processed_ms)
+        // Before this offset an earlier owner produced the results: only rebuild windows.
+        let replaying = match state.replay_until.get(&partition) {
+            Some(until) if offset < *until => true,
+            Some(_) => {
+                state.replay_until.remove(&partition);
+                false
+            }
+            None => false,
         };
+        let processed_ms = now_ms();
+        let result = |data: &Value| {
+            (
+                Kind::Result,
+                frames::stored(Kind::Result, &origin, processed_ms, Some(data), None),
+            )
+        };
+        let mut outputs: Vec<(Kind, Vec<u8>)> = match control_of(m) {
+            Some(Control::End) => {
+                let mut out: Vec<_> = state
+                    .windows
+                    .close_all(&stream_id)
+                    .iter()
+                    .map(result)
+                    .collect();
+                out.push((
+                    Kind::End,
+                    frames::stored(Kind::End, &origin, processed_ms, None, None),
+                ));
+                out
+            }
+            Some(Control::CloseWindow(start)) => {
+                state.closing.remove(&(stream_id, start));
+                state
+                    .windows
+                    .close(&stream_id, start)
+                    .iter()
+                    .map(result)
+                    .collect()
+            }
+            None => {
+                // Never guess a stream's processor: a registry that cannot be read restarts
+                // the stage (the record is retried); a stream the registry does not have is an
+                // error.
+                let spec = match self.registry.lookup(&stream_id).await {
+                    Ok(Some(entry)) => Ok(entry.processor()),
+                    Ok(None) => Err(format!("stream {stream_id} is not in the registry")),
+                    Err(e) => return Err(format!("registry unavailable: {e}")),
+                };
+                if !replaying {
+                    self.metrics.processed.inc();
+                }
+                match self.apply(&origin, spec, m.payload(), state).await {
+                    Ok(results) => results.iter().map(result).collect(),
+                    Err(message) => {
+                        if !replaying {
+                            self.metrics.processing_errors.inc();
+                        }
+                        vec![(
+                            Kind::Error,
+                            frames::stored(
+                                Kind::Error,
+                                &origin,
+                                processed_ms,
+                                None,
+                                Some(&message),
+                            ),
+                        )]
+                    }
+                }
+            }
+        };
+        pending.rewind = state.windows.rewind_point(partition, offset + 1);
+        if replaying {
+            outputs.clear();
+        }
         let key = stream_id.to_string();
         for (kind, payload) in outputs {
             let headers = OwnedHeaders::new().insert(Header {
@@ -186,65 +438,126 @@ impl Processing {
                 .enqueue_with_headers(&key, &payload, origin.received_ms, Some(headers))
                 .await
                 .map_err(|e| {
-                    format!(
-                        "produce a result of partition {} offset {}: {e}",
-                        m.partition(),
-                        m.offset()
-                    )
+                    format!("produce a result of partition {partition} offset {offset}: {e}")
                 })?;
             pending.acks.push(Box::pin(ack));
         }
         Ok(pending)
     }
 
-    /// Runs the stream's processor on one record: its results, or one error result.
-    fn apply(
+    /// Runs the stream's processor on one record: its results, or why it failed. A window
+    /// counts the record and yields nothing (its result comes when it closes), or an error
+    /// for a record that came after its window closed.
+    async fn apply(
         &self,
         origin: &Origin,
         spec: Result<ProcessorSpec, String>,
         payload: Option<&[u8]>,
-        processed_ms: i64,
-    ) -> Vec<(Kind, Vec<u8>)> {
-        let outcome = spec.and_then(|spec| {
-            let data = payload.ok_or_else(|| "record has no value".to_string())?;
-            let data =
-                serde_json::from_slice(data).map_err(|e| format!("record is not JSON: {e}"))?;
-            spec.apply(data)
-        });
-        match outcome {
-            Ok(results) => results
-                .iter()
-                .map(|data| {
-                    (
-                        Kind::Result,
-                        frames::stored(Kind::Result, origin, processed_ms, Some(data), None),
-                    )
-                })
-                .collect(),
-            Err(message) => {
-                self.metrics.processing_errors.inc();
-                vec![(
-                    Kind::Error,
-                    frames::stored(Kind::Error, origin, processed_ms, None, Some(&message)),
-                )]
+        state: &mut StageState,
+    ) -> Result<Vec<Value>, String> {
+        let spec = spec?;
+        let data = payload.ok_or_else(|| "record has no value".to_string())?;
+        let data: Value =
+            serde_json::from_slice(data).map_err(|e| format!("record is not JSON: {e}"))?;
+        match spec {
+            ProcessorSpec::Window {
+                length_ms,
+                value,
+                group_by,
+                grace_ms,
+            } => {
+                let (group, v) = self
+                    .bounded(origin.stream_id, state, move || {
+                        window_input(&value, group_by.as_deref(), &data)
+                    })
+                    .await?;
+                let rule = Rule {
+                    length_ms: length_ms as i64,
+                    grace_ms: grace_ms as i64,
+                };
+                match state.windows.add(
+                    origin.input_partition,
+                    origin.stream_id,
+                    rule,
+                    origin.received_ms,
+                    origin.input_offset,
+                    group,
+                    v,
+                ) {
+                    Added::Counted => Ok(Vec::new()),
+                    Added::Late { window_start_ms } => Err(format!(
+                        "arrived after its window (start {window_start_ms} ms) closed; not counted"
+                    )),
+                }
+            }
+            ProcessorSpec::Jq { .. } => {
+                let max = self.max_results;
+                self.bounded(origin.stream_id, state, move || spec.apply(data, max))
+                    .await
+            }
+            ProcessorSpec::Identity | ProcessorSpec::Uppercase => {
+                spec.apply(data, self.max_results)
+            }
+        }
+    }
+
+    /// Runs user code (jq) on a blocking thread, bounded by `max_record_time`. jaq cannot be
+    /// interrupted, so past the bound the record gets an error result, the thread is left to
+    /// finish on its own, and the stream is marked runaway: its code is not run again here.
+    async fn bounded<T: Send + 'static>(
+        &self,
+        stream: Uuid,
+        state: &mut StageState,
+        work: impl FnOnce() -> Result<T, String> + Send + 'static,
+    ) -> Result<T, String> {
+        let limit = self.max_record_time;
+        if state.runaway.contains(&stream) {
+            return Err(format!(
+                "not processed: an earlier record of this stream ran past the {} ms limit \
+                 (processing.max_record_ms); start a new stream with a fixed processor",
+                limit.as_millis()
+            ));
+        }
+        match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(e)) => Err(format!("processor failed: {e}")),
+            Err(_) => {
+                tracing::warn!(%stream, limit_ms = limit.as_millis() as u64, "processor ran past its time limit; the stream's processor is disabled on this instance");
+                state.runaway.insert(stream);
+                Err(format!(
+                    "processing took longer than {} ms (processing.max_record_ms)",
+                    limit.as_millis()
+                ))
             }
         }
     }
 }
 
-fn is_end_marker(m: &BorrowedMessage<'_>) -> bool {
-    m.headers().is_some_and(|hs| {
-        hs.iter().any(|h| {
-            h.key == frames::CONTROL_HEADER && h.value == Some(frames::CONTROL_END.as_bytes())
-        })
-    })
+fn control_of(m: &BorrowedMessage<'_>) -> Option<Control> {
+    let value = m.headers().and_then(|hs| {
+        hs.iter()
+            .find(|h| h.key == frames::CONTROL_HEADER)
+            .and_then(|h| h.value)
+    })?;
+    if value == frames::CONTROL_END.as_bytes() {
+        return Some(Control::End);
+    }
+    if value == frames::CONTROL_CLOSE_WINDOW.as_bytes() {
+        let start = m
+            .payload()
+            .and_then(|p| std::str::from_utf8(p).ok())
+            .and_then(|p| p.parse::<i64>().ok())?;
+        return Some(Control::CloseWindow(start));
+    }
+    None
 }
 
-/// Stores each input offset once all its results are acknowledged, in arrival order. At the
-/// first unacknowledged result it reports the failure and stops, so neither that offset nor
-/// any later one is stored.
+/// Stores each input partition's rewind point once all results up to a record are
+/// acknowledged, in arrival order, with the next offset in the metadata (see the module
+/// docs). At the first unacknowledged result it reports the failure and stops, so nothing
+/// from that record on is stored.
 async fn ack_in_order(
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<GroupConsumer>,
     topic: String,
     mut rx: mpsc::Receiver<Pending>,
     failed: watch::Sender<Option<String>>,
@@ -261,9 +574,16 @@ async fn ack_in_order(
                 return;
             }
         }
+        let next = p.offset + 1;
+        let mut tpl = TopicPartitionList::new();
+        let mut elem = tpl.add_partition(&topic, p.partition);
+        let stored = elem.set_offset(Offset::Offset(p.rewind.min(next)));
+        if p.rewind < next {
+            elem.set_metadata(format!("{NEXT_META}{next}"));
+        }
         // Fails harmlessly when the partition moved to another instance meanwhile; that
         // instance re-processes from the last commit.
-        if let Err(e) = consumer.store_offset(&topic, p.partition, p.offset) {
+        if let Err(e) = stored.and_then(|_| consumer.store_offsets(&tpl)) {
             tracing::debug!(partition = p.partition, offset = p.offset, error = %e, "offset not stored");
         }
     }

@@ -20,10 +20,31 @@ pub enum ProcessorSpec {
     Identity,
     /// Every JSON string in the record upper-cased, as the original service did.
     Uppercase,
+    /// Tumbling-window aggregates of a number (see `window.rs`): one result per window.
+    Window {
+        /// Window length in milliseconds.
+        length_ms: u64,
+        /// jq expression giving the number to aggregate, e.g. `.temperature`.
+        value: String,
+        /// jq expression giving the group, e.g. `.room` (one aggregate per group).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        group_by: Option<String>,
+        /// How long after a window ends it closes, for records still on their way.
+        #[serde(default = "default_grace_ms")]
+        grace_ms: u64,
+    },
 }
 
+fn default_grace_ms() -> u64 {
+    2_000
+}
+
+/// Longest window: a day (window state is rebuilt by re-reading the input from the oldest
+/// open window, so long windows make restarts slow).
+const MAX_WINDOW_MS: u64 = 86_400_000;
+
 /// Names accepted by `ProcessorSpec::parse`, for error messages.
-const NAMES: &str = "identity, uppercase, jq";
+const NAMES: &str = "identity, uppercase, jq, window";
 
 impl ProcessorSpec {
     /// Parses the `processor` field of a start request: a name (`"uppercase"`) or an object
@@ -39,13 +60,7 @@ impl ProcessorSpec {
             Value::Object(_) => {
                 let spec: Self = serde_json::from_value(value.clone())
                     .map_err(|e| ApiError::InvalidInput(format!("processor: {e}")))?;
-                if let ProcessorSpec::Jq { filter } = &spec {
-                    crate::jq::compile(filter).map_err(|e| {
-                        ApiError::InvalidInput(format!(
-                            "processor: jq filter does not compile: {e}"
-                        ))
-                    })?;
-                }
+                spec.validate().map_err(ApiError::InvalidInput)?;
                 Ok(spec)
             }
             other => Err(ApiError::InvalidInput(format!(
@@ -54,14 +69,79 @@ impl ProcessorSpec {
         }
     }
 
-    /// Runs the processor on one record.
-    pub fn apply(&self, data: Value) -> Result<Vec<Value>, String> {
+    fn validate(&self) -> Result<(), String> {
+        let compiles = |what: &str, code: &str| {
+            crate::jq::compile(code).map_err(|e| format!("processor: {what} does not compile: {e}"))
+        };
+        match self {
+            ProcessorSpec::Jq { filter } => compiles("jq filter", filter),
+            ProcessorSpec::Window {
+                length_ms,
+                value,
+                group_by,
+                grace_ms,
+            } => {
+                if *length_ms == 0 || *length_ms > MAX_WINDOW_MS {
+                    return Err(format!(
+                        "processor: length_ms must be between 1 and {MAX_WINDOW_MS}, got {length_ms}"
+                    ));
+                }
+                if *grace_ms > MAX_WINDOW_MS {
+                    return Err(format!(
+                        "processor: grace_ms must be at most {MAX_WINDOW_MS}, got {grace_ms}"
+                    ));
+                }
+                compiles("value", value)?;
+                match group_by {
+                    Some(g) => compiles("group_by", g),
+                    None => Ok(()),
+                }
+            }
+            ProcessorSpec::Identity | ProcessorSpec::Uppercase => Ok(()),
+        }
+    }
+
+    /// Runs a per-record processor on one record, with at most `max_results` results (a
+    /// window is run by `processing.rs`).
+    pub fn apply(&self, data: Value, max_results: usize) -> Result<Vec<Value>, String> {
         match self {
             ProcessorSpec::Identity => Ok(vec![data]),
             ProcessorSpec::Uppercase => Ok(vec![uppercase(data)]),
-            ProcessorSpec::Jq { filter } => crate::jq::run(filter, &data),
+            ProcessorSpec::Jq { filter } => crate::jq::run(filter, &data, max_results),
+            ProcessorSpec::Window { .. } => {
+                Err("a window aggregates records in the processing stage, not per record".into())
+            }
         }
     }
+}
+
+/// A record's group and number for a window: each expression must give one output.
+pub fn window_input(
+    value: &str,
+    group_by: Option<&str>,
+    data: &Value,
+) -> Result<(Option<String>, f64), String> {
+    let v = crate::jq::run(value, data, 1)?
+        .into_iter()
+        .next()
+        .ok_or_else(|| format!("value `{value}` produced nothing"))?;
+    let number = v
+        .as_f64()
+        .ok_or_else(|| format!("value `{value}` is not a number: {v}"))?;
+    let group = match group_by {
+        None => None,
+        Some(g) => {
+            let key = crate::jq::run(g, data, 1)?
+                .into_iter()
+                .next()
+                .ok_or_else(|| format!("group_by `{g}` produced nothing"))?;
+            Some(match key {
+                Value::String(s) => s,
+                other => other.to_string(),
+            })
+        }
+    };
+    Ok((group, number))
 }
 
 fn uppercase(v: Value) -> Value {
@@ -98,7 +178,7 @@ mod tests {
     #[test]
     fn uppercase_walks_the_value() {
         let out = ProcessorSpec::Uppercase
-            .apply(json!({"a": "x", "b": ["y", 1], "c": {"d": "z"}}))
+            .apply(json!({"a": "x", "b": ["y", 1], "c": {"d": "z"}}), 10)
             .unwrap();
         assert_eq!(out, vec![json!({"a": "X", "b": ["Y", 1], "c": {"d": "Z"}})]);
     }
@@ -106,7 +186,7 @@ mod tests {
     #[test]
     fn identity_keeps_the_value() {
         assert_eq!(
-            ProcessorSpec::Identity.apply(json!([1, "a"])).unwrap(),
+            ProcessorSpec::Identity.apply(json!([1, "a"]), 10).unwrap(),
             vec![json!([1, "a"])]
         );
     }

@@ -142,3 +142,143 @@ async fn a_record_of_an_unknown_stream_is_an_error_not_a_guess() {
     }
     d.stop().await.unwrap();
 }
+
+/// Waits for `n` window results (skipping anything else) and returns their data.
+async fn window_results(ws: &mut Ws, n: usize) -> Vec<Value> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let f = next_frame(ws).await;
+        assert_ne!(f["type"], "error", "{f}");
+        if f["type"] == "result" {
+            out.push(f["data"].clone());
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_window_emits_exact_aggregates_per_group_when_it_closes() {
+    let d = Daemon::start(test_config()).await;
+    let spec = json!({"type": "window", "length_ms": 1000, "value": ".t",
+                      "group_by": ".room", "grace_ms": 100});
+    let id = d
+        .start_stream(ALICE, Some(json!({"processor": spec})))
+        .await;
+    assert_eq!(d.describe(ALICE, &id).await["processor"], spec);
+    let mut ws = d.subscribe(ALICE, &id).await;
+    // One request: one arrival time, so one window.
+    let body = "{\"t\":20,\"room\":\"kitchen\"}\n{\"t\":10,\"room\":\"hall\"}\n{\"t\":23,\"room\":\"kitchen\"}\n";
+    let (status, _) = d.send_ndjson(ALICE, &id, body.into()).await;
+    assert_eq!(status, 202);
+    let got = window_results(&mut ws, 1).await.remove(0);
+    let start = got["window_start_ms"].as_i64().unwrap();
+    assert_eq!(start % 1000, 0, "{got}");
+    assert_eq!(got["window_end_ms"], start + 1000);
+    assert_eq!(
+        got["groups"],
+        json!({
+            "hall": {"count": 1, "sum": 10.0, "min": 10.0, "max": 10.0, "avg": 10.0},
+            "kitchen": {"count": 2, "sum": 43.0, "min": 20.0, "max": 23.0, "avg": 21.5}
+        })
+    );
+
+    // A record whose value is not a number is an error result; the window goes on.
+    let plain = d
+        .start_stream(
+            ALICE,
+            Some(json!({"processor": {"type": "window", "length_ms": 500, "value": ".v", "grace_ms": 0}})),
+        )
+        .await;
+    let mut ws = d.subscribe(ALICE, &plain).await;
+    d.send_ndjson(
+        ALICE,
+        &plain,
+        "{\"v\":\"x\"}\n{\"v\":4}\n{\"v\":6}\n".into(),
+    )
+    .await;
+    let error = next_frame(&mut ws).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert!(
+        error["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not a number"),
+        "{error}"
+    );
+    let got = window_results(&mut ws, 1).await.remove(0);
+    assert_eq!(
+        (got["count"].clone(), got["sum"].clone(), got["avg"].clone()),
+        (json!(2), json!(10.0), json!(5.0))
+    );
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_window_spec_is_refused_with_the_reason() {
+    let d = Daemon::start(test_config()).await;
+    for (spec, expect) in [
+        (
+            json!({"type": "window", "length_ms": 0, "value": ".t"}),
+            "length_ms",
+        ),
+        (
+            json!({"type": "window", "length_ms": 1000, "value": ".t |"}),
+            "value does not compile",
+        ),
+        (
+            json!({"type": "window", "length_ms": 1000, "value": ".t", "group_by": "]"}),
+            "group_by does not compile",
+        ),
+        (json!({"type": "window", "value": ".t"}), "length_ms"),
+    ] {
+        let resp = d
+            .http
+            .post(d.url("/api/stream/start"))
+            .header("x-api-key", ALICE)
+            .json(&json!({"processor": spec}))
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_and_json(resp).await;
+        assert_eq!(status, 400, "{spec} -> {body}");
+        let message = body["error"]["message"].as_str().unwrap();
+        assert!(message.contains(expect), "{spec} -> {message}");
+    }
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_runaway_filter_gets_an_error_result_and_does_not_stall_others() {
+    let mut config = test_config();
+    config.processing.max_record_ms = 200;
+    let d = Daemon::start(config).await;
+    let spec = json!({"processor": {"type": "jq", "filter": ".n as $n | last(range($n))"}});
+    let slow = d.start_stream(ALICE, Some(spec.clone())).await;
+    let other = d.start_stream(ALICE, Some(spec)).await;
+    let mut ws = d.subscribe(ALICE, &slow).await;
+    let mut other_ws = d.subscribe(ALICE, &other).await;
+    d.send_ndjson(
+        ALICE,
+        &slow,
+        "{\"n\":3}\n{\"n\":20000000}\n{\"n\":3}\n".into(),
+    )
+    .await;
+    assert_eq!(next_frame(&mut ws).await["data"], 2);
+    let timed_out = next_frame(&mut ws).await;
+    assert_eq!(timed_out["type"], "error", "{timed_out}");
+    let message = timed_out["error"]["message"].as_str().unwrap();
+    assert!(message.contains("longer than 200 ms"), "{message}");
+    // The stream's filter is not run again; the record still gets its (error) result.
+    let after = next_frame(&mut ws).await;
+    assert!(
+        after["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not processed"),
+        "{after}"
+    );
+    // Other streams go on, unstalled.
+    d.send_json(ALICE, &other, &json!({"n": 5})).await;
+    assert_eq!(next_frame(&mut other_ws).await["data"], 4);
+    d.stop().await.unwrap();
+}

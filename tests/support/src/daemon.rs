@@ -111,6 +111,18 @@ impl Daemon {
         format!("http://{}{}", self.addr, path)
     }
 
+    /// The `/metrics` text.
+    pub async fn metrics(&self) -> String {
+        self.http
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
     pub fn ws_url(&self, path: &str) -> String {
         format!("ws://{}{}", self.addr, path)
     }
