@@ -107,6 +107,11 @@ async fn run_with(
     let addr: SocketAddr = listener
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
+    // Accepted sockets inherit the listening socket's options (Linux): frames are written
+    // whole, so Nagle's algorithm would only delay results (by up to a delayed-ACK timeout).
+    socket2::SockRef::from(&listener)
+        .set_tcp_nodelay(true)
+        .map_err(|e| Error::io("set TCP_NODELAY on the listener", e))?;
     if let Some(bytes) = config.limits.socket_send_buffer_bytes {
         // Accepted sockets inherit the listening socket's buffer size.
         socket2::SockRef::from(&listener)

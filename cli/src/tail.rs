@@ -114,7 +114,7 @@ impl Args {
                 self.stream_id, state.next_from
             );
             let request = client.ws_request(&path)?;
-            let ws = match tokio_tungstenite::connect_async(request).await {
+            let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
                 Ok((ws, _)) => ws,
                 Err(tungstenite::Error::Http(resp)) => {
                     let body: Value = resp

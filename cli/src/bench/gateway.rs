@@ -74,7 +74,8 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
     let sockets: Vec<Ws> = futures_util::stream::iter(&ids)
         .map(|id| async move {
             let request = client.ws_request(&format!("/api/stream/{id}/results"))?;
-            let (mut ws, _) = tokio_tungstenite::connect_async(request)
+            // Nagle's algorithm would hold back small frames sent on the socket.
+            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
                 .await
                 .with_context(|| format!("subscribe to stream {id}"))?;
             warm_up(client, id, &mut ws).await?;

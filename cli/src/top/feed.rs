@@ -91,7 +91,9 @@ pub fn tail(client: Client, stream: String, events: mpsc::Sender<Event>) -> Join
     tokio::spawn(async move {
         loop {
             if let Ok(request) = client.ws_request(&format!("/api/stream/{stream}/results")) {
-                if let Ok((mut ws, _)) = tokio_tungstenite::connect_async(request).await {
+                if let Ok((mut ws, _)) =
+                    tokio_tungstenite::connect_async_with_config(request, None, true).await
+                {
                     while let Some(Ok(msg)) = ws.next().await {
                         if let Message::Text(text) = msg {
                             let line = Event::TailLine(stream.clone(), text.to_string());
