@@ -15,6 +15,7 @@
 //! - [`registry`]: the stream registry, kept in a compacted topic and followed in memory.
 //! - [`processor`]: what a stream does to each record (pure functions).
 //! - [`jq`]: jq filters (the jaq crates), compiled once per thread.
+//! - [`bounded`]: runs user code under a time bound, off the processing task.
 //! - [`window`]: tumbling-window aggregates (pure state, rebuilt by replaying the input).
 //! - [`latency`]: end-to-end latency over the last seconds, for `GET /api/stats`.
 //! - [`processing`]: the consumer group that runs processors, at least once.
@@ -28,6 +29,7 @@
 
 pub mod api;
 pub mod auth;
+pub mod bounded;
 pub mod config;
 pub mod error;
 pub mod frames;

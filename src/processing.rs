@@ -43,6 +43,7 @@ use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use uuid::Uuid;
 
+use crate::bounded::{Failure, Runner};
 use crate::frames::{self, Kind, Origin};
 use crate::kafka::{now_ms, SendError, TopicProducer};
 use crate::metrics::Metrics;
@@ -126,8 +127,8 @@ pub struct Processing {
     pub results: TopicProducer,
     /// Writes window close markers into the input topic.
     pub input: TopicProducer,
-    /// Longest a processor may run on one record.
-    pub max_record_time: Duration,
+    /// Runs user code under `processing.max_record_ms`.
+    pub runner: Runner,
     /// Most results of one record.
     pub max_results: usize,
     pub registry: Arc<Registry>,
@@ -501,32 +502,30 @@ impl Processing {
         }
     }
 
-    /// Runs user code (jq) on a blocking thread, bounded by `max_record_time`. jaq cannot be
-    /// interrupted, so past the bound the record gets an error result, the thread is left to
-    /// finish on its own, and the stream is marked runaway: its code is not run again here.
+    /// Runs user code (jq) under the time bound (see `bounded.rs`). Past the bound the
+    /// record gets an error result and the stream is marked runaway: its code is not run again
+    /// here, so one bad filter cannot keep abandoning threads.
     async fn bounded<T: Send + 'static>(
         &self,
         stream: Uuid,
         state: &mut StageState,
         work: impl FnOnce() -> Result<T, String> + Send + 'static,
     ) -> Result<T, String> {
-        let limit = self.max_record_time;
+        let limit_ms = self.runner.limit().as_millis();
         if state.runaway.contains(&stream) {
             return Err(format!(
-                "not processed: an earlier record of this stream ran past the {} ms limit \
-                 (processing.max_record_ms); start a new stream with a fixed processor",
-                limit.as_millis()
+                "not processed: an earlier record of this stream ran past the {limit_ms} ms \
+                 limit (processing.max_record_ms); start a new stream with a fixed processor"
             ));
         }
-        match tokio::time::timeout(limit, tokio::task::spawn_blocking(work)).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(e)) => Err(format!("processor failed: {e}")),
-            Err(_) => {
-                tracing::warn!(%stream, limit_ms = limit.as_millis() as u64, "processor ran past its time limit; the stream's processor is disabled on this instance");
+        match self.runner.run(work).await {
+            Ok(result) => result,
+            Err(Failure::Panicked) => Err("the processor failed unexpectedly".into()),
+            Err(Failure::TimedOut) => {
+                tracing::warn!(%stream, limit_ms = limit_ms as u64, "processor ran past its time limit; the stream's processor is disabled on this instance");
                 state.runaway.insert(stream);
                 Err(format!(
-                    "processing took longer than {} ms (processing.max_record_ms)",
-                    limit.as_millis()
+                    "processing took longer than {limit_ms} ms (processing.max_record_ms)"
                 ))
             }
         }

@@ -197,7 +197,9 @@ async fn run_with(
             input_topic: layout.input.name.clone(),
             results: results_producer.clone(),
             input: input.clone(),
-            max_record_time: Duration::from_millis(config.processing.max_record_ms),
+            runner: crate::bounded::Runner::new(Duration::from_millis(
+                config.processing.max_record_ms,
+            )),
             max_results: config.processing.max_results,
             registry: registry.clone(),
             metrics: metrics.clone(),
