@@ -162,3 +162,45 @@ async fn stats_feed_shows_own_streams_totals_and_latency() {
     assert_eq!(s["streams"], json!([]), "{s}");
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_feed_pushes_snapshots_on_one_request() {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+
+    let d = Daemon::start(config_with_admin()).await;
+    let id = d.start_stream(ALICE, None).await;
+    let connect = |query: &str| {
+        let mut req = d
+            .ws_url(&format!("/api/stats/live{query}"))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-api-key", ALICE.parse().unwrap());
+        tokio_tungstenite::connect_async(req)
+    };
+    let (mut ws, _) = connect("?interval_ms=200").await.unwrap();
+    async fn snapshot(ws: &mut Ws) -> Value {
+        let msg = tokio::time::timeout(WAIT, ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        serde_json::from_str::<Value>(msg.to_text().unwrap()).unwrap()
+    }
+    let first = snapshot(&mut ws).await;
+    assert_eq!(first["streams"][0]["stream_id"], id.as_str(), "{first}");
+    d.send_ndjson(ALICE, &id, "1\n2\n".into()).await;
+    // Later snapshots follow the counters without another request.
+    loop {
+        let s = snapshot(&mut ws).await;
+        if s["streams"][0]["records_in"] == 2 {
+            break;
+        }
+    }
+    match connect("?interval_ms=5").await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => assert_eq!(resp.status(), 400),
+        other => panic!("a too short interval must be refused: {other:?}"),
+    }
+    d.stop().await.unwrap();
+}

@@ -233,43 +233,6 @@ pub async fn list(caller: Principal, state: Arc<AppState>) -> Result<Response, R
     ))
 }
 
-/// `GET /api/stats`: one snapshot for `streamctl top`: this instance, its broker, totals and
-/// the caller's open streams (all of them for an admin key) with their counters. Counters are
-/// totals since the instance started; clients derive rates from two snapshots.
-pub async fn stats(caller: Principal, state: Arc<AppState>) -> Result<Response, Rejection> {
-    let streams: Vec<serde_json::Value> = state
-        .registry
-        .list(&caller)
-        .iter()
-        .filter(|e| e.is_open())
-        .map(|e| {
-            let mut row = e.describe();
-            row["backlog"] = state.router.backlog(&e.id).into();
-            row
-        })
-        .collect();
-    let sum = |field: &str| -> u64 { streams.iter().filter_map(|s| s[field].as_u64()).sum() };
-    let totals = serde_json::json!({
-        "streams": streams.len(),
-        "subscribers": sum("subscribers"),
-        "records_in": sum("records_in"),
-        "records_out": sum("records_out"),
-        "latency_ms": state.metrics.recent_end_to_end.snapshot(),
-    });
-    let body = serde_json::json!({
-        "now_ms": crate::kafka::now_ms(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "broker": {
-            "bootstrap": state.config.brokers.to_string(),
-            "reachable": state.broker_reachable().await,
-        },
-        "totals": totals,
-        "streams": streams,
-    });
-    Ok(json(StatusCode::OK, &body))
-}
-
 /// `GET /api/stream/{id}`.
 pub async fn describe(
     id: String,

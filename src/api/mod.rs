@@ -1,8 +1,9 @@
 //! The HTTP and WebSocket API as warp filters: routing, per-IP and per-key quotas,
 //! authentication, body limits and the request log. Handlers live in `handlers.rs`, the
-//! WebSocket session in `ws.rs`; every rejection is turned into JSON by `error::recover`.
+//! WebSocket session in `ws.rs`, the stats feed of `streamctl top` in `stats.rs`; every rejection is turned into JSON by `error::recover`.
 
 mod handlers;
+mod stats;
 mod upgrade;
 mod ws;
 
@@ -66,7 +67,15 @@ pub fn routes(
         .and(warp::get())
         .and(caller.clone())
         .and(with_state(&state))
-        .and_then(handlers::stats);
+        .and_then(stats::once);
+    let stats_live = warp::path!("api" / "stats" / "live")
+        .and(warp::get())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(upgrade::websocket())
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and_then(stats::live);
     let describe = warp::path!("api" / "stream" / String)
         .and(warp::get())
         .and(caller.clone())
@@ -85,6 +94,8 @@ pub fn routes(
         .or(list)
         .unify()
         .or(stats)
+        .unify()
+        .or(stats_live)
         .unify()
         .or(describe)
         .unify()

@@ -1,7 +1,8 @@
-//! Where `top` gets its data: `GET /api/stats` polled once per interval (one request per
-//! second stays far inside the default rate limits), and a WebSocket tail of the stream shown
-//! in the detail pane. Both run as tasks that turn what they see into [`Event`]s and retry on
-//! their own when the daemon goes away.
+//! Where `top` gets its data: `GET /api/stats/live`, a WebSocket on which the daemon pushes a
+//! snapshot every interval (one request however long top runs, so it never competes with
+//! the user's sends for rate-limit tokens), and a WebSocket tail of the stream shown in the
+//! detail pane. Both run as tasks that turn what they see into [`Event`]s and reconnect on
+//! their own when the daemon goes away. `--once` uses plain `GET /api/stats`.
 
 use std::time::{Duration, Instant};
 
@@ -67,20 +68,53 @@ pub async fn fetch(client: &Client) -> anyhow::Result<Snapshot> {
     Ok(serde_json::from_value(body)?)
 }
 
-/// Polls the daemon every `interval` until `events` is closed.
-pub fn poll(client: Client, interval: Duration, events: mpsc::Sender<Event>) -> JoinHandle<()> {
+/// Pause before reconnecting.
+const RETRY: Duration = Duration::from_secs(1);
+
+/// Follows the daemon's live stats feed, reconnecting after a drop, until `events` is closed.
+pub fn watch(client: Client, interval: Duration, events: mpsc::Sender<Event>) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(interval);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let path = format!(
+            "/api/stats/live?interval_ms={}",
+            interval.as_millis().max(200)
+        );
         loop {
-            tick.tick().await;
-            let event = match fetch(&client).await {
-                Ok(s) => Event::Snapshot(Box::new(s), Instant::now()),
-                Err(e) => Event::Disconnected(format!("{e:#}")),
+            let why = match client.ws_request(&path) {
+                Err(e) => format!("{e:#}"),
+                Ok(request) => {
+                    match tokio_tungstenite::connect_async_with_config(request, None, true).await {
+                        Err(e) => format!("cannot connect: {e}"),
+                        Ok((mut ws, _)) => loop {
+                            match ws.next().await {
+                                Some(Ok(Message::Text(text))) => {
+                                    match serde_json::from_str::<Snapshot>(&text) {
+                                        Ok(s) => {
+                                            let event =
+                                                Event::Snapshot(Box::new(s), Instant::now());
+                                            if events.send(event).await.is_err() {
+                                                return;
+                                            }
+                                        }
+                                        Err(e) => break format!("unreadable snapshot: {e}"),
+                                    }
+                                }
+                                Some(Ok(Message::Close(frame))) => {
+                                    break frame.map_or("closed".into(), |f| {
+                                        format!("closed: {} {}", u16::from(f.code), f.reason)
+                                    })
+                                }
+                                Some(Ok(_)) => {}
+                                Some(Err(e)) => break e.to_string(),
+                                None => break "connection closed".into(),
+                            }
+                        },
+                    }
+                }
             };
-            if events.send(event).await.is_err() {
+            if events.send(Event::Disconnected(why)).await.is_err() {
                 return;
             }
+            tokio::time::sleep(RETRY).await;
         }
     })
 }

@@ -4,7 +4,8 @@
 //!
 //! - [`app`]: state ([`app::App`]), events ([`app::Event`]) and `update`; no I/O.
 //! - [`ui`]: `draw(&App, &mut Frame)`, pure, tested with ratatui's `TestBackend`.
-//! - [`feed`]: the daemon's `GET /api/stats`, polled, and the detail pane's live tail.
+//! - [`feed`]: the daemon's stats feed (pushed over a WebSocket) and the detail pane's live
+//!   tail.
 //!
 //! This module runs the loop: terminal in, events to `update`, `draw` after each batch of
 //! events, terminal restored on every exit (drop guard; ratatui's panic hook for panics).
@@ -150,7 +151,7 @@ impl Drop for Tui {
 
 async fn interactive(client: Client, interval: Duration) -> anyhow::Result<()> {
     let (tx, mut rx) = mpsc::channel::<Event>(1024);
-    let poller = feed::poll(client.clone(), interval, tx.clone());
+    let poller = feed::watch(client.clone(), interval, tx.clone());
     let stop_keys = Arc::new(AtomicBool::new(false));
     let keys = read_keys(tx.clone(), stop_keys.clone());
     let mut tui = Tui::enter()?;

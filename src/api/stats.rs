@@ -1,0 +1,122 @@
+//! The stats feed behind `streamctl top`: one snapshot of this instance, its broker, totals
+//! and the caller's open streams (all of them for an admin key), as JSON on request
+//! (`GET /api/stats`) or pushed over a WebSocket every interval (`GET /api/stats/live`), so a
+//! dashboard costs one request however long it stays open and never competes with the
+//! caller's sends for rate-limit tokens. Counters are totals; clients derive rates from two
+//! snapshots.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use warp::http::StatusCode;
+use warp::reply::Response;
+use warp::{Rejection, Reply};
+
+use super::upgrade::{Socket, Upgrade};
+use crate::auth::{self, Principal};
+use crate::error::ApiError;
+use crate::server::AppState;
+
+/// Push interval of the live feed unless the client asks: `?interval_ms=`.
+const DEFAULT_INTERVAL_MS: u64 = 1_000;
+/// Fastest push interval a client may ask for.
+const MIN_INTERVAL_MS: u64 = 200;
+
+/// One snapshot as the caller may see it.
+pub async fn snapshot(caller: &Principal, state: &AppState) -> Value {
+    let streams: Vec<Value> = state
+        .registry
+        .list(caller)
+        .iter()
+        .filter(|e| e.is_open())
+        .map(|e| {
+            let mut row = e.describe();
+            row["backlog"] = state.router.backlog(&e.id).into();
+            row
+        })
+        .collect();
+    let sum = |field: &str| -> u64 { streams.iter().filter_map(|s| s[field].as_u64()).sum() };
+    let totals = json!({
+        "streams": streams.len(),
+        "subscribers": sum("subscribers"),
+        "records_in": sum("records_in"),
+        "records_out": sum("records_out"),
+        "latency_ms": state.metrics.recent_end_to_end.snapshot(),
+    });
+    json!({
+        "now_ms": crate::kafka::now_ms(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": state.started.elapsed().as_secs(),
+        "broker": {
+            "bootstrap": state.config.brokers.to_string(),
+            "reachable": state.broker_reachable().await,
+        },
+        "totals": totals,
+        "streams": streams,
+    })
+}
+
+/// `GET /api/stats`.
+pub async fn once(caller: Principal, state: Arc<AppState>) -> Result<Response, Rejection> {
+    let body = snapshot(&caller, &state).await;
+    Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response())
+}
+
+/// `GET /api/stats/live?interval_ms=N`: a snapshot now and every interval after, until the
+/// client closes or the daemon shuts down (1001).
+pub async fn live(
+    caller: Principal,
+    state: Arc<AppState>,
+    upgrade: Upgrade,
+    protocols: Option<String>,
+    query: HashMap<String, String>,
+) -> Result<Response, Rejection> {
+    let interval_ms = match query.get("interval_ms") {
+        None => DEFAULT_INTERVAL_MS,
+        Some(v) => v.parse::<u64>().ok().filter(|ms| *ms >= MIN_INTERVAL_MS).ok_or_else(|| {
+            ApiError::InvalidInput(format!(
+                "interval_ms: `{v}` must be a whole number of milliseconds, at least {MIN_INTERVAL_MS}"
+            ))
+        })?,
+    };
+    let protocol = auth::ws_response_protocol(protocols.as_deref());
+    let max_message = state.config.limits.ws_max_message_bytes;
+    Ok(upgrade.respond(protocol, max_message, move |socket| {
+        push(socket, state, caller, Duration::from_millis(interval_ms))
+    }))
+}
+
+async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval: Duration) {
+    let (mut sink, mut source) = socket.split();
+    let write_timeout = Duration::from_millis(state.config.limits.ws_idle_timeout_ms);
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut shutdown = state.shutdown.clone();
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {
+                let text = snapshot(&caller, &state).await.to_string();
+                let sent = tokio::time::timeout(write_timeout, sink.send(Message::text(text))).await;
+                if !matches!(sent, Ok(Ok(()))) {
+                    return;
+                }
+            }
+            msg = source.next() => match msg {
+                // Pings are answered by tungstenite; anything else from the client is ignored.
+                Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
+                Some(Ok(_)) => {}
+            },
+            _ = shutdown.changed() => {
+                let close = CloseFrame { code: CloseCode::Away, reason: "shutting down".into() };
+                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(close)))).await;
+                return;
+            }
+        }
+    }
+}
