@@ -18,11 +18,13 @@
 //! Windows (`window.rs`) keep state across records. Their closes are events in the input
 //! partition (the stage writes a close marker once a window is due), so a partition's windows
 //! are a pure function of its records, and the stage rebuilds them by replaying. The offset
-//! stored for a partition is therefore its *rewind point*: the first record of its oldest open
-//! window (or the next record when none is open), with the next unprocessed offset `C` in the
-//! commit's metadata. A new owner of the partition (restart, rebalance) reads from the rewind
-//! point; records before `C` were processed and their results acknowledged already, so they
-//! only feed window state: no result is produced for them again. Windows whose records started
+//! committed for a partition is therefore its *rewind point*: the first record of its oldest
+//! open window (or the next record when none is open); the next unprocessed offset `C` is
+//! committed under a second group, `<group>.next` (commit metadata would do, but tansu 0.6.0
+//! does not return it), always before the rewind point it goes with. A new owner of the
+//! partition (restart, rebalance) reads from the rewind point; records before `C` were
+//! processed and their results acknowledged already, so they only feed window state: no
+//! result is produced for them again. Windows whose records started
 //! before the rewind point were closed before `C`, and their partial replay is dropped with
 //! their close. Nothing acknowledged is lost or counted twice; a replay costs re-reading the
 //! partition from its oldest open window.
@@ -59,8 +61,8 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 const WINDOW_CHECK: Duration = Duration::from_millis(250);
 /// A close marker not seen back within this is written again.
 const CLOSE_RETRY: Duration = Duration::from_secs(30);
-/// Commit metadata prefix carrying the next unprocessed offset (see the module docs).
-const NEXT_META: &str = "streamgate.next=";
+/// How often the acker commits progress (next offsets, then rewind points).
+const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
 type Ack = Pin<Box<dyn Future<Output = Result<i64, SendError>> + Send>>;
 
@@ -173,10 +175,15 @@ impl Processing {
         if let Err(e) = consumer.subscribe(&[&self.input_topic]) {
             return Outcome::Failed(format!("subscribe to {}: {e}", self.input_topic));
         }
+        let progress = match self.progress_consumer() {
+            Ok(c) => Arc::new(c),
+            Err(e) => return Outcome::Failed(format!("create progress consumer: {e}")),
+        };
         let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
         let (failed_tx, mut failed) = watch::channel(None::<String>);
         let acker = tokio::spawn(ack_in_order(
             consumer.clone(),
+            progress.clone(),
             self.input_topic.clone(),
             rx,
             failed_tx,
@@ -202,7 +209,7 @@ impl Processing {
             // Rebalances happen inside the poll that returned this record: apply them first.
             let mut rebalance_failed = None;
             while let Ok(assignment) = rebalances.try_recv() {
-                if let Err(why) = self.rebalanced(&consumer, assignment, &mut state).await {
+                if let Err(why) = self.rebalanced(&progress, assignment, &mut state).await {
                     rebalance_failed = Some(why);
                 }
             }
@@ -233,11 +240,21 @@ impl Processing {
         outcome
     }
 
+    /// A client of the `<group>.next` group, which holds each partition's next unprocessed
+    /// offset (see the module docs). It never joins the group; it only commits and reads.
+    fn progress_consumer(&self) -> Result<BaseConsumer, rdkafka::error::KafkaError> {
+        let group = self.consumer_config.get("group.id").unwrap_or("streamgate");
+        let mut c = self.consumer_config.clone();
+        c.set("group.id", format!("{group}.next"))
+            .set("enable.auto.commit", "false");
+        c.create()
+    }
+
     /// Keeps the stage's state to the partitions it owns. For a gained partition, reads where
-    /// the previous owner stopped (the commit's metadata), to replay up to there silently.
+    /// the previous owner stopped, to replay up to there silently.
     async fn rebalanced(
         &self,
-        consumer: &Arc<GroupConsumer>,
+        progress: &Arc<BaseConsumer>,
         assignment: Assignment,
         state: &mut StageState,
     ) -> Result<(), String> {
@@ -252,23 +269,19 @@ impl Processing {
                 for p in &gained {
                     tpl.add_partition(&self.input_topic, *p);
                 }
-                let c = consumer.clone();
+                let c = progress.clone();
                 let committed = tokio::task::spawn_blocking(move || {
                     c.committed_offsets(tpl, Duration::from_secs(10))
                 })
                 .await
-                .map_err(|e| format!("read committed offsets: {e}"))?
-                .map_err(|e| format!("read committed offsets: {e}"))?;
+                .map_err(|e| format!("read processing progress: {e}"))?
+                .map_err(|e| format!("read processing progress: {e}"))?;
                 for e in committed.elements() {
-                    if let Some(next) = e
-                        .metadata()
-                        .strip_prefix(NEXT_META)
-                        .and_then(|n| n.parse::<i64>().ok())
-                    {
-                        tracing::info!(
+                    if let Offset::Offset(next) = e.offset() {
+                        tracing::debug!(
                             partition = e.partition(),
                             until = next,
-                            "replaying to rebuild windows"
+                            "records before this were processed"
                         );
                         state.replay_until.insert(e.partition(), next);
                     }
@@ -354,8 +367,14 @@ impl Processing {
             received_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
         };
         // Before this offset an earlier owner produced the results: only rebuild windows.
-        let replaying = match state.replay_until.get(&partition) {
-            Some(until) if offset < *until => true,
+        let replaying = match state.replay_until.get(&partition).copied() {
+            Some(until) if offset < until => {
+                // The last replayed record ends the replay, even if nothing follows it.
+                if offset + 1 >= until {
+                    state.replay_until.remove(&partition);
+                }
+                true
+            }
             Some(_) => {
                 state.replay_until.remove(&partition);
                 false
@@ -401,6 +420,12 @@ impl Processing {
                     Ok(None) => Err(format!("stream {stream_id} is not in the registry")),
                     Err(e) => return Err(format!("registry unavailable: {e}")),
                 };
+                let rebuilds_state = matches!(spec, Ok(ProcessorSpec::Window { .. }));
+                if replaying && !rebuilds_state {
+                    // Its results were produced before; nothing to rebuild.
+                    pending.rewind = state.windows.rewind_point(partition, offset + 1);
+                    return Ok(pending);
+                }
                 if !replaying {
                     self.metrics.processed.inc();
                 }
@@ -551,17 +576,31 @@ fn control_of(m: &BorrowedMessage<'_>) -> Option<Control> {
     None
 }
 
-/// Stores each input partition's rewind point once all results up to a record are
-/// acknowledged, in arrival order, with the next offset in the metadata (see the module
-/// docs). At the first unacknowledged result it reports the failure and stops, so nothing
-/// from that record on is stored.
+/// Records progress once all results up to a record are acknowledged, in arrival order: every
+/// `COMMIT_INTERVAL` it commits each partition's next offset to the `<group>.next` group and
+/// then stores its rewind point for the group's commit (see the module docs). At the first
+/// unacknowledged result it reports the failure and stops, so nothing from that record on
+/// is recorded.
 async fn ack_in_order(
     consumer: Arc<GroupConsumer>,
+    progress: Arc<BaseConsumer>,
     topic: String,
     mut rx: mpsc::Receiver<Pending>,
     failed: watch::Sender<Option<String>>,
 ) {
-    while let Some(p) = rx.recv().await {
+    // Per partition: (rewind point, next offset) not yet recorded.
+    let mut latest: HashMap<i32, (i64, i64)> = HashMap::new();
+    let mut tick = tokio::time::interval(COMMIT_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let p = tokio::select! {
+            p = rx.recv() => p,
+            _ = tick.tick() => {
+                record_progress(&consumer, &progress, &topic, &mut latest).await;
+                continue;
+            }
+        };
+        let Some(p) = p else { break };
         for ack in p.acks {
             if let Err(e) = ack.await {
                 let why = format!(
@@ -569,21 +608,55 @@ async fn ack_in_order(
                     p.partition, p.offset
                 );
                 tracing::error!("{why}");
+                record_progress(&consumer, &progress, &topic, &mut latest).await;
                 let _ = failed.send(Some(why));
                 return;
             }
         }
         let next = p.offset + 1;
-        let mut tpl = TopicPartitionList::new();
-        let mut elem = tpl.add_partition(&topic, p.partition);
-        let stored = elem.set_offset(Offset::Offset(p.rewind.min(next)));
-        if p.rewind < next {
-            elem.set_metadata(format!("{NEXT_META}{next}"));
+        latest.insert(p.partition, (p.rewind.min(next), next));
+    }
+    record_progress(&consumer, &progress, &topic, &mut latest).await;
+}
+
+/// Commits the next offsets (synchronously), then stores the rewind points for the group's
+/// commit: a rewind point is never committed ahead of the next offset that goes with it. Only
+/// partitions this instance still owns; if the progress commit fails nothing is stored (the
+/// older, safe values stay) and it is tried again next time.
+async fn record_progress(
+    consumer: &Arc<GroupConsumer>,
+    progress: &Arc<BaseConsumer>,
+    topic: &str,
+    latest: &mut HashMap<i32, (i64, i64)>,
+) {
+    if latest.is_empty() {
+        return;
+    }
+    let owned: HashSet<i32> = match consumer.assignment() {
+        Ok(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
+        Err(_) => return,
+    };
+    latest.retain(|p, _| owned.contains(p));
+    let mut next = TopicPartitionList::new();
+    let mut rewind = TopicPartitionList::new();
+    for (p, (r, n)) in latest.iter() {
+        let added = next
+            .add_partition_offset(topic, *p, Offset::Offset(*n))
+            .and_then(|_| rewind.add_partition_offset(topic, *p, Offset::Offset(*r)));
+        if added.is_err() {
+            return;
         }
-        // Fails harmlessly when the partition moved to another instance meanwhile; that
-        // instance re-processes from the last commit.
-        if let Err(e) = stored.and_then(|_| consumer.store_offsets(&tpl)) {
-            tracing::debug!(partition = p.partition, offset = p.offset, error = %e, "offset not stored");
+    }
+    let c = progress.clone();
+    let committed = tokio::task::spawn_blocking(move || c.commit(&next, CommitMode::Sync)).await;
+    match committed {
+        Ok(Ok(())) => {
+            if let Err(e) = consumer.store_offsets(&rewind) {
+                tracing::debug!(error = %e, "processing offsets not stored");
+            }
+            latest.clear();
         }
+        Ok(Err(e)) => tracing::warn!(error = %e, "processing progress not committed; retrying"),
+        Err(e) => tracing::warn!(error = %e, "processing progress task failed"),
     }
 }
