@@ -25,7 +25,7 @@ use uuid::Uuid;
 use super::gateway::{WARM_UP, WARM_UP_TIMEOUT};
 use super::recorder::Recorder;
 use super::report::RunReport;
-use super::schedule::{payload, Pacer};
+use super::schedule::{Batch, Pacer};
 use super::Load;
 
 /// How long a baseline send may wait for the broker, as the daemon's default send timeout.
@@ -108,12 +108,13 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
     let progress = progress.then(|| super::progress::spawn(rec.clone(), "baseline"));
 
     let in_flight = Arc::new(Semaphore::new(load.max_in_flight));
-    let mut pacer = Pacer::new(schedule, start);
-    while let Some((j, _)) = pacer.next().await {
-        let (stream, first) = schedule.target(j);
-        let records: Vec<String> = (first..first + schedule.batch as u64)
-            .map(|q| payload(stream, q, load.payload_bytes))
-            .collect();
+    let mut pacer = Pacer::new(schedule, start, load.payload_bytes);
+    while let Some(Batch {
+        stream,
+        first,
+        records,
+    }) = pacer.next().await
+    {
         let n = records.len() as u64;
         rec.sent(n);
         let permit = in_flight.clone().acquire_owned().await?;
@@ -129,9 +130,14 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
                         ApiError::BrokerUnavailable { acknowledged, .. } => acknowledged as u64,
                         _ => 0,
                     };
-                    rec.acked(stream, first, stored, at);
-                    rec.refused(n - stored);
-                    rec.error("kafka produce not acknowledged", n - stored);
+                    rec.partly_stored(
+                        stream,
+                        first,
+                        n,
+                        stored,
+                        at,
+                        "kafka produce not acknowledged",
+                    );
                 }
             }
             drop(permit);

@@ -23,7 +23,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::recorder::Recorder;
 use super::report::RunReport;
-use super::schedule::{payload, Pacer};
+use super::schedule::{Batch, Pacer};
 use super::{Load, Transport};
 use crate::client::{Client, ClientError};
 use crate::start::start_stream;
@@ -108,12 +108,13 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
     let progress = progress.then(|| super::progress::spawn(rec.clone(), "gateway"));
 
     let in_flight = Arc::new(Semaphore::new(load.max_in_flight));
-    let mut pacer = Pacer::new(schedule, start);
-    while let Some((j, _)) = pacer.next().await {
-        let (stream, first) = schedule.target(j);
-        let records: Vec<String> = (first..first + schedule.batch as u64)
-            .map(|q| payload(stream, q, load.payload_bytes))
-            .collect();
+    let mut pacer = Pacer::new(schedule, start, load.payload_bytes);
+    while let Some(Batch {
+        stream,
+        first,
+        records,
+    }) = pacer.next().await
+    {
         rec.sent(records.len() as u64);
         match load.transport {
             Transport::Http => {
@@ -208,21 +209,20 @@ async fn send_http(
     match result {
         Ok(_) => rec.acked(stream, first, n, at),
         Err(e) => {
-            // A 503 names how many leading records were stored anyway.
-            let stored = match &e {
-                ClientError::Server { acknowledged, .. } => acknowledged.unwrap_or(0) as u64,
-                _ => 0,
+            let (stored, kind) = match e {
+                ClientError::Server {
+                    status,
+                    code,
+                    acknowledged,
+                    ..
+                } => (
+                    acknowledged.unwrap_or(0) as u64,
+                    format!("http {} {code}", status.as_u16()),
+                ),
+                ClientError::Connect { .. } => (0, "connect".to_string()),
+                ClientError::Transport { .. } => (0, "http transport".to_string()),
             };
-            rec.acked(stream, first, stored, at);
-            rec.refused(n - stored);
-            let kind = match e {
-                ClientError::Server { status, code, .. } => {
-                    format!("http {} {code}", status.as_u16())
-                }
-                ClientError::Connect { .. } => "connect".to_string(),
-                ClientError::Transport { .. } => "http transport".to_string(),
-            };
-            rec.error(kind, n - stored);
+            rec.partly_stored(stream, first, n, stored, at, kind);
         }
     }
 }

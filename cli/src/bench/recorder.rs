@@ -110,6 +110,22 @@ impl Recorder {
         }
     }
 
+    /// A send of `n` records from `seq` failed after its first `stored` were stored (a 503
+    /// says how many); the rest are refused, counted under `kind`.
+    pub fn partly_stored(
+        &self,
+        stream: usize,
+        seq: u64,
+        n: u64,
+        stored: u64,
+        at: Instant,
+        kind: impl Into<String>,
+    ) {
+        self.acked(stream, seq, stored, at);
+        self.refused(n - stored);
+        self.error(kind, n - stored);
+    }
+
     /// `n` sent records were refused; they will not be acknowledged.
     pub fn refused(&self, n: u64) {
         self.refused.fetch_add(n, Ordering::Relaxed);

@@ -42,35 +42,51 @@ impl Schedule {
     }
 }
 
+/// One batch, due now: records `first..` of `stream`.
+pub struct Batch {
+    pub stream: usize,
+    pub first: u64,
+    pub records: Vec<String>,
+}
+
 /// Yields each batch when it is due. Batches that are late (the sender was busy) are yielded
-/// at once, keeping their intended time.
+/// at once; their latency still counts from when they were due.
 pub struct Pacer {
     schedule: Schedule,
     start: Instant,
+    payload_bytes: usize,
     next: u64,
     total: u64,
 }
 
 impl Pacer {
-    pub fn new(schedule: Schedule, start: Instant) -> Self {
+    pub fn new(schedule: Schedule, start: Instant, payload_bytes: usize) -> Self {
         Self {
             schedule,
             start,
+            payload_bytes,
             next: 0,
             total: schedule.batches(),
         }
     }
 
-    /// The next batch number and its intended send time, after waiting until it is due.
-    pub async fn next(&mut self) -> Option<(u64, Instant)> {
+    /// The next batch, after waiting until it is due.
+    pub async fn next(&mut self) -> Option<Batch> {
         if self.next >= self.total {
             return None;
         }
         let j = self.next;
         self.next += 1;
-        let due = self.start + self.schedule.due(j);
-        tokio::time::sleep_until(due.into()).await;
-        Some((j, due))
+        tokio::time::sleep_until((self.start + self.schedule.due(j)).into()).await;
+        let (stream, first) = self.schedule.target(j);
+        let records = (first..first + self.schedule.batch as u64)
+            .map(|q| payload(stream, q, self.payload_bytes))
+            .collect();
+        Some(Batch {
+            stream,
+            first,
+            records,
+        })
     }
 }
 

@@ -350,45 +350,8 @@ fn push(history: &mut VecDeque<u64>, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::feed::{Broker, Latency, Totals};
+    use crate::top::feed::fixtures::{row, snapshot};
     use std::time::Duration;
-
-    pub fn row(id: &str, owner: &str, records_in: u64, records_out: u64) -> StreamRow {
-        StreamRow {
-            stream_id: id.into(),
-            owner: owner.into(),
-            processor: serde_json::json!({"type": "identity"}),
-            records_in,
-            records_out,
-            subscribers: 1,
-            last_activity_ms: 1_000,
-            backlog: 0,
-        }
-    }
-
-    pub fn snapshot(streams: Vec<StreamRow>) -> Snapshot {
-        Snapshot {
-            now_ms: 2_000,
-            version: "0.1.0".into(),
-            uptime_s: 3_725,
-            broker: Broker {
-                bootstrap: "embedded".into(),
-                reachable: true,
-            },
-            totals: Totals {
-                streams: streams.len() as u64,
-                subscribers: streams.iter().map(|s| s.subscribers).sum(),
-                records_in: streams.iter().map(|s| s.records_in).sum(),
-                records_out: streams.iter().map(|s| s.records_out).sum(),
-                latency_ms: Latency {
-                    count: 10,
-                    p50: 12.5,
-                    p99: 48.0,
-                },
-            },
-            streams,
-        }
-    }
 
     fn key(app: &mut App, code: KeyCode) -> Option<Command> {
         app.update(Event::Key(KeyEvent::new(code, KeyModifiers::NONE)))

@@ -142,3 +142,46 @@ pub fn tail(client: Client, stream: String, events: mpsc::Sender<Event>) -> Join
         }
     })
 }
+
+/// Snapshots for the tests of `app` and `ui`.
+#[cfg(test)]
+pub mod fixtures {
+    use super::*;
+
+    pub fn row(id: &str, owner: &str, records_in: u64, records_out: u64) -> StreamRow {
+        StreamRow {
+            stream_id: id.into(),
+            owner: owner.into(),
+            processor: serde_json::json!({"type": "jq", "filter": "."}),
+            records_in,
+            records_out,
+            subscribers: 2,
+            last_activity_ms: 1_000,
+            backlog: 7,
+        }
+    }
+
+    pub fn snapshot(streams: Vec<StreamRow>) -> Snapshot {
+        Snapshot {
+            now_ms: 61_000,
+            version: "0.1.0".into(),
+            uptime_s: 3_725,
+            broker: Broker {
+                bootstrap: "127.0.0.1:9092".into(),
+                reachable: true,
+            },
+            totals: Totals {
+                streams: streams.len() as u64,
+                subscribers: streams.iter().map(|s| s.subscribers).sum(),
+                records_in: streams.iter().map(|s| s.records_in).sum(),
+                records_out: streams.iter().map(|s| s.records_out).sum(),
+                latency_ms: Latency {
+                    count: 100,
+                    p50: 12.5,
+                    p99: 48.0,
+                },
+            },
+            streams,
+        }
+    }
+}

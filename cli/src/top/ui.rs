@@ -290,44 +290,8 @@ mod tests {
 
     use super::*;
     use crate::top::app::Event;
-    use crate::top::feed::{Broker, Latency, Snapshot, StreamRow, Totals};
-
-    fn row(id: &str, owner: &str, records_in: u64) -> StreamRow {
-        StreamRow {
-            stream_id: id.into(),
-            owner: owner.into(),
-            processor: serde_json::json!({"type": "jq", "filter": "."}),
-            records_in,
-            records_out: records_in,
-            subscribers: 2,
-            last_activity_ms: 1_000,
-            backlog: 7,
-        }
-    }
-
-    fn snapshot(streams: Vec<StreamRow>) -> Snapshot {
-        Snapshot {
-            now_ms: 61_000,
-            version: "0.1.0".into(),
-            uptime_s: 3_725,
-            broker: Broker {
-                bootstrap: "127.0.0.1:9092".into(),
-                reachable: true,
-            },
-            totals: Totals {
-                streams: streams.len() as u64,
-                subscribers: 2 * streams.len() as u64,
-                records_in: streams.iter().map(|s| s.records_in).sum(),
-                records_out: streams.iter().map(|s| s.records_out).sum(),
-                latency_ms: Latency {
-                    count: 100,
-                    p50: 12.5,
-                    p99: 48.0,
-                },
-            },
-            streams,
-        }
-    }
+    use crate::top::feed::fixtures::{row, snapshot};
+    use crate::top::feed::StreamRow;
 
     /// An app that has seen two snapshots one second apart.
     fn app_with(before: Vec<StreamRow>, after: Vec<StreamRow>) -> App {
@@ -375,11 +339,18 @@ mod tests {
     #[test]
     fn many_streams_sorted_and_filtered() {
         let ids: Vec<String> = (0..30).map(|i| format!("stream-{i:02}")).collect();
-        let before = ids.iter().map(|id| row(id, "alice", 0)).collect();
+        let before = ids.iter().map(|id| row(id, "alice", 0, 0)).collect();
         let mut after: Vec<StreamRow> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| row(id, if i % 2 == 0 { "alice" } else { "bob" }, i as u64 * 10))
+            .map(|(i, id)| {
+                row(
+                    id,
+                    if i % 2 == 0 { "alice" } else { "bob" },
+                    i as u64 * 10,
+                    i as u64 * 10,
+                )
+            })
             .collect();
         after[3].owner = "carol".into();
         let mut app = app_with(before, after);
@@ -407,7 +378,10 @@ mod tests {
 
     #[test]
     fn detail_pane_shows_counters_and_the_live_tail() {
-        let mut app = app_with(vec![row("s-1", "alice", 10)], vec![row("s-1", "alice", 15)]);
+        let mut app = app_with(
+            vec![row("s-1", "alice", 10, 10)],
+            vec![row("s-1", "alice", 15, 15)],
+        );
         key(&mut app, KeyCode::Enter);
         let s = screen(&app);
         assert!(s.contains("s-1 (Esc to close)"), "{s}");
@@ -423,7 +397,10 @@ mod tests {
 
     #[test]
     fn disconnected_keeps_the_last_data_and_says_so() {
-        let mut app = app_with(vec![row("s-1", "alice", 1)], vec![row("s-1", "alice", 2)]);
+        let mut app = app_with(
+            vec![row("s-1", "alice", 1, 1)],
+            vec![row("s-1", "alice", 2, 2)],
+        );
         app.update(Event::Disconnected("connection refused".into()));
         let s = screen(&app);
         assert!(s.contains("DISCONNECTED, retrying"), "{s}");
