@@ -113,6 +113,9 @@ pub enum Added {
 #[derive(Debug, Default)]
 pub struct Windows {
     streams: HashMap<Uuid, StreamWindows>,
+    /// Per partition: first offsets of its open windows (with how many windows share each),
+    /// so the rewind point asked for on every record is a lookup, not a scan.
+    firsts: HashMap<i32, BTreeMap<i64, usize>>,
 }
 
 /// The window `at` falls into.
@@ -145,11 +148,19 @@ impl Windows {
                 window_start_ms: start,
             };
         }
-        let open = s.open.entry(start).or_insert_with(|| Open {
-            length_ms: rule.length_ms,
-            due_ms: start + rule.length_ms + rule.grace_ms,
-            first_offset: offset,
-            groups: BTreeMap::new(),
+        let open = s.open.entry(start).or_insert_with(|| {
+            *self
+                .firsts
+                .entry(partition)
+                .or_default()
+                .entry(offset)
+                .or_default() += 1;
+            Open {
+                length_ms: rule.length_ms,
+                due_ms: start + rule.length_ms + rule.grace_ms,
+                first_offset: offset,
+                groups: BTreeMap::new(),
+            }
         });
         open.groups
             .entry(group)
@@ -166,19 +177,34 @@ impl Windows {
         };
         let later = s.open.split_off(&(start_ms + 1));
         let closed = std::mem::replace(&mut s.open, later);
-        let results: Vec<Value> = closed.iter().map(|(start, o)| result(*start, o)).collect();
         if let Some((start, o)) = closed.iter().next_back() {
             s.closed_until = s.closed_until.max(start + o.length_ms);
         }
-        results
+        let partition = s.partition;
+        self.forget(partition, &closed)
     }
 
     /// Closes every window of `stream` (it ended) and forgets it.
     pub fn close_all(&mut self, stream: &Uuid) -> Vec<Value> {
-        self.streams
-            .remove(stream)
-            .map(|s| s.open.iter().map(|(start, o)| result(*start, o)).collect())
-            .unwrap_or_default()
+        match self.streams.remove(stream) {
+            Some(s) => self.forget(s.partition, &s.open),
+            None => Vec::new(),
+        }
+    }
+
+    /// Takes closed windows out of the rewind index; their results, oldest first.
+    fn forget(&mut self, partition: i32, closed: &BTreeMap<i64, Open>) -> Vec<Value> {
+        if let Some(firsts) = self.firsts.get_mut(&partition) {
+            for o in closed.values() {
+                if let Some(n) = firsts.get_mut(&o.first_offset) {
+                    *n -= 1;
+                    if *n == 0 {
+                        firsts.remove(&o.first_offset);
+                    }
+                }
+            }
+        }
+        closed.iter().map(|(start, o)| result(*start, o)).collect()
     }
 
     /// Windows due by `now_ms` (over, plus their grace): (partition, stream, window start).
@@ -200,17 +226,16 @@ impl Windows {
     /// Where a replay of `partition` must start to rebuild its open windows: the first offset
     /// of its oldest open window, or `next_offset` when none is open.
     pub fn rewind_point(&self, partition: i32, next_offset: i64) -> i64 {
-        self.streams
-            .values()
-            .filter(|s| s.partition == partition)
-            .flat_map(|s| s.open.values().map(|o| o.first_offset))
-            .min()
-            .map_or(next_offset, |first| first.min(next_offset))
+        self.firsts
+            .get(&partition)
+            .and_then(|firsts| firsts.keys().next())
+            .map_or(next_offset, |first| (*first).min(next_offset))
     }
 
     /// Drops the state of partitions this instance no longer processes.
     pub fn retain_partitions(&mut self, keep: impl Fn(i32) -> bool) {
         self.streams.retain(|_, s| keep(s.partition));
+        self.firsts.retain(|p, _| keep(*p));
     }
 }
 
@@ -306,8 +331,16 @@ mod tests {
         assert_eq!(w.rewind_point(2, 3), 3, "nothing open: the next offset");
         w.close(&id(1), 5_000);
         assert_eq!(w.rewind_point(0, 50), 42);
+        // Two windows opened by records at the same offset: both must close to forget it.
+        w.add(0, id(4), S, 5_000, 42, None, 1.0);
+        w.close_all(&id(2));
+        assert_eq!(w.rewind_point(0, 50), 42);
+        w.close_all(&id(4));
+        assert_eq!(w.rewind_point(0, 50), 50);
+        w.add(0, id(5), S, 9_000, 45, None, 1.0);
         w.retain_partitions(|p| p != 0);
         assert_eq!(w.rewind_point(0, 50), 50);
+        assert_eq!(w.rewind_point(1, 9), 7);
     }
 
     #[test]
