@@ -55,7 +55,7 @@ pub enum Command {
 /// Runs one command on a fresh tokio runtime.
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Runtime::new()?;
-    let result = runtime.block_on(async move {
+    runtime.block_on(async move {
         match cli.command {
             Command::Serve(args) => args.run().await,
             Command::Start(args) => args.run().await,
@@ -70,8 +70,5 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
                 Ok(())
             }
         }
-    });
-    // A runaway jq filter's thread cannot be stopped (see processing.rs): do not wait for it.
-    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
-    result
+    })
 }
