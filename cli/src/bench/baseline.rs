@@ -19,13 +19,14 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
 use streamgate::error::ApiError;
 use streamgate::kafka::{self, TopicInfo, TopicProducer};
-use tokio::sync::{watch, Semaphore};
+use tokio::sync::watch;
 use uuid::Uuid;
 
+use super::drive::{drive, InFlight};
 use super::gateway::{WARM_UP, WARM_UP_TIMEOUT};
 use super::recorder::Recorder;
 use super::report::RunReport;
-use super::schedule::{Batch, Pacer};
+use super::schedule::Batch;
 use super::Load;
 
 /// How long a baseline send may wait for the broker, as the daemon's default send timeout.
@@ -105,51 +106,45 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
     let rec = Arc::new(Recorder::new(schedule, start));
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(read(consumer, rec.clone(), stop_rx));
-    let progress = progress.then(|| super::progress::spawn(rec.clone(), "baseline"));
-
-    let in_flight = Arc::new(Semaphore::new(load.max_in_flight));
-    let mut pacer = Pacer::new(schedule, start, load.payload_bytes);
-    while let Some(Batch {
-        stream,
-        first,
-        records,
-    }) = pacer.next().await
-    {
-        let n = records.len() as u64;
-        rec.sent(n);
-        let permit = in_flight.clone().acquire_owned().await?;
-        let (producer, rec, keys) = (producer.clone(), rec.clone(), keys.clone());
-        tokio::spawn(async move {
-            let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
-            let result = producer.send_all(&keys[stream], &refs).await;
-            let at = Instant::now();
-            match result {
-                Ok(_) => rec.acked(stream, first, n, at),
-                Err(e) => {
-                    let stored = match e {
-                        ApiError::BrokerUnavailable { acknowledged, .. } => acknowledged as u64,
-                        _ => 0,
-                    };
-                    rec.partly_stored(
-                        stream,
-                        first,
-                        n,
-                        stored,
-                        at,
-                        "kafka produce not acknowledged",
-                    );
-                }
-            }
-            drop(permit);
-        });
-    }
-    let _ = in_flight.acquire_many(load.max_in_flight as u32).await?;
-    super::gateway::drain(&rec, load.drain_timeout).await;
+    let sent = drive(
+        load,
+        &rec,
+        "baseline",
+        progress,
+        async |batch: Batch, in_flight: &InFlight| {
+            let Batch {
+                stream,
+                first,
+                records,
+            } = batch;
+            let (producer, rec, keys) = (producer.clone(), rec.clone(), keys.clone());
+            in_flight
+                .spawn(async move {
+                    let n = records.len() as u64;
+                    let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
+                    let result = producer.send_all(&keys[stream], &refs).await;
+                    let at = Instant::now();
+                    match result {
+                        Ok(_) => rec.acked(stream, first, n, at),
+                        Err(e) => {
+                            let stored = match e {
+                                ApiError::BrokerUnavailable { acknowledged, .. } => {
+                                    acknowledged as u64
+                                }
+                                _ => 0,
+                            };
+                            let kind = "kafka produce not acknowledged";
+                            rec.partly_stored(stream, first, n, stored, at, kind);
+                        }
+                    }
+                })
+                .await
+        },
+    )
+    .await;
     let _ = stop_tx.send(true);
     let _ = reader.await;
-    if let Some(p) = progress {
-        p.finish().await;
-    }
+    sent?;
     Ok(rec.report("kafka", load.payload_bytes))
 }
 

@@ -6,7 +6,6 @@
 //! `max_in_flight` at once), and latency counts from the schedule's intended time, so a slow
 //! daemon shows up as latency instead of a politely slower load.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -16,14 +15,15 @@ use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde::Deserialize;
 use tokio::net::TcpStream;
-use tokio::sync::{mpsc, watch, Semaphore};
+use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
+use super::drive::{drive, InFlight};
 use super::recorder::Recorder;
 use super::report::RunReport;
-use super::schedule::{Batch, Pacer};
+use super::schedule::Batch;
 use super::{Load, Transport};
 use crate::client::{Client, ClientError};
 use crate::start::start_stream;
@@ -105,45 +105,45 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
             writers.push(tx);
         }
     }
-    let progress = progress.then(|| super::progress::spawn(rec.clone(), "gateway"));
-
-    let in_flight = Arc::new(Semaphore::new(load.max_in_flight));
-    let mut pacer = Pacer::new(schedule, start, load.payload_bytes);
-    while let Some(Batch {
-        stream,
-        first,
-        records,
-    }) = pacer.next().await
-    {
-        rec.sent(records.len() as u64);
-        match load.transport {
-            Transport::Http => {
-                let permit = in_flight.clone().acquire_owned().await?;
-                let path = format!("/api/stream/{}/send", ids[stream]);
-                let (client, rec) = (client.clone(), rec.clone());
-                tokio::spawn(async move {
-                    send_http(&client, &path, records, stream, first, &rec).await;
-                    drop(permit);
-                });
-            }
-            Transport::Ws => {
-                let n = records.len() as u64;
-                if writers[stream].send(records).await.is_err() {
-                    rec.error("ws writer closed", n);
-                    rec.refused(n);
+    let sent = drive(
+        load,
+        &rec,
+        "gateway",
+        progress,
+        async |batch: Batch, in_flight: &InFlight| {
+            let Batch {
+                stream,
+                first,
+                records,
+            } = batch;
+            match load.transport {
+                Transport::Http => {
+                    let path = format!("/api/stream/{}/send", ids[stream]);
+                    let (client, rec) = (client.clone(), rec.clone());
+                    in_flight
+                        .spawn(async move {
+                            send_http(&client, &path, records, stream, first, &rec).await
+                        })
+                        .await
+                }
+                Transport::Ws => {
+                    let n = records.len() as u64;
+                    if writers[stream].send(records).await.is_err() {
+                        rec.error("ws writer closed", n);
+                        rec.refused(n);
+                    }
+                    Ok(())
                 }
             }
-        }
-    }
+        },
+    )
+    .await;
+    // Writers end when their queues close; subscribers when told to stop.
     drop(writers);
-    let _ = in_flight.acquire_many(load.max_in_flight as u32).await?;
-    drain(&rec, load.drain_timeout).await;
     let _ = stop_tx.send(true);
     while tasks.join_next().await.is_some() {}
-    if let Some(p) = progress {
-        p.finish().await;
-    }
     end_streams(client, &ids).await;
+    sent?;
     Ok(rec.report(load.transport.as_str(), load.payload_bytes))
 }
 
@@ -176,20 +176,6 @@ async fn warm_up(client: &Client, id: &str, ws: &mut Ws) -> anyhow::Result<()> {
                 "warm-up: no result on stream {id} within {WARM_UP_TIMEOUT:?}; is the daemon's processing running?"
             )
         })?
-}
-
-/// Waits until every record sent was acknowledged or refused and every acknowledged record
-/// arrived, or `timeout` passes (what has not arrived by then is lost).
-pub async fn drain(rec: &Recorder, timeout: Duration) {
-    let deadline = Instant::now() + timeout;
-    while Instant::now() < deadline {
-        let settled = rec.acked.load(Ordering::Relaxed) + rec.refused.load(Ordering::Relaxed)
-            >= rec.sent.load(Ordering::Relaxed);
-        if settled && rec.waiting() == 0 {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }
 
 async fn send_http(

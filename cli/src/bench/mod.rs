@@ -4,11 +4,13 @@
 //! # Layout
 //!
 //! - [`schedule`]: when each record is due (latency counts from there: no coordinated omission).
+//! - [`drive`]: pacing, in-flight bound and draining, shared by every run.
 //! - [`gateway`]: the load through a daemon; [`baseline`]: the same load straight through rdkafka.
 //! - [`recorder`]: what a run observed; [`ledger`]: per-stream loss, duplicate and order accounting.
 //! - [`report`]: the report as JSON (`--json`) and text; [`progress`]: the live line.
 
 mod baseline;
+mod drive;
 mod gateway;
 mod ledger;
 mod progress;
