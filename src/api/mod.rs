@@ -7,6 +7,7 @@ mod stats;
 mod upgrade;
 mod ws;
 
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 
@@ -54,9 +55,7 @@ pub fn routes(
         .and(warp::get())
         .and(caller.clone())
         .and(with_state(&state))
-        .and(upgrade::websocket())
-        .and(warp::header::optional::<String>("sec-websocket-protocol"))
-        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(websocket_request())
         .and_then(handlers::subscribe);
     let list = warp::path!("api" / "streams")
         .and(warp::get())
@@ -72,9 +71,7 @@ pub fn routes(
         .and(warp::get())
         .and(caller.clone())
         .and(with_state(&state))
-        .and(upgrade::websocket())
-        .and(warp::header::optional::<String>("sec-websocket-protocol"))
-        .and(warp::query::<std::collections::HashMap<String, String>>())
+        .and(websocket_request())
         .and_then(stats::live);
     let describe = warp::path!("api" / "stream" / String)
         .and(warp::get())
@@ -113,6 +110,17 @@ pub fn routes(
         .recover(recover)
         .unify()
         .with(warp::log::custom(move |info| log_request(&logged, info)))
+}
+
+/// A WebSocket handshake: the upgrade, the offered subprotocols (to answer the one we
+/// speak) and the query parameters.
+fn websocket_request() -> impl Filter<
+    Extract = (upgrade::Upgrade, Option<String>, HashMap<String, String>),
+    Error = Rejection,
+> + Clone {
+    upgrade::websocket()
+        .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::query::<HashMap<String, String>>())
 }
 
 fn with_state(
