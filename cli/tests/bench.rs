@@ -73,22 +73,15 @@ fn assert_clean_run(run: &Value, transport: &str, expected: u64) {
 async fn short_bench_accounts_for_every_record_over_http_and_ws() {
     let d = Daemon::start(test_config()).await;
     let env = daemon_env(&d);
-    let load = [
-        "--streams",
-        "4",
-        "--rate",
-        "200",
-        "--duration",
-        "2s",
-        "--batch",
-        "2",
-    ];
+    let load: Vec<&str> = "--streams 4 --rate 200 --duration 2s --batch 2"
+        .split_whitespace()
+        .collect();
     let (status, report, stderr) = bench(&load, &env).await;
     assert!(status.success(), "{stderr}");
     assert_clean_run(&report["gateway"], "http", 400);
     assert_eq!(report["baseline"], Value::Null);
 
-    let mut ws = load.to_vec();
+    let mut ws = load.clone();
     ws.extend(["--transport", "ws"]);
     let (status, report, stderr) = bench(&ws, &env).await;
     assert!(status.success(), "{stderr}");
@@ -99,18 +92,10 @@ async fn short_bench_accounts_for_every_record_over_http_and_ws() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropped_results_are_reported_lost_and_fail_the_run() {
     let d = Daemon::start(test_config()).await;
-    let args = [
-        "--streams",
-        "4",
-        "--rate",
-        "200",
-        "--duration",
-        "1s",
-        "--drain-timeout",
-        "3s",
-        "--fault-drop-every",
-        "10",
-    ];
+    let args: Vec<&str> =
+        "--streams 4 --rate 200 --duration 1s --drain-timeout 3s --fault-drop-every 10"
+            .split_whitespace()
+            .collect();
     let (status, report, stderr) = bench(&args, &daemon_env(&d)).await;
     assert_eq!(status.code(), Some(1), "{stderr}");
     // 50 results per stream, every 10th ignored: 5 per stream.
@@ -125,16 +110,9 @@ async fn dropped_results_are_reported_lost_and_fail_the_run() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_bench_with_baseline_reports_both_and_their_ratio() {
-    let args = [
-        "--embedded",
-        "--baseline",
-        "--streams",
-        "4",
-        "--rate",
-        "200",
-        "--duration",
-        "1s",
-    ];
+    let args: Vec<&str> = "--embedded --baseline --streams 4 --rate 200 --duration 1s"
+        .split_whitespace()
+        .collect();
     let (status, report, stderr) = bench(&args, &[]).await;
     assert!(status.success(), "{stderr}");
     assert_clean_run(&report["gateway"], "http", 200);
