@@ -124,3 +124,26 @@ async fn embedded_bench_with_baseline_reports_both_and_their_ratio() {
         );
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_max_stops_at_the_first_rate_that_breaks_the_bound() {
+    let d = Daemon::start(test_config()).await;
+    // No real run keeps p99 under a microsecond: the first step fails and ends the search.
+    let args: Vec<&str> = "--streams 2 --rate 100 --duration 1s --find-max --max-p99-ms 0.001"
+        .split_whitespace()
+        .collect();
+    let (status, report, stderr) = bench(&args, &daemon_env(&d)).await;
+    assert!(status.success(), "no record was lost: {stderr}");
+    let find_max = &report["find_max"];
+    assert_eq!(find_max["max_p99_ms"], 0.001);
+    assert_eq!(find_max["max_sustainable_rate"], Value::Null, "{report}");
+    let steps = find_max["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 1, "{report}");
+    assert_eq!(steps[0]["rate"], 100.0);
+    assert_eq!(steps[0]["passed"], false);
+    assert_eq!(steps[0]["lost"], 0);
+    assert!(steps[0]["p99_ms"].as_f64().unwrap() > 0.001);
+    // The report's run is that first step.
+    assert_eq!(report["gateway"]["target"]["rate"], 100.0);
+    d.stop().await.unwrap();
+}
