@@ -30,6 +30,8 @@ use crate::results::Router;
 const REGISTRY_LOAD_TIMEOUT: Duration = Duration::from_secs(60);
 /// Replays (subscribers starting from a cursor) running at once; more wait their turn.
 const MAX_REPLAYS: usize = 64;
+/// How long a broker reachability answer is reused.
+const REACHABILITY_TTL: Duration = Duration::from_secs(1);
 /// How long shutdown waits for queued records to reach the broker.
 const FLUSH_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -55,6 +57,8 @@ pub struct AppState {
     pub replays: Arc<tokio::sync::Semaphore>,
     /// Metadata client behind `/readyz`.
     probe: Arc<BaseConsumer>,
+    /// The last reachability answer and when it was taken.
+    reachable: std::sync::Mutex<Option<(Instant, bool)>>,
     pub started: Instant,
 }
 
@@ -68,12 +72,21 @@ impl AppState {
         )
     }
 
+    /// Whether the broker answers a metadata request; the answer is reused for
+    /// `REACHABILITY_TTL`, so every `/readyz` probe and live stats push does not each cost one.
     pub async fn broker_reachable(&self) -> bool {
+        if let Some((at, ok)) = *self.reachable.lock().expect("reachability lock") {
+            if at.elapsed() < REACHABILITY_TTL {
+                return ok;
+            }
+        }
         let probe = self.probe.clone();
         let topic = self.input.topic().name.clone();
-        tokio::task::spawn_blocking(move || kafka::broker_reachable(&probe, &topic))
+        let ok = tokio::task::spawn_blocking(move || kafka::broker_reachable(&probe, &topic))
             .await
-            .unwrap_or(false)
+            .unwrap_or(false);
+        *self.reachable.lock().expect("reachability lock") = Some((Instant::now(), ok));
+        ok
     }
 }
 
@@ -226,6 +239,7 @@ async fn run_with(
         results_topic: layout.results.clone(),
         replays: Arc::new(tokio::sync::Semaphore::new(MAX_REPLAYS)),
         probe: Arc::new(probe),
+        reachable: std::sync::Mutex::new(None),
         started: Instant::now(),
     });
 
