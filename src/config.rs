@@ -138,7 +138,7 @@ pub struct Processing {
     /// Consumer group shared by every instance's processing stage.
     pub group_id: String,
     /// Longest a processor may run on one record; past it the record gets an error result
-    /// and the stream's filter is not run again (see `processing.rs`).
+    /// and the stream's filter is not run again (see `processing::stage`).
     pub max_record_ms: u64,
     /// Most results one record may produce; past it the record gets an error result.
     pub max_results: usize,
@@ -149,7 +149,7 @@ impl Default for Processing {
         Self {
             group_id: "streamgate-processors".into(),
             max_record_ms: 1_000,
-            max_results: crate::jq::MAX_OUTPUTS,
+            max_results: crate::processing::jq::MAX_OUTPUTS,
         }
     }
 }

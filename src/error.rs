@@ -5,10 +5,11 @@
 use std::convert::Infallible;
 use std::time::Duration;
 
-use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
+
+use crate::wire::{ErrorBody, ErrorObject};
 
 /// Failures of the daemon itself, reported once at the binary's edge.
 #[derive(Debug, thiserror::Error)]
@@ -95,19 +96,6 @@ fn form_hint(content_type: &str) -> &'static str {
     }
 }
 
-#[derive(Serialize)]
-struct ErrorBody<'a> {
-    error: ErrorDetail<'a>,
-}
-
-#[derive(Serialize)]
-struct ErrorDetail<'a> {
-    code: &'a str,
-    message: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    acknowledged: Option<usize>,
-}
-
 impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
@@ -142,26 +130,21 @@ impl ApiError {
         }
     }
 
-    /// The JSON error object, also used inside WebSocket error frames.
-    pub fn to_json(&self) -> serde_json::Value {
-        let mut v = serde_json::json!({"code": self.code(), "message": self.to_string()});
-        if let ApiError::BrokerUnavailable { acknowledged, .. } = self {
-            v["acknowledged"] = (*acknowledged).into();
+    /// The error object of the body, also inside `nack` frames.
+    pub fn to_object(&self) -> ErrorObject {
+        ErrorObject {
+            code: self.code().to_string(),
+            message: self.to_string(),
+            acknowledged: match self {
+                ApiError::BrokerUnavailable { acknowledged, .. } => Some(*acknowledged),
+                _ => None,
+            },
         }
-        v
     }
 
     pub fn into_response(self) -> Response {
-        let acknowledged = match &self {
-            ApiError::BrokerUnavailable { acknowledged, .. } => Some(*acknowledged),
-            _ => None,
-        };
         let body = ErrorBody {
-            error: ErrorDetail {
-                code: self.code(),
-                message: self.to_string(),
-                acknowledged,
-            },
+            error: self.to_object(),
         };
         let mut resp =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();

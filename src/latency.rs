@@ -9,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
+use crate::wire::Percentiles;
+
 const WINDOW: Duration = Duration::from_secs(10);
 
 pub struct RecentLatency {
@@ -19,14 +21,6 @@ struct Windows {
     current: Histogram<u64>,
     previous: Histogram<u64>,
     rotated: Instant,
-}
-
-/// Percentiles in milliseconds over the recent window.
-#[derive(Debug, Clone, Copy, serde::Serialize)]
-pub struct Percentiles {
-    pub count: u64,
-    pub p50: f64,
-    pub p99: f64,
 }
 
 fn histogram() -> Histogram<u64> {

@@ -6,34 +6,34 @@
 //!
 //! # Layout
 //!
-//! - [`server`]: wires everything together and runs the daemon from a bound listener.
+//! The modules follow the path a record takes:
+//!
+//! ```text
+//! client ─▶ api ─▶ ingest ─▶ input topic ─▶ processing ─▶ results topic ─▶ delivery ─▶ api ─▶ client
+//! ```
+//!
+//! - [`server`]: starts each component on the broker and serves the API until shutdown.
+//! - [`api`]: warp routes, quotas, authentication, the WebSocket transport, stats; a thin shell.
+//! - [`ingest`]: request bodies and frames become records in the input topic; end markers.
+//! - [`processing`]: the consumer group that runs each stream's processor, at least once.
+//! - [`delivery`]: the results router, replays, and one subscriber's feed (replay, then live).
+//! - [`registry`]: the stream registry, kept in a compacted topic and followed in memory.
+//! - [`kafka`]: client settings, the embedded broker, topics and partitioning, the producer.
+//! - [`wire`]: every type that crosses the wire, shared with `streamctl`.
 //! - [`config`]: the YAML schema, defaults and start-up validation.
-//! - [`api`]: warp routes, quotas, authentication and the WebSocket session.
 //! - [`auth`]: API keys, compared in constant time; streams are owned by key name.
 //! - [`limits`]: per-IP and per-key rate limits (governor).
-//! - [`kafka`]: client config, embedded broker, topics, partitioning, acknowledged producing.
-//! - [`registry`]: the stream registry, kept in a compacted topic and followed in memory.
-//! - [`processor`]: what a stream does to each record (pure functions).
-//! - [`jq`]: jq filters (the jaq crates), compiled once per thread.
-//! - [`bounded`]: runs user code under a time bound, off the processing task.
-//! - [`window`]: tumbling-window aggregates (pure state, rebuilt by replaying the input).
-//! - [`latency`]: end-to-end latency over the last seconds, for `GET /api/stats`.
-//! - [`processing`]: the consumer group that runs processors, at least once.
-//! - [`results`]: the router fanning results out to WebSocket subscribers.
-//! - [`replay`]: reading a stream's past results back from the broker (resume cursors).
-//! - [`frames`]: the JSON wire format of everything a WebSocket client receives.
 //! - [`error`]: daemon errors, and the one mapping of API errors to HTTP.
+//! - [`metrics`], [`latency`]: Prometheus metrics, and recent end-to-end latency for `top`.
 //! - [`keyfile`]: the local key file behind zero-config use.
-//! - [`metrics`]: Prometheus metrics behind `/metrics`.
 //! - [`logging`]: tracing setup.
 
 pub mod api;
 pub mod auth;
-pub mod bounded;
 pub mod config;
+pub mod delivery;
 pub mod error;
-pub mod frames;
-pub mod jq;
+pub mod ingest;
 pub mod kafka;
 pub mod keyfile;
 pub mod latency;
@@ -41,12 +41,9 @@ pub mod limits;
 pub mod logging;
 pub mod metrics;
 pub mod processing;
-pub mod processor;
 pub mod registry;
-pub mod replay;
-pub mod results;
 pub mod server;
-pub mod window;
+pub mod wire;
 
 pub use config::Config;
 pub use error::{ApiError, Error};

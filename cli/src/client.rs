@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use reqwest::{Method, StatusCode};
-use serde_json::Value;
+use serde::de::DeserializeOwned;
 use streamgate::keyfile;
+use streamgate::wire::{ErrorBody, ErrorObject};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::handshake::client::Request;
 
@@ -52,6 +53,9 @@ pub enum ClientError {
         #[source]
         source: reqwest::Error,
     },
+    /// The daemon answered success with a body this streamctl cannot read (a version skew).
+    #[error("unreadable answer from {url}: {message}")]
+    Unreadable { url: String, message: String },
 }
 
 /// A daemon client.
@@ -107,13 +111,14 @@ impl Client {
         Ok(req)
     }
 
-    /// Sends a request and returns the JSON body of a success, or the daemon's error.
-    pub async fn call(
+    /// Sends a request and returns the body of a success as `T` (a `wire` type), or the
+    /// daemon's error.
+    pub async fn call<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
-    ) -> Result<Value, ClientError> {
+    ) -> Result<T, ClientError> {
         let url = self.url(path);
         let mut req = self
             .http
@@ -142,33 +147,39 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok())
             .map(Duration::from_secs);
-        let text = resp.text().await.map_err(|source| ClientError::Transport {
-            url: url.clone(),
-            source,
-        })?;
-        let value: Value = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        if status.is_success() {
-            return Ok(value);
+        let bytes = resp
+            .bytes()
+            .await
+            .map_err(|source| ClientError::Transport {
+                url: url.clone(),
+                source,
+            })?;
+        if !status.is_success() {
+            return Err(server_error(status, &bytes, retry_after));
         }
-        Err(server_error(status, &value, retry_after))
+        serde_json::from_slice(&bytes).map_err(|e| ClientError::Unreadable {
+            url,
+            message: e.to_string(),
+        })
     }
 }
 
-/// The daemon's error body `{"error": {"code", "message", "acknowledged"?}}` as a `ClientError`.
-pub fn server_error(
-    status: StatusCode,
-    body: &Value,
-    retry_after: Option<Duration>,
-) -> ClientError {
-    let err = &body["error"];
+/// The daemon's error body (`wire::ErrorBody`) as a `ClientError`; a body that is not one
+/// (from a proxy, say) becomes the message.
+pub fn server_error(status: StatusCode, body: &[u8], retry_after: Option<Duration>) -> ClientError {
+    let error = match serde_json::from_slice::<ErrorBody>(body) {
+        Ok(body) => body.error,
+        Err(_) => ErrorObject {
+            code: "http_error".into(),
+            message: String::from_utf8_lossy(body).into_owned(),
+            acknowledged: None,
+        },
+    };
     ClientError::Server {
         status,
-        code: err["code"].as_str().unwrap_or("http_error").to_string(),
-        message: err["message"]
-            .as_str()
-            .map(str::to_string)
-            .unwrap_or_else(|| body.to_string()),
+        code: error.code,
+        message: error.message,
         retry_after,
-        acknowledged: err["acknowledged"].as_u64().map(|n| n as usize),
+        acknowledged: error.acknowledged,
     }
 }

@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use reqwest::{Method, StatusCode};
 use serde::de::IgnoredAny;
+use streamgate::wire::Accepted;
 use tokio::sync::mpsc;
 
 use crate::client::{Client, ClientError, ConnectionArgs};
@@ -62,10 +63,7 @@ impl Args {
             (None, _) => {
                 let created =
                     crate::start::start_stream(&client, self.processor.as_deref()).await?;
-                let id = created["stream_id"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+                let id = created.stream_id.to_string();
                 println!("{id}");
                 std::io::stdout().flush()?;
                 id
@@ -188,7 +186,7 @@ impl Sender {
             let first = pending[0].number;
             match self
                 .client
-                .call(
+                .call::<Accepted>(
                     Method::POST,
                     &self.path,
                     Some(("application/x-ndjson", body)),
@@ -196,7 +194,7 @@ impl Sender {
                 .await
             {
                 Ok(answer) => {
-                    let stored = answer["records"].as_u64().unwrap_or(0) as usize;
+                    let stored = answer.records;
                     if stored != count {
                         bail!(
                             "the daemon acknowledged {stored} of {count} records (lines {first}..)"

@@ -2,6 +2,7 @@
 
 use reqwest::Method;
 use serde_json::{json, Value};
+use streamgate::wire::Started;
 
 use crate::client::{Client, ConnectionArgs};
 
@@ -22,16 +23,16 @@ impl Args {
         let client = Client::new(&self.conn)?;
         let created = start_stream(&client, self.processor.as_deref()).await?;
         if self.json {
-            println!("{created}");
+            println!("{}", serde_json::to_string(&created)?);
         } else {
-            println!("{}", created["stream_id"].as_str().unwrap_or_default());
+            println!("{}", created.stream_id);
         }
         Ok(())
     }
 }
 
 /// Starts a stream (also used by `send --new`); returns the daemon's answer.
-pub async fn start_stream(client: &Client, processor: Option<&str>) -> anyhow::Result<Value> {
+pub async fn start_stream(client: &Client, processor: Option<&str>) -> anyhow::Result<Started> {
     let body = match processor {
         None => json!({}),
         Some(p) if p.trim_start().starts_with('{') => {

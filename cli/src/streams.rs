@@ -4,8 +4,8 @@
 use std::fmt::Write as _;
 
 use reqwest::Method;
-use serde_json::Value;
 use streamgate::kafka::now_ms;
+use streamgate::wire::{StreamList, StreamView};
 
 use crate::client::{Client, ConnectionArgs};
 
@@ -33,28 +33,37 @@ pub enum Command {
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
         let client = Client::new(&self.conn)?;
-        let (value, single) = match self.command.unwrap_or(Command::List) {
-            Command::List => (client.call(Method::GET, "/api/streams", None).await?, false),
-            Command::Info { stream_id } => (
-                client
-                    .call(Method::GET, &format!("/api/stream/{stream_id}"), None)
-                    .await?,
-                true,
-            ),
-            Command::End { stream_id } => (
-                client
-                    .call(Method::DELETE, &format!("/api/stream/{stream_id}"), None)
-                    .await?,
-                true,
-            ),
-        };
-        let out = match (self.json, single) {
-            (true, _) => format!("{value:#}\n"),
-            (false, true) => details(&value),
-            (false, false) => table(value["streams"].as_array().map_or(&[][..], |v| v)),
+        let path = |id: &str| format!("/api/stream/{id}");
+        let out = match self.command.unwrap_or(Command::List) {
+            Command::List => {
+                let list: StreamList = client.call(Method::GET, "/api/streams", None).await?;
+                match self.json {
+                    true => pretty(&list)?,
+                    false => table(&list.streams),
+                }
+            }
+            Command::Info { stream_id } => {
+                let view = client.call(Method::GET, &path(&stream_id), None).await?;
+                show(&view, self.json)?
+            }
+            Command::End { stream_id } => {
+                let view = client.call(Method::DELETE, &path(&stream_id), None).await?;
+                show(&view, self.json)?
+            }
         };
         print!("{out}");
         Ok(())
+    }
+}
+
+fn pretty(body: &impl serde::Serialize) -> anyhow::Result<String> {
+    Ok(format!("{}\n", serde_json::to_string_pretty(body)?))
+}
+
+fn show(view: &StreamView, json: bool) -> anyhow::Result<String> {
+    match json {
+        true => pretty(view),
+        false => Ok(details(view)),
     }
 }
 
@@ -69,15 +78,7 @@ pub fn ago(ms: i64, now: i64) -> String {
     }
 }
 
-/// A processor spec in one word: `identity`, `uppercase`, or its type.
-pub fn processor_name(spec: &Value) -> String {
-    spec["type"]
-        .as_str()
-        .map(str::to_string)
-        .unwrap_or_else(|| spec.to_string())
-}
-
-fn table(streams: &[Value]) -> String {
+fn table(streams: &[StreamView]) -> String {
     let now = now_ms();
     let mut out = format!(
         "{:<36}  {:<6}  {:<10}  {:>9}  {:>9}  {:>4}  {:>7}  {:>6}\n",
@@ -87,14 +88,14 @@ fn table(streams: &[Value]) -> String {
         let _ = writeln!(
             out,
             "{:<36}  {:<6}  {:<10}  {:>9}  {:>9}  {:>4}  {:>7}  {:>6}",
-            s["stream_id"].as_str().unwrap_or(""),
-            s["state"].as_str().unwrap_or(""),
-            processor_name(&s["processor"]),
-            s["records_in"].to_string(),
-            s["records_out"].to_string(),
-            s["subscribers"].to_string(),
-            ago(s["created_ms"].as_i64().unwrap_or(now), now),
-            ago(s["last_activity_ms"].as_i64().unwrap_or(now), now),
+            s.stream_id.to_string(),
+            s.state.as_str(),
+            s.processor.name(),
+            s.records_in,
+            s.records_out,
+            s.subscribers,
+            ago(s.created_ms, now),
+            ago(s.last_activity_ms, now),
         );
     }
     if streams.is_empty() {
@@ -103,27 +104,24 @@ fn table(streams: &[Value]) -> String {
     out
 }
 
-fn details(s: &Value) -> String {
+fn details(s: &StreamView) -> String {
     let now = now_ms();
     let mut out = String::new();
     let rows = [
-        ("stream", s["stream_id"].as_str().unwrap_or("").to_string()),
-        ("owner", s["owner"].as_str().unwrap_or("").to_string()),
-        ("state", s["state"].as_str().unwrap_or("").to_string()),
-        ("processor", s["processor"].to_string()),
-        ("records in", s["records_in"].to_string()),
-        ("records out", s["records_out"].to_string()),
-        ("subscribers", s["subscribers"].to_string()),
+        ("stream", s.stream_id.to_string()),
+        ("owner", s.owner.clone()),
+        ("state", s.state.as_str().to_string()),
         (
-            "created",
-            format!("{} ago", ago(s["created_ms"].as_i64().unwrap_or(now), now)),
+            "processor",
+            serde_json::to_string(&s.processor).unwrap_or_default(),
         ),
+        ("records in", s.records_in.to_string()),
+        ("records out", s.records_out.to_string()),
+        ("subscribers", s.subscribers.to_string()),
+        ("created", format!("{} ago", ago(s.created_ms, now))),
         (
             "last activity",
-            format!(
-                "{} ago",
-                ago(s["last_activity_ms"].as_i64().unwrap_or(now), now)
-            ),
+            format!("{} ago", ago(s.last_activity_ms, now)),
         ),
     ];
     for (k, v) in rows {
@@ -146,12 +144,20 @@ mod tests {
 
     #[test]
     fn table_has_a_row_per_stream() {
-        let t = table(&[serde_json::json!({
-            "stream_id": "s1", "state": "open", "processor": {"type": "identity"},
-            "records_in": 3, "records_out": 2, "subscribers": 1,
-            "created_ms": 0, "last_activity_ms": 0
-        })]);
+        let view = StreamView {
+            stream_id: uuid::Uuid::from_u128(1),
+            owner: "alice".into(),
+            processor: streamgate::wire::ProcessorSpec::Identity,
+            state: streamgate::wire::StreamState::Open,
+            created_ms: 0,
+            ended_ms: None,
+            records_in: 3,
+            records_out: 2,
+            subscribers: 1,
+            last_activity_ms: 0,
+        };
+        let t = table(&[view]);
         assert_eq!(t.lines().count(), 2);
-        assert!(t.contains("s1") && t.contains("identity"));
+        assert!(t.contains("00000000-0000-0000-0000-000000000001") && t.contains("identity"));
     }
 }

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::bail;
 use futures_util::StreamExt;
-use serde_json::Value;
+use streamgate::wire::{Close, Frame, Outcome};
 use tokio_tungstenite::tungstenite::{self, Message};
 
 use crate::client::{server_error, Client, ConnectionArgs};
@@ -55,33 +55,38 @@ impl Format {
         }
     }
 
-    /// The text for one frame (without the trailing newline).
-    pub fn render(&self, raw: &str, frame: &Value) -> String {
+    /// The text for one result or error frame (without the trailing newline).
+    pub fn render(&self, raw: &str, frame: &Outcome) -> String {
+        // For an error frame, `{data}` is its error object.
+        let data = || match (&frame.data, &frame.error) {
+            (Some(data), _) => data.to_string(),
+            (None, Some(error)) => serde_json::to_string(error).unwrap_or_default(),
+            (None, None) => "null".to_string(),
+        };
         match self {
             Format::Json => raw.to_string(),
-            Format::Data => frame.get("data").unwrap_or(&frame["error"]).to_string(),
+            Format::Data => data(),
             Format::Template(t) => {
-                let field = |name: &str| match &frame[name] {
-                    Value::String(s) => s.clone(),
-                    Value::Null => String::new(),
-                    v => v.to_string(),
+                let kind = if frame.error.is_some() {
+                    "error"
+                } else {
+                    "result"
                 };
+                let fields: [(&str, String); 8] = [
+                    ("data", data()),
+                    (
+                        "cursor",
+                        frame.cursor.map(|c| c.to_string()).unwrap_or_default(),
+                    ),
+                    ("input_offset", frame.input_offset.to_string()),
+                    ("input_partition", frame.input_partition.to_string()),
+                    ("received_ms", frame.received_ms.to_string()),
+                    ("processed_ms", frame.processed_ms.to_string()),
+                    ("stream_id", frame.stream_id.to_string()),
+                    ("type", kind.to_string()),
+                ];
                 let mut out = t.clone();
-                for name in [
-                    "data",
-                    "cursor",
-                    "input_offset",
-                    "input_partition",
-                    "received_ms",
-                    "processed_ms",
-                    "stream_id",
-                    "type",
-                ] {
-                    let value = if name == "data" {
-                        frame.get("data").unwrap_or(&frame["error"]).to_string()
-                    } else {
-                        field(name)
-                    };
+                for (name, value) in fields {
                     out = out.replace(&format!("{{{name}}}"), &value);
                 }
                 out
@@ -117,12 +122,8 @@ impl Args {
             let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
                 Ok((ws, _)) => ws,
                 Err(tungstenite::Error::Http(resp)) => {
-                    let body: Value = resp
-                        .body()
-                        .as_deref()
-                        .and_then(|b| serde_json::from_slice(b).ok())
-                        .unwrap_or(Value::Null);
-                    let err = server_error(resp.status(), &body, None);
+                    let body = resp.body().as_deref().unwrap_or_default();
+                    let err = server_error(resp.status(), body, None);
                     // Refusals (auth, unknown stream, bad cursor) will not get better; a 429
                     // or 503 might.
                     if !matches!(resp.status().as_u16(), 429 | 503) {
@@ -172,7 +173,7 @@ impl Args {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
                         .unwrap_or((1005, String::new()));
-                    if code == 1000 && reason == "stream ended" {
+                    if Close::parse(code, &reason) == Close::Ended {
                         return Ok(Ended::Finished);
                     }
                     return Ok(Ended::Reconnect(format!("{code} {reason}")));
@@ -180,13 +181,13 @@ impl Args {
                 Ok(_) => continue,
                 Err(e) => return Ok(Ended::Reconnect(e.to_string())),
             };
-            let frame: Value = serde_json::from_str(&text)?;
-            match frame["type"].as_str() {
-                Some("result") | Some("error") => {
+            let frame: Frame = serde_json::from_str(&text)?;
+            match &frame {
+                Frame::Result(outcome) | Frame::Error(outcome) => {
                     let mut out = stdout.lock();
-                    writeln!(out, "{}", format.render(&text, &frame))?;
+                    writeln!(out, "{}", format.render(&text, outcome))?;
                     out.flush()?;
-                    if let Some(c) = frame["cursor"].as_i64() {
+                    if let Some(c) = outcome.cursor {
                         state.next_from = (c + 1).to_string();
                     }
                     state.printed += 1;
@@ -194,7 +195,7 @@ impl Args {
                         return Ok(Ended::Finished);
                     }
                 }
-                Some("end") => {
+                Frame::End(_) => {
                     if !self.exit_on_end {
                         eprintln!("streamctl: stream {} has ended", self.stream_id);
                     }
@@ -216,19 +217,23 @@ struct TailState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn formats() {
-        let raw = r#"{"cursor":7,"type":"result","input_offset":3,"data":{"t":1}}"#;
-        let frame: Value = serde_json::from_str(raw).unwrap();
+        let raw = r#"{"cursor":7,"type":"result","stream_id":"00000000-0000-0000-0000-000000000001","input_partition":0,"input_offset":3,"received_ms":1,"processed_ms":2,"data":{"t":1}}"#;
+        let Frame::Result(frame) = serde_json::from_str(raw).unwrap() else {
+            panic!("a result frame")
+        };
         assert_eq!(Format::parse("json").render(raw, &frame), raw);
         assert_eq!(Format::parse("data").render(raw, &frame), r#"{"t":1}"#);
         assert_eq!(
             Format::parse("{cursor}\\t{input_offset} {data}").render(raw, &frame),
             "7\t3 {\"t\":1}"
         );
-        let err = json!({"type": "error", "error": {"message": "boom"}});
+        let err = r#"{"type":"error","stream_id":"00000000-0000-0000-0000-000000000001","input_partition":0,"input_offset":3,"received_ms":1,"processed_ms":2,"error":{"code":"processing_failed","message":"boom"}}"#;
+        let Frame::Error(err) = serde_json::from_str(err).unwrap() else {
+            panic!("an error frame")
+        };
         assert!(Format::Data.render("", &err).contains("boom"));
     }
 }

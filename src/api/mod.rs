@@ -1,11 +1,19 @@
 //! The HTTP and WebSocket API as warp filters: routing, per-IP and per-key quotas,
-//! authentication, body limits and the request log. Handlers live in `handlers.rs`, the
-//! WebSocket session in `ws.rs`, the stats feed of `streamctl top` in `stats.rs`; every rejection is turned into JSON by `error::recover`.
+//! authentication, body limits and the request log. A thin shell: handlers (`handlers.rs`)
+//! call into `ingest`, `registry` and `delivery`; the WebSocket session (`ws.rs`) writes a
+//! delivery feed out; the stats of `streamctl top` are in `stats.rs`; every rejection is
+//! turned into JSON by `error::recover`.
 
 mod handlers;
+mod state;
 mod stats;
 mod upgrade;
 mod ws;
+
+#[cfg(test)]
+mod tests;
+
+pub use state::AppState;
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -17,15 +25,18 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::auth::{Principal, API_KEY_HEADER};
 use crate::error::{recover, ApiError};
-use crate::server::AppState;
+use crate::wire::Status;
 
 /// Every route of the daemon, with errors mapped and requests logged.
 pub fn routes(
     state: Arc<AppState>,
 ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
-    let healthz = warp::path!("healthz")
-        .and(warp::get())
-        .map(|| warp::reply::json(&serde_json::json!({"status": "ok"})).into_response());
+    let healthz = warp::path!("healthz").and(warp::get()).map(|| {
+        warp::reply::json(&Status {
+            status: "ok".into(),
+        })
+        .into_response()
+    });
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(with_state(&state))
@@ -169,7 +180,7 @@ fn authenticate(
 /// The request body, refused with 413 past `limits.max_body_bytes` whether or not the client
 /// sent a Content-Length (chunked uploads are counted as they arrive).
 fn body(state: &Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    let limit = state.config.limits.max_body_bytes;
+    let limit = state.limits.max_body_bytes;
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |length, stream| collect_limited(length, stream, limit))

@@ -9,19 +9,18 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures_util::{SinkExt, StreamExt};
-use serde_json::{json, Value};
-use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
-use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use super::upgrade::{Socket, Upgrade};
+use super::ws::Peer;
+use super::AppState;
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
-use crate::server::AppState;
+use crate::wire::{BrokerView, Close, Stats, StatsRow, Totals};
 
 /// Push interval of the live feed unless the client asks: `?interval_ms=`.
 const DEFAULT_INTERVAL_MS: u64 = 1_000;
@@ -29,37 +28,36 @@ const DEFAULT_INTERVAL_MS: u64 = 1_000;
 const MIN_INTERVAL_MS: u64 = 200;
 
 /// One snapshot as the caller may see it.
-pub async fn snapshot(caller: &Principal, state: &AppState) -> Value {
-    let streams: Vec<Value> = state
+pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
+    let streams: Vec<StatsRow> = state
         .registry
         .list(caller)
         .iter()
         .filter(|e| e.is_open())
-        .map(|e| {
-            let mut row = e.describe();
-            row["backlog"] = state.router.backlog(&e.id).into();
-            row
+        .map(|e| StatsRow {
+            stream: e.view(),
+            backlog: state.router.backlog(&e.id),
         })
         .collect();
-    let sum = |field: &str| -> u64 { streams.iter().filter_map(|s| s[field].as_u64()).sum() };
-    let totals = json!({
-        "streams": streams.len(),
-        "subscribers": sum("subscribers"),
-        "records_in": sum("records_in"),
-        "records_out": sum("records_out"),
-        "latency_ms": state.metrics.recent_end_to_end.snapshot(),
-    });
-    json!({
-        "now_ms": crate::kafka::now_ms(),
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started.elapsed().as_secs(),
-        "broker": {
-            "bootstrap": state.config.brokers.to_string(),
-            "reachable": state.broker_reachable().await,
+    let sum = |field: fn(&StatsRow) -> u64| -> u64 { streams.iter().map(field).sum() };
+    let totals = Totals {
+        streams: streams.len() as u64,
+        subscribers: sum(|r| r.stream.subscribers),
+        records_in: sum(|r| r.stream.records_in),
+        records_out: sum(|r| r.stream.records_out),
+        latency_ms: state.metrics.recent_end_to_end.snapshot(),
+    };
+    Stats {
+        now_ms: crate::kafka::now_ms(),
+        version: env!("CARGO_PKG_VERSION").to_string(),
+        uptime_s: state.started.elapsed().as_secs(),
+        broker: BrokerView {
+            bootstrap: state.brokers.clone(),
+            reachable: state.broker.reachable().await,
         },
-        "totals": totals,
-        "streams": streams,
-    })
+        totals,
+        streams,
+    }
 }
 
 /// `GET /api/stats`.
@@ -67,7 +65,6 @@ pub async fn once(caller: Principal, state: Arc<AppState>) -> Result<Response, R
     let body = snapshot(&caller, &state).await;
     Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response())
 }
-
 /// `GET /api/stats/live?interval_ms=N`: a snapshot now and every interval after, until the
 /// client closes or the daemon shuts down (1001).
 pub async fn live(
@@ -86,24 +83,25 @@ pub async fn live(
         })?,
     };
     let protocol = auth::ws_response_protocol(protocols.as_deref());
-    let max_message = state.config.limits.ws_max_message_bytes;
+    let max_message = state.limits.ws_max_message_bytes;
     Ok(upgrade.respond(protocol, max_message, move |socket| {
         push(socket, state, caller, Duration::from_millis(interval_ms))
     }))
 }
 
 async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval: Duration) {
-    let (mut sink, mut source) = socket.split();
-    let write_timeout = Duration::from_millis(state.config.limits.ws_idle_timeout_ms);
+    let (sink, mut source) = socket.split();
+    let idle_timeout = Duration::from_millis(state.limits.ws_idle_timeout_ms);
+    let mut peer = Peer { sink, idle_timeout };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut shutdown = state.shutdown.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                let text = snapshot(&caller, &state).await.to_string();
-                let sent = tokio::time::timeout(write_timeout, sink.send(Message::text(text))).await;
-                if !matches!(sent, Ok(Ok(()))) {
+                let text = serde_json::to_string(&snapshot(&caller, &state).await)
+                    .expect("stats serialize");
+                if peer.send(Message::text(text)).await.is_err() {
                     return;
                 }
             }
@@ -113,8 +111,7 @@ async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval:
                 Some(Ok(_)) => {}
             },
             _ = shutdown.changed() => {
-                let close = CloseFrame { code: CloseCode::Away, reason: "shutting down".into() };
-                let _ = tokio::time::timeout(write_timeout, sink.send(Message::Close(Some(close)))).await;
+                peer.close(&Close::ShuttingDown).await;
                 return;
             }
         }

@@ -17,7 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
-use streamgate::error::ApiError;
+use streamgate::ingest::append_all;
 use streamgate::kafka::{self, TopicInfo, TopicProducer};
 use tokio::sync::watch;
 use uuid::Uuid;
@@ -46,8 +46,7 @@ async fn warm_up(
     keys: &[String],
 ) -> anyhow::Result<()> {
     for key in keys {
-        producer
-            .send_all(key, &[WARM_UP.as_bytes()])
+        append_all(producer, key, &[WARM_UP])
             .await
             .map_err(|e| anyhow::anyhow!("baseline warm-up send: {e}"))?;
     }
@@ -121,18 +120,12 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
             in_flight
                 .spawn(async move {
                     let n = records.len() as u64;
-                    let refs: Vec<&[u8]> = records.iter().map(|r| r.as_bytes()).collect();
-                    let result = producer.send_all(&keys[stream], &refs).await;
+                    let result = append_all(&producer, &keys[stream], &records).await;
                     let at = Instant::now();
                     match result {
                         Ok(_) => rec.acked(stream, first, n, at),
                         Err(e) => {
-                            let stored = match e {
-                                ApiError::BrokerUnavailable { acknowledged, .. } => {
-                                    acknowledged as u64
-                                }
-                                _ => 0,
-                            };
+                            let stored = e.acknowledged as u64;
                             let kind = "kafka produce not acknowledged";
                             rec.partly_stored(stream, first, n, stored, at, kind);
                         }

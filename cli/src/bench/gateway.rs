@@ -13,7 +13,9 @@ use anyhow::Context;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use reqwest::Method;
+use serde::de::IgnoredAny;
 use serde::Deserialize;
+use streamgate::wire::{Accepted, Frame, Kind, Outcome};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
@@ -41,20 +43,16 @@ pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time between setting up and the first batch being due.
 const LEAD: Duration = Duration::from_millis(200);
 
-/// The parts of a frame the bench reads.
-#[derive(Deserialize)]
-struct Frame<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: &'a str,
-    data: Option<Data>,
-    seq: Option<u64>,
-    input_offset: Option<i64>,
-    error: Option<serde_json::Value>,
-}
-
+/// The part of a record's data the bench reads: its sequence number in the stream.
 #[derive(Deserialize)]
 struct Data {
     q: Option<u64>,
+}
+
+/// The bench sequence number a result carries.
+fn sequence(outcome: &Outcome) -> Option<u64> {
+    let data = outcome.data.as_ref()?;
+    Data::deserialize(data).ok()?.q
 }
 
 pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result<RunReport> {
@@ -62,10 +60,7 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
     let ids: Vec<String> = futures_util::stream::iter(0..schedule.streams)
         .map(|_| async {
             let created = start_stream(client, None).await?;
-            created["stream_id"]
-                .as_str()
-                .map(str::to_string)
-                .context("the daemon's start answer has no stream_id")
+            anyhow::Ok(created.stream_id.to_string())
         })
         .buffered(SETUP_CONCURRENCY)
         .try_collect()
@@ -152,7 +147,7 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
 /// connections open) instead of timing start-up.
 async fn warm_up(client: &Client, id: &str, ws: &mut Ws) -> anyhow::Result<()> {
     client
-        .call(
+        .call::<Accepted>(
             Method::POST,
             &format!("/api/stream/{id}/send"),
             Some(("application/json", WARM_UP.as_bytes().to_vec())),
@@ -162,7 +157,7 @@ async fn warm_up(client: &Client, id: &str, ws: &mut Ws) -> anyhow::Result<()> {
     let wait = async {
         while let Some(msg) = ws.next().await {
             if let Message::Text(text) = msg? {
-                if serde_json::from_str::<Frame>(&text).is_ok_and(|f| f.kind == "result") {
+                if serde_json::from_str::<Frame>(&text).is_ok_and(|f| f.kind() == Kind::Result) {
                     return anyhow::Ok(());
                 }
             }
@@ -189,7 +184,7 @@ async fn send_http(
     let n = records.len() as u64;
     let body = records.join("\n").into_bytes();
     let result = client
-        .call(Method::POST, path, Some(("application/x-ndjson", body)))
+        .call::<Accepted>(Method::POST, path, Some(("application/x-ndjson", body)))
         .await;
     let at = Instant::now();
     match result {
@@ -207,6 +202,8 @@ async fn send_http(
                 ),
                 ClientError::Connect { .. } => (0, "connect".to_string()),
                 ClientError::Transport { .. } => (0, "http transport".to_string()),
+                // The daemon answered 2xx: every record was stored.
+                ClientError::Unreadable { .. } => (n, "unreadable answer".to_string()),
             };
             rec.partly_stored(stream, first, n, stored, at, kind);
         }
@@ -253,27 +250,23 @@ async fn subscribe(
             rec.error("frame the bench cannot read", 1);
             continue;
         };
-        match (frame.kind, frame.data, frame.seq) {
-            ("result", Some(Data { q: Some(q) }), _) => {
+        match &frame {
+            Frame::Result(outcome) if sequence(outcome).is_some() => {
                 results += 1;
                 // Test-only fault: pretend this result never arrived.
                 if drop_every.is_some_and(|n| results.is_multiple_of(n)) {
                     continue;
                 }
-                rec.received(stream, q, frame.input_offset.unwrap_or(-1), at);
+                let q = sequence(outcome).unwrap_or_default();
+                rec.received(stream, q, outcome.input_offset, at);
             }
-            ("ack", _, Some(seq)) if seq > 0 => rec.acked(stream, seq - 1, 1, at),
-            ("nack", _, _) => {
-                let code = frame
-                    .error
-                    .as_ref()
-                    .and_then(|e| e["code"].as_str())
-                    .unwrap_or("unknown");
-                rec.error(format!("ws nack {code}"), 1);
+            Frame::Ack(ack) if ack.seq > 0 => rec.acked(stream, ack.seq - 1, 1, at),
+            Frame::Nack(nack) => {
+                rec.error(format!("ws nack {}", nack.error.code), 1);
                 rec.refused(1);
             }
-            ("end", _, _) => {}
-            (kind, _, _) => rec.error(format!("{kind} frame"), 1),
+            Frame::End(_) => {}
+            other => rec.error(format!("{} frame", other.kind().as_str()), 1),
         }
     }
 }
@@ -308,7 +301,7 @@ async fn end_streams(client: &Client, ids: &[String]) {
     futures_util::stream::iter(ids)
         .for_each_concurrent(SETUP_CONCURRENCY, |id| async move {
             let _ = client
-                .call(Method::DELETE, &format!("/api/stream/{id}"), None)
+                .call::<IgnoredAny>(Method::DELETE, &format!("/api/stream/{id}"), None)
                 .await;
         })
         .await;

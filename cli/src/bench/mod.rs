@@ -350,7 +350,7 @@ impl EmbeddedDaemon {
             config,
             listener,
             shutdown_signal,
-            broker.clone(),
+            Some(broker.clone()),
         ));
         let daemon = Self {
             conn: ConnectionArgs {

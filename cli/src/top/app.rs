@@ -7,8 +7,9 @@ use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use super::feed::{Snapshot, StreamRow};
-use crate::streams::processor_name;
+use streamgate::wire::StreamView;
+
+use super::feed::Snapshot;
 
 /// Samples kept for the sparklines: three minutes at one per second.
 pub const HISTORY: usize = 180;
@@ -82,7 +83,11 @@ impl Column {
 /// One table row: the daemon's counters plus rates derived from the previous snapshot.
 #[derive(Debug, Clone)]
 pub struct Row {
-    pub stream: StreamRow,
+    /// The stream id as text (what is shown, sorted and filtered).
+    pub id: String,
+    pub stream: StreamView,
+    /// Frames queued for the stream's subscribers on the daemon's instance.
+    pub backlog: u64,
     pub processor: String,
     pub in_rate: f64,
     pub out_rate: f64,
@@ -156,7 +161,7 @@ impl App {
             .iter()
             .filter(|r| {
                 needle.is_empty()
-                    || r.stream.stream_id.to_lowercase().contains(&needle)
+                    || r.id.to_lowercase().contains(&needle)
                     || r.stream.owner.to_lowercase().contains(&needle)
                     || r.processor.to_lowercase().contains(&needle)
             })
@@ -164,17 +169,17 @@ impl App {
         let sort = self.sort;
         rows.sort_by(|a, b| {
             let order = match sort {
-                Column::Id => a.stream.stream_id.cmp(&b.stream.stream_id),
+                Column::Id => a.id.cmp(&b.id),
                 Column::Owner => a.stream.owner.cmp(&b.stream.owner),
                 Column::Processor => a.processor.cmp(&b.processor),
                 Column::InRate => a.in_rate.total_cmp(&b.in_rate),
                 Column::OutRate => a.out_rate.total_cmp(&b.out_rate),
                 Column::Subscribers => a.stream.subscribers.cmp(&b.stream.subscribers),
                 Column::LastActivity => a.stream.last_activity_ms.cmp(&b.stream.last_activity_ms),
-                Column::Backlog => a.stream.backlog.cmp(&b.stream.backlog),
+                Column::Backlog => a.backlog.cmp(&b.backlog),
             };
             // Ties keep a stable, readable order.
-            let order = order.then_with(|| a.stream.stream_id.cmp(&b.stream.stream_id));
+            let order = order.then_with(|| a.id.cmp(&b.id));
             if self.descending {
                 order.reverse()
             } else {
@@ -212,11 +217,16 @@ impl App {
             .received
             .map(|prev| at.saturating_duration_since(prev).as_secs_f64())
             .filter(|s| *s > 0.0);
-        let previous: HashMap<&str, (u64, u64)> = self
+        let previous: HashMap<uuid::Uuid, (u64, u64)> = self
             .snapshot
             .iter()
             .flat_map(|s| &s.streams)
-            .map(|r| (r.stream_id.as_str(), (r.records_in, r.records_out)))
+            .map(|r| {
+                (
+                    r.stream.stream_id,
+                    (r.stream.records_in, r.stream.records_out),
+                )
+            })
             .collect();
         let rate = |now: u64, before: Option<u64>| match (elapsed, before) {
             (Some(secs), Some(b)) => now.saturating_sub(b) as f64 / secs,
@@ -225,12 +235,15 @@ impl App {
         let rows: Vec<Row> = snapshot
             .streams
             .iter()
-            .map(|s| {
-                let before = previous.get(s.stream_id.as_str());
+            .map(|r| {
+                let s = &r.stream;
+                let before = previous.get(&s.stream_id);
                 Row {
-                    processor: processor_name(&s.processor),
+                    id: s.stream_id.to_string(),
+                    processor: s.processor.name().to_string(),
                     in_rate: rate(s.records_in, before.map(|b| b.0)),
                     out_rate: rate(s.records_out, before.map(|b| b.1)),
+                    backlog: r.backlog,
                     stream: s.clone(),
                 }
             })
@@ -321,7 +334,7 @@ impl App {
                     self.detail = None;
                     return Some(Command::StopTail);
                 }
-                let id = self.selected_row()?.stream.stream_id.clone();
+                let id = self.selected_row()?.id.clone();
                 self.detail = Some(Detail {
                     stream_id: id.clone(),
                     lines: VecDeque::new(),
@@ -336,7 +349,7 @@ impl App {
     /// The detail pane's stream as the latest snapshot has it.
     pub fn detail_row(&self) -> Option<&Row> {
         let d = self.detail.as_ref()?;
-        self.rows.iter().find(|r| r.stream.stream_id == d.stream_id)
+        self.rows.iter().find(|r| r.id == d.stream_id)
     }
 }
 
@@ -350,7 +363,7 @@ fn push(history: &mut VecDeque<u64>, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::feed::fixtures::{row, snapshot};
+    use crate::top::feed::fixtures::{id, name, row, snapshot};
     use std::time::Duration;
 
     fn key(app: &mut App, code: KeyCode) -> Option<Command> {
@@ -394,12 +407,8 @@ mod tests {
             Box::new(snapshot(later)),
             t0 + Duration::from_secs(1),
         ));
-        let ids = |app: &App| -> Vec<String> {
-            app.visible()
-                .iter()
-                .map(|r| r.stream.stream_id.clone())
-                .collect()
-        };
+        let ids =
+            |app: &App| -> Vec<String> { app.visible().iter().map(|r| name(&r.id)).collect() };
         assert_eq!(ids(&app), ["b2", "a1"], "default: busiest first");
         key(&mut app, KeyCode::Char('1')); // by id, descending
         assert_eq!(ids(&app), ["b2", "a1"]);
@@ -434,9 +443,12 @@ mod tests {
         ));
         assert_eq!(
             key(&mut app, KeyCode::Enter),
-            Some(Command::Tail("a1".into()))
+            Some(Command::Tail(id("a1").to_string()))
         );
-        app.update(Event::TailLine("a1".into(), "{\"type\":\"result\"}".into()));
+        app.update(Event::TailLine(
+            id("a1").to_string(),
+            "{\"type\":\"result\"}".into(),
+        ));
         app.update(Event::TailLine("other".into(), "ignored".into()));
         assert_eq!(app.detail.as_ref().unwrap().lines.len(), 1);
         assert_eq!(key(&mut app, KeyCode::Esc), Some(Command::StopTail));
@@ -461,7 +473,7 @@ mod tests {
         key(&mut app, KeyCode::Down);
         assert_eq!(app.selected, 4);
         key(&mut app, KeyCode::Char('/'));
-        type_text(&mut app, "s1");
+        type_text(&mut app, &id("s1").to_string()[..4]);
         assert_eq!(app.selected, 0, "clamped to the filtered rows");
         assert!(app.update(Event::Disconnected("refused".into())).is_none());
         assert_eq!(app.connection, Connection::Disconnected("refused".into()));

@@ -8,8 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::Method;
-use serde::Deserialize;
-use serde_json::Value;
+use streamgate::wire::Stats;
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -18,54 +17,11 @@ use super::app::Event;
 use crate::client::Client;
 
 /// One answer of `GET /api/stats`.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Snapshot {
-    pub now_ms: i64,
-    pub version: String,
-    pub uptime_s: u64,
-    pub broker: Broker,
-    pub totals: Totals,
-    pub streams: Vec<StreamRow>,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Broker {
-    pub bootstrap: String,
-    pub reachable: bool,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct Totals {
-    pub streams: u64,
-    pub subscribers: u64,
-    pub records_in: u64,
-    pub records_out: u64,
-    pub latency_ms: Latency,
-}
-
-#[derive(Debug, Clone, Copy, Deserialize)]
-pub struct Latency {
-    pub count: u64,
-    pub p50: f64,
-    pub p99: f64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-pub struct StreamRow {
-    pub stream_id: String,
-    pub owner: String,
-    pub processor: Value,
-    pub records_in: u64,
-    pub records_out: u64,
-    pub subscribers: u64,
-    pub last_activity_ms: i64,
-    pub backlog: u64,
-}
+pub type Snapshot = Stats;
 
 /// Fetches one snapshot.
 pub async fn fetch(client: &Client) -> anyhow::Result<Snapshot> {
-    let body = client.call(Method::GET, "/api/stats", None).await?;
-    Ok(serde_json::from_value(body)?)
+    Ok(client.call(Method::GET, "/api/stats", None).await?)
 }
 
 /// Pause before reconnecting.
@@ -146,36 +102,61 @@ pub fn tail(client: Client, stream: String, events: mpsc::Sender<Event>) -> Join
 /// Snapshots for the tests of `app` and `ui`.
 #[cfg(test)]
 pub mod fixtures {
+    use streamgate::wire::{
+        BrokerView, Percentiles, ProcessorSpec, StatsRow, StreamState, StreamView, Totals,
+    };
+    use uuid::Uuid;
+
     use super::*;
 
-    pub fn row(id: &str, owner: &str, records_in: u64, records_out: u64) -> StreamRow {
-        StreamRow {
-            stream_id: id.into(),
-            owner: owner.into(),
-            processor: serde_json::json!({"type": "jq", "filter": "."}),
-            records_in,
-            records_out,
-            subscribers: 2,
-            last_activity_ms: 1_000,
+    /// A stream id that sorts like `name` (its bytes, zero-padded).
+    pub fn id(name: &str) -> Uuid {
+        let mut bytes = [0u8; 16];
+        bytes[..name.len()].copy_from_slice(name.as_bytes());
+        Uuid::from_bytes(bytes)
+    }
+
+    /// The name behind a fixture id.
+    pub fn name(id: &str) -> String {
+        let bytes = Uuid::parse_str(id).expect("a fixture id").into_bytes();
+        String::from_utf8_lossy(&bytes)
+            .trim_end_matches('\0')
+            .to_string()
+    }
+
+    pub fn row(name: &str, owner: &str, records_in: u64, records_out: u64) -> StatsRow {
+        StatsRow {
+            stream: StreamView {
+                stream_id: id(name),
+                owner: owner.into(),
+                processor: ProcessorSpec::Jq { filter: ".".into() },
+                state: StreamState::Open,
+                created_ms: 0,
+                ended_ms: None,
+                records_in,
+                records_out,
+                subscribers: 2,
+                last_activity_ms: 1_000,
+            },
             backlog: 7,
         }
     }
 
-    pub fn snapshot(streams: Vec<StreamRow>) -> Snapshot {
+    pub fn snapshot(streams: Vec<StatsRow>) -> Snapshot {
         Snapshot {
             now_ms: 61_000,
             version: "0.1.0".into(),
             uptime_s: 3_725,
-            broker: Broker {
+            broker: BrokerView {
                 bootstrap: "127.0.0.1:9092".into(),
                 reachable: true,
             },
             totals: Totals {
                 streams: streams.len() as u64,
-                subscribers: streams.iter().map(|s| s.subscribers).sum(),
-                records_in: streams.iter().map(|s| s.records_in).sum(),
-                records_out: streams.iter().map(|s| s.records_out).sum(),
-                latency_ms: Latency {
+                subscribers: streams.iter().map(|s| s.stream.subscribers).sum(),
+                records_in: streams.iter().map(|s| s.stream.records_in).sum(),
+                records_out: streams.iter().map(|s| s.stream.records_out).sum(),
+                latency_ms: Percentiles {
                     count: 100,
                     p50: 12.5,
                     p99: 48.0,

@@ -118,14 +118,14 @@ pub fn plain(app: &App) -> String {
         let _ = writeln!(
             out,
             "{:<36}  {:<10}  {:<10}  {:>8}  {:>8}  {:>4}  {:>5}  {:>7}  {:>10}  {:>10}",
-            r.stream.stream_id,
+            r.id,
             r.stream.owner,
             r.processor,
             ui::rate(r.in_rate),
             ui::rate(r.out_rate),
             r.stream.subscribers,
             ago(r.stream.last_activity_ms, s.now_ms),
-            r.stream.backlog,
+            r.backlog,
             r.stream.records_in,
             r.stream.records_out
         );

@@ -137,14 +137,14 @@ fn draw_table(app: &App, frame: &mut Frame, area: Rect) {
     let visible = app.visible();
     let rows = visible.iter().map(|r| {
         Row::new([
-            Cell::from(r.stream.stream_id.clone()),
+            Cell::from(r.id.clone()),
             Cell::from(r.stream.owner.clone()),
             Cell::from(r.processor.clone()),
             Cell::from(rate(r.in_rate)),
             Cell::from(rate(r.out_rate)),
             Cell::from(r.stream.subscribers.to_string()),
             Cell::from(ago(r.stream.last_activity_ms, now)),
-            Cell::from(r.stream.backlog.to_string()),
+            Cell::from(r.backlog.to_string()),
         ])
     });
     let widths = [
@@ -186,7 +186,7 @@ fn draw_detail(app: &App, frame: &mut Frame, area: Rect) {
         Some(r) => vec![
             Line::from(format!(
                 "owner {}   processor {}   subscribers {}   backlog {}",
-                r.stream.owner, r.processor, r.stream.subscribers, r.stream.backlog
+                r.stream.owner, r.processor, r.stream.subscribers, r.backlog
             )),
             Line::from(format!(
                 "records in {} ({}/s)   results out {} ({}/s)",
@@ -290,11 +290,16 @@ mod tests {
 
     use super::*;
     use crate::top::app::Event;
-    use crate::top::feed::fixtures::{row, snapshot};
-    use crate::top::feed::StreamRow;
+    use crate::top::feed::fixtures::{id, row, snapshot};
+    use streamgate::wire::StatsRow;
+
+    /// How a fixture stream's id is shown.
+    fn shown(name: &str) -> String {
+        id(name).to_string()
+    }
 
     /// An app that has seen two snapshots one second apart.
-    fn app_with(before: Vec<StreamRow>, after: Vec<StreamRow>) -> App {
+    fn app_with(before: Vec<StatsRow>, after: Vec<StatsRow>) -> App {
         let mut app = App::new("http://127.0.0.1:8080".into());
         let t0 = Instant::now();
         app.update(Event::Snapshot(Box::new(snapshot(before)), t0));
@@ -340,7 +345,7 @@ mod tests {
     fn many_streams_sorted_and_filtered() {
         let ids: Vec<String> = (0..30).map(|i| format!("stream-{i:02}")).collect();
         let before = ids.iter().map(|id| row(id, "alice", 0, 0)).collect();
-        let mut after: Vec<StreamRow> = ids
+        let mut after: Vec<StatsRow> = ids
             .iter()
             .enumerate()
             .map(|(i, id)| {
@@ -352,18 +357,18 @@ mod tests {
                 )
             })
             .collect();
-        after[3].owner = "carol".into();
+        after[3].stream.owner = "carol".into();
         let mut app = app_with(before, after);
         let lines = render(&app);
         let s = lines.join("\n");
         assert!(s.contains("IN/S▼"), "sorted by in/s, descending: {s}");
         assert!(s.contains("streams (30)"), "{s}");
         // Busiest first: stream-29 (290/s) is the first data row, above stream-28.
-        let pos = |id: &str| lines.iter().position(|l| l.contains(id));
+        let pos = |name: &str| lines.iter().position(|l| l.contains(&shown(name)));
         assert!(pos("stream-29") < pos("stream-28"), "{s}");
         assert!(lines
             .iter()
-            .any(|l| l.contains("stream-29") && l.contains("290")));
+            .any(|l| l.contains(&shown("stream-29")) && l.contains("290")));
         assert!(s.contains("in 4350/s"), "total rate: {s}");
 
         key(&mut app, KeyCode::Char('/'));
@@ -372,7 +377,10 @@ mod tests {
         }
         let s = screen(&app);
         assert!(s.contains("streams (1 of 30 match /carol)"), "{s}");
-        assert!(s.contains("stream-03") && !s.contains("stream-29"), "{s}");
+        assert!(
+            s.contains(&shown("stream-03")) && !s.contains(&shown("stream-29")),
+            "{s}"
+        );
         assert!(s.contains("filter: carol"), "{s}");
     }
 
@@ -384,11 +392,14 @@ mod tests {
         );
         key(&mut app, KeyCode::Enter);
         let s = screen(&app);
-        assert!(s.contains("s-1 (Esc to close)"), "{s}");
+        assert!(
+            s.contains(&format!("{} (Esc to close)", shown("s-1"))),
+            "{s}"
+        );
         assert!(s.contains("records in 15 (5.0/s)"), "{s}");
         assert!(s.contains("waiting for results"), "{s}");
         app.update(Event::TailLine(
-            "s-1".into(),
+            shown("s-1"),
             r#"{"type":"result","data":42}"#.into(),
         ));
         let s = screen(&app);
@@ -404,7 +415,10 @@ mod tests {
         app.update(Event::Disconnected("connection refused".into()));
         let s = screen(&app);
         assert!(s.contains("DISCONNECTED, retrying"), "{s}");
-        assert!(s.contains("s-1"), "the last snapshot stays visible: {s}");
+        assert!(
+            s.contains(&shown("s-1")),
+            "the last snapshot stays visible: {s}"
+        );
     }
 
     #[test]

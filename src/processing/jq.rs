@@ -15,15 +15,26 @@ use serde_json::Value;
 
 type Filter = jaq_core::Filter<data::JustLut<Val>>;
 
+/// Why a filter does not compile or failed on a record; the text says what and where.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct JqError(String);
+
+impl JqError {
+    pub fn new(message: String) -> Self {
+        Self(message)
+    }
+}
+
 /// Default of `processing.max_results`: most results one record may produce.
 pub const MAX_OUTPUTS: usize = 1000;
 
 /// Compiles `code`, or says why it does not compile.
-pub fn compile(code: &str) -> Result<(), String> {
+pub fn compile(code: &str) -> Result<(), JqError> {
     build(code).map(|_| ())
 }
 
-fn build(code: &str) -> Result<Filter, String> {
+fn build(code: &str) -> Result<Filter, JqError> {
     let defs = jaq_core::defs()
         .chain(jaq_std::defs())
         .chain(jaq_json::defs());
@@ -52,7 +63,7 @@ fn build(code: &str) -> Result<Filter, String> {
                     }
                 }
             }
-            msgs.join("; ")
+            JqError(msgs.join("; "))
         })?;
     Compiler::default()
         .with_funs(funs)
@@ -71,6 +82,7 @@ fn build(code: &str) -> Result<Filter, String> {
                 .collect::<Vec<_>>()
                 .join("; ")
         })
+        .map_err(JqError)
 }
 
 thread_local! {
@@ -78,8 +90,8 @@ thread_local! {
 }
 
 /// Runs the filter `code` on `input`: its outputs (at most `max_outputs`), or the first error.
-pub fn run(code: &str, input: &Value, max_outputs: usize) -> Result<Vec<Value>, String> {
-    let filter = CACHE.with(|cache| -> Result<Rc<Filter>, String> {
+pub fn run(code: &str, input: &Value, max_outputs: usize) -> Result<Vec<Value>, JqError> {
+    let filter = CACHE.with(|cache| -> Result<Rc<Filter>, JqError> {
         if let Some(f) = cache.borrow().get(code) {
             return Ok(f.clone());
         }
@@ -88,17 +100,19 @@ pub fn run(code: &str, input: &Value, max_outputs: usize) -> Result<Vec<Value>, 
         Ok(f)
     })?;
     let input = jaq_json::read::parse_single(input.to_string().as_bytes())
-        .map_err(|e| format!("jq input: {e:?}"))?;
+        .map_err(|e| JqError(format!("jq input: {e:?}")))?;
     let ctx = Ctx::<data::JustLut<Val>>::new(&filter.lut, Vars::new([]));
     let mut out = Vec::new();
     for v in filter.id.run((ctx, input)).map(unwrap_valr) {
-        let v = v.map_err(|e| format!("jq: {e}"))?;
+        let v = v.map_err(|e| JqError(format!("jq: {e}")))?;
         if out.len() == max_outputs {
-            return Err(format!(
+            return Err(JqError(format!(
                 "jq: more than {max_outputs} results for one record"
-            ));
+            )));
         }
-        out.push(serde_json::from_str(&v.to_string()).map_err(|e| format!("jq output: {e}"))?);
+        out.push(
+            serde_json::from_str(&v.to_string()).map_err(|e| JqError(format!("jq output: {e}")))?,
+        );
     }
     Ok(out)
 }
@@ -130,15 +144,17 @@ mod tests {
 
     #[test]
     fn errors_are_reported() {
-        let e = compile(".a |").unwrap_err();
+        let e = compile(".a |").unwrap_err().to_string();
         assert!(e.contains("expected") && e.contains("offset"), "{e}");
-        let e = compile("nosuchfn(1)").unwrap_err();
+        let e = compile("nosuchfn(1)").unwrap_err().to_string();
         assert!(e.contains("nosuchfn"), "{e}");
         assert!(run(".a + 1", &json!({"a": "x"}), MAX_OUTPUTS)
             .unwrap_err()
+            .to_string()
             .starts_with("jq:"));
         assert!(run("range(5000)", &json!(null), MAX_OUTPUTS)
             .unwrap_err()
+            .to_string()
             .contains("more than"));
     }
 }

@@ -7,9 +7,10 @@
 //! the input record's timestamp), aligned to multiples of its length since the epoch. It
 //! closes when its close marker (written into the input partition by the processing stage
 //! once the window is over plus a grace period) is processed, or when the stream ends. A
-//! record processed after its window closed is late: not counted, reported as an error result. Because every close is an event in the input partition, the windows are a pure
-//! function of the partition's records: replaying them rebuilds the same state (see
-//! `processing.rs` for how that makes window state survive restarts).
+//! record processed after its window closed is late: not counted, reported as an error result.
+//! Because every close is an event in the input partition, the windows are a pure function of
+//! the partition's records: replaying them rebuilds the same state (see `stage.rs` for how
+//! that makes window state survive restarts).
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -92,7 +93,7 @@ struct StreamWindows {
 }
 
 /// A stream's window settings.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Rule {
     pub length_ms: i64,
     /// How long after its end a window falls due (records still on their way).

@@ -1,10 +1,12 @@
 //! The results router: one consumer per instance over the results topic, fanning each result
-//! out to this instance's WebSocket subscribers of its stream.
+//! out to this instance's subscribers of its stream.
 //!
 //! Each subscriber has a bounded queue. The router never waits on one: a subscriber whose
-//! queue is full is detached and marked lagging, and its session closes it with a reason that
-//! says where to resume. So a slow client only ever hurts itself, and memory per subscriber is
+//! queue is full is detached and marked lagging, and its feed ends with a reason that says
+//! where to resume. So a slow client only ever hurts itself, and memory per subscriber is
 //! bounded by `limits.subscriber_queue` frames.
+//!
+//! The subscriber table needs no broker; [`Router::start`] adds the consumer that feeds it.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
@@ -12,51 +14,18 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
-use rdkafka::message::Headers;
 use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-use crate::error::Error;
-use crate::frames::{self, Kind};
-use crate::kafka::{now_ms, TopicInfo};
+use super::{delivery_of, Delivery};
+use crate::error::{ApiError, Error};
+use crate::kafka::{now_ms, Cluster};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-
-/// The stream and frame of a results-topic record; `None` for a record that is not one of
-/// ours. Shared by the live router and replays, so both deliver identical frames.
-pub fn delivery_of(m: &impl Message) -> Option<(Uuid, Delivery)> {
-    let stream = m
-        .key()
-        .and_then(|k| std::str::from_utf8(k).ok())
-        .and_then(|k| Uuid::parse_str(k).ok())?;
-    let kind = m
-        .headers()
-        .and_then(|hs| hs.iter().find(|h| h.key == frames::TYPE_HEADER))
-        .and_then(|h| h.value)
-        .map_or(Kind::Result, Kind::from_header);
-    let frame = m
-        .payload()
-        .and_then(|p| frames::with_cursor(m.offset(), p))?;
-    Some((
-        stream,
-        Delivery {
-            kind,
-            cursor: m.offset(),
-            frame: Utf8Bytes::from(frame),
-        },
-    ))
-}
-
-/// One frame for a subscriber, already serialized and shared by all subscribers of a stream.
-#[derive(Debug, Clone)]
-pub struct Delivery {
-    pub kind: Kind,
-    pub cursor: i64,
-    /// The frame as WebSocket text: built once, shared by reference count.
-    pub frame: Utf8Bytes,
-}
+use crate::wire::{Frame, Gap, Kind};
 
 struct Slot {
     id: u64,
@@ -78,11 +47,11 @@ pub enum OnLag {
 }
 
 impl OnLag {
-    pub fn parse(value: Option<&str>) -> Result<Self, crate::error::ApiError> {
+    pub fn parse(value: Option<&str>) -> Result<Self, ApiError> {
         match value {
             None | Some("close") => Ok(OnLag::Close),
             Some("skip") => Ok(OnLag::Skip),
-            Some(other) => Err(crate::error::ApiError::InvalidInput(format!(
+            Some(other) => Err(ApiError::InvalidInput(format!(
                 "on_lag: `{other}` is not close or skip"
             ))),
         }
@@ -97,7 +66,6 @@ pub struct Router {
     subscribers: RwLock<HashMap<Uuid, Vec<Slot>>>,
     next_id: AtomicU64,
     queue: usize,
-    consumer: StreamConsumer,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
 }
@@ -127,21 +95,34 @@ impl Drop for Subscription {
 }
 
 impl Router {
-    /// Assigns the consumer to every results partition at its current end, read explicitly
-    /// (not `Offset::End`, which librdkafka resolves only at the first fetch and would skip
-    /// results produced in between): nothing produced after start-up is ever skipped, which
-    /// the replay hand-over relies on.
-    pub async fn new(
-        consumer: StreamConsumer,
-        topic: &TopicInfo,
-        queue: usize,
-        registry: Arc<Registry>,
-        metrics: Arc<Metrics>,
-    ) -> Result<Arc<Self>, Error> {
+    /// An empty subscriber table; `limits.subscriber_queue` frames per subscriber.
+    pub fn new(queue: usize, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
+        Arc::new(Self {
+            subscribers: RwLock::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            queue,
+            registry,
+            metrics,
+        })
+    }
+
+    /// Starts reading every results partition at its current end, read explicitly (not
+    /// `Offset::End`, which librdkafka resolves only at the first fetch and would skip results
+    /// produced in between): nothing produced after start-up is ever skipped, which the
+    /// replay hand-over relies on. Reads until `shutdown`.
+    pub async fn start(
+        self: &Arc<Self>,
+        cluster: &Cluster,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<JoinHandle<()>, Error> {
+        let consumer: StreamConsumer = cluster
+            .consumer(&format!("streamgate-router-{}", Uuid::new_v4()))
+            .create()
+            .map_err(|e| Error::kafka("create results consumer", e))?;
+        let topic = cluster.topics.results.clone();
         let name = topic.name.clone();
-        let partitions = topic.partitions;
         let (consumer, ends) = tokio::task::spawn_blocking(move || {
-            let ends: Result<Vec<i64>, _> = (0..partitions)
+            let ends: Result<Vec<i64>, _> = (0..topic.partitions)
                 .map(|p| {
                     consumer
                         .fetch_watermarks(&name, p, Duration::from_secs(10))
@@ -155,20 +136,13 @@ impl Router {
         let ends = ends.map_err(|e| Error::kafka("read results watermarks", e))?;
         let mut tpl = TopicPartitionList::new();
         for (p, end) in ends.into_iter().enumerate() {
-            tpl.add_partition_offset(&topic.name, p as i32, Offset::Offset(end))
+            tpl.add_partition_offset(&cluster.topics.results.name, p as i32, Offset::Offset(end))
                 .map_err(|e| Error::kafka("assign results partitions", e))?;
         }
         consumer
             .assign(&tpl)
             .map_err(|e| Error::kafka("assign results partitions", e))?;
-        Ok(Arc::new(Self {
-            subscribers: RwLock::new(HashMap::new()),
-            next_id: AtomicU64::new(1),
-            queue,
-            consumer,
-            registry,
-            metrics,
-        }))
+        Ok(tokio::spawn(self.clone().run(consumer, shutdown)))
     }
 
     pub fn subscribe(self: &Arc<Self>, stream: Uuid, on_lag: OnLag) -> Subscription {
@@ -219,11 +193,11 @@ impl Router {
     }
 
     /// Reads the results topic until `shutdown`.
-    pub async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+    async fn run(self: Arc<Self>, consumer: StreamConsumer, mut shutdown: watch::Receiver<bool>) {
         loop {
             let msg = tokio::select! {
                 _ = shutdown.changed() => return,
-                msg = self.consumer.recv() => msg,
+                msg = consumer.recv() => msg,
             };
             let m = match msg {
                 Ok(m) => m,
@@ -236,7 +210,7 @@ impl Router {
             let Some((stream, delivery)) = delivery_of(&m) else {
                 continue;
             };
-            // A results record's timestamp is when its input was accepted (see frames.rs).
+            // A results record's timestamp is when its input was accepted.
             if let (Kind::Result | Kind::Error, Some(accepted)) =
                 (delivery.kind, m.timestamp().to_millis())
             {
@@ -265,7 +239,14 @@ impl Router {
         let gap = Delivery {
             kind: Kind::Gap,
             cursor: from,
-            frame: Utf8Bytes::from(frames::gap(stream, from, skipped)),
+            frame: Utf8Bytes::from(
+                Frame::Gap(Gap {
+                    stream_id: stream,
+                    from_cursor: from,
+                    skipped,
+                })
+                .to_json(),
+            ),
         };
         match slot.tx.try_send(gap) {
             Ok(()) => {
@@ -287,7 +268,8 @@ impl Router {
         })
     }
 
-    fn deliver(&self, stream: Uuid, delivery: Delivery) {
+    /// Queues a frame for every subscriber of `stream` here, never waiting on one.
+    pub fn deliver(&self, stream: Uuid, delivery: Delivery) {
         let mut dropped = Vec::new();
         {
             let subs = self.subscribers.read().expect("router lock");

@@ -1,0 +1,37 @@
+//! What every handler shares: handles to the components, no logic. Built by `server.rs` over
+//! the broker, or over in-memory stand-ins by the route tests.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use tokio::sync::watch;
+
+use crate::auth::KeyStore;
+use crate::config::Limits;
+use crate::delivery::{Archive, Router};
+use crate::ingest::Ingest;
+use crate::kafka::BrokerHealth;
+use crate::limits::Limiter;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
+
+pub struct AppState {
+    /// Body, WebSocket and timeout limits (`limits:` in the config).
+    pub limits: Limits,
+    /// The configured brokers, as `/api/stats` shows them.
+    pub brokers: String,
+    pub keys: KeyStore,
+    pub limiter: Limiter,
+    pub registry: Arc<Registry>,
+    /// Writes records and markers into the input topic.
+    pub ingest: Ingest,
+    /// This instance's subscribers and the live results they get.
+    pub router: Arc<Router>,
+    /// Past results, for subscribers that resume.
+    pub archive: Arc<dyn Archive>,
+    pub broker: BrokerHealth,
+    pub metrics: Arc<Metrics>,
+    /// Flips to `true` when the daemon shuts down; WebSocket sessions watch it.
+    pub shutdown: watch::Receiver<bool>,
+    pub started: Instant,
+}

@@ -1,0 +1,243 @@
+//! One subscriber's feed: the stream's past results (a replay, when the subscriber asked for
+//! `from`), then its live results, then why it ended. Every transport writes a feed out as
+//! it comes, so the replay→live handover is implemented once, here.
+//!
+//! The live subscription is taken *before* the replay is opened: live results queue up while
+//! the replay runs, and the replay stops at the high watermark it saw when it opened. Live
+//! frames at or below the last replayed cursor are dropped, so the switch has no gap and no
+//! duplicate. The feed ends after an `end` frame (`Close::Ended`), when the router detached a
+//! subscriber that read too slowly (`Close::Lagged` with the cursor to resume from), or when
+//! the replay or the router fails (`Close::Internal`).
+
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+
+use super::replay::Replayed;
+use super::{Delivery, Subscription};
+use crate::wire::{Close, Kind};
+
+/// What a feed yields: a frame to write, then (last) why it ended.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Frame(Delivery),
+    Closed(Close),
+}
+
+/// A subscriber's frames, replay then live; a `Stream` of [`Item`]s. Cancel-safe: a `next()`
+/// dropped half-way loses nothing.
+pub struct Feed {
+    items: BoxStream<'static, Item>,
+}
+
+struct State {
+    replay: Option<Replayed>,
+    live: Subscription,
+    /// Cursor of the last result frame yielded (to drop live frames the replay delivered).
+    last_cursor: Option<i64>,
+    /// Set after a frame that ends the feed: yielded next, then nothing.
+    closing: Option<Close>,
+    done: bool,
+}
+
+impl Feed {
+    /// A feed over `replay` (if any) and then `live`, which must have been subscribed before
+    /// the replay was opened.
+    pub fn new(replay: Option<Replayed>, live: Subscription) -> Self {
+        let state = State {
+            replay,
+            live,
+            last_cursor: None,
+            closing: None,
+            done: false,
+        };
+        let items = stream::unfold(state, |mut s| async move {
+            let item = s.next().await?;
+            Some((item, s))
+        })
+        .boxed();
+        Self { items }
+    }
+}
+
+impl Stream for Feed {
+    type Item = Item;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Item>> {
+        self.items.poll_next_unpin(cx)
+    }
+}
+
+impl State {
+    async fn next(&mut self) -> Option<Item> {
+        if self.done {
+            return None;
+        }
+        if let Some(close) = self.closing.take() {
+            self.done = true;
+            return Some(Item::Closed(close));
+        }
+        if let Some(replay) = &mut self.replay {
+            match replay.next().await {
+                Some(Ok(d)) => return Some(self.frame(d)),
+                Some(Err(e)) => {
+                    self.done = true;
+                    return Some(Item::Closed(Close::Internal(e.to_string())));
+                }
+                None => self.replay = None,
+            }
+        }
+        loop {
+            match self.live.rx.recv().await {
+                // Already delivered by the replay.
+                Some(d)
+                    if d.kind != Kind::Gap && self.last_cursor.is_some_and(|c| d.cursor <= c) => {}
+                Some(d) => return Some(self.frame(d)),
+                None => {
+                    self.done = true;
+                    let close = match self.live.lagged() {
+                        Some(resume) => Close::Lagged { resume },
+                        None => Close::Internal("results router stopped".into()),
+                    };
+                    return Some(Item::Closed(close));
+                }
+            }
+        }
+    }
+
+    fn frame(&mut self, d: Delivery) -> Item {
+        if d.kind != Kind::Gap {
+            self.last_cursor = Some(d.cursor);
+        }
+        if d.kind == Kind::End {
+            self.closing = Some(Close::Ended);
+            self.replay = None;
+        }
+        Item::Frame(d)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use tokio_tungstenite::tungstenite::Utf8Bytes;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::delivery::{DeliveryError, OnLag, Router};
+    use crate::metrics::Metrics;
+    use crate::registry::{MemoryStore, Registry};
+
+    fn router(queue: usize) -> Arc<Router> {
+        Router::new(
+            queue,
+            Registry::new(Box::new(MemoryStore)),
+            Arc::new(Metrics::new()),
+        )
+    }
+
+    fn d(kind: Kind, cursor: i64) -> Delivery {
+        Delivery {
+            kind,
+            cursor,
+            frame: Utf8Bytes::from(format!("{}:{cursor}", kind.as_str())),
+        }
+    }
+
+    fn replay(items: Vec<Result<Delivery, DeliveryError>>) -> Option<Replayed> {
+        Some(stream::iter(items).boxed())
+    }
+
+    /// Frames as `kind:cursor`, and the close.
+    async fn collect(feed: Feed, frames: usize) -> (Vec<String>, Option<Close>) {
+        let items: Vec<Item> = feed.take(frames + 1).collect().await;
+        let mut out = Vec::new();
+        let mut close = None;
+        for item in items {
+            match item {
+                Item::Frame(d) => out.push(d.frame.to_string()),
+                Item::Closed(c) => close = Some(c),
+            }
+        }
+        (out, close)
+    }
+
+    #[tokio::test]
+    async fn replay_then_live_without_gap_or_duplicate() {
+        let router = router(16);
+        let stream = Uuid::new_v4();
+        let live = router.subscribe(stream, OnLag::Close);
+        // Results 3 and 4 were produced after the subscription and before the replay's mark:
+        // both the replay and the live queue have them.
+        for c in [3, 4, 5] {
+            router.deliver(stream, d(Kind::Result, c));
+        }
+        router.deliver(stream, d(Kind::End, 6));
+        let past = (1..=4).map(|c| Ok(d(Kind::Result, c))).collect();
+        let (frames, close) = collect(Feed::new(replay(past), live), 6).await;
+        assert_eq!(
+            frames,
+            ["result:1", "result:2", "result:3", "result:4", "result:5", "end:6"]
+        );
+        assert_eq!(close, Some(Close::Ended));
+    }
+
+    #[tokio::test]
+    async fn an_end_in_the_replay_ends_the_feed() {
+        let router = router(16);
+        let stream = Uuid::new_v4();
+        let live = router.subscribe(stream, OnLag::Close);
+        let past = vec![Ok(d(Kind::Result, 1)), Ok(d(Kind::End, 2))];
+        let mut feed = Feed::new(replay(past), live);
+        assert!(matches!(feed.next().await, Some(Item::Frame(_))));
+        assert!(matches!(feed.next().await, Some(Item::Frame(f)) if f.kind == Kind::End));
+        assert!(matches!(
+            feed.next().await,
+            Some(Item::Closed(Close::Ended))
+        ));
+        assert!(feed.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn a_lagging_subscriber_gets_what_was_queued_then_its_resume_cursor() {
+        let router = router(2);
+        let stream = Uuid::new_v4();
+        let live = router.subscribe(stream, OnLag::Close);
+        for c in 10..14 {
+            router.deliver(stream, d(Kind::Result, c));
+        }
+        let (frames, close) = collect(Feed::new(None, live), 2).await;
+        assert_eq!(frames, ["result:10", "result:11"]);
+        assert_eq!(close, Some(Close::Lagged { resume: 12 }));
+    }
+
+    #[tokio::test]
+    async fn a_failed_replay_closes_with_the_reason() {
+        let router = router(2);
+        let live = router.subscribe(Uuid::new_v4(), OnLag::Close);
+        let past = vec![Err(DeliveryError::Unavailable("gone".into()))];
+        let (frames, close) = collect(Feed::new(replay(past), live), 0).await;
+        assert!(frames.is_empty());
+        assert!(matches!(close, Some(Close::Internal(why)) if why.contains("gone")));
+    }
+
+    #[tokio::test]
+    async fn skip_mode_reports_a_gap_before_the_next_result() {
+        let router = router(1);
+        let stream = Uuid::new_v4();
+        let live = router.subscribe(stream, OnLag::Skip);
+        router.deliver(stream, d(Kind::Result, 1));
+        router.deliver(stream, d(Kind::Result, 2)); // queue full: skipped
+        let mut feed = Feed::new(None, live);
+        assert!(matches!(feed.next().await, Some(Item::Frame(f)) if f.cursor == 1));
+        router.deliver(stream, d(Kind::Result, 3));
+        let Some(Item::Frame(gap)) = feed.next().await else {
+            panic!("expected a gap frame")
+        };
+        assert_eq!(gap.kind, Kind::Gap);
+        let gap: crate::wire::Frame = serde_json::from_str(&gap.frame).unwrap();
+        assert!(matches!(gap, crate::wire::Frame::Gap(g) if g.from_cursor == 2 && g.skipped == 1));
+    }
+}

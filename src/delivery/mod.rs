@@ -1,0 +1,60 @@
+//! Delivery: how results reach subscribers. The [`router`] reads the results topic and fans
+//! each result out to this instance's subscribers; [`replay`] reads a stream's past results
+//! back from the broker (resume cursors); a [`feed`] is one subscriber's sequence of frames,
+//! replay then live, which every transport (WebSocket today) writes out unchanged.
+
+pub mod feed;
+pub mod replay;
+pub mod router;
+
+use rdkafka::message::{Headers, Message};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+use uuid::Uuid;
+
+pub use feed::{Feed, Item};
+pub use replay::{Archive, Replays, StartAt};
+pub use router::{OnLag, Router, Subscription};
+
+use crate::wire::{self, Kind};
+
+/// One frame for a subscriber, already serialized and shared by all subscribers of a stream.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub kind: Kind,
+    /// The result's offset in the results topic (for a gap: the first skipped one).
+    pub cursor: i64,
+    /// The frame as text: built once, shared by reference count.
+    pub frame: Utf8Bytes,
+}
+
+/// Why a replay could not be read.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum DeliveryError {
+    #[error("cannot read the results topic: {0}")]
+    Unavailable(String),
+    #[error("{0}")]
+    Internal(String),
+}
+
+/// The stream and frame of a results-topic record; `None` for a record that is not one of
+/// ours. Shared by the live router and replays, so both deliver identical frames.
+pub fn delivery_of(m: &impl Message) -> Option<(Uuid, Delivery)> {
+    let stream = m
+        .key()
+        .and_then(|k| std::str::from_utf8(k).ok())
+        .and_then(|k| Uuid::parse_str(k).ok())?;
+    let kind = m
+        .headers()
+        .and_then(|hs| hs.iter().find(|h| h.key == wire::TYPE_HEADER))
+        .and_then(|h| h.value)
+        .map_or(Kind::Result, Kind::from_header);
+    let frame = m.payload().and_then(|p| wire::with_cursor(m.offset(), p))?;
+    Some((
+        stream,
+        Delivery {
+            kind,
+            cursor: m.offset(),
+            frame: Utf8Bytes::from(frame),
+        },
+    ))
+}

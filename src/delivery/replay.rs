@@ -1,0 +1,178 @@
+//! Replay of one stream's results from the broker, for subscribers that ask for
+//! `?from=earliest` or `?from=CURSOR` (to resume after a disconnect or a restart).
+//!
+//! A replay reads the stream's partition of the results topic from the requested offset up
+//! to the high watermark measured *after* the live subscription was taken. Every result below
+//! that mark comes from the replay, every result at or above it from the live subscription
+//! (which could not have passed it yet), and the feed drops live frames it already replayed:
+//! no gap and no duplicate at the switch (see `feed.rs`).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, StreamExt};
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::{Offset, TopicPartitionList};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use uuid::Uuid;
+
+use super::{delivery_of, Delivery, DeliveryError};
+use crate::error::ApiError;
+use crate::kafka::{partition_for, Cluster};
+
+/// Replays running at once; more wait their turn (each holds a Kafka consumer).
+const MAX_REPLAYS: usize = 64;
+
+/// Where a subscriber starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartAt {
+    /// Only results produced from now on (the default).
+    Latest,
+    /// Every result the broker still holds.
+    Earliest,
+    /// Results with a cursor at or after this one.
+    Cursor(i64),
+}
+
+impl StartAt {
+    /// The `from` query parameter.
+    pub fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+        match value {
+            None | Some("latest") => Ok(StartAt::Latest),
+            Some("earliest") => Ok(StartAt::Earliest),
+            Some(v) => match v.parse::<i64>() {
+                Ok(n) if n >= 0 => Ok(StartAt::Cursor(n)),
+                _ => Err(ApiError::InvalidInput(format!(
+                    "from: `{v}` is not earliest, latest or a cursor (a result's `cursor`, 0 or more)"
+                ))),
+            },
+        }
+    }
+}
+
+/// A stream's past results, oldest first, ending where live delivery takes over.
+pub type Replayed = BoxStream<'static, Result<Delivery, DeliveryError>>;
+
+/// Where past results are read from: the results topic, or memory in tests.
+pub trait Archive: Send + Sync + 'static {
+    /// The results of `stream` from `start` up to now (empty for `StartAt::Latest`). Call it
+    /// after the live subscription was taken.
+    fn replay(
+        &self,
+        stream: Uuid,
+        start: StartAt,
+    ) -> BoxFuture<'_, Result<Replayed, DeliveryError>>;
+}
+
+/// Replays from the results topic, a bounded number at once.
+pub struct Replays {
+    cluster: Cluster,
+    permits: Arc<Semaphore>,
+}
+
+impl Replays {
+    pub fn new(cluster: Cluster) -> Self {
+        Self {
+            cluster,
+            permits: Arc::new(Semaphore::new(MAX_REPLAYS)),
+        }
+    }
+
+    async fn open(&self, stream: Uuid, start: StartAt) -> Result<Replayed, DeliveryError> {
+        let start = match start {
+            StartAt::Latest => return Ok(stream::empty().boxed()),
+            StartAt::Earliest => None,
+            StartAt::Cursor(n) => Some(n),
+        };
+        let permit = self
+            .permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|e| DeliveryError::Internal(e.to_string()))?;
+        let topic = self.cluster.topics.results.clone();
+        let partition = partition_for(&stream.to_string(), topic.partitions);
+        // No group, nothing committed: a private reader of one partition.
+        let consumer: StreamConsumer = self
+            .cluster
+            .consumer(&format!("streamgate-replay-{}", Uuid::new_v4()))
+            .create()
+            .map_err(|e| DeliveryError::Internal(format!("create replay consumer: {e}")))?;
+        let name = topic.name.clone();
+        let (consumer, marks) = tokio::task::spawn_blocking(move || {
+            let marks = consumer.fetch_watermarks(&name, partition, Duration::from_secs(5));
+            (consumer, marks)
+        })
+        .await
+        .map_err(|e| DeliveryError::Internal(e.to_string()))?;
+        let (low, high) = marks.map_err(|e| DeliveryError::Unavailable(e.to_string()))?;
+        let first = start.map_or(low, |n| n.max(low));
+        tracing::debug!(%stream, partition, low, high, first, "replay");
+        if first >= high {
+            return Ok(stream::empty().boxed());
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&topic.name, partition, Offset::Offset(first))
+            .and_then(|()| consumer.assign(&tpl))
+            .map_err(|e| DeliveryError::Internal(format!("assign replay consumer: {e}")))?;
+        let reader = Reader {
+            consumer,
+            stream,
+            end: high,
+            position: first,
+            _permit: permit,
+        };
+        Ok(stream::unfold(reader, |mut r| async move {
+            let next = r.next().await?;
+            Some((next, r))
+        })
+        .boxed())
+    }
+}
+
+impl Archive for Replays {
+    fn replay(
+        &self,
+        stream: Uuid,
+        start: StartAt,
+    ) -> BoxFuture<'_, Result<Replayed, DeliveryError>> {
+        Box::pin(self.open(stream, start))
+    }
+}
+
+/// An ongoing replay of one stream's partition.
+struct Reader {
+    consumer: StreamConsumer,
+    stream: Uuid,
+    /// Offset at which the replay is complete.
+    end: i64,
+    /// Next offset expected (to know when `end` is reached even if records were filtered).
+    position: i64,
+    /// Held while the replay runs.
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Reader {
+    /// The next replayed result of the stream, or `None` once the replay is complete.
+    async fn next(&mut self) -> Option<Result<Delivery, DeliveryError>> {
+        while self.position < self.end {
+            let m = match self.consumer.recv().await {
+                Ok(m) => m,
+                Err(e) => {
+                    self.position = self.end;
+                    return Some(Err(DeliveryError::Unavailable(format!(
+                        "replay interrupted: {e}"
+                    ))));
+                }
+            };
+            self.position = rdkafka::Message::offset(&m) + 1;
+            if let Some((stream, delivery)) = delivery_of(&m) {
+                if stream == self.stream {
+                    return Some(Ok(delivery));
+                }
+            }
+        }
+        None
+    }
+}

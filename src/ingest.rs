@@ -1,0 +1,370 @@
+//! Everything written into the input topic: request bodies and WebSocket frames become
+//! records (validated as JSON, a batch refused whole if one line is bad), records are
+//! appended under their stream's key, control markers (end, window close) are written behind
+//! them, and what was acknowledged is counted here and nowhere else.
+//!
+//! A record counts as accepted only once the broker acknowledged it; until then the client
+//! is answered nothing, and a failure says how many leading records of a batch were stored.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use rdkafka::message::{Header, OwnedHeaders};
+use serde::de::IgnoredAny;
+use uuid::Uuid;
+
+use crate::error::ApiError;
+use crate::kafka::{now_ms, SendError, TopicProducer};
+use crate::metrics::Metrics;
+use crate::registry::StreamEntry;
+use crate::wire::{Accepted, Control, CONTROL_HEADER};
+
+/// The broker's acknowledgement of one record: its offset.
+pub type Ack = BoxFuture<'static, Result<i64, SendError>>;
+
+/// Where input records go: the input topic, or memory in the route tests.
+pub trait InputLog: Send + Sync + 'static {
+    /// The input partition of a stream.
+    fn partition_for(&self, key: &str) -> i32;
+    /// Hands one record to the producer (waiting while its queue is full) and returns the
+    /// future of its acknowledgement.
+    fn enqueue<'a>(
+        &'a self,
+        key: &'a str,
+        payload: &'a [u8],
+        timestamp_ms: i64,
+        control: Option<Control>,
+    ) -> BoxFuture<'a, Result<Ack, SendError>>;
+}
+
+impl InputLog for TopicProducer {
+    fn partition_for(&self, key: &str) -> i32 {
+        TopicProducer::partition_for(self, key)
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        key: &'a str,
+        payload: &'a [u8],
+        timestamp_ms: i64,
+        control: Option<Control>,
+    ) -> BoxFuture<'a, Result<Ack, SendError>> {
+        Box::pin(async move {
+            let headers = control.map(|c| {
+                OwnedHeaders::new().insert(Header {
+                    key: CONTROL_HEADER,
+                    value: Some(c.encode().0),
+                })
+            });
+            let ack = self
+                .enqueue_with_headers(key, payload, timestamp_ms, headers)
+                .await?;
+            Ok(Box::pin(ack) as Ack)
+        })
+    }
+}
+
+/// A batch that was not wholly stored: the first failure, and how many leading records were
+/// acknowledged before it.
+#[derive(Debug, thiserror::Error)]
+#[error("{error} ({acknowledged} leading records stored)")]
+pub struct Unstored {
+    pub error: SendError,
+    pub acknowledged: usize,
+}
+
+/// The writer of the input topic, shared by the HTTP and WebSocket send paths and by the
+/// processing stage (window close markers).
+#[derive(Clone)]
+pub struct Ingest {
+    log: Arc<dyn InputLog>,
+    metrics: Arc<Metrics>,
+}
+
+impl Ingest {
+    pub fn new(log: Arc<dyn InputLog>, metrics: Arc<Metrics>) -> Self {
+        Self { log, metrics }
+    }
+
+    /// Appends a request body's records in order; answers once all are acknowledged.
+    pub async fn append(
+        &self,
+        entry: &StreamEntry,
+        body: &Bytes,
+        content_type: Option<&str>,
+    ) -> Result<Accepted, ApiError> {
+        refuse_if_ended(entry)?;
+        let records = records(body, content_type)?;
+        let key = entry.id.to_string();
+        let started = Instant::now();
+        let result = append_all(&*self.log, &key, &records).await;
+        let acknowledged = match &result {
+            Ok(offsets) => offsets.len(),
+            Err(e) => e.acknowledged,
+        };
+        self.count(entry, acknowledged);
+        let offsets = result.map_err(|e| unavailable(&e.error, e.acknowledged))?;
+        self.metrics
+            .send_ack_seconds
+            .observe(started.elapsed().as_secs_f64());
+        Ok(Accepted {
+            stream_id: entry.id,
+            records: offsets.len(),
+            partition: self.log.partition_for(&key),
+            offsets,
+        })
+    }
+
+    /// Hands one record (a WebSocket frame) to the producer and returns the future of its
+    /// answer, so a session can pipeline records and answer them in order.
+    pub async fn enqueue(
+        &self,
+        entry: &Arc<StreamEntry>,
+        frame: Bytes,
+    ) -> BoxFuture<'static, Result<i64, ApiError>> {
+        let record = match refuse_if_ended(entry).and_then(|()| record(&frame)) {
+            Ok(record) => record,
+            Err(e) => return Box::pin(async move { Err(e) }),
+        };
+        let key = entry.id.to_string();
+        match self.log.enqueue(&key, &record, now_ms(), None).await {
+            Ok(ack) => {
+                let (this, entry) = (self.clone(), entry.clone());
+                Box::pin(async move {
+                    let offset = ack.await.map_err(|e| unavailable(&e, 0))?;
+                    this.count(&entry, 1);
+                    Ok(offset)
+                })
+            }
+            Err(e) => Box::pin(async move { Err(unavailable(&e, 0)) }),
+        }
+    }
+
+    /// Writes a control marker behind the stream's records; returns the future of its ack.
+    pub async fn mark(&self, stream: Uuid, control: Control) -> Result<Ack, SendError> {
+        let payload = control.encode().1;
+        self.log
+            .enqueue(&stream.to_string(), &payload, now_ms(), Some(control))
+            .await
+    }
+
+    /// Writes the end marker and waits for it: subscribers then receive every result and an
+    /// `end` frame.
+    pub async fn end(&self, entry: &StreamEntry) -> Result<(), ApiError> {
+        let ack = self
+            .mark(entry.id, Control::End)
+            .await
+            .map_err(|e| unavailable(&e, 0))?;
+        ack.await.map(|_| ()).map_err(|e| unavailable(&e, 0))
+    }
+
+    /// Counts acknowledged records: the stream's counter, its activity, the daemon's metric.
+    fn count(&self, entry: &StreamEntry, acknowledged: usize) {
+        if acknowledged == 0 {
+            return;
+        }
+        entry
+            .stats
+            .records_in
+            .fetch_add(acknowledged as u64, Ordering::Relaxed);
+        entry.stats.touch();
+        self.metrics.records_in.inc_by(acknowledged as u64);
+    }
+}
+
+/// Appends records under `key` in order and returns their offsets once all are acknowledged:
+/// every record is handed over first, then the acks are awaited, so a batch costs one broker
+/// round trip. Also the baseline of `streamctl bench`.
+pub async fn append_all(
+    log: &dyn InputLog,
+    key: &str,
+    records: &[impl AsRef<[u8]>],
+) -> Result<Vec<i64>, Unstored> {
+    let ts = now_ms();
+    let mut pending = Vec::with_capacity(records.len());
+    let mut enqueue_error = None;
+    for r in records {
+        match log.enqueue(key, r.as_ref(), ts, None).await {
+            Ok(ack) => pending.push(ack),
+            Err(e) => {
+                enqueue_error = Some(e);
+                break;
+            }
+        }
+    }
+    let mut offsets = Vec::with_capacity(pending.len());
+    for ack in pending {
+        match ack.await {
+            Ok(offset) => offsets.push(offset),
+            Err(error) => {
+                return Err(Unstored {
+                    error,
+                    acknowledged: offsets.len(),
+                })
+            }
+        }
+    }
+    match enqueue_error {
+        Some(error) => Err(Unstored {
+            error,
+            acknowledged: offsets.len(),
+        }),
+        None => Ok(offsets),
+    }
+}
+
+fn refuse_if_ended(entry: &StreamEntry) -> Result<(), ApiError> {
+    if entry.is_open() {
+        Ok(())
+    } else {
+        Err(ApiError::StreamEnded(entry.id.to_string()))
+    }
+}
+
+/// A record the broker did not take, as the client sees it: 503 with how many leading records
+/// of the request were stored.
+pub fn unavailable(e: &SendError, acknowledged: usize) -> ApiError {
+    ApiError::BrokerUnavailable {
+        message: e.to_string(),
+        acknowledged,
+    }
+}
+
+/// How a send body is framed, from its Content-Type.
+enum Framing {
+    Single,
+    Lines,
+}
+
+fn framing(content_type: Option<&str>) -> Result<Framing, ApiError> {
+    let Some(ct) = content_type else {
+        return Ok(Framing::Single);
+    };
+    let essence = ct
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    match essence.as_str() {
+        "application/json" => Ok(Framing::Single),
+        "application/x-ndjson" | "application/jsonl" | "application/jsonlines" => {
+            Ok(Framing::Lines)
+        }
+        _ => Err(ApiError::UnsupportedMediaType(ct.to_string())),
+    }
+}
+
+/// Splits and validates a send body into records. A batch with one bad line is refused whole.
+pub fn records(body: &Bytes, content_type: Option<&str>) -> Result<Vec<Bytes>, ApiError> {
+    match framing(content_type)? {
+        Framing::Single => Ok(vec![record(body)?]),
+        Framing::Lines => {
+            let mut out = Vec::new();
+            let mut start = 0;
+            for (i, line) in body.split(|b| *b == b'\n').enumerate() {
+                let end = start + line.len();
+                let record = trim(&body.slice(start..end));
+                start = end + 1;
+                if record.is_empty() {
+                    continue;
+                }
+                serde_json::from_slice::<IgnoredAny>(&record).map_err(|e| {
+                    ApiError::InvalidInput(format!(
+                        "line {}: not valid JSON: {e}; no record of this batch was stored",
+                        i + 1
+                    ))
+                })?;
+                out.push(record);
+            }
+            if out.is_empty() {
+                return Err(ApiError::InvalidInput("body holds no records".into()));
+            }
+            Ok(out)
+        }
+    }
+}
+
+/// One JSON value (a single-record body, or a WebSocket frame) as a record.
+pub fn record(body: &Bytes) -> Result<Bytes, ApiError> {
+    serde_json::from_slice::<IgnoredAny>(body)
+        .map_err(|e| ApiError::InvalidInput(format!("body is not valid JSON: {e}")))?;
+    Ok(trim(body))
+}
+
+fn trim(b: &Bytes) -> Bytes {
+    let start = b
+        .iter()
+        .position(|c| !c.is_ascii_whitespace())
+        .unwrap_or(b.len());
+    let end = b
+        .iter()
+        .rposition(|c| !c.is_ascii_whitespace())
+        .map_or(start, |e| e + 1);
+    b.slice(start..end)
+}
+
+/// Input records kept in memory, numbered from 0: for route tests, which need no broker.
+#[cfg(test)]
+#[derive(Default)]
+pub struct MemoryLog {
+    pub records: std::sync::Mutex<Vec<(String, Bytes, Option<Control>)>>,
+}
+
+#[cfg(test)]
+impl InputLog for MemoryLog {
+    fn partition_for(&self, _: &str) -> i32 {
+        0
+    }
+
+    fn enqueue<'a>(
+        &'a self,
+        key: &'a str,
+        payload: &'a [u8],
+        _: i64,
+        control: Option<Control>,
+    ) -> BoxFuture<'a, Result<Ack, SendError>> {
+        let mut records = self.records.lock().expect("memory log lock");
+        records.push((key.to_string(), Bytes::copy_from_slice(payload), control));
+        let offset = records.len() as i64 - 1;
+        Box::pin(async move { Ok(Box::pin(async move { Ok(offset) }) as Ack) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ndjson_names_the_bad_line() {
+        let body = Bytes::from_static(b"{\"a\":1}\n\n2\n{oops}\n");
+        let err = records(&body, Some("application/x-ndjson")).unwrap_err();
+        assert!(err.to_string().starts_with("line 4:"), "{err}");
+    }
+
+    #[test]
+    fn ndjson_skips_blank_lines_and_crlf() {
+        let body = Bytes::from_static(b"1\r\n\r\n\"two\"\r\n[3]");
+        let recs = records(&body, Some("application/x-ndjson; charset=utf-8")).unwrap();
+        assert_eq!(
+            recs,
+            vec![Bytes::from("1"), Bytes::from("\"two\""), Bytes::from("[3]")]
+        );
+    }
+
+    #[test]
+    fn content_types() {
+        assert!(records(&Bytes::from("{}"), None).is_ok());
+        assert!(matches!(
+            records(&Bytes::from("{}"), Some("text/plain")),
+            Err(ApiError::UnsupportedMediaType(_))
+        ));
+        assert!(matches!(
+            records(&Bytes::from("{"), Some("application/json")),
+            Err(ApiError::InvalidInput(_))
+        ));
+    }
+}

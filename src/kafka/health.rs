@@ -1,0 +1,73 @@
+//! Is the broker reachable? Asked by `/readyz` and every live stats push, so the answer is
+//! reused for a second instead of costing a metadata request each time.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+
+use crate::error::Error;
+
+/// How long a reachability answer is reused.
+const REACHABILITY_TTL: Duration = Duration::from_secs(1);
+
+/// Something that can tell, blocking, whether the broker answers.
+pub trait Probe: Send + Sync + 'static {
+    fn reachable(&self) -> bool;
+}
+
+/// Asks the broker for one topic's metadata.
+pub struct MetadataProbe {
+    consumer: BaseConsumer,
+    topic: String,
+}
+
+impl MetadataProbe {
+    pub fn new(config: ClientConfig, topic: &str) -> Result<Self, Error> {
+        Ok(Self {
+            consumer: config
+                .create()
+                .map_err(|e| Error::kafka("create readiness probe", e))?,
+            topic: topic.to_string(),
+        })
+    }
+}
+
+impl Probe for MetadataProbe {
+    fn reachable(&self) -> bool {
+        self.consumer
+            .fetch_metadata(Some(&self.topic), Duration::from_secs(2))
+            .map(|md| md.topics().first().is_some_and(|t| t.error().is_none()))
+            .unwrap_or(false)
+    }
+}
+
+/// The broker's reachability, probed at most once per `REACHABILITY_TTL`.
+pub struct BrokerHealth {
+    probe: Arc<dyn Probe>,
+    last: Mutex<Option<(Instant, bool)>>,
+}
+
+impl BrokerHealth {
+    pub fn new(probe: Arc<dyn Probe>) -> Self {
+        Self {
+            probe,
+            last: Mutex::new(None),
+        }
+    }
+
+    pub async fn reachable(&self) -> bool {
+        if let Some((at, ok)) = *self.last.lock().expect("health lock") {
+            if at.elapsed() < REACHABILITY_TTL {
+                return ok;
+            }
+        }
+        let probe = self.probe.clone();
+        let ok = tokio::task::spawn_blocking(move || probe.reachable())
+            .await
+            .unwrap_or(false);
+        *self.last.lock().expect("health lock") = Some((Instant::now(), ok));
+        ok
+    }
+}

@@ -1,0 +1,48 @@
+//! The processing stage: a consumer group over the input topic that runs each stream's
+//! processor and produces the results, at least once.
+//!
+//! - [`stage`]: the group loop (records, rebalances, window close markers).
+//! - [`record`]: one record's step, pure: state + record + evaluation → results.
+//! - [`progress`]: what is committed, and when (below).
+//! - [`processor`], [`jq`], [`window`]: what a stream does to its records.
+//! - [`bounded`]: runs user code off the async task, under a time bound.
+//!
+//! Records are handled in order as they arrive; their results are handed to an idempotent
+//! producer that never gives up (`message.timeout.ms=0`), which keeps per-partition order. An
+//! acker task awaits each record's result acknowledgements in the same order and only then
+//! records the input offset (the `at_least_once.rs` pattern of rust-rdkafka). A crash between
+//! produce and commit re-processes records; duplicates carry the same `input_offset`, so
+//! readers can drop them.
+//!
+//! If a result is ever refused, the stage stops recording offsets at that record, commits
+//! what was acknowledged, and restarts with a fresh consumer and producer session from the
+//! committed offsets: crash-only recovery, so no error path can skip a record.
+//!
+//! Because the group is shared by every instance, adding instances adds processing capacity;
+//! Kafka moves partitions between them on rebalance.
+//!
+//! Windows keep state across records. Their closes are events in the input partition (the
+//! stage writes a close marker once a window is due), so a partition's windows are a pure
+//! function of its records, and the stage rebuilds them by replaying. The offset committed
+//! for a partition is therefore its *rewind point*: the first record of its oldest open
+//! window (or the next record when none is open); the next unprocessed offset `C` is
+//! committed under a second group, `<group>.next` (commit metadata would do, but tansu 0.6.0
+//! does not return it), always before the rewind point it goes with. A new owner of the
+//! partition (restart, rebalance) reads from the rewind point; records before `C` were
+//! processed and their results acknowledged already, so they only feed window state: no
+//! result is produced for them again. Windows whose records started before the rewind point
+//! were closed before `C`, and their partial replay is dropped with their close. Nothing
+//! acknowledged is lost or counted twice; a replay costs re-reading the partition from its
+//! oldest open window.
+
+pub mod bounded;
+pub mod jq;
+pub mod processor;
+pub mod progress;
+pub mod record;
+pub mod stage;
+pub mod window;
+
+pub use processor::SpecError;
+pub use record::RecordError;
+pub use stage::{Processing, StageError};

@@ -1,0 +1,474 @@
+//! The processing stage's loop: one consumer in the group over the input topic. For each
+//! record it evaluates the stream's code (bounded), applies the pure step (`record.rs`),
+//! hands the results to the producer and passes their acknowledgements to the acker
+//! (`progress.rs`). Rebalances are applied before the next record; due windows get their
+//! close markers on a timer.
+
+use std::sync::{mpsc as std_mpsc, Arc};
+use std::time::{Duration, Instant};
+
+use rdkafka::client::ClientContext;
+use rdkafka::consumer::{
+    BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
+};
+use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::{ClientConfig, Message, TopicPartitionList};
+use serde_json::Value;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use uuid::Uuid;
+
+use super::bounded::{Failure, Runner};
+use super::processor::window_input;
+use super::progress::{ack_in_order, Pending, Progress};
+use super::record::{self, Evaluated, Input, Partitions, RecordError};
+use super::window::Rule;
+use crate::config;
+use crate::error::Error;
+use crate::ingest::Ingest;
+use crate::kafka::{now_ms, Cluster, TopicProducer, FLUSH_TIMEOUT};
+use crate::metrics::Metrics;
+use crate::registry::{Registry, RegistryError};
+use crate::wire::{Control, ProcessorSpec, CONTROL_HEADER, TYPE_HEADER};
+
+/// Processed input records whose results may await their acks at once.
+const ACK_PIPELINE: usize = 4096;
+/// Pause before restarting the stage after a failure.
+const RESTART_BACKOFF: Duration = Duration::from_secs(1);
+/// How often due windows are looked for.
+const WINDOW_CHECK: Duration = Duration::from_millis(250);
+/// A close marker not seen back within this is written again.
+const CLOSE_RETRY: Duration = Duration::from_secs(30);
+
+/// Why a run of the stage ended early; it restarts from the committed offsets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    #[error("processing consumer: {0}")]
+    Consumer(String),
+    #[error("processing progress: {0}")]
+    Progress(String),
+    #[error("registry unavailable: {0}")]
+    Registry(String),
+    #[error("produce a result of partition {partition} offset {offset}: {reason}")]
+    Produce {
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("a result of partition {partition} offset {offset} was not acknowledged: {reason}")]
+    NotAcknowledged {
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("the acker stopped")]
+    AckerStopped,
+}
+
+/// Partitions gained or lost, reported by librdkafka during a poll.
+enum Assignment {
+    Assigned(Vec<i32>),
+    Revoked(Vec<i32>),
+}
+
+/// Forwards rebalances to the stage loop, which handles them before the next record.
+struct StageContext {
+    rebalances: std_mpsc::Sender<Assignment>,
+}
+
+impl ClientContext for StageContext {}
+
+impl ConsumerContext for StageContext {
+    fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let partitions =
+            |tpl: &TopicPartitionList| tpl.elements().iter().map(|e| e.partition()).collect();
+        let _ = match rebalance {
+            Rebalance::Assign(tpl) => self.rebalances.send(Assignment::Assigned(partitions(tpl))),
+            Rebalance::Revoke(tpl) => self.rebalances.send(Assignment::Revoked(partitions(tpl))),
+            Rebalance::Error(_) => Ok(()),
+        };
+    }
+}
+
+type GroupConsumer = StreamConsumer<StageContext>;
+
+/// What one run of the stage keeps between records.
+#[derive(Default)]
+struct StageState {
+    partitions: Partitions,
+    /// Streams whose code once ran past the time bound: it is not run again here (its thread
+    /// may still be busy with that record).
+    runaway: std::collections::HashSet<Uuid>,
+}
+
+/// The processing stage of one instance.
+pub struct Processing {
+    /// Settings of the group consumer; a fresh consumer is made for every (re)start.
+    consumer_config: ClientConfig,
+    input_topic: String,
+    /// Never gives up on a result (`message.timeout.ms=0`), so nothing is skipped.
+    results: TopicProducer,
+    /// Writes window close markers into the input topic.
+    ingest: Ingest,
+    /// Runs user code under `processing.max_record_ms`.
+    runner: Runner,
+    /// Most results of one record.
+    max_results: usize,
+    registry: Arc<Registry>,
+    metrics: Arc<Metrics>,
+}
+
+impl Processing {
+    /// Joins the processing group and runs until `shutdown`, restarting after failures.
+    pub fn start(
+        cluster: &Cluster,
+        config: &config::Processing,
+        registry: Arc<Registry>,
+        ingest: Ingest,
+        metrics: Arc<Metrics>,
+        shutdown: watch::Receiver<bool>,
+    ) -> Result<JoinHandle<()>, Error> {
+        let consumer_config = cluster.consumer_with(
+            &config.group_id,
+            &[
+                ("enable.auto.commit", "true"),
+                ("auto.commit.interval.ms", "1000"),
+                ("enable.auto.offset.store", "false"),
+                ("auto.offset.reset", "earliest"),
+                ("session.timeout.ms", "10000"),
+                ("heartbeat.interval.ms", "2000"),
+            ],
+        );
+        let stage = Processing {
+            consumer_config,
+            input_topic: cluster.topics.input.name.clone(),
+            results: cluster.producer(&cluster.topics.results, None)?,
+            ingest,
+            runner: Runner::new(Duration::from_millis(config.max_record_ms)),
+            max_results: config.max_results,
+            registry,
+            metrics,
+        };
+        Ok(tokio::spawn(stage.run(shutdown)))
+    }
+
+    async fn run(self, mut shutdown: watch::Receiver<bool>) {
+        loop {
+            let failure = match self.run_once(&mut shutdown).await {
+                Ok(()) => break,
+                Err(e) => e,
+            };
+            tracing::warn!(reason = %failure, "processing restarts from the committed offsets");
+            self.results.replace();
+            tokio::select! {
+                _ = shutdown.changed() => break,
+                _ = tokio::time::sleep(RESTART_BACKOFF) => {}
+            }
+        }
+        self.results.flush(FLUSH_TIMEOUT);
+    }
+
+    /// One run, from the committed offsets until shutdown (`Ok`) or a failure.
+    async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StageError> {
+        let (rebalance_tx, rebalances) = std_mpsc::channel();
+        let context = StageContext {
+            rebalances: rebalance_tx,
+        };
+        let consumer: GroupConsumer = self
+            .consumer_config
+            .create_with_context(context)
+            .map_err(|e| StageError::Consumer(format!("create: {e}")))?;
+        let consumer = Arc::new(consumer);
+        consumer
+            .subscribe(&[&self.input_topic])
+            .map_err(|e| StageError::Consumer(format!("subscribe to {}: {e}", self.input_topic)))?;
+        let progress = Progress::new(&self.consumer_config, &self.input_topic)
+            .map_err(|e| StageError::Progress(format!("create consumer: {e}")))?;
+        let progress = Arc::new(progress);
+        let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
+        let (failed_tx, mut failed) = watch::channel(None::<StageError>);
+        let acker = tokio::spawn(ack_in_order(
+            consumer.clone(),
+            progress.clone(),
+            rx,
+            failed_tx,
+        ));
+        let mut state = StageState::default();
+        let mut window_check = tokio::time::interval(WINDOW_CHECK);
+        window_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let outcome = loop {
+            if *shutdown.borrow() {
+                break Ok(());
+            }
+            let msg = tokio::select! {
+                _ = shutdown.changed() => continue,
+                _ = failed.changed() => {
+                    break Err(failed.borrow().clone().unwrap_or(StageError::AckerStopped));
+                }
+                _ = window_check.tick() => {
+                    self.close_due_windows(&mut state.partitions).await;
+                    continue;
+                }
+                msg = consumer.recv() => msg,
+            };
+            // Rebalances happen inside the poll that returned this record: apply them first.
+            let mut rebalanced = Ok(());
+            while let Ok(assignment) = rebalances.try_recv() {
+                if let Err(e) = self.rebalanced(&progress, assignment, &mut state).await {
+                    rebalanced = Err(e);
+                }
+            }
+            if let Err(e) = rebalanced {
+                break Err(e);
+            }
+            match msg {
+                Ok(m) => match self.process(&m, &mut state).await {
+                    Ok(pending) => {
+                        if tx.send(pending).await.is_err() {
+                            break Err(StageError::AckerStopped);
+                        }
+                    }
+                    Err(e) => break Err(e),
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "processing consumer error");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            }
+        };
+        drop(tx);
+        let _ = acker.await;
+        // Commits the stored offsets only: everything acknowledged, nothing after a failure.
+        if let Err(e) = consumer.commit_consumer_state(CommitMode::Sync) {
+            tracing::debug!(error = %e, "commit of processing offsets");
+        }
+        outcome
+    }
+
+    /// Keeps the stage's state to the partitions it owns. For a gained partition, reads where
+    /// the previous owner stopped, to replay up to there silently.
+    async fn rebalanced(
+        &self,
+        progress: &Progress,
+        assignment: Assignment,
+        state: &mut StageState,
+    ) -> Result<(), StageError> {
+        match assignment {
+            Assignment::Revoked(lost) => state.partitions.revoke(&lost),
+            Assignment::Assigned(gained) => {
+                for (partition, until) in progress.processed_until(&gained).await? {
+                    tracing::debug!(partition, until, "records before this were processed");
+                    state.partitions.replay_until.insert(partition, until);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes a close marker for every window that is due, into its stream's input
+    /// partition: the window closes where the marker lands, the same on every replay.
+    async fn close_due_windows(&self, state: &mut Partitions) {
+        let now = Instant::now();
+        state
+            .closing
+            .retain(|_, written| now.duration_since(*written) < CLOSE_RETRY);
+        for (partition, stream, start) in state.windows.due(now_ms()) {
+            if state.closing.contains_key(&(stream, start))
+                || state.replay_until.contains_key(&partition)
+            {
+                continue;
+            }
+            match self.ingest.mark(stream, Control::CloseWindow(start)).await {
+                Ok(ack) => {
+                    state.closing.insert((stream, start), now);
+                    // Not awaited here: the stage goes on; a lost marker is written again.
+                    tokio::spawn(async move {
+                        if let Err(e) = ack.await {
+                            tracing::warn!(%stream, error = %e, "window close marker not stored");
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(%stream, error = %e, "cannot write a window close marker"),
+            }
+        }
+    }
+
+    /// Processes one input record and hands its results to the producer. An error means a
+    /// result could not even be queued, or the registry could not be read; the stage then
+    /// restarts.
+    async fn process(
+        &self,
+        m: &BorrowedMessage<'_>,
+        state: &mut StageState,
+    ) -> Result<Pending, StageError> {
+        let (partition, offset) = (m.partition(), m.offset());
+        let Some(stream) = m
+            .key()
+            .and_then(|k| std::str::from_utf8(k).ok())
+            .and_then(|k| Uuid::parse_str(k).ok())
+        else {
+            tracing::warn!(
+                partition,
+                offset,
+                "skipping input record whose key is not a stream id"
+            );
+            return Ok(Pending {
+                partition,
+                offset,
+                rewind: state.partitions.windows.rewind_point(partition, offset + 1),
+                acks: Vec::new(),
+            });
+        };
+        let input = Input {
+            stream,
+            partition,
+            offset,
+            received_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
+            control: control_of(m),
+        };
+        let replaying = state.partitions.replaying(partition, offset);
+        let evaluated = match input.control {
+            Some(_) => None,
+            None => Some(self.evaluate(&input, m.payload(), replaying, state).await?),
+        };
+        if let Some(Evaluated::Failed(_)) = &evaluated {
+            if !replaying {
+                self.metrics.processing_errors.inc();
+            }
+        }
+        let step = record::step(
+            &mut state.partitions,
+            &input,
+            evaluated,
+            replaying,
+            now_ms(),
+        );
+        let key = stream.to_string();
+        let mut acks = Vec::with_capacity(step.outputs.len());
+        for (kind, payload) in step.outputs {
+            let headers = OwnedHeaders::new().insert(Header {
+                key: TYPE_HEADER,
+                value: Some(kind.as_str()),
+            });
+            let ack = self
+                .results
+                .enqueue_with_headers(&key, &payload, input.received_ms, Some(headers))
+                .await
+                .map_err(|e| StageError::Produce {
+                    partition,
+                    offset,
+                    reason: e.to_string(),
+                })?;
+            acks.push(Box::pin(ack) as crate::ingest::Ack);
+        }
+        Ok(Pending {
+            partition,
+            offset,
+            rewind: step.rewind,
+            acks,
+        })
+    }
+
+    /// Runs the stream's code on a data record. Never guesses a stream's processor: a
+    /// registry that cannot be read restarts the stage (the record is retried); a stream the
+    /// registry does not have gets an error frame.
+    async fn evaluate(
+        &self,
+        input: &Input,
+        payload: Option<&[u8]>,
+        replaying: bool,
+        state: &mut StageState,
+    ) -> Result<Evaluated, StageError> {
+        let spec = match self.registry.lookup(&input.stream).await {
+            Ok(Some(entry)) => entry.processor(),
+            Ok(None) => {
+                if !replaying {
+                    self.metrics.processed.inc();
+                }
+                return Ok(Evaluated::Failed(RecordError::UnknownStream(input.stream)));
+            }
+            Err(e @ RegistryError::Behind(_)) | Err(e @ RegistryError::NotStored(_)) => {
+                return Err(StageError::Registry(e.to_string()))
+            }
+        };
+        let is_window = matches!(spec, ProcessorSpec::Window { .. });
+        if replaying && !is_window {
+            // Its results were produced before; nothing to rebuild.
+            return Ok(Evaluated::Skipped);
+        }
+        if !replaying {
+            self.metrics.processed.inc();
+        }
+        let data = match parse(payload) {
+            Ok(data) => data,
+            Err(e) => return Ok(Evaluated::Failed(e)),
+        };
+        let evaluated = match spec {
+            ProcessorSpec::Window {
+                length_ms,
+                value,
+                group_by,
+                grace_ms,
+            } => {
+                let rule = Rule {
+                    length_ms: length_ms as i64,
+                    grace_ms: grace_ms as i64,
+                };
+                self.bounded(input.stream, state, move || {
+                    window_input(&value, group_by.as_deref(), &data)
+                })
+                .await
+                .map(|(group, value)| Evaluated::Window { rule, group, value })
+            }
+            ProcessorSpec::Jq { .. } => {
+                let max = self.max_results;
+                self.bounded(input.stream, state, move || spec.apply(data, max))
+                    .await
+                    .map(Evaluated::Results)
+            }
+            ProcessorSpec::Identity | ProcessorSpec::Uppercase => spec
+                .apply(data, self.max_results)
+                .map(Evaluated::Results)
+                .map_err(|e| RecordError::Code(e.to_string())),
+        };
+        Ok(evaluated.unwrap_or_else(Evaluated::Failed))
+    }
+
+    /// Runs user code (jq) under the time bound (see `bounded.rs`). Past the bound the
+    /// record gets an error result and the stream is marked runaway: its code is not run
+    /// again here, so one bad filter cannot keep abandoning threads.
+    async fn bounded<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+        &self,
+        stream: Uuid,
+        state: &mut StageState,
+        work: impl FnOnce() -> Result<T, E> + Send + 'static,
+    ) -> Result<T, RecordError> {
+        let limit_ms = self.runner.limit().as_millis() as u64;
+        if state.runaway.contains(&stream) {
+            return Err(RecordError::Runaway { limit_ms });
+        }
+        match self.runner.run(work).await {
+            Ok(result) => result.map_err(|e| RecordError::Code(e.to_string())),
+            Err(Failure::Panicked) => Err(RecordError::Panicked),
+            Err(Failure::TimedOut) => {
+                tracing::warn!(%stream, limit_ms, "processor ran past its time limit; the stream's processor is disabled on this instance");
+                state.runaway.insert(stream);
+                Err(RecordError::TimedOut { limit_ms })
+            }
+        }
+    }
+}
+
+fn parse(payload: Option<&[u8]>) -> Result<Value, RecordError> {
+    let data = payload.ok_or(RecordError::NoValue)?;
+    serde_json::from_slice(data).map_err(|e| RecordError::NotJson(e.to_string()))
+}
+
+fn control_of(m: &BorrowedMessage<'_>) -> Option<Control> {
+    let header = m
+        .headers()?
+        .iter()
+        .find(|h| h.key == CONTROL_HEADER)
+        .and_then(|h| h.value)?;
+    Control::decode(header, m.payload())
+}
