@@ -52,6 +52,11 @@ fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8080))
 }
 
+/// A setting's value that cannot be parsed; the text names the setting and what it takes.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidValue(String);
+
 /// Where Kafka is: the embedded mock cluster or a real bootstrap list.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Brokers {
@@ -69,15 +74,17 @@ impl fmt::Display for Brokers {
 }
 
 impl std::str::FromStr for Brokers {
-    type Err = String;
+    type Err = InvalidValue;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         let s = s.trim();
         if s == "embedded" {
             return Ok(Brokers::Embedded);
         }
         if s.is_empty() {
-            return Err("brokers: empty value; use `embedded` or HOST:PORT[,HOST:PORT...]".into());
+            return Err(InvalidValue(
+                "brokers: empty value; use `embedded` or HOST:PORT[,HOST:PORT...]".into(),
+            ));
         }
         for part in s.split(',') {
             let part = part.trim();
@@ -85,9 +92,9 @@ impl std::str::FromStr for Brokers {
                 .rsplit_once(':')
                 .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
             if !valid {
-                return Err(format!(
+                return Err(InvalidValue(format!(
                     "brokers: `{part}` is not HOST:PORT; use `embedded` or HOST:PORT[,HOST:PORT...]"
-                ));
+                )));
             }
         }
         Ok(Brokers::Bootstrap(s.to_string()))
@@ -149,7 +156,7 @@ impl Default for Processing {
         Self {
             group_id: "streamgate-processors".into(),
             max_record_ms: 1_000,
-            max_results: crate::processing::jq::MAX_OUTPUTS,
+            max_results: 1_000,
         }
     }
 }
@@ -262,13 +269,15 @@ pub enum LogFormat {
 }
 
 impl std::str::FromStr for LogFormat {
-    type Err = String;
+    type Err = InvalidValue;
 
-    fn from_str(s: &str) -> Result<Self, String> {
+    fn from_str(s: &str) -> Result<Self, InvalidValue> {
         match s {
             "pretty" => Ok(LogFormat::Pretty),
             "json" => Ok(LogFormat::Json),
-            other => Err(format!("log format `{other}` is not one of: pretty, json")),
+            other => Err(InvalidValue(format!(
+                "log format `{other}` is not one of: pretty, json"
+            ))),
         }
     }
 }

@@ -12,7 +12,7 @@ use warp::{Rejection, Reply};
 use super::upgrade::Upgrade;
 use super::{ws, AppState};
 use crate::auth::{self, Principal};
-use crate::delivery::{OnLag, StartAt};
+use crate::delivery::{InvalidParam, OnLag, StartAt};
 use crate::error::ApiError;
 use crate::registry::{RegistryError, StreamEntry};
 use crate::wire::{ProcessorSpec, Started, Status, StreamList};
@@ -141,8 +141,9 @@ pub async fn subscribe(
     query: std::collections::HashMap<String, String>,
 ) -> Result<Response, Rejection> {
     let entry = owned(&state, &id, &caller).await?;
-    let start = StartAt::parse(query.get("from").map(String::as_str))?;
-    let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str))?;
+    let invalid = |e: InvalidParam| ApiError::InvalidInput(e.to_string());
+    let start = StartAt::parse(query.get("from").map(String::as_str)).map_err(invalid)?;
+    let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?;
     let live = state.router.subscribe(entry.id, on_lag);
     let max_message = state.limits.ws_max_message_bytes;
     let protocol = auth::ws_response_protocol(protocols.as_deref());

@@ -36,6 +36,11 @@ pub enum DeliveryError {
     Internal(String),
 }
 
+/// A `from` or `on_lag` query value that means nothing; the text says what is accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct InvalidParam(String);
+
 /// The stream and frame of a results-topic record; `None` for a record that is not one of
 /// ours. Shared by the live router and replays, so both deliver identical frames.
 pub fn delivery_of(m: &impl Message) -> Option<(Uuid, Delivery)> {

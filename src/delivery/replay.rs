@@ -17,8 +17,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
-use super::{delivery_of, Delivery, DeliveryError};
-use crate::error::ApiError;
+use super::{delivery_of, Delivery, DeliveryError, InvalidParam};
 use crate::kafka::{partition_for, Cluster};
 
 /// Replays running at once; more wait their turn (each holds a Kafka consumer).
@@ -36,14 +35,14 @@ pub enum StartAt {
 }
 
 impl StartAt {
-    /// The `from` query parameter.
-    pub fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+    /// The `from` query parameter (absent: latest).
+    pub fn parse(value: Option<&str>) -> Result<Self, InvalidParam> {
         match value {
             None | Some("latest") => Ok(StartAt::Latest),
             Some("earliest") => Ok(StartAt::Earliest),
             Some(v) => match v.parse::<i64>() {
                 Ok(n) if n >= 0 => Ok(StartAt::Cursor(n)),
-                _ => Err(ApiError::InvalidInput(format!(
+                _ => Err(InvalidParam(format!(
                     "from: `{v}` is not earliest, latest or a cursor (a result's `cursor`, 0 or more)"
                 ))),
             },

@@ -20,8 +20,8 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-use super::{delivery_of, Delivery};
-use crate::error::{ApiError, Error};
+use super::{delivery_of, Delivery, InvalidParam};
+use crate::error::Error;
 use crate::kafka::{now_ms, Cluster};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
@@ -47,11 +47,12 @@ pub enum OnLag {
 }
 
 impl OnLag {
-    pub fn parse(value: Option<&str>) -> Result<Self, ApiError> {
+    /// The `on_lag` query parameter (absent: close).
+    pub fn parse(value: Option<&str>) -> Result<Self, InvalidParam> {
         match value {
             None | Some("close") => Ok(OnLag::Close),
             Some("skip") => Ok(OnLag::Skip),
-            Some(other) => Err(ApiError::InvalidInput(format!(
+            Some(other) => Err(InvalidParam(format!(
                 "on_lag: `{other}` is not close or skip"
             ))),
         }

@@ -5,6 +5,7 @@
 use std::sync::mpsc as std_mpsc;
 use std::thread::JoinHandle;
 
+use rdkafka::error::KafkaError;
 use rdkafka::mocking::MockCluster;
 
 use crate::config::Topics;
@@ -25,7 +26,7 @@ enum Control {
     CreateTopic {
         name: String,
         partitions: i32,
-        done: std_mpsc::Sender<Result<(), String>>,
+        done: std_mpsc::Sender<Result<(), KafkaError>>,
     },
 }
 
@@ -33,7 +34,7 @@ impl EmbeddedBroker {
     /// Starts a one-broker mock cluster with Streamgate's topics already created (the mock
     /// broker does not implement CreateTopics).
     pub fn start(topics: &Topics) -> Result<Self, Error> {
-        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<String, String>>();
+        let (ready_tx, ready_rx) = std_mpsc::channel::<Result<String, Error>>();
         let (control_tx, control_rx) = std_mpsc::channel::<Control>();
         let topics = topics.clone();
         let thread = std::thread::Builder::new()
@@ -42,7 +43,7 @@ impl EmbeddedBroker {
                 let cluster = match MockCluster::new(1) {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.to_string()));
+                        let _ = ready_tx.send(Err(Error::kafka("start the embedded broker", e)));
                         return;
                     }
                 };
@@ -52,7 +53,7 @@ impl EmbeddedBroker {
                     (&topics.streams, 1),
                 ] {
                     if let Err(e) = cluster.create_topic(name, partitions, 1) {
-                        let _ = ready_tx.send(Err(format!("create topic {name}: {e}")));
+                        let _ = ready_tx.send(Err(Error::kafka(format!("create topic {name}"), e)));
                         return;
                     }
                 }
@@ -68,7 +69,7 @@ impl EmbeddedBroker {
                             done,
                         } => {
                             let created = cluster.create_topic(&name, partitions, 1);
-                            let _ = done.send(created.map_err(|e| e.to_string()));
+                            let _ = done.send(created);
                             continue;
                         }
                     };
@@ -81,8 +82,7 @@ impl EmbeddedBroker {
             .map_err(|e| Error::io("spawn embedded broker thread", e))?;
         let bootstrap = ready_rx
             .recv()
-            .map_err(|_| Error::Startup("embedded broker thread died".into()))?
-            .map_err(|e| Error::Startup(format!("embedded broker: {e}")))?;
+            .map_err(|_| Error::Startup("embedded broker thread died".into()))??;
         Ok(Self {
             bootstrap,
             control: Some(control_tx),
@@ -124,7 +124,7 @@ impl EmbeddedBroker {
         result
             .recv()
             .map_err(|_| Error::Startup("embedded broker thread died".into()))?
-            .map_err(|e| Error::Startup(format!("create topic {name}: {e}")))
+            .map_err(|e| Error::kafka(format!("create topic {name}"), e))
     }
 }
 

@@ -26,9 +26,6 @@ impl JqError {
     }
 }
 
-/// Default of `processing.max_results`: most results one record may produce.
-pub const MAX_OUTPUTS: usize = 1000;
-
 /// Compiles `code`, or says why it does not compile.
 pub fn compile(code: &str) -> Result<(), JqError> {
     build(code).map(|_| ())
@@ -120,6 +117,8 @@ pub fn run(code: &str, input: &Value, max_outputs: usize) -> Result<Vec<Value>, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MAX_OUTPUTS: usize = 1000;
     use serde_json::json;
 
     #[test]

@@ -45,4 +45,29 @@ pub mod window;
 
 pub use processor::SpecError;
 pub use record::RecordError;
-pub use stage::{Processing, StageError};
+pub use stage::Processing;
+
+/// Why a run of the stage ended early; it restarts from the committed offsets.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum StageError {
+    #[error("processing consumer: {0}")]
+    Consumer(String),
+    #[error("processing progress: {0}")]
+    Progress(String),
+    #[error("registry unavailable: {0}")]
+    Registry(String),
+    #[error("produce a result of partition {partition} offset {offset}: {reason}")]
+    Produce {
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("a result of partition {partition} offset {offset} was not acknowledged: {reason}")]
+    NotAcknowledged {
+        partition: i32,
+        offset: i64,
+        reason: String,
+    },
+    #[error("the acker stopped")]
+    AckerStopped,
+}

@@ -12,7 +12,7 @@ use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
-use super::stage::StageError;
+use super::StageError;
 use crate::ingest::Ack;
 
 /// How often the acker commits progress (next offsets, then rewind points).

@@ -23,6 +23,7 @@ use super::processor::window_input;
 use super::progress::{ack_in_order, Pending, Progress};
 use super::record::{self, Evaluated, Input, Partitions, RecordError};
 use super::window::Rule;
+use super::StageError;
 use crate::config;
 use crate::error::Error;
 use crate::ingest::Ingest;
@@ -39,31 +40,6 @@ const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 const WINDOW_CHECK: Duration = Duration::from_millis(250);
 /// A close marker not seen back within this is written again.
 const CLOSE_RETRY: Duration = Duration::from_secs(30);
-
-/// Why a run of the stage ended early; it restarts from the committed offsets.
-#[derive(Debug, Clone, thiserror::Error)]
-pub enum StageError {
-    #[error("processing consumer: {0}")]
-    Consumer(String),
-    #[error("processing progress: {0}")]
-    Progress(String),
-    #[error("registry unavailable: {0}")]
-    Registry(String),
-    #[error("produce a result of partition {partition} offset {offset}: {reason}")]
-    Produce {
-        partition: i32,
-        offset: i64,
-        reason: String,
-    },
-    #[error("a result of partition {partition} offset {offset} was not acknowledged: {reason}")]
-    NotAcknowledged {
-        partition: i32,
-        offset: i64,
-        reason: String,
-    },
-    #[error("the acker stopped")]
-    AckerStopped,
-}
 
 /// Partitions gained or lost, reported by librdkafka during a poll.
 enum Assignment {

@@ -7,9 +7,7 @@ use std::time::Instant;
 
 use crossterm::event::{KeyCode, KeyEvent, KeyEventKind, KeyModifiers};
 
-use streamgate::wire::StreamView;
-
-use super::feed::Snapshot;
+use streamgate::wire::{Stats, StreamView};
 
 /// Samples kept for the sparklines: three minutes at one per second.
 pub const HISTORY: usize = 180;
@@ -21,7 +19,7 @@ pub const TAIL_LINES: usize = 200;
 pub enum Event {
     Key(KeyEvent),
     /// A stats snapshot and when it arrived.
-    Snapshot(Box<Snapshot>, Instant),
+    Snapshot(Box<Stats>, Instant),
     /// The daemon could not be reached (the poller keeps trying).
     Disconnected(String),
     /// A frame from the detail pane's stream.
@@ -110,7 +108,7 @@ pub struct App {
     /// The daemon's URL, for the header.
     pub url: String,
     pub connection: Connection,
-    pub snapshot: Option<Snapshot>,
+    pub snapshot: Option<Stats>,
     /// When the snapshot arrived: rates divide by the time between two of them.
     received: Option<Instant>,
     pub rows: Vec<Row>,
@@ -212,7 +210,7 @@ impl App {
         None
     }
 
-    fn snapshot(&mut self, snapshot: Snapshot, at: Instant) {
+    fn snapshot(&mut self, snapshot: Stats, at: Instant) {
         let elapsed = self
             .received
             .map(|prev| at.saturating_duration_since(prev).as_secs_f64())
@@ -363,7 +361,7 @@ fn push(history: &mut VecDeque<u64>, v: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::top::feed::fixtures::{id, name, row, snapshot};
+    use crate::top::fixtures::{id, name, row, snapshot};
     use std::time::Duration;
 
     fn key(app: &mut App, code: KeyCode) -> Option<Command> {

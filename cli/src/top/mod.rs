@@ -15,6 +15,9 @@ pub mod app;
 pub mod feed;
 pub mod ui;
 
+#[cfg(test)]
+mod fixtures;
+
 use std::fmt::Write as _;
 use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};

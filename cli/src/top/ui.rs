@@ -290,7 +290,7 @@ mod tests {
 
     use super::*;
     use crate::top::app::Event;
-    use crate::top::feed::fixtures::{id, row, snapshot};
+    use crate::top::fixtures::{id, row, snapshot};
     use streamgate::wire::StatsRow;
 
     /// How a fixture stream's id is shown.
