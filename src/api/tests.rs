@@ -127,6 +127,12 @@ impl Fixture {
         Response(req.reply(&self.api()).await)
     }
 
+    /// `POST /api/stream/start` with `body`, as alice.
+    async fn start_with(&self, body: &str) -> Response {
+        self.call("POST", "/api/stream/start", Some(ALICE), body)
+            .await
+    }
+
     async fn start(&self, key: &str) -> Uuid {
         let r = self.call("POST", "/api/stream/start", Some(key), "").await;
         assert_eq!(r.status(), StatusCode::CREATED, "{}", r.text());
@@ -194,14 +200,7 @@ async fn every_api_call_needs_a_valid_key() {
 #[tokio::test]
 async fn start_send_describe_end() {
     let f = fixture();
-    let r = f
-        .call(
-            "POST",
-            "/api/stream/start",
-            Some(ALICE),
-            r#"{"processor":"uppercase"}"#,
-        )
-        .await;
+    let r = f.start_with(r#"{"processor":"uppercase"}"#).await;
     assert_eq!(r.status(), StatusCode::CREATED);
     let started: Started = r.json();
     assert_eq!(started.processor, ProcessorSpec::Uppercase);
@@ -308,23 +307,11 @@ async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
     assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE);
     assert_eq!(r.code(), "payload_too_large");
 
-    let r = f
-        .call(
-            "POST",
-            "/api/stream/start",
-            Some(ALICE),
-            r#"{"processor":"upcase"}"#,
-        )
-        .await;
+    let r = f.start_with(r#"{"processor":"upcase"}"#).await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().contains("upcase"), "{}", r.text());
     let r = f
-        .call(
-            "POST",
-            "/api/stream/start",
-            Some(ALICE),
-            r#"{"processor":{"type":"jq","filter":".a |"}}"#,
-        )
+        .start_with(r#"{"processor":{"type":"jq","filter":".a |"}}"#)
         .await;
     assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     assert!(r.text().contains("does not compile"), "{}", r.text());
