@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -144,11 +144,23 @@ impl Default for Topics {
 pub struct Processing {
     /// Consumer group shared by every instance's processing stage.
     pub group_id: String,
-    /// Longest a processor may run on one record; past it the record gets an error result
-    /// and the stream's filter is not run again (see `processing::stage`).
+    /// Longest a processor may run on one record; past it the worker is killed, the record
+    /// gets an error result and the stream's code is not run again on this instance.
     pub max_record_ms: u64,
     /// Most results one record may produce; past it the record gets an error result.
     pub max_results: usize,
+    /// Address space of one processor worker process, in MiB: a filter that needs more dies
+    /// alone and its record gets an error result.
+    pub max_memory_mb: u64,
+    /// Processor worker processes running user code at once.
+    pub workers: usize,
+    /// The executable run as a processor worker (`<it> __processor-worker`); `null` finds
+    /// `streamctl` (or `streamgate-worker`) beside the running executable.
+    pub worker: Option<PathBuf>,
+    /// Largest processor spec (a start request's `processor`), in bytes.
+    pub max_spec_bytes: usize,
+    /// Deepest nesting of brackets and `if … end` in a jq filter or window expression.
+    pub max_filter_depth: usize,
 }
 
 impl Default for Processing {
@@ -157,6 +169,11 @@ impl Default for Processing {
             group_id: "streamgate-processors".into(),
             max_record_ms: 1_000,
             max_results: 1_000,
+            max_memory_mb: 512,
+            workers: 2,
+            worker: None,
+            max_spec_bytes: 16 * 1024,
+            max_filter_depth: 64,
         }
     }
 }
@@ -336,19 +353,18 @@ impl Config {
                 "must be at least 1",
             );
         }
-        if self.processing.max_record_ms == 0 {
-            return bad(
-                "processing.max_record_ms",
-                &self.processing.max_record_ms,
-                "must be at least 1",
-            );
-        }
-        if self.processing.max_results == 0 {
-            return bad(
-                "processing.max_results",
-                &self.processing.max_results,
-                "must be at least 1",
-            );
+        let p = &self.processing;
+        for (key, value, least) in [
+            ("processing.max_record_ms", p.max_record_ms, 1),
+            ("processing.max_results", p.max_results as u64, 1),
+            ("processing.max_memory_mb", p.max_memory_mb, 64),
+            ("processing.workers", p.workers as u64, 1),
+            ("processing.max_spec_bytes", p.max_spec_bytes as u64, 64),
+            ("processing.max_filter_depth", p.max_filter_depth as u64, 1),
+        ] {
+            if value < least {
+                return bad(key, &value, &format!("must be at least {least}"));
+            }
         }
         if self.topics.replication_factor < 1 {
             return bad(

@@ -75,6 +75,7 @@ pub async fn run_embedded(
     )?;
     let state = Arc::new(AppState {
         limits: config.limits.clone(),
+        processing: config.processing.clone(),
         brokers: config.brokers.to_string(),
         keys: KeyStore::new(&config.api_keys),
         limiter: Limiter::new(&config.rate_limits),

@@ -12,6 +12,7 @@ use warp::{Rejection, Reply};
 use super::upgrade::Upgrade;
 use super::{ws, AppState};
 use crate::auth::{self, Principal};
+use crate::config;
 use crate::delivery::{InvalidParam, OnLag, StartAt};
 use crate::error::ApiError;
 use crate::registry::{RegistryError, StreamEntry};
@@ -74,7 +75,11 @@ pub async fn start(
     state: Arc<AppState>,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    let spec = parse_start_body(&body)?;
+    // Compiling a filter takes a thread of its own (see `processing::jq`): off the runtime.
+    let limits = state.processing.clone();
+    let spec = tokio::task::spawn_blocking(move || parse_start_body(&body, &limits))
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))??;
     let entry = state
         .registry
         .create(&caller, spec)
@@ -90,7 +95,7 @@ pub async fn start(
     ))
 }
 
-fn parse_start_body(body: &[u8]) -> Result<ProcessorSpec, ApiError> {
+fn parse_start_body(body: &[u8], limits: &config::Processing) -> Result<ProcessorSpec, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(ProcessorSpec::default());
     }
@@ -102,7 +107,9 @@ fn parse_start_body(body: &[u8]) -> Result<ProcessorSpec, ApiError> {
         ));
     };
     let spec = match fields.remove("processor") {
-        Some(p) => ProcessorSpec::parse(&p).map_err(|e| ApiError::InvalidInput(e.to_string()))?,
+        Some(p) => {
+            ProcessorSpec::parse(&p, limits).map_err(|e| ApiError::InvalidInput(e.to_string()))?
+        }
         None => ProcessorSpec::default(),
     };
     if let Some(unknown) = fields.keys().next() {
@@ -194,12 +201,14 @@ mod tests {
 
     #[test]
     fn start_body() {
-        assert_eq!(parse_start_body(b"").unwrap(), ProcessorSpec::Identity);
+        let limits = config::Processing::default();
+        let parse = |body: &[u8]| parse_start_body(body, &limits);
+        assert_eq!(parse(b"").unwrap(), ProcessorSpec::Identity);
         assert_eq!(
-            parse_start_body(br#"{"processor":"uppercase"}"#).unwrap(),
+            parse(br#"{"processor":"uppercase"}"#).unwrap(),
             ProcessorSpec::Uppercase
         );
-        assert!(parse_start_body(br#"{"procesor":"uppercase"}"#)
+        assert!(parse(br#"{"procesor":"uppercase"}"#)
             .unwrap_err()
             .to_string()
             .contains("procesor"));

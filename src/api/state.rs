@@ -7,7 +7,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 
 use crate::auth::KeyStore;
-use crate::config::Limits;
+use crate::config::{self, Limits};
 use crate::delivery::{Archive, Router};
 use crate::ingest::Ingest;
 use crate::kafka::BrokerHealth;
@@ -18,6 +18,8 @@ use crate::registry::Registry;
 pub struct AppState {
     /// Body, WebSocket and timeout limits (`limits:` in the config).
     pub limits: Limits,
+    /// Processor settings; start requests are checked against their spec limits.
+    pub processing: config::Processing,
     /// The configured brokers, as `/api/stats` shows them.
     pub brokers: String,
     pub keys: KeyStore,

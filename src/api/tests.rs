@@ -82,6 +82,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
     };
     let state = Arc::new(AppState {
         limits,
+        processing: Default::default(),
         brokers: "embedded".into(),
         keys: KeyStore::new(&[key("alice", ALICE), key("bob", BOB)]),
         limiter: Limiter::new(&rate_limits),

@@ -5,7 +5,7 @@
 //! - [`record`]: one record's step, pure: state + record + evaluation → results.
 //! - [`progress`]: what is committed, and when (below).
 //! - [`processor`], [`jq`], [`window`]: what a stream does to its records.
-//! - [`bounded`]: runs user code off the async task, under a time bound.
+//! - [`sandbox`]: runs user code (jq) in worker processes bounded in time, memory and stack.
 //!
 //! Records are handled in order as they arrive; their results are handed to an idempotent
 //! producer that never gives up (`message.timeout.ms=0`), which keeps per-partition order. An
@@ -35,11 +35,11 @@
 //! acknowledged is lost or counted twice; a replay costs re-reading the partition from its
 //! oldest open window.
 
-pub mod bounded;
 pub mod jq;
 pub mod processor;
 pub mod progress;
 pub mod record;
+pub mod sandbox;
 pub mod stage;
 pub mod window;
 
@@ -70,4 +70,6 @@ pub enum StageError {
     },
     #[error("the acker stopped")]
     AckerStopped,
+    #[error("{0}")]
+    Sandbox(String),
 }

@@ -1,12 +1,16 @@
-//! What a stream does to each record: the processor spec chosen at start, and the pure
-//! function that turns one input value into zero or more results.
+//! What a stream does to each record: the processor spec chosen at start (checked against the
+//! spec limits and compiled once, so a bad filter is refused with 400), and the pure parts of
+//! running one: the built-in processors, and how a window reads its number and group from
+//! what its expressions gave.
 //!
-//! Kept free of Kafka so processors are unit-tested directly; `stage.rs` runs them inside
-//! the consumer group. The spec type itself is in `wire.rs`: clients see it too.
+//! Kept free of Kafka and of processes so they are unit-tested directly; `stage.rs` runs jq in
+//! the sandbox. The spec type itself is in `wire.rs`: clients see it too.
 
 use serde_json::Value;
 
-use super::jq::{self, JqError};
+use super::jq;
+use super::record::RecordError;
+use crate::config;
 use crate::wire::ProcessorSpec;
 
 /// Why a processor spec was refused at start; the text names the field and the problem.
@@ -24,7 +28,14 @@ const NAMES: &str = "identity, uppercase, jq, window";
 impl ProcessorSpec {
     /// Parses the `processor` field of a start request: a name (`"uppercase"`) or an object
     /// (`{"type": "uppercase"}`). Errors name what was wrong.
-    pub fn parse(value: &Value) -> Result<Self, SpecError> {
+    pub fn parse(value: &Value, limits: &config::Processing) -> Result<Self, SpecError> {
+        let size = value.to_string().len();
+        if size > limits.max_spec_bytes {
+            return Err(SpecError(format!(
+                "the spec is {size} bytes; the limit is {} (processing.max_spec_bytes)",
+                limits.max_spec_bytes
+            )));
+        }
         match value {
             Value::String(name) => serde_json::from_value(serde_json::json!({ "type": name }))
                 .map_err(|_| {
@@ -35,7 +46,7 @@ impl ProcessorSpec {
             Value::Object(_) => {
                 let spec: Self =
                     serde_json::from_value(value.clone()).map_err(|e| SpecError(e.to_string()))?;
-                spec.validate()?;
+                spec.validate(limits.max_filter_depth)?;
                 Ok(spec)
             }
             other => Err(SpecError(format!(
@@ -44,8 +55,15 @@ impl ProcessorSpec {
         }
     }
 
-    fn validate(&self) -> Result<(), SpecError> {
+    fn validate(&self, max_depth: usize) -> Result<(), SpecError> {
         let compiles = |what: &str, code: &str| {
+            let depth = jq::nesting(code);
+            if depth > max_depth {
+                return Err(SpecError(format!(
+                    "{what} nests {depth} deep; the limit is {max_depth} \
+                     (processing.max_filter_depth)"
+                )));
+            }
             jq::compile(code).map_err(|e| SpecError(format!("{what} does not compile: {e}")))
         };
         match self {
@@ -75,50 +93,31 @@ impl ProcessorSpec {
             ProcessorSpec::Identity | ProcessorSpec::Uppercase => Ok(()),
         }
     }
+}
 
-    /// Runs a per-record processor on one record, with at most `max_results` results (a
-    /// window is run by the stage).
-    pub fn apply(&self, data: Value, max_results: usize) -> Result<Vec<Value>, JqError> {
-        match self {
-            ProcessorSpec::Identity => Ok(vec![data]),
-            ProcessorSpec::Uppercase => Ok(vec![uppercase(data)]),
-            ProcessorSpec::Jq { filter } => jq::run(filter, &data, max_results),
-            // A window aggregates records in the processing stage, not per record.
-            ProcessorSpec::Window { .. } => Ok(Vec::new()),
-        }
+/// What a window counts for a record: the one number its `value` expression gave.
+pub fn window_number(expr: &str, outputs: Vec<Value>) -> Result<f64, RecordError> {
+    let v = outputs
+        .into_iter()
+        .next()
+        .ok_or_else(|| RecordError::Code(format!("value `{expr}` produced nothing")))?;
+    v.as_f64()
+        .ok_or_else(|| RecordError::Code(format!("value `{expr}` is not a number: {v}")))
+}
+
+/// The group a window counts a record in: the one value its `group_by` expression gave.
+pub fn window_group(expr: &str, outputs: Vec<Value>) -> Result<String, RecordError> {
+    match outputs.into_iter().next() {
+        Some(Value::String(s)) => Ok(s),
+        Some(other) => Ok(other.to_string()),
+        None => Err(RecordError::Code(format!(
+            "group_by `{expr}` produced nothing"
+        ))),
     }
 }
 
-/// A record's group and number for a window: each expression must give one output.
-pub fn window_input(
-    value: &str,
-    group_by: Option<&str>,
-    data: &Value,
-) -> Result<(Option<String>, f64), JqError> {
-    let v = jq::run(value, data, 1)?
-        .into_iter()
-        .next()
-        .ok_or_else(|| JqError::new(format!("value `{value}` produced nothing")))?;
-    let number = v
-        .as_f64()
-        .ok_or_else(|| JqError::new(format!("value `{value}` is not a number: {v}")))?;
-    let group = match group_by {
-        None => None,
-        Some(g) => {
-            let key = jq::run(g, data, 1)?
-                .into_iter()
-                .next()
-                .ok_or_else(|| JqError::new(format!("group_by `{g}` produced nothing")))?;
-            Some(match key {
-                Value::String(s) => s,
-                other => other.to_string(),
-            })
-        }
-    };
-    Ok((group, number))
-}
-
-fn uppercase(v: Value) -> Value {
+/// Every JSON string in the record upper-cased, as the original service did.
+pub fn uppercase(v: Value) -> Value {
     match v {
         Value::String(s) => Value::String(s.to_uppercase()),
         Value::Array(items) => Value::Array(items.into_iter().map(uppercase).collect()),
@@ -136,32 +135,52 @@ mod tests {
 
     #[test]
     fn parse_names_and_objects() {
+        let limits = config::Processing::default();
         assert_eq!(
-            ProcessorSpec::parse(&json!("uppercase")).unwrap(),
+            ProcessorSpec::parse(&json!("uppercase"), &limits).unwrap(),
             ProcessorSpec::Uppercase
         );
         assert_eq!(
-            ProcessorSpec::parse(&json!({"type": "identity"})).unwrap(),
+            ProcessorSpec::parse(&json!({"type": "identity"}), &limits).unwrap(),
             ProcessorSpec::Identity
         );
-        let err = ProcessorSpec::parse(&json!("upcase")).unwrap_err();
+        let err = ProcessorSpec::parse(&json!("upcase"), &limits).unwrap_err();
         assert!(err.to_string().contains("`upcase`"), "{err}");
-        assert!(ProcessorSpec::parse(&json!(3)).is_err());
+        assert!(ProcessorSpec::parse(&json!(3), &limits).is_err());
     }
 
     #[test]
     fn uppercase_walks_the_value() {
-        let out = ProcessorSpec::Uppercase
-            .apply(json!({"a": "x", "b": ["y", 1], "c": {"d": "z"}}), 10)
-            .unwrap();
-        assert_eq!(out, vec![json!({"a": "X", "b": ["Y", 1], "c": {"d": "Z"}})]);
+        let out = uppercase(json!({"a": "x", "b": ["y", 1], "c": {"d": "z"}}));
+        assert_eq!(out, json!({"a": "X", "b": ["Y", 1], "c": {"d": "Z"}}));
     }
 
     #[test]
-    fn identity_keeps_the_value() {
-        assert_eq!(
-            ProcessorSpec::Identity.apply(json!([1, "a"]), 10).unwrap(),
-            vec![json!([1, "a"])]
-        );
+    fn specs_past_the_limits_are_refused_naming_the_limit() {
+        let limits = config::Processing::default();
+        let deep = format!("{}.{}", "[".repeat(1_000), "]".repeat(1_000));
+        let err = ProcessorSpec::parse(&json!({"type": "jq", "filter": deep}), &limits)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("processing.max_filter_depth"), "{err}");
+        let window = json!({"type": "window", "length_ms": 1000, "value": "(((((.a)))))"});
+        let tight = config::Processing {
+            max_filter_depth: 3,
+            ..limits.clone()
+        };
+        assert!(ProcessorSpec::parse(&window, &tight).is_err());
+        assert!(ProcessorSpec::parse(&window, &limits).is_ok());
+        let big = json!({"type": "jq", "filter": format!(".a // {}", "1 + ".repeat(5_000) + "1")});
+        let err = ProcessorSpec::parse(&big, &limits).unwrap_err().to_string();
+        assert!(err.contains("processing.max_spec_bytes"), "{err}");
+    }
+
+    #[test]
+    fn window_inputs() {
+        assert_eq!(window_number(".t", vec![json!(2.5)]), Ok(2.5));
+        assert!(window_number(".t", vec![json!("x")]).is_err());
+        assert!(window_number(".t", vec![]).is_err());
+        assert_eq!(window_group(".room", vec![json!("hall")]).unwrap(), "hall");
+        assert_eq!(window_group(".n", vec![json!(3)]).unwrap(), "3");
     }
 }

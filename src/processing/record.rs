@@ -33,8 +33,12 @@ pub enum RecordError {
          (processing.max_record_ms); start a new stream with a fixed processor"
     )]
     Runaway { limit_ms: u64 },
-    #[error("the processor failed unexpectedly")]
-    Panicked,
+    /// The worker running the stream's code died: out of memory or stack (deep recursion).
+    #[error(
+        "the processor stopped ({0}): it ran out of memory (processing.max_memory_mb) or \
+         recursed too deeply"
+    )]
+    Crashed(String),
     #[error("arrived after its window (start {window_start_ms} ms) closed; not counted")]
     Late { window_start_ms: i64 },
 }

@@ -18,10 +18,10 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::bounded::{Failure, Runner};
-use super::processor::window_input;
+use super::processor::{uppercase, window_group, window_number};
 use super::progress::{ack_in_order, Pending, Progress};
 use super::record::{self, Evaluated, Input, Partitions, RecordError};
+use super::sandbox::{Sandbox, SandboxError};
 use super::window::Rule;
 use super::StageError;
 use crate::config;
@@ -86,8 +86,8 @@ pub struct Processing {
     results: TopicProducer,
     /// Writes window close markers into the input topic.
     ingest: Ingest,
-    /// Runs user code under `processing.max_record_ms`.
-    runner: Runner,
+    /// Runs user code in worker processes, bounded in time, memory and stack.
+    sandbox: Sandbox,
     /// Most results of one record.
     max_results: usize,
     registry: Arc<Registry>,
@@ -120,7 +120,7 @@ impl Processing {
             input_topic: cluster.topics.input.name.clone(),
             results: cluster.producer(&cluster.topics.results, None)?,
             ingest,
-            runner: Runner::new(Duration::from_millis(config.max_record_ms)),
+            sandbox: Sandbox::new(config)?,
             max_results: config.max_results,
             registry,
             metrics,
@@ -379,7 +379,14 @@ impl Processing {
             Ok(data) => data,
             Err(e) => return Ok(Evaluated::Failed(e)),
         };
+        let stream = input.stream;
         let evaluated = match spec {
+            ProcessorSpec::Identity => Ok(Evaluated::Results(vec![data])),
+            ProcessorSpec::Uppercase => Ok(Evaluated::Results(vec![uppercase(data)])),
+            ProcessorSpec::Jq { filter } => self
+                .user_code(stream, state, &filter, &data, self.max_results)
+                .await?
+                .map(Evaluated::Results),
             ProcessorSpec::Window {
                 length_ms,
                 value,
@@ -390,48 +397,56 @@ impl Processing {
                     length_ms: length_ms as i64,
                     grace_ms: grace_ms as i64,
                 };
-                self.bounded(input.stream, state, move || {
-                    window_input(&value, group_by.as_deref(), &data)
-                })
-                .await
-                .map(|(group, value)| Evaluated::Window { rule, group, value })
+                let number = self
+                    .user_code(stream, state, &value, &data, 1)
+                    .await?
+                    .and_then(|out| window_number(&value, out));
+                let group = match (&number, group_by) {
+                    (Ok(_), Some(g)) => self
+                        .user_code(stream, state, &g, &data, 1)
+                        .await?
+                        .and_then(|out| window_group(&g, out))
+                        .map(Some),
+                    _ => Ok(None),
+                };
+                number.and_then(|value| group.map(|group| Evaluated::Window { rule, group, value }))
             }
-            ProcessorSpec::Jq { .. } => {
-                let max = self.max_results;
-                self.bounded(input.stream, state, move || spec.apply(data, max))
-                    .await
-                    .map(Evaluated::Results)
-            }
-            ProcessorSpec::Identity | ProcessorSpec::Uppercase => spec
-                .apply(data, self.max_results)
-                .map(Evaluated::Results)
-                .map_err(|e| RecordError::Code(e.to_string())),
         };
         Ok(evaluated.unwrap_or_else(Evaluated::Failed))
     }
 
-    /// Runs user code (jq) under the time bound (see `bounded.rs`). Past the bound the
-    /// record gets an error result and the stream is marked runaway: its code is not run
-    /// again here, so one bad filter cannot keep abandoning threads.
-    async fn bounded<T: Send + 'static, E: std::fmt::Display + Send + 'static>(
+    /// Runs user code in the sandbox. Past the time bound the record gets an error result and
+    /// the stream is marked runaway: its code is not run again here, so one slow filter cannot
+    /// hold the partition up record after record. A sandbox that cannot start a worker
+    /// restarts the stage (the record is retried), rather than failing records.
+    async fn user_code(
         &self,
         stream: Uuid,
         state: &mut StageState,
-        work: impl FnOnce() -> Result<T, E> + Send + 'static,
-    ) -> Result<T, RecordError> {
-        let limit_ms = self.runner.limit().as_millis() as u64;
+        code: &str,
+        data: &Value,
+        max: usize,
+    ) -> Result<Result<Vec<Value>, RecordError>, StageError> {
+        let limit_ms = self.sandbox.limit().as_millis() as u64;
         if state.runaway.contains(&stream) {
-            return Err(RecordError::Runaway { limit_ms });
+            return Ok(Err(RecordError::Runaway { limit_ms }));
         }
-        match self.runner.run(work).await {
-            Ok(result) => result.map_err(|e| RecordError::Code(e.to_string())),
-            Err(Failure::Panicked) => Err(RecordError::Panicked),
-            Err(Failure::TimedOut) => {
-                tracing::warn!(%stream, limit_ms, "processor ran past its time limit; the stream's processor is disabled on this instance");
+        Ok(match self.sandbox.run(code, data, max).await {
+            Ok(results) => Ok(results),
+            Err(SandboxError::Code(message)) => Err(RecordError::Code(message)),
+            Err(SandboxError::Crashed(how)) => {
+                tracing::warn!(%stream, %how, "a processor worker died on a record");
+                Err(RecordError::Crashed(how))
+            }
+            Err(SandboxError::TimedOut { limit_ms }) => {
+                tracing::warn!(%stream, limit_ms, "processor ran past its time limit and was stopped; the stream's processor is disabled on this instance");
                 state.runaway.insert(stream);
                 Err(RecordError::TimedOut { limit_ms })
             }
-        }
+            Err(e @ SandboxError::Unavailable(_)) => {
+                return Err(StageError::Sandbox(e.to_string()))
+            }
+        })
     }
 }
 

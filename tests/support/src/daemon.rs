@@ -46,6 +46,16 @@ pub fn test_config() -> Config {
     c
 }
 
+/// Logs through the test harness's capture: shown for a failing test, silent otherwise.
+fn quiet_logs(level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_test_writer()
+        .try_init();
+}
+
 /// A running daemon; `stop` shuts it down gracefully and returns its result.
 pub struct Daemon {
     pub addr: SocketAddr,
@@ -61,7 +71,7 @@ impl Daemon {
     }
 
     async fn from_listener(config: Config, listener: tokio::net::TcpListener) -> Self {
-        streamgate::logging::init(&config.log);
+        quiet_logs(&config.log.level);
         let addr = listener.local_addr().unwrap();
         let (tx, rx) = oneshot::channel::<()>();
         let task = tokio::spawn(streamgate::server::run(config, listener, async move {
