@@ -67,6 +67,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
             [CompletionResult]::new('--processor', '--processor', [CompletionResultType]::ParameterName, 'Processor of the new stream (with --new)')
             [CompletionResult]::new('--batch-bytes', '--batch-bytes', [CompletionResultType]::ParameterName, 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes')
+            [CompletionResult]::new('--batch-records', '--batch-records', [CompletionResultType]::ParameterName, 'Most lines in one request; keep it under the daemon''s limits.max_records_per_request')
             [CompletionResult]::new('--new', '--new', [CompletionResultType]::ParameterName, 'Start a new stream first and print its id on stdout')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Refuse lines that are not valid JSON instead of sending them as strings')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')

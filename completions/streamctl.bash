@@ -432,7 +432,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__send)
-            opts="-h -V --url --api-key --new --processor --strict --batch-bytes --help --version"
+            opts="-h -V --url --api-key --new --processor --strict --batch-bytes --batch-records --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -451,6 +451,10 @@ _streamctl() {
                     return 0
                     ;;
                 --batch-bytes)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --batch-records)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

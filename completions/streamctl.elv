@@ -61,6 +61,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
             cand --processor 'Processor of the new stream (with --new)'
             cand --batch-bytes 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes'
+            cand --batch-records 'Most lines in one request; keep it under the daemon''s limits.max_records_per_request'
             cand --new 'Start a new stream first and print its id on stdout'
             cand --strict 'Refuse lines that are not valid JSON instead of sending them as strings'
             cand -h 'Print help'

@@ -53,6 +53,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l url -d 'Dae
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l processor -d 'Processor of the new stream (with --new)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-bytes -d 'Largest NDJSON request body; keep it under the daemon\'s limits.max_body_bytes' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-records -d 'Most lines in one request; keep it under the daemon\'s limits.max_records_per_request' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l new -d 'Start a new stream first and print its id on stdout'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l strict -d 'Refuse lines that are not valid JSON instead of sending them as strings'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s h -l help -d 'Print help'

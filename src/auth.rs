@@ -95,14 +95,16 @@ fn key_from_protocols(protocols: &str) -> Option<&str> {
         .find_map(|p| p.strip_prefix(WS_PROTOCOL_KEY_PREFIX))
 }
 
-/// The subprotocol to answer a WebSocket handshake with. Browsers fail the handshake when they
-/// offered protocols and none comes back, so echo `streamgate.v1` if offered, else the key entry.
+/// The subprotocol to answer a WebSocket handshake with: `streamgate.v1` when the client
+/// offered it, else none. Never an offered key: a response header may be logged or cached
+/// where the request was not. (Browsers fail a handshake whose offered protocols get no
+/// answer, so a browser offers `["streamgate.v1", "apikey.<KEY>"]`.)
 pub fn ws_response_protocol(protocols: Option<&str>) -> Option<String> {
-    let offered: Vec<&str> = protocols?.split(',').map(str::trim).collect();
-    if offered.contains(&WS_PROTOCOL) {
-        return Some(WS_PROTOCOL.to_string());
-    }
-    offered.first().map(|p| p.to_string())
+    protocols?
+        .split(',')
+        .map(str::trim)
+        .any(|p| p == WS_PROTOCOL)
+        .then(|| WS_PROTOCOL.to_string())
 }
 
 #[cfg(test)]
@@ -156,8 +158,9 @@ mod tests {
             Some("streamgate.v1")
         );
         assert_eq!(
-            ws_response_protocol(Some("apikey.x")).as_deref(),
-            Some("apikey.x")
+            ws_response_protocol(Some("apikey.x")),
+            None,
+            "the key is never echoed"
         );
         assert_eq!(ws_response_protocol(None), None);
     }

@@ -214,6 +214,9 @@ pub struct RateLimits {
     pub per_ip: Option<Rate>,
     /// Per API key, shared by every client using the key. `null` disables.
     pub per_key: Option<Rate>,
+    /// Per client IP, for what needs no key: `/metrics`, `/readyz` and unknown routes
+    /// (`/healthz` is never limited). `null` disables.
+    pub per_ip_public: Option<Rate>,
 }
 
 impl Default for RateLimits {
@@ -228,6 +231,10 @@ impl Default for RateLimits {
                 per_second: 50,
                 burst: 100,
             }),
+            per_ip_public: Some(Rate {
+                per_second: 20,
+                burst: 40,
+            }),
         }
     }
 }
@@ -237,6 +244,9 @@ impl Default for RateLimits {
 pub struct Limits {
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: usize,
+    /// Most records in one send request (413 above it): bounds what one request costs in
+    /// memory and in its answer, however small its lines.
+    pub max_records_per_request: usize,
     /// How long a send may wait for the broker's acknowledgement before answering 503.
     pub send_timeout_ms: u64,
     /// Results buffered per WebSocket subscriber before it counts as lagging.
@@ -254,12 +264,27 @@ pub struct Limits {
     /// A WebSocket client silent this long (no frame, no pong), or that takes this long to
     /// accept one frame, is considered dead and its connection is dropped.
     pub ws_idle_timeout_ms: u64,
+    /// A connection must send a whole request head within this; it also closes keep-alive
+    /// connections idle this long.
+    pub header_read_timeout_ms: u64,
+    /// Longest a request body may take to arrive (408 past it).
+    pub body_read_timeout_ms: u64,
+    /// Largest request head (request line and headers); 431 above it. At least 8192.
+    pub max_header_bytes: usize,
+    /// Connections open at once (WebSockets included); new ones past it get 503. Lowered at
+    /// start to what the open-files limit allows.
+    pub max_connections: usize,
+    /// Connections open at once from one client address.
+    pub max_connections_per_ip: usize,
+    /// Longest shutdown waits for in-flight requests before closing their connections.
+    pub shutdown_timeout_ms: u64,
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
+            max_records_per_request: 10_000,
             send_timeout_ms: 10_000,
             subscriber_queue: 1024,
             ws_max_in_flight: 1024,
@@ -267,6 +292,12 @@ impl Default for Limits {
             socket_send_buffer_bytes: None,
             ws_ping_interval_ms: 15_000,
             ws_idle_timeout_ms: 45_000,
+            header_read_timeout_ms: 10_000,
+            body_read_timeout_ms: 30_000,
+            max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
+            max_connections_per_ip: 2_048,
+            shutdown_timeout_ms: 10_000,
         }
     }
 }
@@ -361,6 +392,36 @@ impl Config {
             ("processing.workers", p.workers as u64, 1),
             ("processing.max_spec_bytes", p.max_spec_bytes as u64, 64),
             ("processing.max_filter_depth", p.max_filter_depth as u64, 1),
+            (
+                "limits.header_read_timeout_ms",
+                self.limits.header_read_timeout_ms,
+                1,
+            ),
+            (
+                "limits.max_records_per_request",
+                self.limits.max_records_per_request as u64,
+                1,
+            ),
+            (
+                "limits.body_read_timeout_ms",
+                self.limits.body_read_timeout_ms,
+                1,
+            ),
+            (
+                "limits.max_header_bytes",
+                self.limits.max_header_bytes as u64,
+                8192,
+            ),
+            (
+                "limits.max_connections",
+                self.limits.max_connections as u64,
+                1,
+            ),
+            (
+                "limits.max_connections_per_ip",
+                self.limits.max_connections_per_ip as u64,
+                1,
+            ),
         ] {
             if value < least {
                 return bad(key, &value, &format!("must be at least {least}"));

@@ -67,6 +67,10 @@ pub enum ApiError {
     StreamEnded(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("more than {limit} records in one request (limits.max_records_per_request); split it")]
+    TooManyRecords { limit: usize },
+    #[error("the request body did not arrive within {} ms (limits.body_read_timeout_ms)", timeout.as_millis())]
+    BodyTimeout { timeout: Duration },
     #[error("unsupported content type `{0}`: use application/json or application/x-ndjson{hint}", hint = form_hint(.0))]
     UnsupportedMediaType(String),
     #[error("rate limit exceeded ({scope}); retry in {} ms", retry_after.as_millis())]
@@ -104,7 +108,10 @@ impl ApiError {
             ApiError::StreamNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StreamEnded(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::TooLarge { .. } | ApiError::TooManyRecords { .. } => {
+                StatusCode::PAYLOAD_TOO_LARGE
+            }
+            ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BrokerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -123,6 +130,8 @@ impl ApiError {
             ApiError::MethodNotAllowed => "method_not_allowed",
             ApiError::StreamEnded(_) => "stream_ended",
             ApiError::TooLarge { .. } => "payload_too_large",
+            ApiError::TooManyRecords { .. } => "too_many_records",
+            ApiError::BodyTimeout { .. } => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::BrokerUnavailable { .. } => "broker_unavailable",

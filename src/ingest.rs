@@ -82,11 +82,17 @@ pub struct Unstored {
 pub struct Ingest {
     log: Arc<dyn InputLog>,
     metrics: Arc<Metrics>,
+    /// `limits.max_records_per_request`.
+    max_records: usize,
 }
 
 impl Ingest {
-    pub fn new(log: Arc<dyn InputLog>, metrics: Arc<Metrics>) -> Self {
-        Self { log, metrics }
+    pub fn new(log: Arc<dyn InputLog>, metrics: Arc<Metrics>, max_records: usize) -> Self {
+        Self {
+            log,
+            metrics,
+            max_records,
+        }
     }
 
     /// Appends a request body's records in order; answers once all are acknowledged.
@@ -97,7 +103,7 @@ impl Ingest {
         content_type: Option<&str>,
     ) -> Result<Accepted, ApiError> {
         refuse_if_ended(entry)?;
-        let records = records(body, content_type)?;
+        let records = records(body, content_type, self.max_records)?;
         let key = entry.id.to_string();
         let started = Instant::now();
         let result = append_all(&*self.log, &key, &records).await;
@@ -175,45 +181,49 @@ impl Ingest {
     }
 }
 
-/// Appends records under `key` in order and returns their offsets once all are acknowledged:
-/// every record is handed over first, then the acks are awaited, so a batch costs one broker
-/// round trip. Also the baseline of `streamctl bench`.
+/// Records of one request handed to the producer and not yet acknowledged, at most: enough
+/// to keep a batch to about one broker round trip, few enough that a request's memory does
+/// not grow with its record count.
+const IN_FLIGHT: usize = 512;
+
+/// Appends records under `key` in order and returns their offsets once all are acknowledged.
+/// Records are handed over ahead of their acks, up to `IN_FLIGHT` at once. Also the baseline
+/// of `streamctl bench`.
 pub async fn append_all(
     log: &dyn InputLog,
     key: &str,
     records: &[impl AsRef<[u8]>],
 ) -> Result<Vec<i64>, Unstored> {
     let ts = now_ms();
-    let mut pending = Vec::with_capacity(records.len());
-    let mut enqueue_error = None;
+    let mut offsets = Vec::with_capacity(records.len());
+    let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT.min(records.len()));
+    let unstored = |error, offsets: &Vec<i64>| Unstored {
+        error,
+        acknowledged: offsets.len(),
+    };
     for r in records {
+        if in_flight.len() == IN_FLIGHT {
+            let ack: Ack = in_flight.pop_front().expect("a full window");
+            offsets.push(ack.await.map_err(|e| unstored(e, &offsets))?);
+        }
         match log.enqueue(key, r.as_ref(), ts, None).await {
-            Ok(ack) => pending.push(ack),
+            Ok(ack) => in_flight.push_back(ack),
             Err(e) => {
-                enqueue_error = Some(e);
-                break;
+                // Whatever was handed over before still counts if it is acknowledged.
+                for ack in in_flight {
+                    match ack.await {
+                        Ok(offset) => offsets.push(offset),
+                        Err(_) => break,
+                    }
+                }
+                return Err(unstored(e, &offsets));
             }
         }
     }
-    let mut offsets = Vec::with_capacity(pending.len());
-    for ack in pending {
-        match ack.await {
-            Ok(offset) => offsets.push(offset),
-            Err(error) => {
-                return Err(Unstored {
-                    error,
-                    acknowledged: offsets.len(),
-                })
-            }
-        }
+    for ack in in_flight {
+        offsets.push(ack.await.map_err(|e| unstored(e, &offsets))?);
     }
-    match enqueue_error {
-        Some(error) => Err(Unstored {
-            error,
-            acknowledged: offsets.len(),
-        }),
-        None => Ok(offsets),
-    }
+    Ok(offsets)
 }
 
 fn refuse_if_ended(entry: &StreamEntry) -> Result<(), ApiError> {
@@ -258,9 +268,27 @@ fn framing(content_type: Option<&str>) -> Result<Framing, ApiError> {
     }
 }
 
-/// Splits and validates a send body into records. A batch with one bad line is refused whole.
-pub fn records(body: &Bytes, content_type: Option<&str>) -> Result<Vec<Bytes>, ApiError> {
-    match framing(content_type)? {
+/// JSON is UTF-8 (RFC 8259): a body that is not is refused at the door, not stored to fail
+/// in processing later (JSON parsers skim over bytes inside strings they do not keep).
+fn utf8(body: &[u8]) -> Result<(), ApiError> {
+    std::str::from_utf8(body).map(|_| ()).map_err(|e| {
+        ApiError::InvalidInput(format!(
+            "body is not UTF-8 (invalid byte at offset {}); JSON must be UTF-8",
+            e.valid_up_to()
+        ))
+    })
+}
+
+/// Splits and validates a send body into records, at most `max` of them. A batch with one bad
+/// line is refused whole.
+pub fn records(
+    body: &Bytes,
+    content_type: Option<&str>,
+    max: usize,
+) -> Result<Vec<Bytes>, ApiError> {
+    let framing = framing(content_type)?;
+    utf8(body)?;
+    match framing {
         Framing::Single => Ok(vec![record(body)?]),
         Framing::Lines => {
             let mut out = Vec::new();
@@ -271,6 +299,9 @@ pub fn records(body: &Bytes, content_type: Option<&str>) -> Result<Vec<Bytes>, A
                 start = end + 1;
                 if record.is_empty() {
                     continue;
+                }
+                if out.len() == max {
+                    return Err(ApiError::TooManyRecords { limit: max });
                 }
                 serde_json::from_slice::<IgnoredAny>(&record).map_err(|e| {
                     ApiError::InvalidInput(format!(
@@ -290,6 +321,7 @@ pub fn records(body: &Bytes, content_type: Option<&str>) -> Result<Vec<Bytes>, A
 
 /// One JSON value (a single-record body, or a WebSocket frame) as a record.
 pub fn record(body: &Bytes) -> Result<Bytes, ApiError> {
+    utf8(body)?;
     serde_json::from_slice::<IgnoredAny>(body)
         .map_err(|e| ApiError::InvalidInput(format!("body is not valid JSON: {e}")))?;
     Ok(trim(body))
@@ -341,14 +373,14 @@ mod tests {
     #[test]
     fn ndjson_names_the_bad_line() {
         let body = Bytes::from_static(b"{\"a\":1}\n\n2\n{oops}\n");
-        let err = records(&body, Some("application/x-ndjson")).unwrap_err();
+        let err = records(&body, Some("application/x-ndjson"), 10).unwrap_err();
         assert!(err.to_string().starts_with("line 4:"), "{err}");
     }
 
     #[test]
     fn ndjson_skips_blank_lines_and_crlf() {
         let body = Bytes::from_static(b"1\r\n\r\n\"two\"\r\n[3]");
-        let recs = records(&body, Some("application/x-ndjson; charset=utf-8")).unwrap();
+        let recs = records(&body, Some("application/x-ndjson; charset=utf-8"), 10).unwrap();
         assert_eq!(
             recs,
             vec![Bytes::from("1"), Bytes::from("\"two\""), Bytes::from("[3]")]
@@ -356,15 +388,28 @@ mod tests {
     }
 
     #[test]
+    fn json_that_is_not_utf8_is_refused_at_the_door() {
+        let body = Bytes::from_static(b"{\"s\":\"\xff\xfe\"}");
+        let err = records(&body, None, 10).unwrap_err().to_string();
+        assert!(err.contains("not UTF-8"), "{err}");
+        let lines = Bytes::from_static(b"1\n\"\xc3\x28\"\n");
+        assert!(records(&lines, Some("application/x-ndjson"), 10).is_err());
+    }
+
+    #[test]
     fn content_types() {
-        assert!(records(&Bytes::from("{}"), None).is_ok());
+        assert!(records(&Bytes::from("{}"), None, 10).is_ok());
         assert!(matches!(
-            records(&Bytes::from("{}"), Some("text/plain")),
+            records(&Bytes::from("{}"), Some("text/plain"), 10),
             Err(ApiError::UnsupportedMediaType(_))
         ));
         assert!(matches!(
-            records(&Bytes::from("{"), Some("application/json")),
+            records(&Bytes::from("{"), Some("application/json"), 10),
             Err(ApiError::InvalidInput(_))
+        ));
+        assert!(matches!(
+            records(&Bytes::from("1\n2\n3\n"), Some("application/x-ndjson"), 2),
+            Err(ApiError::TooManyRecords { limit: 2 })
         ));
     }
 }

@@ -15,9 +15,11 @@ use nonzero_ext::nonzero;
 use crate::config::{Rate, RateLimits};
 use crate::error::ApiError;
 
-/// Both quotas; either may be disabled in config.
+/// The quotas; each may be disabled in config.
 pub struct Limiter {
     per_ip: Option<DefaultKeyedRateLimiter<IpAddr>>,
+    /// For what needs no key: `/metrics`, `/readyz` and unknown routes.
+    per_ip_public: Option<DefaultKeyedRateLimiter<IpAddr>>,
     per_key: Option<DefaultKeyedRateLimiter<String>>,
     clock: DefaultClock,
 }
@@ -34,6 +36,9 @@ impl Limiter {
             per_ip: config
                 .per_ip
                 .map(|r| DefaultKeyedRateLimiter::keyed(quota(r))),
+            per_ip_public: config
+                .per_ip_public
+                .map(|r| DefaultKeyedRateLimiter::keyed(quota(r))),
             per_key: config
                 .per_key
                 .map(|r| DefaultKeyedRateLimiter::keyed(quota(r))),
@@ -42,23 +47,29 @@ impl Limiter {
     }
 
     pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
-        match &self.per_ip {
-            Some(limiter) => limiter
-                .check_key(&ip)
-                .map_err(|not_until| ApiError::RateLimited {
-                    scope: "per client IP",
-                    retry_after: not_until.wait_time_from(self.clock.now()),
-                }),
-            None => Ok(()),
-        }
+        self.check(&self.per_ip, &ip, "per client IP")
+    }
+
+    /// The quota of requests that need no key (`rate_limits.per_ip_public`).
+    pub fn check_public(&self, ip: IpAddr) -> Result<(), ApiError> {
+        self.check(&self.per_ip_public, &ip, "per client IP, without a key")
     }
 
     pub fn check_key(&self, key_name: &str) -> Result<(), ApiError> {
-        match &self.per_key {
+        self.check(&self.per_key, &key_name.to_string(), "per API key")
+    }
+
+    fn check<K: std::hash::Hash + Eq + Clone>(
+        &self,
+        limiter: &Option<DefaultKeyedRateLimiter<K>>,
+        key: &K,
+        scope: &'static str,
+    ) -> Result<(), ApiError> {
+        match limiter {
             Some(limiter) => limiter
-                .check_key(&key_name.to_string())
+                .check_key(key)
                 .map_err(|not_until| ApiError::RateLimited {
-                    scope: "per API key",
+                    scope,
                     retry_after: not_until.wait_time_from(self.clock.now()),
                 }),
             None => Ok(()),
@@ -67,7 +78,7 @@ impl Limiter {
 
     /// Forgets buckets that are full again, so memory follows the active clients only.
     pub fn forget_idle(&self) {
-        if let Some(l) = &self.per_ip {
+        for l in [&self.per_ip, &self.per_ip_public].into_iter().flatten() {
             l.retain_recent();
             l.shrink_to_fit();
         }
@@ -92,6 +103,7 @@ mod tests {
                 per_second: 1,
                 burst: 2,
             }),
+            per_ip_public: None,
             per_key: None,
         });
         let ip: IpAddr = [127, 0, 0, 1].into();

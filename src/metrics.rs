@@ -18,6 +18,9 @@ pub struct Metrics {
     pub subscribers: IntGauge,
     pub lagged_closes: IntCounter,
     pub send_ack_seconds: Histogram,
+    /// Connections open (WebSockets included), and those refused at a cap or by `accept`.
+    pub connections: IntGauge,
+    pub connections_refused: IntCounter,
     /// Accepted → result at the router, since start (Prometheus).
     pub end_to_end_seconds: Histogram,
     /// The same over the last seconds, for `GET /api/stats`.
@@ -56,6 +59,12 @@ impl Metrics {
         );
         let subscribers =
             IntGauge::new("subscribers", "Open WebSocket subscribers").expect("valid metric");
+        let connections =
+            IntGauge::new("connections_open", "Client connections open").expect("valid metric");
+        let connections_refused = counter(
+            "connections_refused_total",
+            "Connections refused at limits.max_connections or max_connections_per_ip",
+        );
         // 1 ms to 10 s: from a healthy local broker to a send timeout.
         let seconds = |name: &str, help: &str| {
             Histogram::with_opts(HistogramOpts::new(name, help).buckets(vec![
@@ -81,6 +90,8 @@ impl Metrics {
             Box::new(lagged_closes.clone()),
             Box::new(send_ack_seconds.clone()),
             Box::new(end_to_end_seconds.clone()),
+            Box::new(connections.clone()),
+            Box::new(connections_refused.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -100,6 +111,8 @@ impl Metrics {
             subscribers,
             lagged_closes,
             send_ack_seconds,
+            connections,
+            connections_refused,
             end_to_end_seconds,
             recent_end_to_end: RecentLatency::new(),
         }

@@ -64,7 +64,11 @@ pub async fn run_embedded(
     );
     let routing = router.start(&cluster, stopping.clone()).await?;
     let input = cluster.producer(&cluster.topics.input, Some(config.limits.send_timeout()))?;
-    let ingest = Ingest::new(Arc::new(input.clone()), metrics.clone());
+    let ingest = Ingest::new(
+        Arc::new(input.clone()),
+        metrics.clone(),
+        config.limits.max_records_per_request,
+    );
     let processing = Processing::start(
         &cluster,
         &config.processing,
@@ -101,11 +105,7 @@ pub async fn run_embedded(
         tracing::info!("shutting down: finishing in-flight requests");
         let _ = shutdown_tx.send(true);
     };
-    warp::serve(crate::api::routes(state.clone()))
-        .incoming(listener)
-        .graceful(signal)
-        .run()
-        .await;
+    crate::api::serve(state.clone(), listener, signal).await;
 
     for task in [processing, routing, follower, janitor] {
         let _ = task.await;

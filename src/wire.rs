@@ -170,6 +170,8 @@ pub enum Close {
     ShuttingDown,
     /// 4008: the client read too slowly and was detached; resume with `from=resume`.
     Lagged { resume: i64 },
+    /// 1009: the client sent a message larger than `limits.ws_max_message_bytes`.
+    TooBig { limit: usize },
     /// 1011: something failed inside the daemon (the text says what).
     Internal(String),
     /// Any other code a client may see (from a proxy, say).
@@ -182,6 +184,7 @@ const REASON_ENDED: &str = "stream ended";
 const REASON_BYE: &str = "bye";
 const REASON_SHUTTING_DOWN: &str = "server shutting down";
 const REASON_LAGGED: &str = "lagged: too slow; resume with from=";
+const REASON_TOO_BIG: &str = "message too big; limits.ws_max_message_bytes=";
 
 impl Close {
     pub fn code(&self) -> u16 {
@@ -189,6 +192,7 @@ impl Close {
             Close::Ended | Close::Bye => 1000,
             Close::ShuttingDown => 1001,
             Close::Lagged { .. } => CLOSE_LAGGED,
+            Close::TooBig { .. } => 1009,
             Close::Internal(_) => 1011,
             Close::Other(code, _) => *code,
         }
@@ -201,6 +205,7 @@ impl Close {
             Close::Bye => REASON_BYE.to_string(),
             Close::ShuttingDown => REASON_SHUTTING_DOWN.to_string(),
             Close::Lagged { resume } => format!("{REASON_LAGGED}{resume}"),
+            Close::TooBig { limit } => format!("{REASON_TOO_BIG}{limit}"),
             Close::Internal(why) | Close::Other(_, why) => why.clone(),
         };
         truncate(text, 123)
@@ -217,6 +222,13 @@ impl Close {
                 .and_then(|c| c.parse::<i64>().ok())
             {
                 Some(resume) => Close::Lagged { resume },
+                None => Close::Other(code, r.to_string()),
+            },
+            (1009, r) => match r
+                .strip_prefix(REASON_TOO_BIG)
+                .and_then(|l| l.parse::<usize>().ok())
+            {
+                Some(limit) => Close::TooBig { limit },
                 None => Close::Other(code, r.to_string()),
             },
             (1011, r) => Close::Internal(r.to_string()),
@@ -618,6 +630,7 @@ mod tests {
             Close::Bye,
             Close::ShuttingDown,
             Close::Lagged { resume: 17 },
+            Close::TooBig { limit: 1024 },
             Close::Internal("boom".into()),
             Close::Other(4000, "x".into()),
         ] {

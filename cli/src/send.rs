@@ -42,6 +42,9 @@ pub struct Args {
     /// Largest NDJSON request body; keep it under the daemon's limits.max_body_bytes.
     #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES")]
     pub batch_bytes: usize,
+    /// Most lines in one request; keep it under the daemon's limits.max_records_per_request.
+    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    pub batch_records: usize,
 }
 
 /// One stdin line, ready to send.
@@ -84,6 +87,7 @@ impl Args {
             client,
             path: format!("/api/stream/{stream_id}/send"),
             batch_bytes: self.batch_bytes.max(1),
+            batch_records: self.batch_records.max(1),
             acknowledged: 0,
         };
         let mut pending: VecDeque<Line> = VecDeque::new();
@@ -93,7 +97,10 @@ impl Args {
         let mut refused = None;
         while !input_done || !pending.is_empty() {
             // Gather what is waiting; when nothing is, wait a little for more, then send.
-            while !input_done && pending_size < sender.batch_bytes {
+            while !input_done
+                && pending_size < sender.batch_bytes
+                && pending.len() < sender.batch_records
+            {
                 let next = if pending.is_empty() {
                     rx.recv().await
                 } else {
@@ -164,6 +171,7 @@ struct Sender {
     client: Client,
     path: String,
     batch_bytes: usize,
+    batch_records: usize,
     acknowledged: u64,
 }
 
@@ -176,7 +184,9 @@ impl Sender {
             let mut body = Vec::new();
             let mut count = 0;
             for l in pending.iter() {
-                if count > 0 && body.len() + l.record.len() + 1 > self.batch_bytes {
+                let full = count == self.batch_records
+                    || body.len() + l.record.len() + 1 > self.batch_bytes;
+                if count > 0 && full {
                     break;
                 }
                 body.extend_from_slice(l.record.as_bytes());
@@ -229,8 +239,9 @@ impl Sender {
                     status: StatusCode::PAYLOAD_TOO_LARGE,
                     ..
                 }) if count > 1 => {
-                    // Smaller batches until they fit.
+                    // Smaller batches until they fit (in bytes and in records).
                     self.batch_bytes = (self.batch_bytes / 2).max(1);
+                    self.batch_records = (count / 2).max(1);
                 }
                 Err(ClientError::Server {
                     status: StatusCode::PAYLOAD_TOO_LARGE,

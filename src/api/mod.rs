@@ -5,6 +5,7 @@
 //! turned into JSON by `error::recover`.
 
 mod handlers;
+mod serve;
 mod state;
 mod stats;
 mod upgrade;
@@ -13,10 +14,11 @@ mod ws;
 #[cfg(test)]
 mod tests;
 
+pub use serve::{serve, Client};
 pub use state::AppState;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
@@ -39,12 +41,18 @@ pub fn routes(
     });
     let readyz = warp::path!("readyz")
         .and(warp::get())
+        .and(public_quota(&state))
         .and(with_state(&state))
         .then(handlers::ready);
     let metrics = warp::path!("metrics")
         .and(warp::get())
+        .and(public_quota(&state))
         .and(with_state(&state))
         .then(handlers::metrics);
+    // Tried last: a path no route knows still costs the client a token, so probing is cheap
+    // for the daemon and throttled for the prober.
+    let unknown = public_quota(&state)
+        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) });
 
     // Path and method first, so only the one matching route charges the quotas and checks
     // the key.
@@ -118,6 +126,8 @@ pub fn routes(
         .unify()
         .or(api)
         .unify()
+        .or(unknown)
+        .unify()
         .recover(recover)
         .unify()
         .with(warp::log::custom(move |info| log_request(&logged, info)))
@@ -141,15 +151,29 @@ fn with_state(
     warp::any().map(move || state.clone())
 }
 
+/// The client's IP address (`0.0.0.0` for requests that came on no connection, in tests).
+fn client_ip() -> impl Filter<Extract = (IpAddr,), Error = std::convert::Infallible> + Clone {
+    warp::ext::optional::<Client>()
+        .map(|c: Option<Client>| c.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.addr.ip()))
+}
+
 fn rate_limit_ip(state: &Arc<AppState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let state = state.clone();
-    warp::addr::remote()
-        .and_then(move |addr: Option<SocketAddr>| {
+    client_ip()
+        .and_then(move |ip| {
             let state = state.clone();
-            async move {
-                let ip = addr.map_or(IpAddr::from([0, 0, 0, 0]), |a| a.ip());
-                state.limiter.check_ip(ip).map_err(warp::reject::custom)
-            }
+            async move { state.limiter.check_ip(ip).map_err(warp::reject::custom) }
+        })
+        .untuple_one()
+}
+
+/// `rate_limits.per_ip_public`: for what needs no key.
+fn public_quota(state: &Arc<AppState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    let state = state.clone();
+    client_ip()
+        .and_then(move |ip| {
+            let state = state.clone();
+            async move { state.limiter.check_public(ip).map_err(warp::reject::custom) }
         })
         .untuple_one()
 }
@@ -178,12 +202,18 @@ fn authenticate(
 }
 
 /// The request body, refused with 413 past `limits.max_body_bytes` whether or not the client
-/// sent a Content-Length (chunked uploads are counted as they arrive).
+/// sent a Content-Length (chunked uploads are counted as they arrive), and with 408 when it
+/// takes longer than `limits.body_read_timeout_ms` to arrive.
 fn body(state: &Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
     let limit = state.limits.max_body_bytes;
+    let timeout = std::time::Duration::from_millis(state.limits.body_read_timeout_ms);
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
-        .and_then(move |length, stream| collect_limited(length, stream, limit))
+        .and_then(move |length, stream| async move {
+            tokio::time::timeout(timeout, collect_limited(length, stream, limit))
+                .await
+                .unwrap_or_else(|_| Err(warp::reject::custom(ApiError::BodyTimeout { timeout })))
+        })
 }
 
 async fn collect_limited<S, B>(
@@ -214,10 +244,15 @@ where
 /// One line per request: method, path, status, latency and stream id. Headers (and so keys)
 /// are never logged.
 fn log_request(state: &AppState, info: warp::log::Info<'_>) {
+    // Label values from a fixed set: a made-up method must not become a new series.
+    let method = match info.method().as_str() {
+        m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
+        _ => "other",
+    };
     state
         .metrics
         .requests
-        .with_label_values(&[info.method().as_str(), info.status().as_str()])
+        .with_label_values(&[method, info.status().as_str()])
         .inc();
     let path = info.path();
     let stream_id = path
@@ -227,7 +262,7 @@ fn log_request(state: &AppState, info: warp::log::Info<'_>) {
         .unwrap_or("");
     tracing::info!(
         target: "streamgate::request",
-        method = %info.method(),
+        method,
         path,
         status = info.status().as_u16(),
         latency_ms = info.elapsed().as_secs_f64() * 1000.0,

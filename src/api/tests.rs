@@ -87,7 +87,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
         keys: KeyStore::new(&[key("alice", ALICE), key("bob", BOB)]),
         limiter: Limiter::new(&rate_limits),
         registry: registry.clone(),
-        ingest: Ingest::new(log.clone(), metrics.clone()),
+        ingest: Ingest::new(log.clone(), metrics.clone(), 10_000),
         router: Router::new(16, registry, metrics.clone()),
         archive: Arc::new(OneResult),
         broker: BrokerHealth::new(Arc::new(Reachable(reachable))),
@@ -106,6 +106,7 @@ fn unlimited() -> RateLimits {
     RateLimits {
         per_ip: None,
         per_key: None,
+        per_ip_public: None,
     }
 }
 
@@ -385,6 +386,7 @@ async fn past_the_rate_limit_a_429_says_when_to_retry() {
                 burst: 2,
             }),
             per_key: None,
+            per_ip_public: None,
         },
         true,
     );

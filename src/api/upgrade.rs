@@ -13,6 +13,7 @@ use tokio_tungstenite::WebSocketStream;
 use warp::http::{HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use super::serve::Client;
 use crate::error::ApiError;
 
 /// The server side of an upgraded connection.
@@ -25,6 +26,8 @@ const READ_BUFFER: usize = 4 * 1024;
 pub struct Upgrade {
     key: String,
     on_upgrade: Option<OnUpgrade>,
+    /// The connection's place under the connection caps, held by the session.
+    client: Option<Client>,
 }
 
 /// Matches a WebSocket handshake request; anything else is refused with 400.
@@ -34,12 +37,14 @@ pub fn websocket() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clo
         .and(warp::header::optional::<String>("sec-websocket-version"))
         .and(warp::header::optional::<String>("sec-websocket-key"))
         .and(warp::ext::optional::<OnUpgrade>())
+        .and(warp::ext::optional::<Client>())
         .and_then(
             |connection: Option<String>,
              upgrade: Option<String>,
              version: Option<String>,
              key: Option<String>,
-             on_upgrade: Option<OnUpgrade>| async move {
+             on_upgrade: Option<OnUpgrade>,
+             client: Option<Client>| async move {
                 let has = |v: &Option<String>, want: &str| {
                     v.as_deref()
                         .is_some_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case(want)))
@@ -48,7 +53,11 @@ pub fn websocket() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clo
                     && has(&upgrade, "websocket")
                     && version.as_deref() == Some("13");
                 match key {
-                    Some(key) if valid => Ok(Upgrade { key, on_upgrade }),
+                    Some(key) if valid => Ok(Upgrade {
+                        key,
+                        on_upgrade,
+                        client,
+                    }),
                     _ => Err(warp::reject::custom(ApiError::InvalidInput(
                         "this endpoint is a WebSocket: send a version 13 upgrade request".into(),
                     ))),
@@ -74,7 +83,9 @@ impl Upgrade {
             .max_message_size(Some(max_message_bytes))
             .max_frame_size(Some(max_message_bytes));
         if let Some(on_upgrade) = self.on_upgrade {
+            let client = self.client;
             tokio::spawn(async move {
+                let _place = client;
                 match on_upgrade.await {
                     Ok(upgraded) => {
                         let socket = WebSocketStream::from_raw_socket(

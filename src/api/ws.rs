@@ -15,7 +15,7 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::upgrade::Socket;
 use super::AppState;
@@ -109,6 +109,9 @@ pub async fn session(
                         }
                     }
                     Some(Ok(_)) => {} // ping/pong: answered by the protocol layer
+                    Some(Err(tungstenite::Error::Capacity(_))) => {
+                        break Some(Close::TooBig { limit: state.limits.ws_max_message_bytes });
+                    }
                     Some(Err(_)) | None => break None,
                 }
             }

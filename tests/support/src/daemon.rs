@@ -41,6 +41,7 @@ pub fn test_config() -> Config {
     c.topics.partitions = 3;
     c.rate_limits.per_ip = None;
     c.rate_limits.per_key = None;
+    c.rate_limits.per_ip_public = None;
     c.limits.send_timeout_ms = 3000;
     c.log.level = "warn".into();
     c

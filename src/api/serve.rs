@@ -1,0 +1,224 @@
+//! Serving connections: the accept loop in front of the routes, where a client is held to the
+//! limits that no handler can enforce. A connection must send its request head within
+//! `limits.header_read_timeout_ms` (which also ends idle keep-alive connections), a head
+//! larger than `limits.max_header_bytes` gets 431, and past `limits.max_connections` in all or
+//! `limits.max_connections_per_ip` from one address a new connection is answered 503 at once
+//! and closed. Shutdown waits for in-flight requests at most `limits.shutdown_timeout_ms`.
+//!
+//! HTTP/1.1 only: WebSockets and the request/response API need nothing else, and h2c (HTTP/2
+//! without TLS) would be a second protocol to harden. A client that speaks it gets an error.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
+use hyper_util::server::conn::auto;
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus::IntGauge;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+
+use super::{routes, AppState};
+use crate::wire::{ErrorBody, ErrorObject};
+
+/// The connection a request came on, put on every request: its address (for the per-IP
+/// limits and the request log) and its place under the connection caps, which an upgraded
+/// WebSocket keeps for as long as it is open.
+#[derive(Clone)]
+pub struct Client {
+    pub addr: SocketAddr,
+    _place: Arc<Admitted>,
+}
+
+/// Serves `listener` until `shutdown` resolves, then drains within the shutdown bound.
+pub async fn serve(
+    state: Arc<AppState>,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()>,
+) {
+    let limits = state.limits.clone();
+    let admission = Arc::new(Admission::new(
+        limits.max_connections,
+        limits.max_connections_per_ip,
+        state.metrics.connections.clone(),
+    ));
+    let filter = routes(state.clone());
+    let graceful = GracefulShutdown::new();
+    let mut connections = JoinSet::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let accepted = tokio::select! {
+            _ = &mut shutdown => break,
+            accepted = listener.accept() => accepted,
+            // Reap finished connections so the set does not grow.
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+        };
+        let (stream, addr) = match accepted {
+            Ok(pair) => pair,
+            Err(e) => {
+                // Out of file descriptors (or a connection reset before accept): keep
+                // serving the connections we have; try again shortly.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                state.metrics.connections_refused.inc();
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                continue;
+            }
+        };
+        let Some(admitted) = admission.admit(addr.ip()) else {
+            state.metrics.connections_refused.inc();
+            tokio::spawn(refuse(stream));
+            continue;
+        };
+        let service = TowerToHyperService::new(warp::service(filter.clone()));
+        let client = Client {
+            addr,
+            _place: Arc::new(admitted),
+        };
+        let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            req.extensions_mut().insert(client.clone());
+            hyper::service::Service::call(&service, req)
+        });
+        let watcher = graceful.watcher();
+        let (header_timeout, max_head) = (
+            Duration::from_millis(limits.header_read_timeout_ms),
+            limits.max_header_bytes.max(8192),
+        );
+        connections.spawn(async move {
+            // The connection borrows its builder: both live in this task.
+            let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
+            http.http1()
+                .timer(TokioTimer::new())
+                .header_read_timeout(header_timeout)
+                .max_buf_size(max_head);
+            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+            if let Err(e) = watcher.watch(conn).await {
+                tracing::debug!(error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    let bound = Duration::from_millis(limits.shutdown_timeout_ms);
+    if tokio::time::timeout(bound, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            timeout_ms = limits.shutdown_timeout_ms,
+            "shutdown: dropping connections still open after limits.shutdown_timeout_ms"
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// Answers a connection over a cap with 503 and closes it, spending at most a second on it.
+async fn refuse(mut stream: TcpStream) {
+    let body = serde_json::to_string(&ErrorBody {
+        error: ErrorObject {
+            code: "too_many_connections".into(),
+            message: "too many connections (limits.max_connections, \
+                      limits.max_connections_per_ip); retry shortly"
+                .into(),
+            acknowledged: None,
+        },
+    })
+    .unwrap_or_default();
+    let answer = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+         connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        stream.write_all(answer.as_bytes()).await?;
+        stream.shutdown().await
+    })
+    .await;
+}
+
+/// Counts open connections, in all and per client address.
+struct Admission {
+    max_total: usize,
+    max_per_ip: usize,
+    open: Mutex<(usize, HashMap<IpAddr, usize>)>,
+    /// `connections_open`, the gauge.
+    gauge: IntGauge,
+}
+
+/// An admitted connection; dropping it (when the connection, or the WebSocket it was
+/// upgraded to, ends) frees its place.
+struct Admitted {
+    admission: Arc<Admission>,
+    ip: IpAddr,
+}
+
+impl Admission {
+    fn new(max_total: usize, max_per_ip: usize, gauge: IntGauge) -> Self {
+        Self {
+            max_total,
+            max_per_ip,
+            open: Mutex::new((0, HashMap::new())),
+            gauge,
+        }
+    }
+
+    fn admit(self: &Arc<Self>, ip: IpAddr) -> Option<Admitted> {
+        let mut open = self.open.lock().expect("admission lock");
+        let (total, per_ip) = &mut *open;
+        let mine = per_ip.entry(ip).or_insert(0);
+        if *total >= self.max_total || *mine >= self.max_per_ip {
+            if *mine == 0 {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        *mine += 1;
+        *total += 1;
+        self.gauge.inc();
+        Some(Admitted {
+            admission: self.clone(),
+            ip,
+        })
+    }
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        let mut open = self.admission.open.lock().expect("admission lock");
+        let (total, per_ip) = &mut *open;
+        *total -= 1;
+        self.admission.gauge.dec();
+        if let Some(n) = per_ip.get_mut(&self.ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&self.ip);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn admission_caps_per_ip_and_in_all_and_frees_on_drop() {
+        let gauge = IntGauge::new("g", "open").unwrap();
+        let a = Arc::new(Admission::new(3, 2, gauge.clone()));
+        let (x, y): (IpAddr, IpAddr) = ([10, 0, 0, 1].into(), [10, 0, 0, 2].into());
+        let x1 = a.admit(x).unwrap();
+        let _x2 = a.admit(x).unwrap();
+        assert!(a.admit(x).is_none(), "per-ip cap");
+        let _y1 = a.admit(y).unwrap();
+        assert!(a.admit(y).is_none(), "total cap");
+        drop(x1);
+        assert!(a.admit(y).is_some(), "a freed place is reusable");
+        assert_eq!(a.open.lock().unwrap().1.len(), 2);
+        assert_eq!(gauge.get(), 2, "x2 and y1 are open");
+    }
+}
