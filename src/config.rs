@@ -244,6 +244,11 @@ impl Default for RateLimits {
 pub struct Limits {
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: usize,
+    /// Open streams one API key may have at once (429 `too_many_streams` past it).
+    pub max_streams_per_key: usize,
+    /// Results subscribers one API key may have open at once on one instance (429
+    /// `too_many_subscribers` past it).
+    pub max_subscribers_per_key: usize,
     /// Most records in one send request (413 above it): bounds what one request costs in
     /// memory and in its answer, however small its lines.
     pub max_records_per_request: usize,
@@ -285,6 +290,8 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1024 * 1024,
             max_records_per_request: 10_000,
+            max_streams_per_key: 10_000,
+            max_subscribers_per_key: 10_000,
             send_timeout_ms: 10_000,
             subscriber_queue: 1024,
             ws_max_in_flight: 1024,

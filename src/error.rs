@@ -67,6 +67,10 @@ pub enum ApiError {
     StreamEnded(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error("this key has {limit} open streams (limits.max_streams_per_key); end some first")]
+    TooManyStreams { limit: usize },
+    #[error("this key has {limit} subscribers open here (limits.max_subscribers_per_key)")]
+    TooManySubscribers { limit: usize },
     #[error("more than {limit} records in one request (limits.max_records_per_request); split it")]
     TooManyRecords { limit: usize },
     #[error("the request body did not arrive within {} ms (limits.body_read_timeout_ms)", timeout.as_millis())]
@@ -113,7 +117,9 @@ impl ApiError {
             }
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::RateLimited { .. }
+            | ApiError::TooManyStreams { .. }
+            | ApiError::TooManySubscribers { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BrokerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
@@ -134,6 +140,8 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::TooManyStreams { .. } => "too_many_streams",
+            ApiError::TooManySubscribers { .. } => "too_many_subscribers",
             ApiError::BrokerUnavailable { .. } => "broker_unavailable",
             ApiError::Internal(_) => "internal",
         }

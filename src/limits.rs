@@ -89,12 +89,74 @@ impl Limiter {
     }
 }
 
+/// Places counted per API key (subscribers open on this instance): at most `max` per key at
+/// once. A taken [`Seat`] is freed when dropped.
+pub struct Seats {
+    max: usize,
+    taken: std::sync::Mutex<std::collections::HashMap<String, usize>>,
+}
+
+/// One taken place; dropping it frees it.
+pub struct Seat {
+    seats: std::sync::Arc<Seats>,
+    key: String,
+}
+
+impl Seats {
+    pub fn new(max: usize) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self {
+            max,
+            taken: Default::default(),
+        })
+    }
+
+    /// A place for `key`, or `None` when it has `max` already.
+    pub fn take(self: &std::sync::Arc<Self>, key: &str) -> Option<Seat> {
+        let mut taken = self.taken.lock().expect("seats lock");
+        let n = taken.entry(key.to_string()).or_insert(0);
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(Seat {
+            seats: self.clone(),
+            key: key.to_string(),
+        })
+    }
+}
+
+impl Drop for Seat {
+    fn drop(&mut self) {
+        let mut taken = self.seats.taken.lock().expect("seats lock");
+        if let Some(n) = taken.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                taken.remove(&self.key);
+            }
+        }
+    }
+}
+
 /// How often `forget_idle` runs.
 pub const FORGET_INTERVAL: Duration = Duration::from_secs(60);
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn seats_are_counted_per_key_and_freed_on_drop() {
+        let seats = Seats::new(2);
+        let a = seats.take("alice").unwrap();
+        let _b = seats.take("alice").unwrap();
+        assert!(seats.take("alice").is_none());
+        assert!(
+            seats.take("bob").is_some(),
+            "another key has its own places"
+        );
+        drop(a);
+        assert!(seats.take("alice").is_some());
+    }
 
     #[test]
     fn burst_then_refusal_with_wait() {

@@ -256,6 +256,19 @@ impl Registry {
         mine.then_some(entry)
     }
 
+    /// How many open streams `owner` has.
+    pub fn open_streams_of(&self, owner: &str) -> usize {
+        self.streams
+            .read()
+            .expect("registry lock")
+            .values()
+            .filter(|e| {
+                let r = e.record.read().expect("registry lock");
+                r.owner == owner && r.state == StreamState::Open
+            })
+            .count()
+    }
+
     /// Streams `caller` may see: its own, or all for an admin key. Newest first.
     pub fn list(&self, caller: &Principal) -> Vec<Arc<StreamEntry>> {
         let mut list: Vec<Arc<StreamEntry>> = self

@@ -21,7 +21,7 @@ use crate::delivery::{Replays, Router};
 use crate::error::Error;
 use crate::ingest::Ingest;
 use crate::kafka::{Cluster, EmbeddedBroker, FLUSH_TIMEOUT};
-use crate::limits::{self, Limiter};
+use crate::limits::{self, Limiter, Seats};
 use crate::metrics::Metrics;
 use crate::processing::Processing;
 use crate::registry::Registry;
@@ -50,6 +50,8 @@ pub async fn run_embedded(
     embedded: Option<Arc<EmbeddedBroker>>,
 ) -> Result<(), Error> {
     config.validate()?;
+    let mut config = config;
+    config.limits.max_connections = connections_allowed(config.limits.max_connections);
     prepare_listener(&listener, &config)?;
     let cluster = Cluster::connect(&config, embedded.as_deref()).await?;
     let (shutdown_tx, stopping) = watch::channel(false);
@@ -83,12 +85,14 @@ pub async fn run_embedded(
         brokers: config.brokers.to_string(),
         keys: KeyStore::new(&config.api_keys),
         limiter: Limiter::new(&config.rate_limits),
+        subscriber_seats: Seats::new(config.limits.max_subscribers_per_key),
         registry,
         ingest,
         router,
         archive: Arc::new(Replays::new(cluster.clone())),
         broker: cluster.health()?,
         metrics,
+        stats: Default::default(),
         shutdown: stopping.clone(),
         started: Instant::now(),
     });
@@ -116,6 +120,28 @@ pub async fn run_embedded(
     drop(embedded);
     tracing::info!("streamgate stopped");
     Ok(())
+}
+
+/// File descriptors kept for everything but client connections: Kafka sockets, processor
+/// worker pipes, files.
+const RESERVED_FDS: u64 = 512;
+
+/// Raises the open-files limit to its hard limit (idle connections must not be able to deny
+/// service by exhausting it), and lowers `max_connections` to what the limit allows.
+fn connections_allowed(configured: usize) -> usize {
+    let (before, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
+    let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(before);
+    let allowed = soft.saturating_sub(RESERVED_FDS).max(1) as usize;
+    tracing::info!(soft_before = before, soft, hard, "open-files limit");
+    if configured > allowed {
+        tracing::warn!(
+            configured,
+            allowed,
+            "limits.max_connections is more than the open-files limit allows; using {allowed}"
+        );
+        return allowed;
+    }
+    configured
 }
 
 /// Drops the rate-limit state of callers that have been quiet for a while.

@@ -80,6 +80,10 @@ pub async fn start(
     let spec = tokio::task::spawn_blocking(move || parse_start_body(&body, &limits))
         .await
         .map_err(|e| ApiError::Internal(e.to_string()))??;
+    let limit = state.limits.max_streams_per_key;
+    if state.registry.open_streams_of(&caller.name) >= limit {
+        return Err(ApiError::TooManyStreams { limit }.into());
+    }
     let entry = state
         .registry
         .create(&caller, spec)
@@ -151,12 +155,21 @@ pub async fn subscribe(
     let invalid = |e: InvalidParam| ApiError::InvalidInput(e.to_string());
     let start = StartAt::parse(query.get("from").map(String::as_str)).map_err(invalid)?;
     let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?;
+    let seat = state
+        .subscriber_seats
+        .take(&caller.name)
+        .ok_or(ApiError::TooManySubscribers {
+            limit: state.limits.max_subscribers_per_key,
+        })?;
     let live = state.router.subscribe(entry.id, on_lag);
     let max_message = state.limits.ws_max_message_bytes;
     let protocol = auth::ws_response_protocol(protocols.as_deref());
-    Ok(upgrade.respond(protocol, max_message, move |socket| {
-        ws::session(socket, state, entry, live, start)
-    }))
+    Ok(
+        upgrade.respond(protocol, max_message, move |socket| async move {
+            ws::session(socket, state, entry, live, start).await;
+            drop(seat);
+        }),
+    )
 }
 
 /// `GET /api/streams`: the caller's streams (all of them for an admin key).

@@ -6,7 +6,8 @@
 //! and closed. Shutdown waits for in-flight requests at most `limits.shutdown_timeout_ms`.
 //!
 //! HTTP/1.1 only: WebSockets and the request/response API need nothing else, and h2c (HTTP/2
-//! without TLS) would be a second protocol to harden. A client that speaks it gets an error.
+//! without TLS) would be a second protocol to harden. A client that opens with the HTTP/2
+//! preface gets 505.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -72,7 +73,13 @@ pub async fn serve(
         };
         let Some(admitted) = admission.admit(addr.ip()) else {
             state.metrics.connections_refused.inc();
-            tokio::spawn(refuse(stream));
+            tokio::spawn(answer(
+                stream,
+                503,
+                "too_many_connections",
+                "too many connections (limits.max_connections, limits.max_connections_per_ip); \
+                 retry shortly",
+            ));
             continue;
         };
         let service = TowerToHyperService::new(warp::service(filter.clone()));
@@ -90,6 +97,18 @@ pub async fn serve(
             limits.max_header_bytes.max(8192),
         );
         connections.spawn(async move {
+            // hyper's header timer starts at the first byte of a request; a connection that
+            // never sends one is held to the same bound here. And hyper-util serves HTTP/2
+            // to a client that opens with its preface, whatever the builder says: refused.
+            let mut first = [0u8; 3];
+            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
+                Ok(Ok(3)) if &first == b"PRI" => {
+                    answer(stream, 505, "http_version_not_supported", "HTTP/1.1 only").await;
+                    return;
+                }
+                Ok(Ok(n)) if n > 0 => {}
+                _ => return,
+            }
             // The connection borrows its builder: both live in this task.
             let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
             http.http1()
@@ -117,20 +136,23 @@ pub async fn serve(
     connections.shutdown().await;
 }
 
-/// Answers a connection over a cap with 503 and closes it, spending at most a second on it.
-async fn refuse(mut stream: TcpStream) {
+/// Answers a connection that will not be served (over a cap, or not HTTP/1) with a JSON
+/// error and closes it, spending at most a second on it.
+async fn answer(mut stream: TcpStream, status: u16, code: &str, message: &str) {
     let body = serde_json::to_string(&ErrorBody {
         error: ErrorObject {
-            code: "too_many_connections".into(),
-            message: "too many connections (limits.max_connections, \
-                      limits.max_connections_per_ip); retry shortly"
-                .into(),
+            code: code.into(),
+            message: message.into(),
             acknowledged: None,
         },
     })
     .unwrap_or_default();
+    let reason = match status {
+        503 => "Service Unavailable",
+        _ => "HTTP Version Not Supported",
+    };
     let answer = format!(
-        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
          connection: close\r\ncontent-length: {}\r\n\r\n{body}",
         body.len()
     );

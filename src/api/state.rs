@@ -11,8 +11,10 @@ use crate::config::{self, Limits};
 use crate::delivery::{Archive, Router};
 use crate::ingest::Ingest;
 use crate::kafka::BrokerHealth;
-use crate::limits::Limiter;
+use crate::limits::{Limiter, Seats};
 use crate::metrics::Metrics;
+
+use super::stats::SharedStats;
 use crate::registry::Registry;
 
 pub struct AppState {
@@ -24,6 +26,8 @@ pub struct AppState {
     pub brokers: String,
     pub keys: KeyStore,
     pub limiter: Limiter,
+    /// Results subscribers per key on this instance (`limits.max_subscribers_per_key`).
+    pub subscriber_seats: Arc<Seats>,
     pub registry: Arc<Registry>,
     /// Writes records and markers into the input topic.
     pub ingest: Ingest,
@@ -33,6 +37,8 @@ pub struct AppState {
     pub archive: Arc<dyn Archive>,
     pub broker: BrokerHealth,
     pub metrics: Arc<Metrics>,
+    /// The stats snapshot shared by every `/api/stats` caller and live watcher.
+    pub stats: SharedStats,
     /// Flips to `true` when the daemon shuts down; WebSocket sessions watch it.
     pub shutdown: watch::Receiver<bool>,
     pub started: Instant,

@@ -7,7 +7,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
@@ -20,18 +20,44 @@ use super::ws::Peer;
 use super::AppState;
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
-use crate::wire::{BrokerView, Close, Stats, StatsRow, Totals};
+use crate::wire::{BrokerView, Close, Percentiles, Stats, StatsRow, Totals};
 
 /// Push interval of the live feed unless the client asks: `?interval_ms=`.
 const DEFAULT_INTERVAL_MS: u64 = 1_000;
 /// Fastest push interval a client may ask for.
 const MIN_INTERVAL_MS: u64 = 200;
 
-/// One snapshot as the caller may see it.
-pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
+/// The snapshot of every open stream, computed at most once per `MIN_INTERVAL_MS` however
+/// many callers and live watchers ask, then cut down to what each caller may see: fifty
+/// dashboards cost what one does.
+#[derive(Default)]
+pub struct SharedStats {
+    last: tokio::sync::Mutex<Option<(Instant, Arc<Stats>)>>,
+}
+
+impl SharedStats {
+    async fn full(&self, state: &AppState) -> Arc<Stats> {
+        // Held while computing: concurrent askers wait for this one instead of computing too.
+        let mut last = self.last.lock().await;
+        if let Some((at, stats)) = &*last {
+            if at.elapsed() < Duration::from_millis(MIN_INTERVAL_MS) {
+                return stats.clone();
+            }
+        }
+        let stats = Arc::new(compute(state).await);
+        *last = Some((Instant::now(), stats.clone()));
+        stats
+    }
+}
+
+async fn compute(state: &AppState) -> Stats {
+    let everyone = Principal {
+        name: String::new(),
+        admin: true,
+    };
     let streams: Vec<StatsRow> = state
         .registry
-        .list(caller)
+        .list(&everyone)
         .iter()
         .filter(|e| e.is_open())
         .map(|e| StatsRow {
@@ -39,14 +65,6 @@ pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
             backlog: state.router.backlog(&e.id),
         })
         .collect();
-    let sum = |field: fn(&StatsRow) -> u64| -> u64 { streams.iter().map(field).sum() };
-    let totals = Totals {
-        streams: streams.len() as u64,
-        subscribers: sum(|r| r.stream.subscribers),
-        records_in: sum(|r| r.stream.records_in),
-        records_out: sum(|r| r.stream.records_out),
-        latency_ms: state.metrics.recent_end_to_end.snapshot(),
-    };
     Stats {
         now_ms: crate::kafka::now_ms(),
         version: env!("CARGO_PKG_VERSION").to_string(),
@@ -55,8 +73,40 @@ pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
             bootstrap: state.brokers.clone(),
             reachable: state.broker.reachable().await,
         },
-        totals,
+        totals: totals(&streams, state.metrics.recent_end_to_end.snapshot()),
         streams,
+    }
+}
+
+fn totals(streams: &[StatsRow], latency_ms: Percentiles) -> Totals {
+    let sum = |field: fn(&StatsRow) -> u64| -> u64 { streams.iter().map(field).sum() };
+    Totals {
+        streams: streams.len() as u64,
+        subscribers: sum(|r| r.stream.subscribers),
+        records_in: sum(|r| r.stream.records_in),
+        records_out: sum(|r| r.stream.records_out),
+        latency_ms,
+    }
+}
+
+/// One snapshot as the caller may see it: all streams for an admin key, else its own.
+pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
+    let full = state.stats.full(state).await;
+    if caller.admin {
+        return (*full).clone();
+    }
+    let streams: Vec<StatsRow> = full
+        .streams
+        .iter()
+        .filter(|r| r.stream.owner == caller.name)
+        .cloned()
+        .collect();
+    Stats {
+        totals: totals(&streams, full.totals.latency_ms),
+        streams,
+        broker: full.broker.clone(),
+        version: full.version.clone(),
+        ..*full
     }
 }
 

@@ -71,6 +71,7 @@ struct Fixture {
 }
 
 fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fixture {
+    let seats = limits.max_subscribers_per_key;
     let metrics = Arc::new(Metrics::new());
     let registry = Registry::new(Box::new(MemoryStore));
     let log = Arc::new(MemoryLog::default());
@@ -86,12 +87,14 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
         brokers: "embedded".into(),
         keys: KeyStore::new(&[key("alice", ALICE), key("bob", BOB)]),
         limiter: Limiter::new(&rate_limits),
+        subscriber_seats: crate::limits::Seats::new(seats),
         registry: registry.clone(),
         ingest: Ingest::new(log.clone(), metrics.clone(), 10_000),
         router: Router::new(16, registry, metrics.clone()),
         archive: Arc::new(OneResult),
         broker: BrokerHealth::new(Arc::new(Reachable(reachable))),
         metrics,
+        stats: Default::default(),
         shutdown,
         started: Instant::now(),
     });
