@@ -289,7 +289,7 @@ impl Default for Limits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            max_records_per_request: 10_000,
+            max_records_per_request: 100_000,
             max_streams_per_key: 10_000,
             max_subscribers_per_key: 10_000,
             send_timeout_ms: 10_000,

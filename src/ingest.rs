@@ -106,7 +106,7 @@ impl Ingest {
         let records = records(body, content_type, self.max_records)?;
         let key = entry.id.to_string();
         let started = Instant::now();
-        let result = append_all(&*self.log, &key, &records).await;
+        let result = append_all(&*self.log, &key, records.iter()).await;
         let acknowledged = match &result {
             Ok(offsets) => offsets.len(),
             Err(e) => e.acknowledged,
@@ -189,14 +189,15 @@ const IN_FLIGHT: usize = 512;
 /// Appends records under `key` in order and returns their offsets once all are acknowledged.
 /// Records are handed over ahead of their acks, up to `IN_FLIGHT` at once. Also the baseline
 /// of `streamctl bench`.
-pub async fn append_all(
+pub async fn append_all<R: AsRef<[u8]>>(
     log: &dyn InputLog,
     key: &str,
-    records: &[impl AsRef<[u8]>],
+    records: impl IntoIterator<Item = R>,
 ) -> Result<Vec<i64>, Unstored> {
     let ts = now_ms();
-    let mut offsets = Vec::with_capacity(records.len());
-    let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT.min(records.len()));
+    let records = records.into_iter();
+    let mut offsets = Vec::with_capacity(records.size_hint().0);
+    let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT);
     let unstored = |error, offsets: &Vec<i64>| Unstored {
         error,
         acknowledged: offsets.len(),
@@ -244,6 +245,7 @@ pub fn unavailable(e: &SendError, acknowledged: usize) -> ApiError {
 }
 
 /// How a send body is framed, from its Content-Type.
+#[derive(Debug, Clone, Copy)]
 enum Framing {
     Single,
     Lines,
@@ -279,44 +281,65 @@ fn utf8(body: &[u8]) -> Result<(), ApiError> {
     })
 }
 
-/// Splits and validates a send body into records, at most `max` of them. A batch with one bad
-/// line is refused whole.
-pub fn records(
-    body: &Bytes,
-    content_type: Option<&str>,
-    max: usize,
-) -> Result<Vec<Bytes>, ApiError> {
+/// A validated send body: its records, read off the body as they are needed (a record costs
+/// no allocation of its own, however many a request holds).
+#[derive(Debug)]
+pub struct Records {
+    body: Bytes,
+    framing: Framing,
+    pub count: usize,
+}
+
+impl Records {
+    /// The records, in order.
+    pub fn iter(&self) -> impl Iterator<Item = &[u8]> + '_ {
+        let lines: Box<dyn Iterator<Item = &[u8]> + Send> = match self.framing {
+            Framing::Single => Box::new(std::iter::once(trim(&self.body))),
+            Framing::Lines => Box::new(self.body.split(|b| *b == b'\n').map(trim)),
+        };
+        lines.filter(|r| !r.is_empty())
+    }
+}
+
+/// Validates a send body: UTF-8, JSON (every line of NDJSON; a batch with one bad line is
+/// refused whole), at most `max` records.
+pub fn records(body: &Bytes, content_type: Option<&str>, max: usize) -> Result<Records, ApiError> {
     let framing = framing(content_type)?;
     utf8(body)?;
-    match framing {
-        Framing::Single => Ok(vec![record(body)?]),
+    let count = match framing {
+        Framing::Single => {
+            record(body)?;
+            1
+        }
         Framing::Lines => {
-            let mut out = Vec::new();
-            let mut start = 0;
+            let mut count = 0;
             for (i, line) in body.split(|b| *b == b'\n').enumerate() {
-                let end = start + line.len();
-                let record = trim(&body.slice(start..end));
-                start = end + 1;
-                if record.is_empty() {
+                let line = trim(line);
+                if line.is_empty() {
                     continue;
                 }
-                if out.len() == max {
+                if count == max {
                     return Err(ApiError::TooManyRecords { limit: max });
                 }
-                serde_json::from_slice::<IgnoredAny>(&record).map_err(|e| {
+                serde_json::from_slice::<IgnoredAny>(line).map_err(|e| {
                     ApiError::InvalidInput(format!(
                         "line {}: not valid JSON: {e}; no record of this batch was stored",
                         i + 1
                     ))
                 })?;
-                out.push(record);
+                count += 1;
             }
-            if out.is_empty() {
+            if count == 0 {
                 return Err(ApiError::InvalidInput("body holds no records".into()));
             }
-            Ok(out)
+            count
         }
-    }
+    };
+    Ok(Records {
+        body: body.clone(),
+        framing,
+        count,
+    })
 }
 
 /// One JSON value (a single-record body, or a WebSocket frame) as a record.
@@ -324,19 +347,11 @@ pub fn record(body: &Bytes) -> Result<Bytes, ApiError> {
     utf8(body)?;
     serde_json::from_slice::<IgnoredAny>(body)
         .map_err(|e| ApiError::InvalidInput(format!("body is not valid JSON: {e}")))?;
-    Ok(trim(body))
+    Ok(body.slice_ref(trim(body)))
 }
 
-fn trim(b: &Bytes) -> Bytes {
-    let start = b
-        .iter()
-        .position(|c| !c.is_ascii_whitespace())
-        .unwrap_or(b.len());
-    let end = b
-        .iter()
-        .rposition(|c| !c.is_ascii_whitespace())
-        .map_or(start, |e| e + 1);
-    b.slice(start..end)
+fn trim(b: &[u8]) -> &[u8] {
+    b.trim_ascii()
 }
 
 /// Input records kept in memory, numbered from 0: for route tests, which need no broker.
@@ -381,9 +396,10 @@ mod tests {
     fn ndjson_skips_blank_lines_and_crlf() {
         let body = Bytes::from_static(b"1\r\n\r\n\"two\"\r\n[3]");
         let recs = records(&body, Some("application/x-ndjson; charset=utf-8"), 10).unwrap();
+        assert_eq!(recs.count, 3);
         assert_eq!(
-            recs,
-            vec![Bytes::from("1"), Bytes::from("\"two\""), Bytes::from("[3]")]
+            recs.iter().collect::<Vec<_>>(),
+            vec![&b"1"[..], &b"\"two\""[..], &b"[3]"[..]]
         );
     }
 

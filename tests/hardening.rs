@@ -333,7 +333,7 @@ async fn streams_and_subscribers_per_key_are_capped() {
 async fn a_request_of_many_tiny_records_is_refused_whole_naming_the_limit() {
     let d = Daemon::start(test_config()).await;
     let id = d.start_stream(ALICE, None).await;
-    let tiny = "1\n".repeat(512 * 1024);
+    let tiny = "1\n".repeat(200_000);
     let (status, body) = d.send_ndjson(ALICE, &id, tiny).await;
     assert_eq!(status, 413, "{body}");
     assert_eq!(body["error"]["code"], "too_many_records");

@@ -43,7 +43,7 @@ pub struct Args {
     #[arg(long, default_value_t = 512 * 1024, value_name = "BYTES")]
     pub batch_bytes: usize,
     /// Most lines in one request; keep it under the daemon's limits.max_records_per_request.
-    #[arg(long, default_value_t = 5_000, value_name = "N")]
+    #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub batch_records: usize,
 }
 

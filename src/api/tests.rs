@@ -459,6 +459,35 @@ async fn websocket_replays_acks_and_refuses_bad_frames() {
 }
 
 #[tokio::test]
+async fn json_that_is_not_utf8_is_refused_at_the_door() {
+    let f = fixture();
+    let id = f.start(ALICE).await;
+    let req = warp::test::request()
+        .method("POST")
+        .path(&format!("/api/stream/{id}/send"))
+        .header("x-api-key", ALICE)
+        .body(&b"{\"s\":\"\xff\"}"[..]);
+    let r = Response(req.reply(&f.api()).await);
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    assert!(r.text().contains("not UTF-8"), "{}", r.text());
+    assert!(f.log.records.lock().unwrap().is_empty());
+}
+
+#[tokio::test]
+async fn stats_are_computed_once_per_interval_for_every_caller() {
+    let f = fixture();
+    f.start(ALICE).await;
+    f.start(BOB).await;
+    let alice: crate::wire::Stats = f.call("GET", "/api/stats", Some(ALICE), "").await.json();
+    let bob: crate::wire::Stats = f.call("GET", "/api/stats", Some(BOB), "").await.json();
+    assert_eq!(alice.now_ms, bob.now_ms, "one snapshot served both");
+    assert_eq!(alice.streams.len(), 1, "each caller sees its own streams");
+    assert_eq!(alice.streams[0].stream.owner, "alice");
+    assert_eq!(bob.streams[0].stream.owner, "bob");
+    assert_eq!(alice.totals.streams, 1);
+}
+
+#[tokio::test]
 async fn unknown_paths_get_a_json_error() {
     let f = fixture();
     let r = f.call("GET", "/", None, "").await;
