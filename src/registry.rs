@@ -124,6 +124,9 @@ pub trait Store: Send + Sync + 'static {
 pub struct Registry {
     streams: RwLock<HashMap<Uuid, Arc<StreamEntry>>>,
     store: Box<dyn Store>,
+    /// Bumped by every change to a stream's record, so views of the registry (the stats
+    /// snapshot) know when they are stale.
+    generation: AtomicU64,
 }
 
 impl Registry {
@@ -132,6 +135,7 @@ impl Registry {
         Arc::new(Self {
             streams: RwLock::new(HashMap::new()),
             store,
+            generation: AtomicU64::new(0),
         })
     }
 
@@ -176,6 +180,7 @@ impl Registry {
     }
 
     fn apply(&self, id: Uuid, record: Option<StreamRecord>) {
+        self.generation.fetch_add(1, Ordering::Release);
         let mut streams = self.streams.write().expect("registry lock");
         let Some(record) = record else {
             streams.remove(&id);
@@ -226,6 +231,11 @@ impl Registry {
         self.store.write(entry.id, &record).await?;
         self.apply(entry.id, Some(record));
         Ok(())
+    }
+
+    /// Changes whenever a stream is created, ended or removed.
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
     }
 
     /// A stream this instance already knows.

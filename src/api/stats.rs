@@ -29,23 +29,26 @@ const MIN_INTERVAL_MS: u64 = 200;
 
 /// The snapshot of every open stream, computed at most once per `MIN_INTERVAL_MS` however
 /// many callers and live watchers ask, then cut down to what each caller may see: fifty
-/// dashboards cost what one does.
+/// dashboards cost what one does. A stream started or ended makes it stale at once, so a
+/// caller always sees its own changes.
 #[derive(Default)]
 pub struct SharedStats {
-    last: tokio::sync::Mutex<Option<(Instant, Arc<Stats>)>>,
+    /// When it was computed, at which registry generation, and the snapshot.
+    last: tokio::sync::Mutex<Option<(Instant, u64, Arc<Stats>)>>,
 }
 
 impl SharedStats {
     async fn full(&self, state: &AppState) -> Arc<Stats> {
         // Held while computing: concurrent askers wait for this one instead of computing too.
         let mut last = self.last.lock().await;
-        if let Some((at, stats)) = &*last {
-            if at.elapsed() < Duration::from_millis(MIN_INTERVAL_MS) {
+        let generation = state.registry.generation();
+        if let Some((at, seen, stats)) = &*last {
+            if at.elapsed() < Duration::from_millis(MIN_INTERVAL_MS) && *seen == generation {
                 return stats.clone();
             }
         }
         let stats = Arc::new(compute(state).await);
-        *last = Some((Instant::now(), stats.clone()));
+        *last = Some((Instant::now(), generation, stats.clone()));
         stats
     }
 }

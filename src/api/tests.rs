@@ -485,6 +485,10 @@ async fn stats_are_computed_once_per_interval_for_every_caller() {
     assert_eq!(alice.streams[0].stream.owner, "alice");
     assert_eq!(bob.streams[0].stream.owner, "bob");
     assert_eq!(alice.totals.streams, 1);
+    // A change is seen at once, not after the interval.
+    let id = f.start(ALICE).await;
+    let after: crate::wire::Stats = f.call("GET", "/api/stats", Some(ALICE), "").await.json();
+    assert!(after.streams.iter().any(|r| r.stream.stream_id == id));
 }
 
 #[tokio::test]
