@@ -27,6 +27,7 @@ use warp::{Filter, Rejection, Reply};
 
 use crate::auth::{Principal, API_KEY_HEADER};
 use crate::error::{recover, ApiError};
+use crate::limits::Limiter;
 use crate::wire::Status;
 
 /// Every route of the daemon, with errors mapped and requests logged.
@@ -157,23 +158,25 @@ fn client_ip() -> impl Filter<Extract = (IpAddr,), Error = std::convert::Infalli
         .map(|c: Option<Client>| c.map_or(IpAddr::from([0, 0, 0, 0]), |c| c.addr.ip()))
 }
 
+/// `rate_limits.per_ip`: every `/api` call.
 fn rate_limit_ip(state: &Arc<AppState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
-    let state = state.clone();
-    client_ip()
-        .and_then(move |ip| {
-            let state = state.clone();
-            async move { state.limiter.check_ip(ip).map_err(warp::reject::custom) }
-        })
-        .untuple_one()
+    ip_quota(state, Limiter::check_ip)
 }
 
 /// `rate_limits.per_ip_public`: for what needs no key.
 fn public_quota(state: &Arc<AppState>) -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    ip_quota(state, Limiter::check_public)
+}
+
+fn ip_quota(
+    state: &Arc<AppState>,
+    check: fn(&Limiter, IpAddr) -> Result<(), ApiError>,
+) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let state = state.clone();
     client_ip()
         .and_then(move |ip| {
             let state = state.clone();
-            async move { state.limiter.check_public(ip).map_err(warp::reject::custom) }
+            async move { check(&state.limiter, ip).map_err(warp::reject::custom) }
         })
         .untuple_one()
 }
