@@ -249,6 +249,14 @@ pub struct Limits {
     /// Results subscribers one API key may have open at once on one instance (429
     /// `too_many_subscribers` past it).
     pub max_subscribers_per_key: usize,
+    /// Records stored in one input partition and not yet processed, at most: a send past it
+    /// gets 429 `backlog_full`, so nothing accepted can be dropped by the broker's retention
+    /// before it is processed. `null`: 20 000 on the embedded broker (which keeps about
+    /// 5 MiB per partition), 1 000 000 on a real one.
+    pub max_unprocessed_records: Option<u64>,
+    /// The same in bytes (counted for this instance's writes). `null`: 1.5 MiB on the
+    /// embedded broker, 1 GiB on a real one.
+    pub max_unprocessed_bytes: Option<u64>,
     /// Most records in one send request (413 above it): bounds what one request costs in
     /// memory and in its answer, however small its lines.
     pub max_records_per_request: usize,
@@ -290,6 +298,8 @@ impl Default for Limits {
         Self {
             max_body_bytes: 1024 * 1024,
             max_records_per_request: 100_000,
+            max_unprocessed_records: None,
+            max_unprocessed_bytes: None,
             max_streams_per_key: 10_000,
             max_subscribers_per_key: 10_000,
             send_timeout_ms: 10_000,
@@ -312,6 +322,20 @@ impl Default for Limits {
 impl Limits {
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_timeout_ms)
+    }
+
+    /// The unprocessed backlog bound per input partition: the configured one, or what suits
+    /// the broker (the embedded one drops data past about 5 MiB per partition).
+    pub fn unprocessed_bound(&self, embedded: bool) -> (u64, u64) {
+        let (records, bytes) = if embedded {
+            (20_000, 1536 * 1024)
+        } else {
+            (1_000_000, 1 << 30)
+        };
+        (
+            self.max_unprocessed_records.unwrap_or(records),
+            self.max_unprocessed_bytes.unwrap_or(bytes),
+        )
     }
 }
 

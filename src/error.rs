@@ -67,6 +67,17 @@ pub enum ApiError {
     StreamEnded(String),
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
+    #[error(
+        "partition {partition} has {records} records ({bytes} bytes) stored and not yet \
+         processed (limits.max_unprocessed_records, limits.max_unprocessed_bytes); retry in {} ms",
+        retry_after.as_millis()
+    )]
+    BacklogFull {
+        partition: i32,
+        records: u64,
+        bytes: u64,
+        retry_after: Duration,
+    },
     #[error("this key has {limit} open streams (limits.max_streams_per_key); end some first")]
     TooManyStreams { limit: usize },
     #[error("this key has {limit} subscribers open here (limits.max_subscribers_per_key)")]
@@ -118,6 +129,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. }
+            | ApiError::BacklogFull { .. }
             | ApiError::TooManyStreams { .. }
             | ApiError::TooManySubscribers { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BrokerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
@@ -140,6 +152,7 @@ impl ApiError {
             ApiError::BodyTimeout { .. } => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::BacklogFull { .. } => "backlog_full",
             ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::TooManySubscribers { .. } => "too_many_subscribers",
             ApiError::BrokerUnavailable { .. } => "broker_unavailable",
@@ -165,7 +178,9 @@ impl ApiError {
         };
         let mut resp =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
-        if let ApiError::RateLimited { retry_after, .. } = &self {
+        if let ApiError::RateLimited { retry_after, .. }
+        | ApiError::BacklogFull { retry_after, .. } = &self
+        {
             // Retry-After is whole seconds; round up so a client never retries too early.
             let secs = retry_after.as_millis().div_ceil(1000).max(1);
             resp.headers_mut()

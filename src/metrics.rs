@@ -4,8 +4,8 @@
 
 use crate::latency::RecentLatency;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
-    TextEncoder,
+    Encoder, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 pub struct Metrics {
@@ -21,6 +21,9 @@ pub struct Metrics {
     /// Connections open (WebSockets included), and those refused at a cap or by `accept`.
     pub connections: IntGauge,
     pub connections_refused: IntCounter,
+    /// Unprocessed records per input partition, and records refused to keep it bounded.
+    pub backlog_records: IntGaugeVec,
+    pub backlog_refused: IntCounter,
     /// Accepted → result at the router, since start (Prometheus).
     pub end_to_end_seconds: Histogram,
     /// The same over the last seconds, for `GET /api/stats`.
@@ -61,6 +64,18 @@ impl Metrics {
             IntGauge::new("subscribers", "Open WebSocket subscribers").expect("valid metric");
         let connections =
             IntGauge::new("connections_open", "Client connections open").expect("valid metric");
+        let backlog_records = IntGaugeVec::new(
+            Opts::new(
+                "input_backlog_records",
+                "Records stored in an input partition and not yet processed",
+            ),
+            &["partition"],
+        )
+        .expect("valid metric");
+        let backlog_refused = counter(
+            "backlog_refused_records_total",
+            "Records refused because their partition's unprocessed backlog was full",
+        );
         let connections_refused = counter(
             "connections_refused_total",
             "Connections refused at limits.max_connections or max_connections_per_ip",
@@ -92,6 +107,8 @@ impl Metrics {
             Box::new(end_to_end_seconds.clone()),
             Box::new(connections.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(backlog_records.clone()),
+            Box::new(backlog_refused.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -113,6 +130,8 @@ impl Metrics {
             send_ack_seconds,
             connections,
             connections_refused,
+            backlog_records,
+            backlog_refused,
             end_to_end_seconds,
             recent_end_to_end: RecentLatency::new(),
         }

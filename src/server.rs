@@ -19,7 +19,8 @@ use crate::auth::KeyStore;
 use crate::config::{Brokers, Config};
 use crate::delivery::{Replays, Router};
 use crate::error::Error;
-use crate::ingest::Ingest;
+use crate::ingest::backlog::Bound as BacklogBound;
+use crate::ingest::{Backlog, Ingest};
 use crate::kafka::{Cluster, EmbeddedBroker, FLUSH_TIMEOUT};
 use crate::limits::{self, Limiter, Seats};
 use crate::metrics::Metrics;
@@ -66,10 +67,18 @@ pub async fn run_embedded(
     );
     let routing = router.start(&cluster, stopping.clone()).await?;
     let input = cluster.producer(&cluster.topics.input, Some(config.limits.send_timeout()))?;
+    let (records, bytes) = config.limits.unprocessed_bound(embedded.is_some());
+    let backlog = Backlog::new(
+        cluster.topics.input.partitions,
+        Some(BacklogBound { records, bytes }),
+        metrics.clone(),
+    );
+    let following = backlog.follow(&cluster, &config.processing.group_id, stopping.clone())?;
     let ingest = Ingest::new(
         Arc::new(input.clone()),
         metrics.clone(),
         config.limits.max_records_per_request,
+        backlog,
     );
     let processing = Processing::start(
         &cluster,
@@ -111,7 +120,7 @@ pub async fn run_embedded(
     };
     crate::api::serve(state.clone(), listener, signal).await;
 
-    for task in [processing, routing, follower, janitor] {
+    for task in [processing, routing, follower, janitor, following] {
         let _ = task.await;
     }
     input.flush(FLUSH_TIMEOUT);

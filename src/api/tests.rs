@@ -89,7 +89,12 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
         limiter: Limiter::new(&rate_limits),
         subscriber_seats: crate::limits::Seats::new(seats),
         registry: registry.clone(),
-        ingest: Ingest::new(log.clone(), metrics.clone(), 10_000),
+        ingest: Ingest::new(
+            log.clone(),
+            metrics.clone(),
+            10_000,
+            crate::ingest::Backlog::new(1, None, metrics.clone()),
+        ),
         router: Router::new(16, registry, metrics.clone()),
         archive: Arc::new(OneResult),
         broker: BrokerHealth::new(Arc::new(Reachable(reachable))),

@@ -5,6 +5,9 @@
 //!
 //! A record counts as accepted only once the broker acknowledged it; until then the client
 //! is answered nothing, and a failure says how many leading records of a batch were stored.
+//! Before that, the [`backlog`] gate refuses what the broker might drop before processing.
+
+pub mod backlog;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -21,6 +24,8 @@ use crate::kafka::{now_ms, SendError, TopicProducer};
 use crate::metrics::Metrics;
 use crate::registry::StreamEntry;
 use crate::wire::{Accepted, Control, CONTROL_HEADER};
+
+pub use backlog::Backlog;
 
 /// The broker's acknowledgement of one record: its offset.
 pub type Ack = BoxFuture<'static, Result<i64, SendError>>;
@@ -84,14 +89,21 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     /// `limits.max_records_per_request`.
     max_records: usize,
+    backlog: Arc<Backlog>,
 }
 
 impl Ingest {
-    pub fn new(log: Arc<dyn InputLog>, metrics: Arc<Metrics>, max_records: usize) -> Self {
+    pub fn new(
+        log: Arc<dyn InputLog>,
+        metrics: Arc<Metrics>,
+        max_records: usize,
+        backlog: Arc<Backlog>,
+    ) -> Self {
         Self {
             log,
             metrics,
             max_records,
+            backlog,
         }
     }
 
@@ -105,12 +117,19 @@ impl Ingest {
         refuse_if_ended(entry)?;
         let records = records(body, content_type, self.max_records)?;
         let key = entry.id.to_string();
+        let partition = self.log.partition_for(&key);
+        self.backlog.admit(partition, records.count, body.len())?;
         let started = Instant::now();
         let result = append_all(&*self.log, &key, records.iter()).await;
         let acknowledged = match &result {
             Ok(offsets) => offsets.len(),
             Err(e) => e.acknowledged,
         };
+        if let Ok(offsets) = &result {
+            for (offset, record) in offsets.iter().zip(records.iter()) {
+                self.backlog.stored(partition, *offset, record.len());
+            }
+        }
         self.count(entry, acknowledged);
         let offsets = result.map_err(|e| unavailable(&e.error, e.acknowledged))?;
         self.metrics
@@ -136,11 +155,16 @@ impl Ingest {
             Err(e) => return Box::pin(async move { Err(e) }),
         };
         let key = entry.id.to_string();
+        let partition = self.log.partition_for(&key);
+        if let Err(e) = self.backlog.admit(partition, 1, record.len()) {
+            return Box::pin(async move { Err(e) });
+        }
         match self.log.enqueue(&key, &record, now_ms(), None).await {
             Ok(ack) => {
-                let (this, entry) = (self.clone(), entry.clone());
+                let (this, entry, size) = (self.clone(), entry.clone(), record.len());
                 Box::pin(async move {
                     let offset = ack.await.map_err(|e| unavailable(&e, 0))?;
+                    this.backlog.stored(partition, offset, size);
                     this.count(&entry, 1);
                     Ok(offset)
                 })
