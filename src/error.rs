@@ -68,6 +68,11 @@ pub enum ApiError {
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
     #[error(
+        "a record of {size} bytes is larger than the broker accepts: at most {limit} bytes \
+         (kafka message.max.bytes less 1 KiB for its key and headers)"
+    )]
+    RecordTooLarge { size: usize, limit: usize },
+    #[error(
         "partition {partition} has {records} records ({bytes} bytes) stored and not yet \
          processed (limits.max_unprocessed_records, limits.max_unprocessed_bytes); retry in {} ms",
         retry_after.as_millis()
@@ -123,9 +128,9 @@ impl ApiError {
             ApiError::StreamNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::StreamEnded(_) => StatusCode::CONFLICT,
-            ApiError::TooLarge { .. } | ApiError::TooManyRecords { .. } => {
-                StatusCode::PAYLOAD_TOO_LARGE
-            }
+            ApiError::TooLarge { .. }
+            | ApiError::TooManyRecords { .. }
+            | ApiError::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::BodyTimeout { .. } => StatusCode::REQUEST_TIMEOUT,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. }
@@ -149,6 +154,7 @@ impl ApiError {
             ApiError::StreamEnded(_) => "stream_ended",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::TooManyRecords { .. } => "too_many_records",
+            ApiError::RecordTooLarge { .. } => "record_too_large",
             ApiError::BodyTimeout { .. } => "request_timeout",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",

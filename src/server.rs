@@ -20,7 +20,7 @@ use crate::config::{Brokers, Config};
 use crate::delivery::{Replays, Router};
 use crate::error::Error;
 use crate::ingest::backlog::Bound as BacklogBound;
-use crate::ingest::{Backlog, Ingest};
+use crate::ingest::{Backlog, Ingest, RecordLimits, RECORD_FRAMING};
 use crate::kafka::{Cluster, EmbeddedBroker, FLUSH_TIMEOUT};
 use crate::limits::{self, Limiter, Seats};
 use crate::metrics::Metrics;
@@ -77,7 +77,10 @@ pub async fn run_embedded(
     let ingest = Ingest::new(
         Arc::new(input.clone()),
         metrics.clone(),
-        config.limits.max_records_per_request,
+        RecordLimits {
+            per_request: config.limits.max_records_per_request,
+            record_bytes: input.max_message_bytes().saturating_sub(RECORD_FRAMING),
+        },
         backlog,
     );
     let processing = Processing::start(

@@ -92,7 +92,10 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
         ingest: Ingest::new(
             log.clone(),
             metrics.clone(),
-            10_000,
+            crate::ingest::RecordLimits {
+                per_request: 10_000,
+                record_bytes: 1_000_000 - crate::ingest::RECORD_FRAMING,
+            },
             crate::ingest::Backlog::new(1, None, metrics.clone()),
         ),
         router: Router::new(16, registry, metrics.clone()),
@@ -461,6 +464,43 @@ async fn websocket_replays_acks_and_refuses_bad_frames() {
         .call("GET", &format!("/api/stream/{id}"), Some(ALICE), "")
         .await;
     assert_eq!(r.json::<StreamView>().records_in, 1);
+}
+
+#[tokio::test]
+async fn a_record_larger_than_the_broker_takes_gets_413_not_503() {
+    let f = fixture();
+    let id = f.start(ALICE).await;
+    let record = format!("\"{}\"", "x".repeat(1_000_048));
+    assert_eq!(record.len(), 1_000_050);
+    let r = f
+        .call(
+            "POST",
+            &format!("/api/stream/{id}/send"),
+            Some(ALICE),
+            &record,
+        )
+        .await;
+    assert_eq!(r.status(), StatusCode::PAYLOAD_TOO_LARGE, "{}", r.text());
+    assert_eq!(r.code(), "record_too_large");
+    assert!(r.text().contains("at most 998976 bytes"), "{}", r.text());
+    let mut ws = warp::test::ws()
+        .path(&format!("/api/stream/{id}/results"))
+        .header("x-api-key", ALICE)
+        .handshake(f.api())
+        .await
+        .expect("handshake");
+    ws.send_text(record).await;
+    loop {
+        let m = ws.recv().await.expect("a frame");
+        if let Ok(text) = m.to_str() {
+            let Frame::Nack(nack) = serde_json::from_str(text).unwrap() else {
+                panic!("a nack: {text}")
+            };
+            assert_eq!(nack.error.code, "record_too_large");
+            break;
+        }
+    }
+    assert!(f.log.records.lock().unwrap().is_empty());
 }
 
 #[tokio::test]

@@ -87,22 +87,34 @@ pub struct Unstored {
 pub struct Ingest {
     log: Arc<dyn InputLog>,
     metrics: Arc<Metrics>,
-    /// `limits.max_records_per_request`.
-    max_records: usize,
+    limits: RecordLimits,
     backlog: Arc<Backlog>,
 }
+
+/// How many records a request may hold, and how large one may be.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordLimits {
+    /// `limits.max_records_per_request`.
+    pub per_request: usize,
+    /// The largest record the broker accepts: the producer's `message.max.bytes` less room
+    /// for the record's key, headers and batch framing.
+    pub record_bytes: usize,
+}
+
+/// Room left in `message.max.bytes` for what a record carries beside its value.
+pub const RECORD_FRAMING: usize = 1024;
 
 impl Ingest {
     pub fn new(
         log: Arc<dyn InputLog>,
         metrics: Arc<Metrics>,
-        max_records: usize,
+        limits: RecordLimits,
         backlog: Arc<Backlog>,
     ) -> Self {
         Self {
             log,
             metrics,
-            max_records,
+            limits,
             backlog,
         }
     }
@@ -115,7 +127,7 @@ impl Ingest {
         content_type: Option<&str>,
     ) -> Result<Accepted, ApiError> {
         refuse_if_ended(entry)?;
-        let records = records(body, content_type, self.max_records)?;
+        let records = records(body, content_type, self.limits)?;
         let key = entry.id.to_string();
         let partition = self.log.partition_for(&key);
         self.backlog.admit(partition, records.count, body.len())?;
@@ -150,7 +162,8 @@ impl Ingest {
         entry: &Arc<StreamEntry>,
         frame: Bytes,
     ) -> BoxFuture<'static, Result<i64, ApiError>> {
-        let record = match refuse_if_ended(entry).and_then(|()| record(&frame)) {
+        let limit = self.limits.record_bytes;
+        let record = match refuse_if_ended(entry).and_then(|()| record(&frame, limit)) {
             Ok(record) => record,
             Err(e) => return Box::pin(async move { Err(e) }),
         };
@@ -326,13 +339,18 @@ impl Records {
 }
 
 /// Validates a send body: UTF-8, JSON (every line of NDJSON; a batch with one bad line is
-/// refused whole), at most `max` records.
-pub fn records(body: &Bytes, content_type: Option<&str>, max: usize) -> Result<Records, ApiError> {
+/// refused whole), within the record limits.
+pub fn records(
+    body: &Bytes,
+    content_type: Option<&str>,
+    limits: RecordLimits,
+) -> Result<Records, ApiError> {
     let framing = framing(content_type)?;
     utf8(body)?;
+    let max = limits.per_request;
     let count = match framing {
         Framing::Single => {
-            record(body)?;
+            record(body, limits.record_bytes)?;
             1
         }
         Framing::Lines => {
@@ -345,6 +363,7 @@ pub fn records(body: &Bytes, content_type: Option<&str>, max: usize) -> Result<R
                 if count == max {
                     return Err(ApiError::TooManyRecords { limit: max });
                 }
+                fits(line, limits.record_bytes)?;
                 serde_json::from_slice::<IgnoredAny>(line).map_err(|e| {
                     ApiError::InvalidInput(format!(
                         "line {}: not valid JSON: {e}; no record of this batch was stored",
@@ -366,9 +385,21 @@ pub fn records(body: &Bytes, content_type: Option<&str>, max: usize) -> Result<R
     })
 }
 
+/// A record the broker would refuse is refused here, naming the limit (not a 503 later).
+fn fits(record: &[u8], limit: usize) -> Result<(), ApiError> {
+    if record.len() > limit {
+        return Err(ApiError::RecordTooLarge {
+            size: record.len(),
+            limit,
+        });
+    }
+    Ok(())
+}
+
 /// One JSON value (a single-record body, or a WebSocket frame) as a record.
-pub fn record(body: &Bytes) -> Result<Bytes, ApiError> {
+pub fn record(body: &Bytes, limit: usize) -> Result<Bytes, ApiError> {
     utf8(body)?;
+    fits(body.trim_ascii(), limit)?;
     serde_json::from_slice::<IgnoredAny>(body)
         .map_err(|e| ApiError::InvalidInput(format!("body is not valid JSON: {e}")))?;
     Ok(body.slice_ref(trim(body)))
@@ -409,17 +440,42 @@ impl InputLog for MemoryLog {
 mod tests {
     use super::*;
 
+    fn lim(per_request: usize) -> RecordLimits {
+        RecordLimits {
+            per_request,
+            record_bytes: 1_000,
+        }
+    }
+
+    #[test]
+    fn a_record_larger_than_the_broker_takes_is_refused_naming_the_limit() {
+        let big = Bytes::from(format!("\"{}\"", "x".repeat(1_000)));
+        let err = records(&big, None, lim(10)).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                ApiError::RecordTooLarge {
+                    size: 1_002,
+                    limit: 1_000
+                }
+            ),
+            "{err:?}"
+        );
+        let lines = Bytes::from(format!("1\n{}\n", String::from_utf8_lossy(&big)));
+        assert!(records(&lines, Some("application/x-ndjson"), lim(10)).is_err());
+    }
+
     #[test]
     fn ndjson_names_the_bad_line() {
         let body = Bytes::from_static(b"{\"a\":1}\n\n2\n{oops}\n");
-        let err = records(&body, Some("application/x-ndjson"), 10).unwrap_err();
+        let err = records(&body, Some("application/x-ndjson"), lim(10)).unwrap_err();
         assert!(err.to_string().starts_with("line 4:"), "{err}");
     }
 
     #[test]
     fn ndjson_skips_blank_lines_and_crlf() {
         let body = Bytes::from_static(b"1\r\n\r\n\"two\"\r\n[3]");
-        let recs = records(&body, Some("application/x-ndjson; charset=utf-8"), 10).unwrap();
+        let recs = records(&body, Some("application/x-ndjson; charset=utf-8"), lim(10)).unwrap();
         assert_eq!(recs.count, 3);
         assert_eq!(
             recs.iter().collect::<Vec<_>>(),
@@ -430,25 +486,29 @@ mod tests {
     #[test]
     fn json_that_is_not_utf8_is_refused_at_the_door() {
         let body = Bytes::from_static(b"{\"s\":\"\xff\xfe\"}");
-        let err = records(&body, None, 10).unwrap_err().to_string();
+        let err = records(&body, None, lim(10)).unwrap_err().to_string();
         assert!(err.contains("not UTF-8"), "{err}");
         let lines = Bytes::from_static(b"1\n\"\xc3\x28\"\n");
-        assert!(records(&lines, Some("application/x-ndjson"), 10).is_err());
+        assert!(records(&lines, Some("application/x-ndjson"), lim(10)).is_err());
     }
 
     #[test]
     fn content_types() {
-        assert!(records(&Bytes::from("{}"), None, 10).is_ok());
+        assert!(records(&Bytes::from("{}"), None, lim(10)).is_ok());
         assert!(matches!(
-            records(&Bytes::from("{}"), Some("text/plain"), 10),
+            records(&Bytes::from("{}"), Some("text/plain"), lim(10)),
             Err(ApiError::UnsupportedMediaType(_))
         ));
         assert!(matches!(
-            records(&Bytes::from("{"), Some("application/json"), 10),
+            records(&Bytes::from("{"), Some("application/json"), lim(10)),
             Err(ApiError::InvalidInput(_))
         ));
         assert!(matches!(
-            records(&Bytes::from("1\n2\n3\n"), Some("application/x-ndjson"), 2),
+            records(
+                &Bytes::from("1\n2\n3\n"),
+                Some("application/x-ndjson"),
+                lim(2)
+            ),
             Err(ApiError::TooManyRecords { limit: 2 })
         ));
     }

@@ -98,6 +98,16 @@ impl TopicProducer {
         })
     }
 
+    /// The largest message this producer sends (`message.max.bytes`: the operator's setting,
+    /// or librdkafka's default of 1 000 000).
+    pub fn max_message_bytes(&self) -> usize {
+        self.inner
+            .config
+            .get("message.max.bytes")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1_000_000)
+    }
+
     pub fn topic(&self) -> &TopicInfo {
         &self.inner.topic
     }
