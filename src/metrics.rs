@@ -24,6 +24,8 @@ pub struct Metrics {
     /// Unprocessed records per input partition, and records refused to keep it bounded.
     pub backlog_records: IntGaugeVec,
     pub backlog_refused: IntCounter,
+    /// `gap` frames sent (results skipped for a subscriber, or no longer held by the broker).
+    pub gaps_sent: IntCounter,
     /// Accepted → result at the router, since start (Prometheus).
     pub end_to_end_seconds: Histogram,
     /// The same over the last seconds, for `GET /api/stats`.
@@ -76,6 +78,10 @@ impl Metrics {
             "backlog_refused_records_total",
             "Records refused because their partition's unprocessed backlog was full",
         );
+        let gaps_sent = counter(
+            "gaps_sent_total",
+            "gap frames sent: results a subscriber did not get, reported instead",
+        );
         let connections_refused = counter(
             "connections_refused_total",
             "Connections refused at limits.max_connections or max_connections_per_ip",
@@ -109,6 +115,7 @@ impl Metrics {
             Box::new(connections_refused.clone()),
             Box::new(backlog_records.clone()),
             Box::new(backlog_refused.clone()),
+            Box::new(gaps_sent.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -132,6 +139,7 @@ impl Metrics {
             connections_refused,
             backlog_records,
             backlog_refused,
+            gaps_sent,
             end_to_end_seconds,
             recent_end_to_end: RecentLatency::new(),
         }

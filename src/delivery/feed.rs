@@ -13,6 +13,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
+use tokio::sync::mpsc;
 
 use super::replay::Replayed;
 use super::{Delivery, Subscription};
@@ -89,7 +90,18 @@ impl State {
             }
         }
         loop {
-            match self.live.rx.recv().await {
+            let next = match self.live.rx.try_recv() {
+                Ok(d) => Some(d),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    // Everything queued was read: report what was skipped since, now.
+                    if let Some(gap) = self.live.take_gap() {
+                        return Some(self.frame(gap));
+                    }
+                    self.live.rx.recv().await
+                }
+            };
+            match next {
                 // Already delivered by the replay.
                 Some(d)
                     if d.kind != Kind::Gap && self.last_cursor.is_some_and(|c| d.cursor <= c) => {}
@@ -221,6 +233,31 @@ mod tests {
         let (frames, close) = collect(Feed::new(replay(past), live), 0).await;
         assert!(frames.is_empty());
         assert!(matches!(close, Some(Close::Internal(why)) if why.contains("gone")));
+    }
+
+    #[tokio::test]
+    async fn skip_mode_reports_the_last_gap_without_waiting_for_another_result() {
+        let router = router(1);
+        let stream = Uuid::new_v4();
+        let live = router.subscribe(stream, OnLag::Skip);
+        router.deliver(stream, d(Kind::Result, 1));
+        for c in 2..=5 {
+            router.deliver(stream, d(Kind::Result, c)); // queue full: skipped
+        }
+        let mut feed = Feed::new(None, live);
+        assert!(matches!(feed.next().await, Some(Item::Frame(f)) if f.cursor == 1));
+        // Nothing else arrives: the gap comes anyway.
+        let Some(Item::Frame(gap)) = feed.next().await else {
+            panic!("expected a gap frame")
+        };
+        let gap: crate::wire::Frame = serde_json::from_str(&gap.frame).unwrap();
+        assert!(
+            matches!(gap, crate::wire::Frame::Gap(g) if g.from_cursor == 2 && g.skipped == 4),
+            "{gap:?}"
+        );
+        // And results after it flow again.
+        router.deliver(stream, d(Kind::Result, 6));
+        assert!(matches!(feed.next().await, Some(Item::Frame(f)) if f.cursor == 6));
     }
 
     #[tokio::test]

@@ -10,7 +10,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
@@ -32,9 +32,36 @@ struct Slot {
     tx: mpsc::Sender<Delivery>,
     lagged: Arc<AtomicI64>,
     on_lag: OnLag,
-    /// With `OnLag::Skip`: results dropped since the last delivered one, and the first's cursor.
-    skipped: AtomicU64,
-    skipped_from: AtomicI64,
+    /// With `OnLag::Skip`: what was dropped and not yet reported; shared with the
+    /// subscription, which reports it itself once its queue has drained.
+    skipped: Arc<Mutex<Skipped>>,
+}
+
+/// Results dropped for a slow `on_lag=skip` subscriber and not yet reported.
+#[derive(Debug, Default)]
+struct Skipped {
+    count: u64,
+    /// The first dropped result's cursor.
+    from: i64,
+}
+
+impl Skipped {
+    /// The `gap` frame for what was skipped, if anything was; resets the count.
+    fn report(&mut self, stream: Uuid) -> Option<Delivery> {
+        if self.count == 0 {
+            return None;
+        }
+        let gap = Gap {
+            stream_id: stream,
+            from_cursor: self.from,
+            skipped: std::mem::take(&mut self.count),
+        };
+        Some(Delivery {
+            kind: Kind::Gap,
+            cursor: gap.from_cursor,
+            frame: Utf8Bytes::from(Frame::Gap(gap).to_json()),
+        })
+    }
 }
 
 /// What happens to a subscriber whose queue is full.
@@ -75,6 +102,7 @@ pub struct Router {
 pub struct Subscription {
     pub rx: mpsc::Receiver<Delivery>,
     lagged: Arc<AtomicI64>,
+    skipped: Arc<Mutex<Skipped>>,
     router: Arc<Router>,
     stream: Uuid,
     id: u64,
@@ -86,6 +114,21 @@ impl Subscription {
     pub fn lagged(&self) -> Option<i64> {
         let c = self.lagged.load(Ordering::Acquire);
         (c != NOT_LAGGED).then_some(c)
+    }
+
+    /// With `on_lag=skip`: the `gap` frame for results dropped while the queue was full, once
+    /// the subscriber has read everything queued before them (call it when the queue is
+    /// empty), so the last gap is reported whether or not another result comes.
+    pub fn take_gap(&self) -> Option<Delivery> {
+        let gap = self
+            .skipped
+            .lock()
+            .expect("skipped lock")
+            .report(self.stream);
+        if gap.is_some() {
+            self.router.metrics.gaps_sent.inc();
+        }
+        gap
     }
 }
 
@@ -150,6 +193,7 @@ impl Router {
         let (tx, rx) = mpsc::channel(self.queue);
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let lagged = Arc::new(AtomicI64::new(NOT_LAGGED));
+        let skipped = Arc::new(Mutex::new(Skipped::default()));
         self.subscribers
             .write()
             .expect("router lock")
@@ -160,8 +204,7 @@ impl Router {
                 tx,
                 lagged: lagged.clone(),
                 on_lag,
-                skipped: AtomicU64::new(0),
-                skipped_from: AtomicI64::new(0),
+                skipped: skipped.clone(),
             });
         if let Some(e) = self.registry.local(&stream) {
             e.stats.subscribers.fetch_add(1, Ordering::Relaxed);
@@ -170,6 +213,7 @@ impl Router {
         Subscription {
             rx,
             lagged,
+            skipped,
             router: self.clone(),
             stream,
             id,
@@ -229,35 +273,6 @@ impl Router {
         }
     }
 
-    /// For a subscriber that skipped results, queues the `gap` frame first. False when there
-    /// is still no room for it.
-    fn report_gap(&self, stream: Uuid, slot: &Slot) -> bool {
-        let skipped = slot.skipped.load(Ordering::Relaxed);
-        if skipped == 0 {
-            return true;
-        }
-        let from = slot.skipped_from.load(Ordering::Relaxed);
-        let gap = Delivery {
-            kind: Kind::Gap,
-            cursor: from,
-            frame: Utf8Bytes::from(
-                Frame::Gap(Gap {
-                    stream_id: stream,
-                    from_cursor: from,
-                    skipped,
-                })
-                .to_json(),
-            ),
-        };
-        match slot.tx.try_send(gap) {
-            Ok(()) => {
-                slot.skipped.store(0, Ordering::Relaxed);
-                true
-            }
-            Err(_) => false,
-        }
-    }
-
     /// Frames queued for this stream's subscribers on this instance, not yet written.
     pub fn backlog(&self, stream: &Uuid) -> u64 {
         let subs = self.subscribers.read().expect("router lock");
@@ -278,17 +293,12 @@ impl Router {
                 return;
             };
             for slot in slots {
-                if !self.report_gap(stream, slot) {
-                    // Still no room: this result is skipped too.
-                    slot.skipped.fetch_add(1, Ordering::Relaxed);
+                if slot.on_lag == OnLag::Skip {
+                    self.deliver_or_skip(stream, slot, &delivery);
                     continue;
                 }
                 match slot.tx.try_send(delivery.clone()) {
                     Ok(()) => self.metrics.results_out.inc(),
-                    Err(mpsc::error::TrySendError::Full(_)) if slot.on_lag == OnLag::Skip => {
-                        slot.skipped_from.store(delivery.cursor, Ordering::Relaxed);
-                        slot.skipped.store(1, Ordering::Relaxed);
-                    }
                     Err(e) => {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
                             slot.lagged.store(delivery.cursor, Ordering::Release);
@@ -302,6 +312,31 @@ impl Router {
         // Detaching closes the queue: the session drains what was queued, then sees the end.
         for id in dropped {
             self.unsubscribe(&stream, id);
+        }
+    }
+
+    /// For an `on_lag=skip` subscriber: queues the gap for earlier skipped results first, then
+    /// the frame; what finds the queue full is counted as skipped.
+    fn deliver_or_skip(&self, stream: Uuid, slot: &Slot, delivery: &Delivery) {
+        let mut skipped = slot.skipped.lock().expect("skipped lock");
+        if skipped.count > 0 {
+            let (count, from) = (skipped.count, skipped.from);
+            match skipped.report(stream).map(|gap| slot.tx.try_send(gap)) {
+                Some(Ok(())) => self.metrics.gaps_sent.inc(),
+                _ => {
+                    // Still no room: this result is skipped too.
+                    skipped.count = count + 1;
+                    skipped.from = from;
+                    return;
+                }
+            }
+        }
+        match slot.tx.try_send(delivery.clone()) {
+            Ok(()) => self.metrics.results_out.inc(),
+            Err(_) => {
+                skipped.count = 1;
+                skipped.from = delivery.cursor;
+            }
         }
     }
 }
