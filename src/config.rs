@@ -251,10 +251,10 @@ pub struct Limits {
     pub max_subscribers_per_key: usize,
     /// Records stored in one input partition and not yet processed, at most: a send past it
     /// gets 429 `backlog_full`, so nothing accepted can be dropped by the broker's retention
-    /// before it is processed. `null`: 20 000 on the embedded broker (which keeps about
-    /// 5 MiB per partition), 1 000 000 on a real one.
+    /// before it is processed. `null`: 50 000 on the embedded broker (which keeps 5 MiB
+    /// or 100 000 record batches per partition), 1 000 000 on a real one.
     pub max_unprocessed_records: Option<u64>,
-    /// The same in bytes (counted for this instance's writes). `null`: 1.5 MiB on the
+    /// The same in bytes (counted for this instance's writes). `null`: 4 MiB on the
     /// embedded broker, 1 GiB on a real one.
     pub max_unprocessed_bytes: Option<u64>,
     /// Most records in one send request (413 above it): bounds what one request costs in
@@ -328,7 +328,9 @@ impl Limits {
     /// the broker (the embedded one drops data past about 5 MiB per partition).
     pub fn unprocessed_bound(&self, embedded: bool) -> (u64, u64) {
         let (records, bytes) = if embedded {
-            (20_000, 1536 * 1024)
+            // The estimate only ever over-counts (see `ingest::backlog`) and the broker drops
+            // the oldest first, so the bound may sit close to what it keeps.
+            (50_000, 4 * 1024 * 1024)
         } else {
             (1_000_000, 1 << 30)
         };
