@@ -86,6 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after printing this many results')
             [CompletionResult]::new('-e', '-e', [CompletionResultType]::ParameterName, 'Exit when the stream has ended (its end frame), instead of printing a notice')
             [CompletionResult]::new('--exit-on-end', '--exit-on-end', [CompletionResultType]::ParameterName, 'Exit when the stream has ended (its end frame), instead of printing a notice')
+            [CompletionResult]::new('--no-gaps', '--no-gaps', [CompletionResultType]::ParameterName, 'Exit 1 at the first gap (results the broker no longer holds, so they cannot be printed) instead of warning and going on')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

@@ -668,7 +668,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__tail)
-            opts="-f -c -e -h -V --url --api-key --format --from --count --exit-on-end --help --version"
+            opts="-f -c -e -h -V --url --api-key --format --from --count --exit-on-end --no-gaps --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

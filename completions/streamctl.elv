@@ -79,6 +79,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --count 'Exit after printing this many results'
             cand -e 'Exit when the stream has ended (its end frame), instead of printing a notice'
             cand --exit-on-end 'Exit when the stream has ended (its end frame), instead of printing a notice'
+            cand --no-gaps 'Exit 1 at the first gap (results the broker no longer holds, so they cannot be printed) instead of warning and going on'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'

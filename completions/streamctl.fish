@@ -64,6 +64,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s f -l format
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l from -d 'Where to start: earliest, latest, or a cursor (inclusive)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s c -l count -d 'Exit after printing this many results' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s e -l exit-on-end -d 'Exit when the stream has ended (its end frame), instead of printing a notice'
+complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l no-gaps -d 'Exit 1 at the first gap (results the broker no longer holds, so they cannot be printed) instead of warning and going on'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l url -d 'Daemon URL' -r

@@ -101,7 +101,7 @@ pub async fn run_embedded(
         registry,
         ingest,
         router,
-        archive: Arc::new(Replays::new(cluster.clone())),
+        archive: Arc::new(Replays::new(cluster.clone(), metrics.clone())),
         broker: cluster.health()?,
         metrics,
         stats: Default::default(),

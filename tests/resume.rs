@@ -92,3 +92,24 @@ async fn resume_after_a_daemon_restart() {
     assert_eq!(numbers(&results(&mut ws, 1).await), vec![7]);
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cursor_the_broker_no_longer_holds_starts_with_a_gap() {
+    let d = Daemon::start(test_config()).await;
+    let id = stream_with_expired_results(&d).await;
+    let mut ws = d.subscribe_from(ALICE, &id, "0").await;
+    let gap = next_frame(&mut ws).await;
+    assert_eq!(gap["type"], "gap", "{gap}");
+    assert_eq!(gap["from_cursor"], 0);
+    let skipped = gap["skipped"].as_i64().unwrap();
+    assert!(skipped > 0, "{gap}");
+    let first = next_frame(&mut ws).await;
+    assert_eq!(first["type"], "result");
+    assert_eq!(
+        first["cursor"].as_i64().unwrap(),
+        skipped,
+        "the replay goes on right after the missing range"
+    );
+    assert!(d.metrics().await.contains("streamgate_gaps_sent_total 1"));
+    d.stop().await.unwrap();
+}

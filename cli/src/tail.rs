@@ -33,6 +33,10 @@ pub struct Args {
     /// Exit when the stream has ended (its end frame), instead of printing a notice.
     #[arg(short = 'e', long = "exit-on-end")]
     pub exit_on_end: bool,
+    /// Exit 1 at the first gap (results the broker no longer holds, so they cannot be
+    /// printed) instead of warning and going on.
+    #[arg(long)]
+    pub no_gaps: bool,
 }
 
 /// Longest pause between reconnection attempts.
@@ -109,6 +113,7 @@ impl Args {
         let format = Format::parse(&self.format);
         let mut state = TailState {
             printed: 0,
+            gaps: 0,
             next_from: self.from.clone(),
         };
         let mut backoff = Duration::from_millis(100);
@@ -145,7 +150,15 @@ impl Args {
             connected_once = true;
             backoff = Duration::from_millis(100);
             match self.follow(ws, &format, &mut state).await? {
-                Ended::Finished => return Ok(()),
+                Ended::Finished => {
+                    if state.gaps > 0 {
+                        eprintln!(
+                            "streamctl: printed {} results; {} cursors were missing (see above)",
+                            state.printed, state.gaps
+                        );
+                    }
+                    return Ok(());
+                }
                 Ended::Reconnect(why) => {
                     eprintln!(
                         "streamctl: connection closed ({why}); resuming from {}",
@@ -195,6 +208,19 @@ impl Args {
                         return Ok(Ended::Finished);
                     }
                 }
+                Frame::Gap(gap) => {
+                    let last = gap.from_cursor + gap.skipped as i64 - 1;
+                    eprintln!(
+                        "streamctl: results at cursors {}..={last} are no longer held by the broker \
+                         and were not printed",
+                        gap.from_cursor
+                    );
+                    state.gaps += gap.skipped;
+                    state.next_from = (last + 1).to_string();
+                    if self.no_gaps {
+                        bail!("a gap in the stream's results (--no-gaps)");
+                    }
+                }
                 Frame::End(_) => {
                     if !self.exit_on_end {
                         eprintln!("streamctl: stream {} has ended", self.stream_id);
@@ -210,6 +236,8 @@ impl Args {
 
 struct TailState {
     printed: u64,
+    /// Cursors reported missing by gap frames.
+    gaps: u64,
     /// The `from` of the next connection: after the last printed cursor.
     next_from: String,
 }

@@ -214,3 +214,36 @@ async fn tail_survives_a_daemon_restart_without_gap_or_duplicate() {
     assert_eq!(got, numbers(1..=20));
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_warns_about_results_the_broker_no_longer_holds() {
+    let d = Daemon::start(test_config()).await;
+    let id = stream_with_expired_results(&d).await;
+    let run = |extra: &'static [&'static str]| {
+        let mut cmd = streamctl(&d);
+        cmd.args(["tail", &id, "--from", "0", "-c", "3"])
+            .args(extra);
+        cmd.output()
+    };
+    let out = tokio::time::timeout(Duration::from_secs(60), run(&[]))
+        .await
+        .unwrap()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 3);
+    assert!(stderr.contains("results at cursors 0..="), "{stderr}");
+    assert!(stderr.contains("cursors were missing"), "{stderr}");
+    let out = tokio::time::timeout(Duration::from_secs(60), run(&["--no-gaps"]))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.stdout.len(), 0, "nothing printed before the gap");
+    d.stop().await.unwrap();
+}

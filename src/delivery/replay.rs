@@ -19,6 +19,8 @@ use uuid::Uuid;
 
 use super::{delivery_of, Delivery, DeliveryError, InvalidParam};
 use crate::kafka::{partition_for, Cluster};
+use crate::metrics::Metrics;
+use crate::wire::{Frame, Gap, Kind};
 
 /// Replays running at once; more wait their turn (each holds a Kafka consumer).
 const MAX_REPLAYS: usize = 64;
@@ -68,13 +70,15 @@ pub trait Archive: Send + Sync + 'static {
 pub struct Replays {
     cluster: Cluster,
     permits: Arc<Semaphore>,
+    metrics: Arc<Metrics>,
 }
 
 impl Replays {
-    pub fn new(cluster: Cluster) -> Self {
+    pub fn new(cluster: Cluster, metrics: Arc<Metrics>) -> Self {
         Self {
             cluster,
             permits: Arc::new(Semaphore::new(MAX_REPLAYS)),
+            metrics,
         }
     }
 
@@ -108,8 +112,27 @@ impl Replays {
         let (low, high) = marks.map_err(|e| DeliveryError::Unavailable(e.to_string()))?;
         let first = start.map_or(low, |n| n.max(low));
         tracing::debug!(%stream, partition, low, high, first, "replay");
+        // A cursor the broker no longer holds is never a silent jump: the replay starts by
+        // saying which offsets are gone (they may include other streams' results).
+        let gone = match start {
+            Some(from) if from < low => {
+                self.metrics.gaps_sent.inc();
+                let gap = Gap {
+                    stream_id: stream,
+                    from_cursor: from,
+                    skipped: (low - from) as u64,
+                };
+                Some(Ok(Delivery {
+                    kind: Kind::Gap,
+                    cursor: from,
+                    frame: Frame::Gap(gap).to_json().into(),
+                }))
+            }
+            _ => None,
+        };
+        let gone = stream::iter(gone);
         if first >= high {
-            return Ok(stream::empty().boxed());
+            return Ok(gone.boxed());
         }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&topic.name, partition, Offset::Offset(first))
@@ -122,11 +145,11 @@ impl Replays {
             position: first,
             _permit: permit,
         };
-        Ok(stream::unfold(reader, |mut r| async move {
+        let replayed = stream::unfold(reader, |mut r| async move {
             let next = r.next().await?;
             Some((next, r))
-        })
-        .boxed())
+        });
+        Ok(gone.chain(replayed).boxed())
     }
 }
 

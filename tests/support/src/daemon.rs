@@ -354,3 +354,22 @@ pub async fn check_outage(d: &Daemon, down: impl FnOnce(), up: impl FnOnce()) {
         200
     );
 }
+
+/// A stream whose first results the broker has already dropped (the embedded broker keeps
+/// 5 MiB per partition; one record fans out into about 6 MB of results). Returns its id.
+pub async fn stream_with_expired_results(d: &Daemon) -> String {
+    let filter = "range(1000) as $i | {i: $i, pad: .pad}";
+    let spec = serde_json::json!({"processor": {"type": "jq", "filter": filter}});
+    let id = d.start_stream(ALICE, Some(spec)).await;
+    let record = serde_json::json!({"pad": "x".repeat(6_000)});
+    assert_eq!(d.send_json(ALICE, &id, &record).await.0, 202);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    while d.describe(ALICE, &id).await["records_out"] != 1000 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "results did not arrive"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    id
+}
