@@ -286,14 +286,7 @@ async fn streams_and_subscribers_per_key_are_capped() {
     .await;
     let a = d.start_stream(ALICE, None).await;
     d.start_stream(ALICE, None).await;
-    let resp = d
-        .http
-        .post(d.url("/api/stream/start"))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_and_json(resp).await;
+    let (status, body) = d.try_start(ALICE, None).await;
     assert_eq!(
         (status, body["error"]["code"].as_str()),
         (429, Some("too_many_streams"))

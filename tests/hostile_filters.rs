@@ -9,14 +9,8 @@ use serde_json::{json, Value};
 use streamgate_testkit::*;
 
 async fn start_jq(d: &Daemon, filter: &str) -> (u16, Value) {
-    let resp = reqwest::Client::new()
-        .post(d.url("/api/stream/start"))
-        .header("x-api-key", ALICE)
-        .json(&json!({"processor": {"type": "jq", "filter": filter}}))
-        .send()
-        .await
-        .unwrap();
-    status_and_json(resp).await
+    let spec = json!({"processor": {"type": "jq", "filter": filter}});
+    d.try_start(ALICE, Some(spec)).await
 }
 
 /// The daemon still answers, and a plain stream still works end to end.
@@ -118,14 +112,7 @@ async fn specs_past_the_limits_are_refused_at_start_naming_the_limit() {
         assert!(message.contains("processing.max_filter_depth"), "{message}");
     }
     let window = json!({"processor": {"type": "window", "length_ms": 1000, "value": deep}});
-    let resp = reqwest::Client::new()
-        .post(d.url("/api/stream/start"))
-        .header("x-api-key", ALICE)
-        .json(&window)
-        .send()
-        .await
-        .unwrap();
-    let (status, body) = status_and_json(resp).await;
+    let (status, body) = d.try_start(ALICE, Some(window)).await;
     assert_eq!(status, 400, "{body}");
     let huge = format!(".a{}", " | .a".repeat(100_000));
     let (status, body) = start_jq(&d, &huge).await;

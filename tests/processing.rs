@@ -231,15 +231,7 @@ async fn a_bad_window_spec_is_refused_with_the_reason() {
         ),
         (json!({"type": "window", "value": ".t"}), "length_ms"),
     ] {
-        let resp = d
-            .http
-            .post(d.url("/api/stream/start"))
-            .header("x-api-key", ALICE)
-            .json(&json!({"processor": spec}))
-            .send()
-            .await
-            .unwrap();
-        let (status, body) = status_and_json(resp).await;
+        let (status, body) = d.try_start(ALICE, Some(json!({"processor": spec}))).await;
         assert_eq!(status, 400, "{spec} -> {body}");
         let message = body["error"]["message"].as_str().unwrap();
         assert!(message.contains(expect), "{spec} -> {message}");

@@ -151,6 +151,13 @@ impl Daemon {
 
     /// Starts a stream as `key`, returns its id.
     pub async fn start_stream(&self, key: &str, body: Option<Value>) -> String {
+        let (status, v) = self.try_start(key, body).await;
+        assert_eq!(status, 201, "{v}");
+        v["stream_id"].as_str().unwrap().to_string()
+    }
+
+    /// `POST /api/stream/start` with `body`, as `key`: status and JSON answer, whatever they are.
+    pub async fn try_start(&self, key: &str, body: Option<Value>) -> (u16, Value) {
         let mut req = self
             .http
             .post(self.url("/api/stream/start"))
@@ -158,10 +165,7 @@ impl Daemon {
         if let Some(b) = body {
             req = req.json(&b);
         }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 201, "{:?}", resp.text().await);
-        let v: Value = resp.json().await.unwrap();
-        v["stream_id"].as_str().unwrap().to_string()
+        status_and_json(req.send().await.unwrap()).await
     }
 
     /// POSTs a JSON value to a stream; returns status and body.
