@@ -55,6 +55,14 @@ pub async fn run_embedded(
     config.limits.max_connections = connections_allowed(config.limits.max_connections);
     prepare_listener(&listener, &config)?;
     let cluster = Cluster::connect(&config, embedded.as_deref()).await?;
+    if embedded.is_some() {
+        tracing::info!(
+            bootstrap = cluster.bootstrap(),
+            "embedded broker: data in memory only, gone when the daemon stops; at most 5 MiB \
+             (or 100 000 record batches) kept per partition; Kafka tools can read it at this \
+             address"
+        );
+    }
     let (shutdown_tx, stopping) = watch::channel(false);
     let metrics = Arc::new(Metrics::new());
 
@@ -94,7 +102,8 @@ pub async fn run_embedded(
     let state = Arc::new(AppState {
         limits: config.limits.clone(),
         processing: config.processing.clone(),
-        brokers: config.brokers.to_string(),
+        brokers: cluster.bootstrap().to_string(),
+        embedded: embedded.is_some(),
         keys: KeyStore::new(&config.api_keys),
         limiter: Limiter::new(&config.rate_limits),
         subscriber_seats: Seats::new(config.limits.max_subscribers_per_key),

@@ -347,8 +347,23 @@ pub struct Stats {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BrokerView {
+    /// Where the broker is; for the embedded one its loopback address, so Kafka tools (kcat)
+    /// can read the topics.
     pub bootstrap: String,
+    /// The embedded broker: data in memory only, 5 MiB per partition kept.
+    #[serde(default)]
+    pub embedded: bool,
     pub reachable: bool,
+}
+
+impl BrokerView {
+    /// The address, marked `(embedded)` for the embedded broker: what dashboards show.
+    pub fn name(&self) -> String {
+        match self.embedded {
+            true => format!("{} (embedded)", self.bootstrap),
+            false => self.bootstrap.clone(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -578,7 +593,8 @@ mod tests {
             version: "0.1.0".into(),
             uptime_s: 2,
             broker: BrokerView {
-                bootstrap: "embedded".into(),
+                bootstrap: "127.0.0.1:9092".into(),
+                embedded: true,
                 reachable: true,
             },
             totals: Totals {

@@ -101,7 +101,10 @@ async fn top_once_lists_the_callers_stream_with_its_counters() {
         text.contains("streams 1 "),
         "bob's stream is not alice's: {text}"
     );
-    assert!(text.contains("broker embedded ok"), "{text}");
+    assert!(
+        text.contains("(embedded) ok"),
+        "the address and the kind: {text}"
+    );
 
     let admin = top_once(&d, ADMIN, &["--once"]).await;
     assert!(

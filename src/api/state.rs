@@ -22,8 +22,10 @@ pub struct AppState {
     pub limits: Limits,
     /// Processor settings; start requests are checked against their spec limits.
     pub processing: config::Processing,
-    /// The configured brokers, as `/api/stats` shows them.
+    /// The broker's bootstrap address, as `/api/stats` shows it.
     pub brokers: String,
+    /// Whether it is the embedded broker.
+    pub embedded: bool,
     pub keys: KeyStore,
     pub limiter: Limiter,
     /// Results subscribers per key on this instance (`limits.max_subscribers_per_key`).

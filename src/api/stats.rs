@@ -74,6 +74,7 @@ async fn compute(state: &AppState) -> Stats {
         uptime_s: state.started.elapsed().as_secs(),
         broker: BrokerView {
             bootstrap: state.brokers.clone(),
+            embedded: state.embedded,
             reachable: state.broker.reachable().await,
         },
         totals: totals(&streams, state.metrics.recent_end_to_end.snapshot()),

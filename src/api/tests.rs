@@ -84,7 +84,8 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
     let state = Arc::new(AppState {
         limits,
         processing: Default::default(),
-        brokers: "embedded".into(),
+        brokers: "127.0.0.1:9092".into(),
+        embedded: false,
         keys: KeyStore::new(&[key("alice", ALICE), key("bob", BOB)]),
         limiter: Limiter::new(&rate_limits),
         subscriber_seats: crate::limits::Seats::new(seats),

@@ -45,6 +45,7 @@ pub fn snapshot(streams: Vec<StatsRow>) -> Stats {
         uptime_s: 3_725,
         broker: BrokerView {
             bootstrap: "127.0.0.1:9092".into(),
+            embedded: false,
             reachable: true,
         },
         totals: Totals {

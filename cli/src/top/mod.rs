@@ -79,7 +79,7 @@ pub fn plain(app: &App) -> String {
         out,
         "streamgate {}  broker {} {}  uptime {}s  v{}",
         app.url,
-        s.broker.bootstrap,
+        s.broker.name(),
         if s.broker.reachable {
             "ok"
         } else {

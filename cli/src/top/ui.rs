@@ -58,7 +58,7 @@ fn draw_header(app: &App, frame: &mut Frame, area: Rect) {
                 Span::styled("UNREACHABLE", Style::new().fg(Color::Red).bold())
             };
             spans.extend([
-                Span::raw(format!("  broker {} ", s.broker.bootstrap)),
+                Span::raw(format!("  broker {} ", s.broker.name())),
                 broker,
                 Span::raw(format!("  uptime {}  v{}", uptime(s.uptime_s), s.version)),
             ]);
