@@ -342,6 +342,9 @@ async fn a_request_of_many_tiny_records_is_refused_whole_naming_the_limit() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_open_files_limit_is_raised_at_start() {
+    // Start below the hard limit (as a login shell's 1024 would be), so the test can fail.
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
+    rlimit::setrlimit(rlimit::Resource::NOFILE, hard.min(4096) / 2, hard).unwrap();
     let d = Daemon::start(test_config()).await;
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     assert_eq!(soft, hard);
