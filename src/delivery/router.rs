@@ -22,7 +22,7 @@ use uuid::Uuid;
 
 use super::{delivery_of, Delivery, InvalidParam};
 use crate::error::Error;
-use crate::kafka::{now_ms, Cluster};
+use crate::kafka::{now_ms, partition_for, Cluster};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::wire::{Frame, Gap, Kind};
@@ -159,8 +159,13 @@ impl Router {
         cluster: &Cluster,
         shutdown: watch::Receiver<bool>,
     ) -> Result<JoinHandle<()>, Error> {
+        // Past the broker's retention, go on from the oldest result it keeps (not the newest):
+        // `run` sees the jump and tells the subscribers concerned.
         let consumer: StreamConsumer = cluster
-            .consumer(&format!("streamgate-router-{}", Uuid::new_v4()))
+            .consumer_with(
+                &format!("streamgate-router-{}", Uuid::new_v4()),
+                &[("auto.offset.reset", "earliest")],
+            )
             .create()
             .map_err(|e| Error::kafka("create results consumer", e))?;
         let topic = cluster.topics.results.clone();
@@ -179,6 +184,7 @@ impl Router {
         .map_err(|e| Error::Startup(format!("results watermark task: {e}")))?;
         let ends = ends.map_err(|e| Error::kafka("read results watermarks", e))?;
         let mut tpl = TopicPartitionList::new();
+        let next = ends.clone();
         for (p, end) in ends.into_iter().enumerate() {
             tpl.add_partition_offset(&cluster.topics.results.name, p as i32, Offset::Offset(end))
                 .map_err(|e| Error::kafka("assign results partitions", e))?;
@@ -186,7 +192,7 @@ impl Router {
         consumer
             .assign(&tpl)
             .map_err(|e| Error::kafka("assign results partitions", e))?;
-        Ok(tokio::spawn(self.clone().run(consumer, shutdown)))
+        Ok(tokio::spawn(self.clone().run(consumer, next, shutdown)))
     }
 
     pub fn subscribe(self: &Arc<Self>, stream: Uuid, on_lag: OnLag) -> Subscription {
@@ -237,8 +243,16 @@ impl Router {
         }
     }
 
-    /// Reads the results topic until `shutdown`.
-    async fn run(self: Arc<Self>, consumer: StreamConsumer, mut shutdown: watch::Receiver<bool>) {
+    /// Reads the results topic until `shutdown`. `next` is the offset expected next in each
+    /// partition: results offsets are contiguous, so a later one means the broker dropped
+    /// results before this reader got to them.
+    async fn run(
+        self: Arc<Self>,
+        consumer: StreamConsumer,
+        mut next: Vec<i64>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        let partitions = next.len() as i32;
         loop {
             let msg = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -252,6 +266,12 @@ impl Router {
                     continue;
                 }
             };
+            if let Some(expected) = next.get_mut(m.partition() as usize) {
+                if m.offset() > *expected {
+                    self.missed(m.partition(), partitions, *expected, m.offset());
+                }
+                *expected = m.offset() + 1;
+            }
             let Some((stream, delivery)) = delivery_of(&m) else {
                 continue;
             };
@@ -270,6 +290,49 @@ impl Router {
                 }
             }
             self.deliver(stream, delivery);
+        }
+    }
+
+    /// The broker dropped results `from..to` of `partition` before this reader got to them
+    /// (it keeps little, as the embedded broker does, and this reader fell behind). Nothing
+    /// is skipped in silence: subscribers of the streams in that partition are detached as
+    /// lagging at `from`, so they resume there and the replay reports what is gone as a
+    /// `gap`; `on_lag=skip` subscribers get the range in their next `gap` frame.
+    fn missed(&self, partition: i32, partitions: i32, from: i64, to: i64) {
+        tracing::warn!(
+            partition,
+            from,
+            to,
+            "results router fell behind the broker's retention; subscribers in the partition \
+             are told of the missing range"
+        );
+        let mut dropped = Vec::new();
+        {
+            let subs = self.subscribers.read().expect("router lock");
+            for (stream, slots) in subs.iter() {
+                if partition_for(&stream.to_string(), partitions) != partition {
+                    continue;
+                }
+                for slot in slots {
+                    match slot.on_lag {
+                        OnLag::Close => {
+                            slot.lagged.store(from, Ordering::Release);
+                            self.metrics.lagged_closes.inc();
+                            dropped.push((*stream, slot.id));
+                        }
+                        OnLag::Skip => {
+                            let mut skipped = slot.skipped.lock().expect("skipped lock");
+                            if skipped.count == 0 {
+                                skipped.from = from;
+                            }
+                            skipped.count += (to - from) as u64;
+                        }
+                    }
+                }
+            }
+        }
+        for (stream, id) in dropped {
+            self.unsubscribe(&stream, id);
         }
     }
 
@@ -338,5 +401,47 @@ impl Router {
                 skipped.from = delivery.cursor;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::metrics::Metrics;
+    use crate::registry::{MemoryStore, Registry};
+
+    /// A stream whose results live in `partition` of `partitions`.
+    fn stream_in(partition: i32, partitions: i32) -> Uuid {
+        std::iter::repeat_with(Uuid::new_v4)
+            .find(|s| partition_for(&s.to_string(), partitions) == partition)
+            .expect("some stream lands in every partition")
+    }
+
+    #[test]
+    fn results_the_broker_dropped_are_reported_to_their_partitions_subscribers() {
+        let router = Router::new(
+            16,
+            Registry::new(Box::new(MemoryStore)),
+            Arc::new(Metrics::new()),
+        );
+        let (here, elsewhere) = (stream_in(1, 3), stream_in(2, 3));
+        let closing = router.subscribe(here, OnLag::Close);
+        let skipping = router.subscribe(here, OnLag::Skip);
+        let other = router.subscribe(elsewhere, OnLag::Close);
+
+        router.missed(1, 3, 40, 95);
+
+        assert_eq!(closing.lagged(), Some(40), "resumes where the loss began");
+        assert!(router.backlog(&here) == 0 && skipping.lagged().is_none());
+        let gap = skipping
+            .take_gap()
+            .expect("the skipping subscriber gets a gap");
+        assert_eq!(gap.kind, Kind::Gap);
+        let frame: serde_json::Value = serde_json::from_str(gap.frame.as_str()).unwrap();
+        assert_eq!(
+            (frame["from_cursor"].as_i64(), frame["skipped"].as_u64()),
+            (Some(40), Some(55))
+        );
+        assert_eq!(other.lagged(), None, "another partition lost nothing");
     }
 }

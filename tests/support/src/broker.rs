@@ -190,6 +190,24 @@ impl Record {
     }
 }
 
+/// `(low, high)` of every partition of `topic`, read from the broker.
+pub fn watermarks(bootstrap: &str, topic: &str) -> Vec<(i64, i64)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", bootstrap)
+        .create()
+        .unwrap();
+    let md = consumer
+        .fetch_metadata(Some(topic), Duration::from_secs(10))
+        .unwrap();
+    (0..md.topics()[0].partitions().len() as i32)
+        .map(|p| {
+            consumer
+                .fetch_watermarks(topic, p, Duration::from_secs(10))
+                .unwrap()
+        })
+        .collect()
+}
+
 /// Reads every record of `topic` up to its current end, with a plain consumer (no group).
 pub fn read_topic(bootstrap: &str, topic: &str) -> Vec<Record> {
     let consumer: BaseConsumer = ClientConfig::new()
