@@ -291,6 +291,9 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Longest shutdown waits for in-flight requests before closing their connections.
     pub shutdown_timeout_ms: u64,
+    /// After that, longest shutdown waits for everything acknowledged to be processed and
+    /// delivered to connected subscribers before closing them with 1001.
+    pub drain_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -315,6 +318,7 @@ impl Default for Limits {
             max_connections: 10_000,
             max_connections_per_ip: 2_048,
             shutdown_timeout_ms: 10_000,
+            drain_timeout_ms: 10_000,
         }
     }
 }

@@ -105,6 +105,11 @@ pub enum ApiError {
         message: String,
         acknowledged: usize,
     },
+    /// Not serving yet, or not ready: the reason says which part is missing.
+    #[error("not ready: {0}")]
+    NotReady(String),
+    #[error("the daemon is shutting down; send again (to another instance, or once it is back)")]
+    ShuttingDown,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -137,7 +142,9 @@ impl ApiError {
             | ApiError::BacklogFull { .. }
             | ApiError::TooManyStreams { .. }
             | ApiError::TooManySubscribers { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::BrokerUnavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BrokerUnavailable { .. } | ApiError::NotReady(_) | ApiError::ShuttingDown => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -162,6 +169,8 @@ impl ApiError {
             ApiError::TooManyStreams { .. } => "too_many_streams",
             ApiError::TooManySubscribers { .. } => "too_many_subscribers",
             ApiError::BrokerUnavailable { .. } => "broker_unavailable",
+            ApiError::NotReady(_) => "not_ready",
+            ApiError::ShuttingDown => "shutting_down",
             ApiError::Internal(_) => "internal",
         }
     }
@@ -184,9 +193,13 @@ impl ApiError {
         };
         let mut resp =
             warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
-        if let ApiError::RateLimited { retry_after, .. }
-        | ApiError::BacklogFull { retry_after, .. } = &self
-        {
+        let retry_after = match &self {
+            ApiError::RateLimited { retry_after, .. }
+            | ApiError::BacklogFull { retry_after, .. } => Some(*retry_after),
+            ApiError::NotReady(_) | ApiError::ShuttingDown => Some(Duration::from_secs(1)),
+            _ => None,
+        };
+        if let Some(retry_after) = retry_after {
             // Retry-After is whole seconds; round up so a client never retries too early.
             let secs = retry_after.as_millis().div_ceil(1000).max(1);
             resp.headers_mut()

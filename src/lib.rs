@@ -13,6 +13,7 @@
 //! ```
 //!
 //! - [`server`]: starts each component on the broker and serves the API until shutdown.
+//! - [`lifecycle`]: the daemon's phases (running, draining, drained, stopping), watched by all.
 //! - [`api`]: warp routes, quotas, authentication, the WebSocket transport, stats; a thin shell.
 //! - [`ingest`]: request bodies and frames become records in the input topic; end markers.
 //! - [`processing`]: the consumer group that runs each stream's processor, at least once.
@@ -37,6 +38,7 @@ pub mod ingest;
 pub mod kafka;
 pub mod keyfile;
 pub mod latency;
+pub mod lifecycle;
 pub mod limits;
 pub mod logging;
 pub mod metrics;

@@ -1,31 +1,40 @@
-//! Runs the daemon from a bound listener until a shutdown future resolves: starts the broker
-//! connection and each component (each builds its own Kafka clients from the cluster), then
-//! serves the API.
+//! Runs the daemon from a bound listener until a shutdown future resolves: serves at once (the
+//! start-up routes, see `api::serve`), connects to the broker, starts each component (each
+//! builds its own Kafka clients from the cluster), then serves the API.
 //!
-//! Shutdown order matters for "nothing acknowledged is lost": stop accepting, let in-flight
-//! sends finish (warp's graceful shutdown), close WebSockets with 1001, stop processing and
-//! commit what was acknowledged, then flush the producers.
+//! The order of a graceful stop is what makes "nothing acknowledged is lost, and every
+//! connected subscriber gets what was acknowledged before the signal" true; its phases are in
+//! `lifecycle`:
+//! 1. stop accepting, let in-flight requests finish (`limits.shutdown_timeout_ms`);
+//! 2. drain (`limits.drain_timeout_ms`): wait until the input producer has no record
+//!    outstanding, processing has caught up with the input topic, and the router has read
+//!    the results topic to its end; then each subscriber is sent what was routed to it and
+//!    closed with 1001;
+//! 3. stop processing and commit what was acknowledged, then flush the producers.
 
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::net::TcpListener;
-use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::api::AppState;
+use crate::api::{self, App, AppState};
 use crate::auth::KeyStore;
 use crate::config::{Brokers, Config};
 use crate::delivery::{Replays, Router};
 use crate::error::Error;
-use crate::ingest::backlog::Bound as BacklogBound;
+use crate::ingest::backlog::{Bound as BacklogBound, ProgressReader};
 use crate::ingest::{Backlog, Ingest, RecordLimits, RECORD_FRAMING};
-use crate::kafka::{Cluster, EmbeddedBroker, FLUSH_TIMEOUT};
+use crate::kafka::{Cluster, EmbeddedBroker, TopicProducer, FLUSH_TIMEOUT};
+use crate::lifecycle::{Lifecycle, Phase};
 use crate::limits::{self, Limiter, Seats};
 use crate::metrics::Metrics;
 use crate::processing::Processing;
 use crate::registry::Registry;
+
+/// How often the drain looks again.
+const DRAIN_POLL: Duration = Duration::from_millis(50);
 
 /// Runs the daemon on `listener` until `shutdown` resolves.
 pub async fn run(
@@ -54,7 +63,87 @@ pub async fn run_embedded(
     let mut config = config;
     config.limits.max_connections = connections_allowed(config.limits.max_connections);
     prepare_listener(&listener, &config)?;
-    let cluster = Cluster::connect(&config, embedded.as_deref()).await?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| Error::io("listener address", e))?;
+    let metrics = Arc::new(Metrics::new());
+    let lifecycle = Arc::new(Lifecycle::new());
+    let signalled = lifecycle.clone();
+    tokio::spawn(async move {
+        shutdown.await;
+        tracing::info!("shutting down: finishing in-flight requests");
+        signalled.enter(Phase::Draining);
+    });
+    let app = App::default();
+    let mut draining = lifecycle.watch();
+    let serving = tokio::spawn(api::serve(
+        config.limits.clone(),
+        metrics.clone(),
+        app.clone(),
+        listener,
+        async move { draining.reached(Phase::Draining).await },
+    ));
+    tracing::info!(%addr, brokers = %config.brokers, "streamgate listening; connecting to the broker");
+
+    let mut signal = lifecycle.watch();
+    let started = tokio::select! {
+        started = start(&config, embedded.as_deref(), metrics, &lifecycle) => Some(started),
+        _ = signal.reached(Phase::Draining) => None,
+    };
+    let started = match started {
+        Some(Ok(started)) => started,
+        stopped_or_failed => {
+            lifecycle.enter(Phase::Stopping);
+            let _ = serving.await;
+            // A signal during start-up (`None`) is a normal stop.
+            return stopped_or_failed.transpose().map(|_| ());
+        }
+    };
+    let _ = app.set(api::routes(started.state.clone()));
+    tracing::info!(
+        partitions = started.cluster.topics.input.partitions,
+        "streamgate ready"
+    );
+
+    let _ = serving.await;
+    drain(&started, &lifecycle, &config).await;
+    lifecycle.enter(Phase::Stopping);
+    let Started {
+        state,
+        input,
+        cluster,
+        tasks,
+        ..
+    } = started;
+    for task in tasks {
+        let _ = task.await;
+    }
+    input.flush(FLUSH_TIMEOUT);
+    // Every Kafka client goes before the embedded broker they talk to.
+    drop((state, input, cluster));
+    drop(embedded);
+    tracing::info!("streamgate stopped");
+    Ok(())
+}
+
+/// The running daemon: what serving and the graceful stop need.
+struct Started {
+    state: Arc<AppState>,
+    cluster: Cluster,
+    input: TopicProducer,
+    progress: ProgressReader,
+    /// Tasks that end at `Phase::Stopping`.
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Connects to the broker and starts every component.
+async fn start(
+    config: &Config,
+    embedded: Option<&EmbeddedBroker>,
+    metrics: Arc<Metrics>,
+    lifecycle: &Lifecycle,
+) -> Result<Started, Error> {
+    let cluster = Cluster::connect(config, embedded).await?;
     if embedded.is_some() {
         tracing::info!(
             bootstrap = cluster.bootstrap(),
@@ -63,9 +152,7 @@ pub async fn run_embedded(
              address"
         );
     }
-    let (shutdown_tx, stopping) = watch::channel(false);
-    let metrics = Arc::new(Metrics::new());
-
+    let stopping = lifecycle.stopping();
     let (registry, follower) =
         Registry::start(&cluster, config.limits.send_timeout(), stopping.clone()).await?;
     let router = Router::new(
@@ -91,7 +178,7 @@ pub async fn run_embedded(
         },
         backlog,
     );
-    let processing = Processing::start(
+    let (processing, processing_joined) = Processing::start(
         &cluster,
         &config.processing,
         registry.clone(),
@@ -114,33 +201,86 @@ pub async fn run_embedded(
         broker: cluster.health()?,
         metrics,
         stats: Default::default(),
-        shutdown: stopping.clone(),
+        phase: lifecycle.watch(),
+        processing_joined,
         started: Instant::now(),
     });
-    let janitor = forget_idle_callers(state.clone(), stopping.clone());
+    let janitor = forget_idle_callers(state.clone(), stopping);
+    Ok(Started {
+        progress: ProgressReader::new(&cluster, &config.processing.group_id)?,
+        state,
+        cluster,
+        input,
+        tasks: vec![processing, routing, follower, janitor, following],
+    })
+}
 
-    tracing::info!(
-        addr = %listener.local_addr().map_err(|e| Error::io("listener address", e))?,
-        brokers = %config.brokers,
-        partitions = cluster.topics.input.partitions,
-        "streamgate listening"
-    );
-    let signal = async move {
-        shutdown.await;
-        tracing::info!("shutting down: finishing in-flight requests");
-        let _ = shutdown_tx.send(true);
-    };
-    crate::api::serve(state.clone(), listener, signal).await;
-
-    for task in [processing, routing, follower, janitor, following] {
-        let _ = task.await;
+/// Step 2 of the stop (see the module doc), bounded by `limits.drain_timeout_ms`; says in
+/// the log which step it did not finish.
+async fn drain(started: &Started, lifecycle: &Lifecycle, config: &Config) {
+    let began = Instant::now();
+    let deadline = began + Duration::from_millis(config.limits.drain_timeout_ms);
+    let input = started.input.clone();
+    let left = deadline.saturating_duration_since(Instant::now());
+    let _ = tokio::task::spawn_blocking(move || input.flush(left)).await;
+    let processed = until(deadline, || async {
+        started.progress.unprocessed().await.is_ok_and(|n| n == 0)
+    })
+    .await;
+    let routed = processed
+        && match started
+            .cluster
+            .high_watermarks(&started.cluster.topics.results)
+            .await
+        {
+            Ok(ends) => {
+                let router = &started.state.router;
+                until(deadline, || async {
+                    let read = router.positions();
+                    read.len() == ends.len() && read.iter().zip(&ends).all(|(r, e)| r >= e)
+                })
+                .await
+            }
+            Err(_) => false,
+        };
+    lifecycle.enter(Phase::Drained);
+    let delivered = until(deadline, || async {
+        started.state.router.subscriber_count() == 0
+    })
+    .await;
+    let ms = began.elapsed().as_millis() as u64;
+    if processed && routed && delivered {
+        tracing::info!(
+            ms,
+            "drained: everything acknowledged was processed and delivered"
+        );
+    } else {
+        tracing::warn!(
+            ms,
+            processed,
+            routed,
+            delivered,
+            "drain incomplete within limits.drain_timeout_ms; subscribers resume from their \
+             cursors"
+        );
     }
-    input.flush(FLUSH_TIMEOUT);
-    // Every Kafka client goes before the embedded broker they talk to.
-    drop((state, input, cluster));
-    drop(embedded);
-    tracing::info!("streamgate stopped");
-    Ok(())
+}
+
+/// Waits until `done` says so (`true`) or `deadline` passes (`false`).
+async fn until<F, Fut>(deadline: Instant, mut done: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    loop {
+        if done().await {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(DRAIN_POLL).await;
+    }
 }
 
 /// File descriptors kept for everything but client connections: Kafka sockets, processor
@@ -168,7 +308,7 @@ fn connections_allowed(configured: usize) -> usize {
 /// Drops the rate-limit state of callers that have been quiet for a while.
 fn forget_idle_callers(
     state: Arc<AppState>,
-    mut stopping: watch::Receiver<bool>,
+    mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(limits::FORGET_INTERVAL);

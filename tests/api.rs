@@ -385,8 +385,7 @@ async fn ending_a_stream_sends_every_result_then_an_end_frame() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn health_ready_and_shutdown_closes_websockets_with_1001() {
     let d = Daemon::start(test_config()).await;
-    let r = d.http.get(d.url("/readyz")).send().await.unwrap();
-    assert_eq!(r.status(), 200);
+    d.wait_until_ready().await;
     let id = d.start_stream(ALICE, None).await;
     let mut ws = d.subscribe(ALICE, &id).await;
     let stopping = tokio::spawn(d.stop());

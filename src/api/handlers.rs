@@ -53,20 +53,19 @@ pub async fn metrics(state: Arc<AppState>) -> Response {
 }
 
 pub async fn ready(state: Arc<AppState>) -> Response {
-    if state.broker.reachable().await {
-        json(
+    let missing = if !state.broker.reachable().await {
+        format!("the broker at {} cannot be reached", state.brokers)
+    } else if !*state.processing_joined.borrow() {
+        "the processing stage has not joined its group yet".to_string()
+    } else {
+        return json(
             StatusCode::OK,
             &Status {
                 status: "ready".into(),
             },
-        )
-    } else {
-        ApiError::BrokerUnavailable {
-            message: "the broker cannot be reached".into(),
-            acknowledged: 0,
-        }
-        .into_response()
-    }
+        );
+    };
+    ApiError::NotReady(missing).into_response()
 }
 
 /// `POST /api/stream/start`: optional body `{"processor": "<name>" | {"type": ...}}`.

@@ -14,7 +14,7 @@ mod ws;
 #[cfg(test)]
 mod tests;
 
-pub use serve::{serve, Client};
+pub use serve::{serve, App, Client};
 pub use state::AppState;
 
 use std::collections::HashMap;
@@ -23,23 +23,50 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::TryStreamExt;
+use warp::filters::BoxedFilter;
+use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth::{Principal, API_KEY_HEADER};
 use crate::error::{recover, ApiError};
 use crate::limits::Limiter;
+use crate::metrics::Metrics;
 use crate::wire::Status;
 
-/// Every route of the daemon, with errors mapped and requests logged.
-pub fn routes(
-    state: Arc<AppState>,
-) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
-    let healthz = warp::path!("healthz").and(warp::get()).map(|| {
-        warp::reply::json(&Status {
-            status: "ok".into(),
+/// A complete set of routes, as the accept loop serves them.
+pub type Routes = BoxedFilter<(Response,)>;
+
+/// `GET /healthz`: 200 with `status` whenever the process runs; never limited.
+fn healthz(status: &'static str) -> BoxedFilter<(Response,)> {
+    warp::path!("healthz")
+        .and(warp::get())
+        .map(move || {
+            warp::reply::json(&Status {
+                status: status.into(),
+            })
+            .into_response()
         })
-        .into_response()
+        .boxed()
+}
+
+/// What is served while start-up waits for the broker: `/healthz` answers, everything else
+/// is 503 `not_ready` with Retry-After.
+pub fn starting(metrics: Arc<Metrics>) -> Routes {
+    let not_ready = warp::any().map(|| {
+        ApiError::NotReady("starting: waiting for the broker (see the daemon's log)".into())
+            .into_response()
     });
+    healthz("starting")
+        .or(not_ready)
+        .unify()
+        .with(warp::log::custom(move |info| log_request(&metrics, info)))
+        .map(Reply::into_response)
+        .boxed()
+}
+
+/// Every route of the daemon, with errors mapped and requests logged.
+pub fn routes(state: Arc<AppState>) -> Routes {
+    let healthz = healthz("ok");
     let readyz = warp::path!("readyz")
         .and(warp::get())
         .and(public_quota(&state))
@@ -119,7 +146,7 @@ pub fn routes(
         .or(end)
         .unify();
 
-    let logged = state.clone();
+    let logged = state.metrics.clone();
     healthz
         .or(readyz)
         .unify()
@@ -132,6 +159,8 @@ pub fn routes(
         .recover(recover)
         .unify()
         .with(warp::log::custom(move |info| log_request(&logged, info)))
+        .map(Reply::into_response)
+        .boxed()
 }
 
 /// A WebSocket handshake: the upgrade, the offered subprotocols (to answer the one we
@@ -246,14 +275,13 @@ where
 
 /// One line per request: method, path, status, latency and stream id. Headers (and so keys)
 /// are never logged.
-fn log_request(state: &AppState, info: warp::log::Info<'_>) {
+fn log_request(metrics: &Metrics, info: warp::log::Info<'_>) {
     // Label values from a fixed set: a made-up method must not become a new series.
     let method = match info.method().as_str() {
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
         _ => "other",
     };
-    state
-        .metrics
+    metrics
         .requests
         .with_label_values(&[method, info.status().as_str()])
         .inc();

@@ -5,6 +5,10 @@
 //! `limits.max_connections_per_ip` from one address a new connection is answered 503 at once
 //! and closed. Shutdown waits for in-flight requests at most `limits.shutdown_timeout_ms`.
 //!
+//! Serving starts before the broker is connected: until the routes are set in [`App`], `/healthz`
+//! answers 200 `{"status":"starting"}` and everything else 503 `not_ready`, so a supervisor
+//! sees a live process, and a client a clear reason, while start-up waits for the broker.
+//!
 //! HTTP/1.1 only: WebSockets and the request/response API need nothing else, and h2c (HTTP/2
 //! without TLS) would be a second protocol to harden. A client that opens with the HTTP/2
 //! preface gets 505.
@@ -25,8 +29,13 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::{routes, AppState};
+use super::{starting, Routes};
+use crate::config::Limits;
+use crate::metrics::Metrics;
 use crate::wire::{ErrorBody, ErrorObject};
+
+/// The daemon's routes, set once start-up is done.
+pub type App = Arc<std::sync::OnceLock<Routes>>;
 
 /// The connection a request came on, put on every request: its address (for the per-IP
 /// limits and the request log) and its place under the connection caps, which an upgraded
@@ -37,19 +46,21 @@ pub struct Client {
     _place: Arc<Admitted>,
 }
 
-/// Serves `listener` until `shutdown` resolves, then drains within the shutdown bound.
+/// Serves `listener` with `app`'s routes (the start-up routes until they are set) until
+/// `shutdown` resolves, then lets in-flight requests finish within the shutdown bound.
 pub async fn serve(
-    state: Arc<AppState>,
+    limits: Limits,
+    metrics: Arc<Metrics>,
+    app: App,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
-    let limits = state.limits.clone();
     let admission = Arc::new(Admission::new(
         limits.max_connections,
         limits.max_connections_per_ip,
-        state.metrics.connections.clone(),
+        metrics.connections.clone(),
     ));
-    let filter = routes(state.clone());
+    let starting = starting(metrics.clone());
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -66,13 +77,13 @@ pub async fn serve(
                 // Out of file descriptors (or a connection reset before accept): keep
                 // serving the connections we have; try again shortly.
                 tracing::warn!(error = %e, "cannot accept a connection");
-                state.metrics.connections_refused.inc();
+                metrics.connections_refused.inc();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Some(admitted) = admission.admit(addr.ip()) else {
-            state.metrics.connections_refused.inc();
+            metrics.connections_refused.inc();
             tokio::spawn(answer(
                 stream,
                 503,
@@ -82,14 +93,15 @@ pub async fn serve(
             ));
             continue;
         };
-        let service = TowerToHyperService::new(warp::service(filter.clone()));
         let client = Client {
             addr,
             _place: Arc::new(admitted),
         };
+        let (app, starting) = (app.clone(), starting.clone());
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             req.extensions_mut().insert(client.clone());
-            hyper::service::Service::call(&service, req)
+            let routes = app.get().unwrap_or(&starting).clone();
+            hyper::service::Service::call(&TowerToHyperService::new(warp::service(routes)), req)
         });
         let watcher = graceful.watcher();
         let (header_timeout, max_head) = (

@@ -11,6 +11,7 @@ use crate::config::{self, Limits};
 use crate::delivery::{Archive, Router};
 use crate::ingest::Ingest;
 use crate::kafka::BrokerHealth;
+use crate::lifecycle::PhaseWatch;
 use crate::limits::{Limiter, Seats};
 use crate::metrics::Metrics;
 
@@ -41,7 +42,9 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The stats snapshot shared by every `/api/stats` caller and live watcher.
     pub stats: SharedStats,
-    /// Flips to `true` when the daemon shuts down; WebSocket sessions watch it.
-    pub shutdown: watch::Receiver<bool>,
+    /// Where the daemon is in its life: sessions watch it to refuse and close as it stops.
+    pub phase: PhaseWatch,
+    /// Whether this instance's processing stage is in its group (for `/readyz`).
+    pub processing_joined: watch::Receiver<bool>,
     pub started: Instant,
 }

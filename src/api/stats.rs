@@ -20,6 +20,7 @@ use super::ws::Peer;
 use super::AppState;
 use crate::auth::{self, Principal};
 use crate::error::ApiError;
+use crate::lifecycle::Phase;
 use crate::wire::{BrokerView, Close, Percentiles, Stats, StatsRow, Totals};
 
 /// Push interval of the live feed unless the client asks: `?interval_ms=`.
@@ -149,7 +150,7 @@ async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval:
     let mut peer = Peer { sink, idle_timeout };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let mut shutdown = state.shutdown.clone();
+    let mut phase = state.phase.clone();
     loop {
         tokio::select! {
             _ = tick.tick() => {
@@ -164,7 +165,7 @@ async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval:
                 Some(Ok(Message::Close(_))) | Some(Err(_)) | None => return,
                 Some(Ok(_)) => {}
             },
-            _ = shutdown.changed() => {
+            _ = phase.reached(Phase::Drained) => {
                 peer.close(&Close::ShuttingDown).await;
                 return;
             }

@@ -12,7 +12,6 @@ use tokio::sync::watch;
 use uuid::Uuid;
 use warp::http::StatusCode;
 use warp::hyper::body::Bytes;
-use warp::{Filter, Reply};
 
 use super::{routes, AppState};
 use crate::auth::KeyStore;
@@ -67,7 +66,7 @@ impl Probe for Reachable {
 struct Fixture {
     state: Arc<AppState>,
     log: Arc<MemoryLog>,
-    _shutdown: watch::Sender<bool>,
+    joined: watch::Sender<bool>,
 }
 
 fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fixture {
@@ -75,7 +74,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
     let metrics = Arc::new(Metrics::new());
     let registry = Registry::new(Box::new(MemoryStore));
     let log = Arc::new(MemoryLog::default());
-    let (shutdown_tx, shutdown) = watch::channel(false);
+    let (joined_tx, joined) = watch::channel(true);
     let key = |name: &str, key: &str| ApiKey {
         name: name.into(),
         key: key.into(),
@@ -104,13 +103,14 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
         broker: BrokerHealth::new(Arc::new(Reachable(reachable))),
         metrics,
         stats: Default::default(),
-        shutdown,
+        phase: crate::lifecycle::PhaseWatch::running(),
+        processing_joined: joined,
         started: Instant::now(),
     });
     Fixture {
         state,
         log,
-        _shutdown: shutdown_tx,
+        joined: joined_tx,
     }
 }
 
@@ -127,9 +127,7 @@ fn fixture() -> Fixture {
 }
 
 impl Fixture {
-    fn api(
-        &self,
-    ) -> impl Filter<Extract = (impl Reply,), Error = std::convert::Infallible> + Clone {
+    fn api(&self) -> super::Routes {
         routes(self.state.clone())
     }
 
@@ -190,7 +188,14 @@ async fn health_and_readiness() {
     let down = fixture_with(Limits::default(), unlimited(), false);
     let r = down.call("GET", "/readyz", None, "").await;
     assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(r.code(), "broker_unavailable");
+    assert_eq!(r.code(), "not_ready");
+    assert!(r.text().contains("cannot be reached"), "{}", r.text());
+
+    f.joined.send(false).unwrap();
+    let r = f.call("GET", "/readyz", None, "").await;
+    assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(r.text().contains("processing stage"), "{}", r.text());
+    assert_eq!(r.0.headers()["retry-after"], "1");
 }
 
 #[tokio::test]

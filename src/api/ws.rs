@@ -1,6 +1,8 @@
 //! One results WebSocket: writes the stream's delivery feed to the client and takes records
 //! the client sends on the same socket, answering each (in order) with an `ack` once the
-//! broker stored it, or a `nack`. Pings keep idle connections honest.
+//! broker stored it, or a `nack`. Pings keep idle connections honest. Once the daemon is
+//! draining, records sent on the socket get a `nack` `shutting_down`; the feed itself says
+//! when to close (see `lifecycle`).
 //!
 //! Close codes and reasons are `wire::Close`: 1000 the stream ended (after its `end` frame)
 //! or the client said goodbye; 1001 the daemon is shutting down; 4008 the client read too
@@ -21,6 +23,7 @@ use super::upgrade::Socket;
 use super::AppState;
 use crate::delivery::{Feed, Item, StartAt, Subscription};
 use crate::error::ApiError;
+use crate::lifecycle::Phase;
 use crate::registry::StreamEntry;
 use crate::wire::{Ack, Close, Frame, Nack};
 
@@ -45,23 +48,18 @@ pub async fn session(
             return;
         }
     };
-    let mut feed = Feed::new(Some(replay), live);
+    let mut feed = Feed::new(Some(replay), live, state.phase.clone());
     let every = Duration::from_millis(state.limits.ws_ping_interval_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
-    let mut shutdown = state.shutdown.clone();
     let max_in_flight = state.limits.ws_max_in_flight;
     let mut seq: u64 = 0;
     let mut client_closed = false;
 
     let close = loop {
-        if *shutdown.borrow() {
-            break Some(Close::ShuttingDown);
-        }
         tokio::select! {
-            _ = shutdown.changed() => {}
             _ = ping.tick() => {
                 if last_heard.elapsed() > idle_timeout {
                     tracing::debug!(stream_id = %entry.id, "dropping a silent WebSocket client");
@@ -98,7 +96,11 @@ pub async fn session(
                     Some(Ok(m)) if m.is_text() || m.is_binary() => {
                         seq += 1;
                         let n = seq;
-                        let answer = state.ingest.enqueue(&entry, m.into_data()).await;
+                        let answer = if state.phase.at_least(Phase::Draining) {
+                            futures_util::future::ready(Err(ApiError::ShuttingDown)).boxed()
+                        } else {
+                            state.ingest.enqueue(&entry, m.into_data()).await
+                        };
                         answers.push_back(answer.map(move |r| (n, r)).boxed());
                     }
                     Some(Ok(m)) if m.is_close() => {

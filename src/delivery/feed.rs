@@ -8,6 +8,11 @@
 //! duplicate. The feed ends after an `end` frame (`Close::Ended`), when the router detached a
 //! subscriber that read too slowly (`Close::Lagged` with the cursor to resume from), or when
 //! the replay or the router fails (`Close::Internal`).
+//!
+//! As the daemon stops (see `lifecycle`), a feed ends with `Close::ShuttingDown`: once the
+//! daemon is drained, as soon as everything routed to the subscriber was yielded (a replay
+//! still running ends at once: the subscriber resumes from its last cursor); at `Stopping`,
+//! whatever is left.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -17,6 +22,7 @@ use tokio::sync::mpsc;
 
 use super::replay::Replayed;
 use super::{Delivery, Subscription};
+use crate::lifecycle::{Phase, PhaseWatch};
 use crate::wire::{Close, Kind};
 
 /// What a feed yields: a frame to write, then (last) why it ended.
@@ -35,6 +41,7 @@ pub struct Feed {
 struct State {
     replay: Option<Replayed>,
     live: Subscription,
+    phase: PhaseWatch,
     /// Cursor of the last result frame yielded (to drop live frames the replay delivered).
     last_cursor: Option<i64>,
     /// Set after a frame that ends the feed: yielded next, then nothing.
@@ -44,11 +51,12 @@ struct State {
 
 impl Feed {
     /// A feed over `replay` (if any) and then `live`, which must have been subscribed before
-    /// the replay was opened.
-    pub fn new(replay: Option<Replayed>, live: Subscription) -> Self {
+    /// the replay was opened. It ends as the daemon stops, as `phase` says.
+    pub fn new(replay: Option<Replayed>, live: Subscription, phase: PhaseWatch) -> Self {
         let state = State {
             replay,
             live,
+            phase,
             last_cursor: None,
             closing: None,
             done: false,
@@ -79,8 +87,15 @@ impl State {
             self.done = true;
             return Some(Item::Closed(close));
         }
+        if self.phase.at_least(Phase::Stopping) {
+            return Some(self.shut());
+        }
         if let Some(replay) = &mut self.replay {
-            match replay.next().await {
+            let next = tokio::select! {
+                next = replay.next() => next,
+                _ = self.phase.reached(Phase::Drained) => return Some(self.shut()),
+            };
+            match next {
                 Some(Ok(d)) => return Some(self.frame(d)),
                 Some(Err(e)) => {
                     self.done = true;
@@ -98,7 +113,11 @@ impl State {
                     if let Some(gap) = self.live.take_gap() {
                         return Some(self.frame(gap));
                     }
-                    self.live.rx.recv().await
+                    tokio::select! {
+                        next = self.live.rx.recv() => next,
+                        // Drained and nothing more queued: done.
+                        _ = self.phase.reached(Phase::Drained) => return Some(self.shut()),
+                    }
                 }
             };
             match next {
@@ -116,6 +135,11 @@ impl State {
                 }
             }
         }
+    }
+
+    fn shut(&mut self) -> Item {
+        self.done = true;
+        Item::Closed(Close::ShuttingDown)
     }
 
     fn frame(&mut self, d: Delivery) -> Item {
@@ -188,7 +212,8 @@ mod tests {
         }
         router.deliver(stream, d(Kind::End, 6));
         let past = (1..=4).map(|c| Ok(d(Kind::Result, c))).collect();
-        let (frames, close) = collect(Feed::new(replay(past), live), 6).await;
+        let (frames, close) =
+            collect(Feed::new(replay(past), live, PhaseWatch::running()), 6).await;
         assert_eq!(
             frames,
             ["result:1", "result:2", "result:3", "result:4", "result:5", "end:6"]
@@ -202,7 +227,7 @@ mod tests {
         let stream = Uuid::new_v4();
         let live = router.subscribe(stream, OnLag::Close);
         let past = vec![Ok(d(Kind::Result, 1)), Ok(d(Kind::End, 2))];
-        let mut feed = Feed::new(replay(past), live);
+        let mut feed = Feed::new(replay(past), live, PhaseWatch::running());
         assert!(matches!(feed.next().await, Some(Item::Frame(_))));
         assert!(matches!(feed.next().await, Some(Item::Frame(f)) if f.kind == Kind::End));
         assert!(matches!(
@@ -220,7 +245,7 @@ mod tests {
         for c in 10..14 {
             router.deliver(stream, d(Kind::Result, c));
         }
-        let (frames, close) = collect(Feed::new(None, live), 2).await;
+        let (frames, close) = collect(Feed::new(None, live, PhaseWatch::running()), 2).await;
         assert_eq!(frames, ["result:10", "result:11"]);
         assert_eq!(close, Some(Close::Lagged { resume: 12 }));
     }
@@ -230,7 +255,8 @@ mod tests {
         let router = router(2);
         let live = router.subscribe(Uuid::new_v4(), OnLag::Close);
         let past = vec![Err(DeliveryError::Unavailable("gone".into()))];
-        let (frames, close) = collect(Feed::new(replay(past), live), 0).await;
+        let (frames, close) =
+            collect(Feed::new(replay(past), live, PhaseWatch::running()), 0).await;
         assert!(frames.is_empty());
         assert!(matches!(close, Some(Close::Internal(why)) if why.contains("gone")));
     }
@@ -244,7 +270,7 @@ mod tests {
         for c in 2..=5 {
             router.deliver(stream, d(Kind::Result, c)); // queue full: skipped
         }
-        let mut feed = Feed::new(None, live);
+        let mut feed = Feed::new(None, live, PhaseWatch::running());
         assert!(matches!(feed.next().await, Some(Item::Frame(f)) if f.cursor == 1));
         // Nothing else arrives: the gap comes anyway.
         let Some(Item::Frame(gap)) = feed.next().await else {
@@ -267,7 +293,7 @@ mod tests {
         let live = router.subscribe(stream, OnLag::Skip);
         router.deliver(stream, d(Kind::Result, 1));
         router.deliver(stream, d(Kind::Result, 2)); // queue full: skipped
-        let mut feed = Feed::new(None, live);
+        let mut feed = Feed::new(None, live, PhaseWatch::running());
         assert!(matches!(feed.next().await, Some(Item::Frame(f)) if f.cursor == 1));
         router.deliver(stream, d(Kind::Result, 3));
         let Some(Item::Frame(gap)) = feed.next().await else {
@@ -276,5 +302,28 @@ mod tests {
         assert_eq!(gap.kind, Kind::Gap);
         let gap: crate::wire::Frame = serde_json::from_str(&gap.frame).unwrap();
         assert!(matches!(gap, crate::wire::Frame::Gap(g) if g.from_cursor == 2 && g.skipped == 1));
+    }
+
+    #[tokio::test]
+    async fn drained_daemon_sends_what_was_routed_then_closes() {
+        let router = router(16);
+        let stream = Uuid::new_v4();
+        let live = router.subscribe(stream, OnLag::Close);
+        let life = crate::lifecycle::Lifecycle::new();
+        let feed = Feed::new(None, live, life.watch());
+        router.deliver(stream, d(Kind::Result, 1));
+        router.deliver(stream, d(Kind::Result, 2));
+        life.enter(Phase::Drained);
+        let (frames, close) = collect(feed, 2).await;
+        assert_eq!(frames, ["result:1", "result:2"]);
+        assert_eq!(close, Some(Close::ShuttingDown));
+
+        // At `Stopping`, nothing more is sent.
+        let live = router.subscribe(stream, OnLag::Close);
+        router.deliver(stream, d(Kind::Result, 3));
+        life.enter(Phase::Stopping);
+        let (frames, close) = collect(Feed::new(None, live, life.watch()), 0).await;
+        assert!(frames.is_empty());
+        assert_eq!(close, Some(Close::ShuttingDown));
     }
 }

@@ -93,6 +93,8 @@ const NOT_LAGGED: i64 = -1;
 pub struct Router {
     subscribers: RwLock<HashMap<Uuid, Vec<Slot>>>,
     next_id: AtomicU64,
+    /// Per results partition, the next offset to read (set by `start`): how far routing got.
+    position: std::sync::OnceLock<Vec<AtomicI64>>,
     queue: usize,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -144,6 +146,7 @@ impl Router {
         Arc::new(Self {
             subscribers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
+            position: std::sync::OnceLock::new(),
             queue,
             registry,
             metrics,
@@ -168,23 +171,11 @@ impl Router {
             )
             .create()
             .map_err(|e| Error::kafka("create results consumer", e))?;
-        let topic = cluster.topics.results.clone();
-        let name = topic.name.clone();
-        let (consumer, ends) = tokio::task::spawn_blocking(move || {
-            let ends: Result<Vec<i64>, _> = (0..topic.partitions)
-                .map(|p| {
-                    consumer
-                        .fetch_watermarks(&name, p, Duration::from_secs(10))
-                        .map(|(_, high)| high)
-                })
-                .collect();
-            (consumer, ends)
-        })
-        .await
-        .map_err(|e| Error::Startup(format!("results watermark task: {e}")))?;
-        let ends = ends.map_err(|e| Error::kafka("read results watermarks", e))?;
+        let ends = cluster.high_watermarks(&cluster.topics.results).await?;
         let mut tpl = TopicPartitionList::new();
-        let next = ends.clone();
+        let _ = self
+            .position
+            .set(ends.iter().map(|e| AtomicI64::new(*e)).collect());
         for (p, end) in ends.into_iter().enumerate() {
             tpl.add_partition_offset(&cluster.topics.results.name, p as i32, Offset::Offset(end))
                 .map_err(|e| Error::kafka("assign results partitions", e))?;
@@ -192,7 +183,7 @@ impl Router {
         consumer
             .assign(&tpl)
             .map_err(|e| Error::kafka("assign results partitions", e))?;
-        Ok(tokio::spawn(self.clone().run(consumer, next, shutdown)))
+        Ok(tokio::spawn(self.clone().run(consumer, shutdown)))
     }
 
     pub fn subscribe(self: &Arc<Self>, stream: Uuid, on_lag: OnLag) -> Subscription {
@@ -243,16 +234,12 @@ impl Router {
         }
     }
 
-    /// Reads the results topic until `shutdown`. `next` is the offset expected next in each
-    /// partition: results offsets are contiguous, so a later one means the broker dropped
-    /// results before this reader got to them.
-    async fn run(
-        self: Arc<Self>,
-        consumer: StreamConsumer,
-        mut next: Vec<i64>,
-        mut shutdown: watch::Receiver<bool>,
-    ) {
-        let partitions = next.len() as i32;
+    /// Reads the results topic until `shutdown`. Results offsets are contiguous, so one past
+    /// the position expected next means the broker dropped results before this reader got
+    /// to them.
+    async fn run(self: Arc<Self>, consumer: StreamConsumer, mut shutdown: watch::Receiver<bool>) {
+        let position = self.position.get().map_or(&[][..], Vec::as_slice);
+        let partitions = position.len() as i32;
         loop {
             let msg = tokio::select! {
                 _ = shutdown.changed() => return,
@@ -266,11 +253,12 @@ impl Router {
                     continue;
                 }
             };
-            if let Some(expected) = next.get_mut(m.partition() as usize) {
-                if m.offset() > *expected {
-                    self.missed(m.partition(), partitions, *expected, m.offset());
+            if let Some(next) = position.get(m.partition() as usize) {
+                let expected = next.load(Ordering::Acquire);
+                if m.offset() > expected {
+                    self.missed(m.partition(), partitions, expected, m.offset());
                 }
-                *expected = m.offset() + 1;
+                next.store(m.offset() + 1, Ordering::Release);
             }
             let Some((stream, delivery)) = delivery_of(&m) else {
                 continue;
@@ -334,6 +322,19 @@ impl Router {
         for (stream, id) in dropped {
             self.unsubscribe(&stream, id);
         }
+    }
+
+    /// Per results partition, the next offset this router will read (empty before `start`).
+    pub fn positions(&self) -> Vec<i64> {
+        self.position.get().map_or_else(Vec::new, |p| {
+            p.iter().map(|o| o.load(Ordering::Acquire)).collect()
+        })
+    }
+
+    /// Subscribers on this instance, of every stream.
+    pub fn subscriber_count(&self) -> usize {
+        let subs = self.subscribers.read().expect("router lock");
+        subs.values().map(Vec::len).sum()
     }
 
     /// Frames queued for this stream's subscribers on this instance, not yet written.

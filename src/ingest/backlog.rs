@@ -138,12 +138,7 @@ impl Backlog {
         group: &str,
         mut shutdown: watch::Receiver<bool>,
     ) -> Result<JoinHandle<()>, Error> {
-        let reader: BaseConsumer = cluster
-            .consumer(&format!("{group}.next"))
-            .create()
-            .map_err(|e| Error::kafka("create backlog reader", e))?;
-        let reader = Arc::new(reader);
-        let topic = cluster.topics.input.clone();
+        let reader = ProgressReader::new(cluster, group)?;
         let this = self.clone();
         Ok(tokio::spawn(async move {
             let mut tick = tokio::time::interval(REFRESH);
@@ -153,22 +148,60 @@ impl Backlog {
                     _ = shutdown.changed() => return,
                     _ = tick.tick() => {}
                 }
-                let (reader, name, partitions) =
-                    (reader.clone(), topic.name.clone(), topic.partitions);
-                let read =
-                    tokio::task::spawn_blocking(move || read_progress(&reader, &name, partitions))
-                        .await;
-                match read {
-                    Ok(Ok(progress)) => {
+                match reader.read().await {
+                    Ok(progress) => {
                         for (p, processed, high) in progress {
                             this.refreshed(p, processed, high);
                         }
                     }
-                    Ok(Err(e)) => tracing::debug!(error = %e, "backlog not refreshed"),
-                    Err(e) => tracing::debug!(error = %e, "backlog task failed"),
+                    Err(e) => tracing::debug!(error = %e, "backlog not refreshed"),
                 }
             }
         }))
+    }
+}
+
+/// Reads how far processing got in every input partition, from the processing group's
+/// `<group>.next` commits (which the stage makes only once results are acknowledged).
+#[derive(Clone)]
+pub struct ProgressReader {
+    reader: Arc<BaseConsumer>,
+    topic: String,
+    partitions: i32,
+}
+
+impl ProgressReader {
+    pub fn new(cluster: &Cluster, group: &str) -> Result<Self, Error> {
+        let reader: BaseConsumer = cluster
+            .consumer(&format!("{group}.next"))
+            .create()
+            .map_err(|e| Error::kafka("create processing progress reader", e))?;
+        Ok(Self {
+            reader: Arc::new(reader),
+            topic: cluster.topics.input.name.clone(),
+            partitions: cluster.topics.input.partitions,
+        })
+    }
+
+    /// Per partition: `(partition, next unprocessed offset, high watermark)`.
+    pub async fn read(&self) -> Result<Vec<(i32, i64, i64)>, String> {
+        let this = self.clone();
+        tokio::task::spawn_blocking(move || {
+            read_progress(&this.reader, &this.topic, this.partitions)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())
+    }
+
+    /// Records stored in the input topic and not yet processed, in all partitions.
+    pub async fn unprocessed(&self) -> Result<u64, String> {
+        Ok(self
+            .read()
+            .await?
+            .iter()
+            .map(|(_, processed, high)| (high - processed).max(0) as u64)
+            .sum())
     }
 }
 

@@ -1,5 +1,7 @@
 //! Is the broker reachable? Asked by `/readyz` and every live stats push, so the answer is
-//! reused for a second instead of costing a metadata request each time.
+//! reused for a second instead of costing a metadata request each time, and given within
+//! `ANSWER_WITHIN` whatever the broker does: a probe that has not answered by then counts as
+//! unreachable.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +13,8 @@ use crate::error::Error;
 
 /// How long a reachability answer is reused.
 const REACHABILITY_TTL: Duration = Duration::from_secs(1);
+/// Longest a caller waits for a probe.
+const ANSWER_WITHIN: Duration = Duration::from_millis(800);
 
 /// Something that can tell, blocking, whether the broker answers.
 pub trait Probe: Send + Sync + 'static {
@@ -64,9 +68,12 @@ impl BrokerHealth {
             }
         }
         let probe = self.probe.clone();
-        let ok = tokio::task::spawn_blocking(move || probe.reachable())
-            .await
-            .unwrap_or(false);
+        let ok = tokio::time::timeout(
+            ANSWER_WITHIN,
+            tokio::task::spawn_blocking(move || probe.reachable()),
+        )
+        .await
+        .is_ok_and(|answered| answered.unwrap_or(false));
         *self.last.lock().expect("health lock") = Some((Instant::now(), ok));
         ok
     }

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rdkafka::config::ClientConfig;
+use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use embedded::EmbeddedBroker;
 pub use health::{BrokerHealth, MetadataProbe, Probe};
@@ -154,6 +155,27 @@ impl Cluster {
     /// Settings for a client that only asks for metadata.
     pub fn client(&self) -> ClientConfig {
         client_config(&self.bootstrap, &self.settings)
+    }
+
+    /// The high watermark of every partition of `topic`, in partition order.
+    pub async fn high_watermarks(&self, topic: &TopicInfo) -> Result<Vec<i64>, Error> {
+        let client: BaseConsumer = self
+            .client()
+            .create()
+            .map_err(|e| Error::kafka("create watermark client", e))?;
+        let topic = topic.clone();
+        tokio::task::spawn_blocking(move || {
+            (0..topic.partitions)
+                .map(|p| {
+                    client
+                        .fetch_watermarks(&topic.name, p, Duration::from_secs(10))
+                        .map(|(_, high)| high)
+                        .map_err(|e| Error::kafka(format!("read {} watermarks", topic.name), e))
+                })
+                .collect()
+        })
+        .await
+        .map_err(|e| Error::Startup(format!("watermark task: {e}")))?
     }
 
     /// The health of this broker, probed through the input topic's metadata.

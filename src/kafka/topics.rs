@@ -19,6 +19,10 @@ use crate::error::Error;
 
 /// How long start-up waits for a real broker before giving up with an error.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest one metadata request waits.
+const METADATA_TIMEOUT: Duration = Duration::from_secs(2);
+/// Pause between metadata requests while waiting.
+const RETRY_PAUSE: Duration = Duration::from_millis(500);
 
 /// Kafka's murmur2, as in the Java client's `Utils.murmur2`.
 pub fn murmur2(data: &[u8]) -> i32 {
@@ -87,13 +91,16 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<TopicLayo
         topics.results.clone(),
         topics.streams.clone(),
     ];
-    let missing = {
-        let consumer = consumer.clone();
-        let names = names.clone();
-        tokio::task::spawn_blocking(move || missing_topics(&consumer, &names))
-            .await
-            .map_err(|e| Error::Startup(format!("metadata task: {e}")))??
-    };
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let missing = retry(deadline, &consumer, &names, missing_topics, |e| {
+        tracing::warn!(error = %e, "broker not reachable yet; retrying");
+    })
+    .await
+    .map_err(|e| {
+        Error::Startup(format!(
+            "broker not reachable within {STARTUP_TIMEOUT:?}: {e}"
+        ))
+    })?;
     if !missing.is_empty() && config.brokers != Brokers::Embedded {
         let admin: AdminClient<DefaultClientContext> = client_config(bootstrap, &config.kafka)
             .create()
@@ -126,9 +133,12 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<TopicLayo
             }
         }
     }
-    let counts = tokio::task::spawn_blocking(move || wait_for_partitions(&consumer, &names))
-        .await
-        .map_err(|e| Error::Startup(format!("metadata task: {e}")))??;
+    let deadline = Instant::now() + STARTUP_TIMEOUT;
+    let counts = retry(deadline, &consumer, &names, partitions, |e| {
+        tracing::debug!(error = %e, "waiting for topic metadata");
+    })
+    .await
+    .map_err(Error::Startup)?;
     Ok(TopicLayout {
         input: TopicInfo {
             name: topics.input.clone(),
@@ -145,64 +155,65 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<TopicLayo
     })
 }
 
-/// Topics of `names` the broker does not have. Waits for the broker to answer at all, so a
-/// daemon started before its broker comes up by itself.
-fn missing_topics(consumer: &BaseConsumer, names: &[String]) -> Result<Vec<String>, Error> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
+/// Tries `attempt` (a blocking metadata request) until it succeeds or `deadline` passes,
+/// pausing between tries. Each try runs on its own blocking thread and the pauses are async,
+/// so dropping the future (a stop during start-up) leaves at most one request to finish.
+async fn retry<T: Send + 'static>(
+    deadline: Instant,
+    consumer: &Arc<BaseConsumer>,
+    names: &[String],
+    attempt: fn(&BaseConsumer, &[String]) -> Result<T, String>,
+    on_failure: impl Fn(&str),
+) -> Result<T, String> {
     loop {
-        match consumer.fetch_metadata(None, Duration::from_secs(5)) {
-            Ok(md) => {
-                return Ok(names
-                    .iter()
-                    .filter(|n| {
-                        !md.topics()
-                            .iter()
-                            .any(|t| t.name() == n.as_str() && !t.partitions().is_empty())
-                    })
-                    .cloned()
-                    .collect())
-            }
+        let (c, n) = (consumer.clone(), names.to_vec());
+        let result = tokio::task::spawn_blocking(move || attempt(&c, &n))
+            .await
+            .map_err(|e| format!("metadata task: {e}"))?;
+        match result {
+            Ok(value) => return Ok(value),
             Err(e) if Instant::now() < deadline => {
-                tracing::warn!(error = %e, "broker not reachable yet; retrying");
-                std::thread::sleep(Duration::from_secs(1));
+                on_failure(&e);
+                tokio::time::sleep(RETRY_PAUSE).await;
             }
-            Err(e) => {
-                return Err(Error::kafka(
-                    format!("broker not reachable within {STARTUP_TIMEOUT:?}"),
-                    e,
-                ))
-            }
+            Err(e) => return Err(e),
         }
     }
 }
 
-/// Polls metadata until every topic reports its partitions (new topics take a moment).
-fn wait_for_partitions(consumer: &BaseConsumer, names: &[String]) -> Result<Vec<i32>, Error> {
-    let deadline = Instant::now() + STARTUP_TIMEOUT;
-    loop {
-        let attempt = names
-            .iter()
-            .map(|name| {
-                let md = consumer
-                    .fetch_metadata(Some(name), Duration::from_secs(5))
-                    .map_err(|e| format!("metadata for {name}: {e}"))?;
-                match md.topics().first() {
-                    Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
-                        Ok(t.partitions().len() as i32)
-                    }
-                    _ => Err(format!("topic {name} has no partitions yet")),
+/// Topics of `names` the broker does not have (an error while it does not answer).
+fn missing_topics(consumer: &BaseConsumer, names: &[String]) -> Result<Vec<String>, String> {
+    let md = consumer
+        .fetch_metadata(None, METADATA_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    Ok(names
+        .iter()
+        .filter(|n| {
+            !md.topics()
+                .iter()
+                .any(|t| t.name() == n.as_str() && !t.partitions().is_empty())
+        })
+        .cloned()
+        .collect())
+}
+
+/// The partition count of every topic of `names` (an error until each has partitions: new
+/// topics take a moment).
+fn partitions(consumer: &BaseConsumer, names: &[String]) -> Result<Vec<i32>, String> {
+    names
+        .iter()
+        .map(|name| {
+            let md = consumer
+                .fetch_metadata(Some(name), METADATA_TIMEOUT)
+                .map_err(|e| format!("metadata for {name}: {e}"))?;
+            match md.topics().first() {
+                Some(t) if t.error().is_none() && !t.partitions().is_empty() => {
+                    Ok(t.partitions().len() as i32)
                 }
-            })
-            .collect::<Result<Vec<i32>, String>>();
-        match attempt {
-            Ok(counts) => return Ok(counts),
-            Err(e) if Instant::now() < deadline => {
-                tracing::debug!(error = %e, "waiting for topic metadata");
-                std::thread::sleep(Duration::from_millis(200));
+                _ => Err(format!("topic {name} has no partitions yet")),
             }
-            Err(e) => return Err(Error::Startup(e)),
-        }
-    }
+        })
+        .collect()
 }
 
 #[cfg(test)]

@@ -47,9 +47,11 @@ enum Assignment {
     Revoked(Vec<i32>),
 }
 
-/// Forwards rebalances to the stage loop, which handles them before the next record.
+/// Forwards rebalances to the stage loop, which handles them before the next record, and
+/// says when the consumer is in its group (an assignment, even an empty one).
 struct StageContext {
     rebalances: std_mpsc::Sender<Assignment>,
+    joined: Arc<watch::Sender<bool>>,
 }
 
 impl ClientContext for StageContext {}
@@ -59,7 +61,10 @@ impl ConsumerContext for StageContext {
         let partitions =
             |tpl: &TopicPartitionList| tpl.elements().iter().map(|e| e.partition()).collect();
         let _ = match rebalance {
-            Rebalance::Assign(tpl) => self.rebalances.send(Assignment::Assigned(partitions(tpl))),
+            Rebalance::Assign(tpl) => {
+                self.joined.send_replace(true);
+                self.rebalances.send(Assignment::Assigned(partitions(tpl)))
+            }
             Rebalance::Revoke(tpl) => self.rebalances.send(Assignment::Revoked(partitions(tpl))),
             Rebalance::Error(_) => Ok(()),
         };
@@ -92,10 +97,13 @@ pub struct Processing {
     max_results: usize,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    /// `true` while the current consumer is in the group (`/readyz`).
+    joined: Arc<watch::Sender<bool>>,
 }
 
 impl Processing {
     /// Joins the processing group and runs until `shutdown`, restarting after failures.
+    /// Also returns whether it is in the group now.
     pub fn start(
         cluster: &Cluster,
         config: &config::Processing,
@@ -103,7 +111,8 @@ impl Processing {
         ingest: Ingest,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
-    ) -> Result<JoinHandle<()>, Error> {
+    ) -> Result<(JoinHandle<()>, watch::Receiver<bool>), Error> {
+        let (joined, in_group) = watch::channel(false);
         let consumer_config = cluster.consumer_with(
             &config.group_id,
             &[
@@ -124,8 +133,9 @@ impl Processing {
             max_results: config.max_results,
             registry,
             metrics,
+            joined: Arc::new(joined),
         };
-        Ok(tokio::spawn(stage.run(shutdown)))
+        Ok((tokio::spawn(stage.run(shutdown)), in_group))
     }
 
     async fn run(self, mut shutdown: watch::Receiver<bool>) {
@@ -147,8 +157,10 @@ impl Processing {
     /// One run, from the committed offsets until shutdown (`Ok`) or a failure.
     async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StageError> {
         let (rebalance_tx, rebalances) = std_mpsc::channel();
+        self.joined.send_replace(false);
         let context = StageContext {
             rebalances: rebalance_tx,
+            joined: self.joined.clone(),
         };
         let consumer: GroupConsumer = self
             .consumer_config

@@ -101,12 +101,13 @@ impl Daemon {
             .unwrap()
     }
 
-    /// Waits until `/healthz` answers (start-up reads the registry before serving).
+    /// Waits until start-up is done: `/healthz` says `ok` (it says `starting` while the
+    /// daemon connects to the broker).
     async fn wait_ready(&self) {
         let deadline = tokio::time::Instant::now() + WAIT;
         loop {
             if let Ok(r) = self.http.get(self.url("/healthz")).send().await {
-                if r.status().is_success() {
+                if r.json::<Value>().await.is_ok_and(|b| b["status"] == "ok") {
                     return;
                 }
             }
@@ -116,6 +117,24 @@ impl Daemon {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Waits until `/readyz` says ready (the processing stage is in its group).
+    pub async fn wait_until_ready(&self) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while self.get_status("/readyz").await != 200 {
+            assert!(tokio::time::Instant::now() < deadline, "daemon never ready");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// The status of a `GET` without a key.
+    pub async fn get_status(&self, path: &str) -> u16 {
+        self.http
+            .get(self.url(path))
+            .send()
+            .await
+            .map_or(0, |r| r.status().as_u16())
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -338,10 +357,17 @@ pub async fn check_outage(d: &Daemon, down: impl FnOnce(), up: impl FnOnce()) {
         "503 took {:?}",
         started.elapsed()
     );
-    assert_eq!(
-        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
-        503
-    );
+    for path in ["/healthz", "/readyz"] {
+        let r = d
+            .http
+            .get(d.url(path))
+            .timeout(Duration::from_secs(1))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("{path} did not answer within 1 s: {e}"));
+        let expected = if path == "/healthz" { 200 } else { 503 };
+        assert_eq!(r.status(), expected, "{path}");
+    }
 
     up();
     let deadline = tokio::time::Instant::now() + WAIT;
