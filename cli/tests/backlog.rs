@@ -11,9 +11,9 @@ use streamgate_testkit::*;
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
-/// The embedded broker keeps about 5 MiB per partition: send three times that into one
+/// The embedded broker keeps about 5 MiB per partition: send six times that (30 MiB) into one
 /// stream (one partition).
-const BYTES: usize = 15 * 1024 * 1024;
+const BYTES: usize = 30 * 1024 * 1024;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn more_than_the_broker_keeps_is_processed_whole() {

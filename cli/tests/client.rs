@@ -247,3 +247,97 @@ async fn tail_warns_about_results_the_broker_no_longer_holds() {
     assert_eq!(out.stdout.len(), 0, "nothing printed before the gap");
     d.stop().await.unwrap();
 }
+
+/// A `tail -c N` whose reader stops reading (its stdout is not drained) while a faster
+/// `send` puts more than the embedded broker keeps into the stream: tail is detached, resumes
+/// from a cursor the broker no longer holds, and still ends (once enough results came),
+/// having printed every result up to its last or warned about exactly the missing range.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_beside_a_faster_send_of_more_than_the_broker_keeps_accounts_for_every_result() {
+    const SENT: usize = 60_000;
+    const TAILED: usize = 45_000;
+    let d = Daemon::start(test_config()).await;
+    let id = d.start_stream(ALICE, None).await;
+    let mut tail = streamctl(&d)
+        .args(["tail", &id, "--from", "earliest", "--format", "{cursor}"])
+        .args(["-c", &TAILED.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // About 14 MB of results, nearly three times what the broker keeps.
+    let lines: String = (0..SENT)
+        .map(|n| format!("{{\"n\":{n},\"pad\":\"{}\"}}\n", "x".repeat(200)))
+        .collect();
+    let sent = send_lines(&d, &id, lines, &[]).await;
+    assert!(
+        sent.status.success(),
+        "{}",
+        String::from_utf8_lossy(&sent.stderr)
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while !d
+        .metrics()
+        .await
+        .contains(&format!("streamgate_records_processed_total {SENT}"))
+    {
+        assert!(std::time::Instant::now() < deadline, "not all processed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Only now is tail's output read.
+    let (mut stdout, stderr) = (tail.stdout.take().unwrap(), tail.stderr.take().unwrap());
+    let warnings = tokio::spawn(async move {
+        let mut lines = BufReader::new(stderr).lines();
+        let mut all = Vec::new();
+        while let Ok(Some(l)) = lines.next_line().await {
+            all.push(l);
+        }
+        all
+    });
+    // More results, so tail has enough to print whatever it missed (`-c` counts printed ones).
+    let more: String = (SENT..SENT + TAILED)
+        .map(|n| format!("{{\"n\":{n}}}\n"))
+        .collect();
+    assert!(send_lines(&d, &id, more, &[]).await.status.success());
+    let mut printed = String::new();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut printed),
+    )
+    .await
+    .expect("tail ended")
+    .unwrap();
+    let status = tail.wait().await.unwrap();
+    let warnings = warnings.await.unwrap();
+    assert!(status.success(), "{warnings:?}");
+
+    let printed: Vec<i64> = printed.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(printed.len(), TAILED, "{warnings:?}");
+    // Cursors reported missing: "results at cursors A..=B are no longer held".
+    let missing: Vec<(i64, i64)> = warnings
+        .iter()
+        .filter_map(|w| w.split("results at cursors ").nth(1))
+        .map(|r| {
+            let range = r.split_whitespace().next().unwrap();
+            let (a, b) = range.split_once("..=").unwrap();
+            (a.parse().unwrap(), b.parse().unwrap())
+        })
+        .collect();
+    let mut accounted: Vec<i64> = printed.clone();
+    for (a, b) in &missing {
+        accounted.extend(*a..=*b);
+    }
+    accounted.sort_unstable();
+    let last = *printed.last().unwrap();
+    assert_eq!(
+        accounted,
+        (0..=last).collect::<Vec<_>>(),
+        "every cursor up to the last printed was printed or reported missing, once: {warnings:?}"
+    );
+    assert!(
+        !missing.is_empty(),
+        "the stalled reader lost results the broker dropped: {warnings:?}"
+    );
+    d.stop().await.unwrap();
+}
