@@ -63,8 +63,13 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("stream {0} has ended; start a new stream")]
-    StreamEnded(String),
+    /// `acknowledged`: leading records of the request stored before the stream's end (they
+    /// are the stream's and will be delivered); the rest came after it and are dropped.
+    #[error("stream {id} has ended; start a new stream")]
+    StreamEnded {
+        id: String,
+        acknowledged: Option<usize>,
+    },
     #[error("request body is larger than the limit of {limit} bytes")]
     TooLarge { limit: usize },
     #[error(
@@ -132,7 +137,7 @@ impl ApiError {
             ApiError::MissingKey | ApiError::InvalidKey => StatusCode::UNAUTHORIZED,
             ApiError::StreamNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::StreamEnded(_) => StatusCode::CONFLICT,
+            ApiError::StreamEnded { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. }
             | ApiError::TooManyRecords { .. }
             | ApiError::RecordTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
@@ -158,7 +163,7 @@ impl ApiError {
             ApiError::StreamNotFound(_) => "stream_not_found",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::StreamEnded(_) => "stream_ended",
+            ApiError::StreamEnded { .. } => "stream_ended",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::TooManyRecords { .. } => "too_many_records",
             ApiError::RecordTooLarge { .. } => "record_too_large",
@@ -182,6 +187,7 @@ impl ApiError {
             message: self.to_string(),
             acknowledged: match self {
                 ApiError::BrokerUnavailable { acknowledged, .. } => Some(*acknowledged),
+                ApiError::StreamEnded { acknowledged, .. } => *acknowledged,
                 _ => None,
             },
         }

@@ -26,6 +26,9 @@ pub struct Metrics {
     pub backlog_refused: IntCounter,
     /// `gap` frames sent (results skipped for a subscriber, or no longer held by the broker).
     pub gaps_sent: IntCounter,
+    /// Input records stored after their stream's end marker (their senders got 409): no
+    /// results.
+    pub after_end: IntCounter,
     /// Accepted → result at the router, since start (Prometheus).
     pub end_to_end_seconds: Histogram,
     /// The same over the last seconds, for `GET /api/stats`.
@@ -82,6 +85,10 @@ impl Metrics {
             "gaps_sent_total",
             "gap frames sent: results a subscriber did not get, reported instead",
         );
+        let after_end = counter(
+            "records_after_end_total",
+            "Input records stored after their stream's end marker, refused and not processed",
+        );
         let connections_refused = counter(
             "connections_refused_total",
             "Connections refused at limits.max_connections or max_connections_per_ip",
@@ -116,6 +123,7 @@ impl Metrics {
             Box::new(backlog_records.clone()),
             Box::new(backlog_refused.clone()),
             Box::new(gaps_sent.clone()),
+            Box::new(after_end.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -138,6 +146,7 @@ impl Metrics {
             connections,
             connections_refused,
             backlog_records,
+            after_end,
             backlog_refused,
             gaps_sent,
             end_to_end_seconds,

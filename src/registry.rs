@@ -9,7 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
@@ -27,6 +27,8 @@ use crate::wire::{ProcessorSpec, StreamState, StreamView};
 
 /// How long a lookup of an unknown id may wait for the registry to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a send waits again for an ending stream's end offset (a rare, short wait).
+const END_OFFSET_POLL: Duration = Duration::from_millis(20);
 
 /// A stream as stored in the registry topic.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +40,10 @@ pub struct StreamRecord {
     pub created_ms: i64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ended_ms: Option<i64>,
+    /// Where the end marker landed in the stream's input partition: records before it are
+    /// the stream's, records after it are refused. Written once the marker is stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub end_offset: Option<i64>,
 }
 
 /// Live counters of one stream on this instance. They are not shared between instances.
@@ -165,6 +171,7 @@ impl Registry {
             consumer,
             topic,
             applied,
+            rounds: Mutex::default(),
         });
         let registry = Self::new(Box::new(KafkaStore {
             producer,
@@ -187,7 +194,19 @@ impl Registry {
             return;
         };
         match streams.get(&id) {
-            Some(entry) => *entry.record.write().expect("registry lock") = record,
+            Some(entry) => {
+                // A stream only moves forward (open, ended, ended at an offset): a record
+                // applied late (the follower reading what this instance applied already)
+                // never undoes a later one.
+                let mut current = entry.record.write().expect("registry lock");
+                let mut record = record;
+                if current.state == StreamState::Ended {
+                    record.state = StreamState::Ended;
+                    record.ended_ms = record.ended_ms.or(current.ended_ms);
+                    record.end_offset = record.end_offset.or(current.end_offset);
+                }
+                *current = record;
+            }
             None => {
                 streams.insert(
                     id,
@@ -214,6 +233,7 @@ impl Registry {
             state: StreamState::Open,
             created_ms: now_ms(),
             ended_ms: None,
+            end_offset: None,
         };
         self.store.write(id, &record).await?;
         self.apply(id, Some(record));
@@ -231,6 +251,52 @@ impl Registry {
         self.store.write(entry.id, &record).await?;
         self.apply(entry.id, Some(record));
         Ok(())
+    }
+
+    /// Records where the stream's end marker landed (after `end` and the marker itself).
+    pub async fn ended_at(&self, entry: &StreamEntry, offset: i64) -> Result<(), RegistryError> {
+        let mut record = entry.record();
+        if record.end_offset.is_some() {
+            return Ok(());
+        }
+        record.state = StreamState::Ended;
+        record.end_offset = Some(offset);
+        self.store.write(entry.id, &record).await?;
+        self.apply(entry.id, Some(record));
+        Ok(())
+    }
+
+    /// Waits until everything written to the registry before this call has been applied
+    /// here. After it, a stream ended anywhere before the call shows as ended.
+    pub async fn fence(&self, timeout: Duration) -> Result<(), RegistryError> {
+        self.store.catch_up(timeout).await
+    }
+
+    /// The offset of the stream's end marker, waiting (up to `timeout`) for the instance
+    /// that ended it to record it.
+    pub async fn end_offset(
+        &self,
+        entry: &StreamEntry,
+        timeout: Duration,
+    ) -> Result<i64, RegistryError> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            if let Some(offset) = entry.record().end_offset {
+                return Ok(offset);
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            if left.is_zero() {
+                return Err(RegistryError::Behind(format!(
+                    "stream {} is ending; where its end marker landed was not recorded within \
+                     {timeout:?}",
+                    entry.id
+                )));
+            }
+            self.store.catch_up(left).await?;
+            if entry.record().end_offset.is_none() {
+                tokio::time::sleep(END_OFFSET_POLL.min(left)).await;
+            }
+        }
     }
 
     /// Changes whenever a stream is created, ended or removed.
@@ -323,8 +389,15 @@ impl Store for KafkaStore {
     }
 
     fn catch_up(&self, timeout: Duration) -> BoxFuture<'_, Result<(), RegistryError>> {
-        Box::pin(self.follower.clone().catch_up(timeout))
+        Box::pin(self.follower.clone().fence(timeout))
     }
+}
+
+/// Callers waiting for the next catch-up round.
+#[derive(Default)]
+struct Rounds {
+    waiting: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
+    running: bool,
 }
 
 /// Reads the registry topic into the registry, and says how far it got.
@@ -333,6 +406,7 @@ struct Follower {
     topic: TopicInfo,
     /// Next offset to apply, per partition; lets lookups wait for a catch-up.
     applied: watch::Sender<Vec<i64>>,
+    rounds: Mutex<Rounds>,
 }
 
 impl Follower {
@@ -379,7 +453,51 @@ impl Follower {
         }
     }
 
-    /// Waits until everything in the registry topic up to now has been applied.
+    /// Waits until everything in the registry topic up to now has been applied. Callers at
+    /// once share one round (one watermark request): a round serves those who were waiting
+    /// when it began, so each is served by a watermark read after its call.
+    async fn fence(self: Arc<Self>, timeout: Duration) -> Result<(), RegistryError> {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let start = {
+            let mut rounds = self.rounds.lock().expect("rounds lock");
+            rounds.waiting.push(tx);
+            !std::mem::replace(&mut rounds.running, true)
+        };
+        if start {
+            tokio::spawn(self.clone().run_rounds(timeout));
+        }
+        match tokio::time::timeout(timeout, rx).await {
+            Ok(Ok(result)) => result.map_err(RegistryError::Behind),
+            Ok(Err(_)) => Err(RegistryError::Behind("registry catch-up abandoned".into())),
+            Err(_) => Err(RegistryError::Behind(format!(
+                "the registry did not catch up within {timeout:?}"
+            ))),
+        }
+    }
+
+    /// Runs catch-up rounds while callers wait.
+    async fn run_rounds(self: Arc<Self>, timeout: Duration) {
+        loop {
+            let waiting = {
+                let mut rounds = self.rounds.lock().expect("rounds lock");
+                if rounds.waiting.is_empty() {
+                    rounds.running = false;
+                    return;
+                }
+                std::mem::take(&mut rounds.waiting)
+            };
+            let result = self
+                .clone()
+                .catch_up(timeout)
+                .await
+                .map_err(|e| e.to_string());
+            for tx in waiting {
+                let _ = tx.send(result.clone());
+            }
+        }
+    }
+
+    /// One catch-up: reads the watermarks, then waits until they are applied.
     async fn catch_up(self: Arc<Self>, timeout: Duration) -> Result<(), RegistryError> {
         let this = self.clone();
         let highs = tokio::task::spawn_blocking(move || {

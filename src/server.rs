@@ -175,8 +175,10 @@ async fn start(
         RecordLimits {
             per_request: config.limits.max_records_per_request,
             record_bytes: input.max_message_bytes().saturating_sub(RECORD_FRAMING),
+            order_timeout: config.limits.send_timeout(),
         },
         backlog,
+        registry.clone(),
     );
     let (processing, processing_joined) = Processing::start(
         &cluster,

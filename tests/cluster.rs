@@ -211,3 +211,163 @@ async fn window_state_survives_a_restart_without_loss_or_double_counting() {
     assert_eq!(windows_until_end(&mut ws).await, vec![json!("once")]);
     b.stop().await.unwrap();
 }
+
+/// Outcomes of one sender: values acknowledged, and every refusal's error code.
+#[derive(Default, Debug)]
+struct Sent {
+    acked: Vec<i64>,
+    refused: Vec<String>,
+}
+
+/// Sends `base`, `base + 1`, … one record per request until a few sends after the first
+/// refusal (so a refusal is seen to be final).
+async fn send_until_refused(
+    http: reqwest::Client,
+    url: String,
+    base: i64,
+    started: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Sent {
+    let mut sent = Sent::default();
+    for value in base.. {
+        let resp = http
+            .post(&url)
+            .header("x-api-key", ALICE)
+            .json(&value)
+            .send()
+            .await
+            .unwrap();
+        let (status, body) = status_and_json(resp).await;
+        match status {
+            202 => {
+                assert!(
+                    sent.refused.is_empty(),
+                    "{value} acknowledged after a refusal"
+                );
+                sent.acked.push(value);
+                started.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            }
+            _ => {
+                sent.refused.push(format!(
+                    "{status} {}",
+                    body["error"]["code"].as_str().unwrap_or("")
+                ));
+                if sent.refused.len() >= 20 {
+                    return sent;
+                }
+            }
+        }
+    }
+    unreachable!()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_end_through_one_instance_is_final_on_every_instance() {
+    use futures_util::{SinkExt, StreamExt};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    use tokio_tungstenite::tungstenite::Message;
+
+    let tansu = Tansu::start();
+    let a = Daemon::start(on(&tansu)).await;
+    let b = Daemon::start(on(&tansu)).await;
+    let c = Daemon::start(on(&tansu)).await;
+    let id = a.start_stream(ALICE, None).await;
+    // Every instance knows the stream.
+    for d in [&a, &b, &c] {
+        assert_eq!(d.send_json(ALICE, &id, &json!(0)).await.0, 202);
+    }
+
+    let started = Arc::new(AtomicUsize::new(0));
+    let url = |d: &Daemon| d.url(&format!("/api/stream/{id}/send"));
+    let on_a = tokio::spawn(send_until_refused(
+        a.http.clone(),
+        url(&a),
+        1_000_000,
+        started.clone(),
+    ));
+    let on_c = tokio::spawn(send_until_refused(
+        c.http.clone(),
+        url(&c),
+        2_000_000,
+        started.clone(),
+    ));
+    // And records sent on a WebSocket through C, answered by ack or nack.
+    let (mut sink, mut source) = c.subscribe(ALICE, &id).await.split();
+    let ws_sender = tokio::spawn(async move {
+        for value in 3_000_000..3_000_400i64 {
+            if sink.send(Message::text(value.to_string())).await.is_err() {
+                return;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    });
+    let ws_answers = tokio::spawn(async move {
+        let (mut acked, mut nacked) = (Vec::new(), Vec::new());
+        while let Some(Ok(msg)) = source.next().await {
+            let Message::Text(t) = msg else { continue };
+            let f: Value = serde_json::from_str(&t).unwrap();
+            match f["type"].as_str() {
+                Some("ack") => acked.push(3_000_000 + f["seq"].as_i64().unwrap() - 1),
+                Some("nack") => nacked.push(f["error"]["code"].as_str().unwrap().to_string()),
+                _ => {}
+            }
+        }
+        (acked, nacked)
+    });
+    let deadline = std::time::Instant::now() + WAIT;
+    while started.load(Ordering::Relaxed) < 40 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "senders did not get going"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+
+    let resp = b
+        .http
+        .delete(b.url(&format!("/api/stream/{id}")))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let (on_a, on_c) = (on_a.await.unwrap(), on_c.await.unwrap());
+    ws_sender.await.unwrap();
+    let (ws_acked, ws_nacked) = ws_answers.await.unwrap();
+
+    // What the stream holds: everything delivered before `end`, replayed from the start.
+    let mut replay = b.subscribe_from(ALICE, &id, "earliest").await;
+    let mut delivered = Vec::new();
+    loop {
+        let f = next_frame(&mut replay).await;
+        match f["type"].as_str() {
+            Some("result") => delivered.push(f["data"].as_i64().unwrap()),
+            Some("end") => break,
+            other => panic!("unexpected frame {other:?}: {f}"),
+        }
+    }
+    let mut acked: Vec<i64> = [
+        vec![0, 0, 0],
+        on_a.acked.clone(),
+        on_c.acked.clone(),
+        ws_acked,
+    ]
+    .concat();
+    acked.sort_unstable();
+    delivered.sort_unstable();
+    assert_eq!(
+        delivered, acked,
+        "exactly the acknowledged records are the stream's (A refused {:?}, C refused {:?})",
+        on_a.refused, on_c.refused
+    );
+    for refusal in on_a.refused.iter().chain(&on_c.refused) {
+        assert_eq!(refusal, "409 stream_ended");
+    }
+    assert!(
+        ws_nacked.iter().all(|code| code == "stream_ended"),
+        "{ws_nacked:?}"
+    );
+    for d in [a, b, c] {
+        d.stop().await.unwrap();
+    }
+}

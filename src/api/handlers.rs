@@ -201,7 +201,6 @@ pub async fn end(
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
     let entry = owned(&state, &id, &caller).await?;
-    state.registry.end(&entry).await.map_err(not_stored)?;
     state.ingest.end(&entry).await?;
     tracing::info!(stream_id = %entry.id, "stream ended");
     Ok(json(StatusCode::OK, &entry.view()))

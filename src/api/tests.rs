@@ -95,8 +95,10 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
             crate::ingest::RecordLimits {
                 per_request: 10_000,
                 record_bytes: 1_000_000 - crate::ingest::RECORD_FRAMING,
+                order_timeout: std::time::Duration::from_secs(1),
             },
             crate::ingest::Backlog::new(1, None, metrics.clone()),
+            registry.clone(),
         ),
         router: Router::new(16, registry, metrics.clone()),
         archive: Arc::new(OneResult),

@@ -11,7 +11,7 @@ pub mod backlog;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -22,7 +22,7 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::kafka::{now_ms, SendError, TopicProducer};
 use crate::metrics::Metrics;
-use crate::registry::StreamEntry;
+use crate::registry::{Registry, StreamEntry};
 use crate::wire::{Accepted, Control, CONTROL_HEADER};
 
 pub use backlog::Backlog;
@@ -89,6 +89,9 @@ pub struct Ingest {
     metrics: Arc<Metrics>,
     limits: RecordLimits,
     backlog: Arc<Backlog>,
+    /// Tells, after a record is stored, whether its stream was ended before it (see
+    /// `before_end`).
+    registry: Arc<Registry>,
 }
 
 /// How many records a request may hold, and how large one may be.
@@ -99,6 +102,9 @@ pub struct RecordLimits {
     /// The largest record the broker accepts: the producer's `message.max.bytes` less room
     /// for the record's key, headers and batch framing.
     pub record_bytes: usize,
+    /// Longest a stored record waits to learn whether its stream was ended before it
+    /// (`limits.send_timeout_ms`).
+    pub order_timeout: Duration,
 }
 
 /// Room left in `message.max.bytes` for what a record carries beside its value.
@@ -110,13 +116,43 @@ impl Ingest {
         metrics: Arc<Metrics>,
         limits: RecordLimits,
         backlog: Arc<Backlog>,
+        registry: Arc<Registry>,
     ) -> Self {
         Self {
             log,
             metrics,
             limits,
             backlog,
+            registry,
         }
+    }
+
+    /// How many of a request's `offsets` (stored, in order) came before the stream's end
+    /// marker in its partition: all of them, unless the stream was ended meanwhile, on any
+    /// instance. The stream's end is where its marker landed, and an instance ending a
+    /// stream writes "ended" to the registry *before* the marker. So once this instance's
+    /// registry has caught up to a point after the records were stored, a stream not shown
+    /// as ended has no marker before them; one shown as ended is compared by offset. Kafka's
+    /// order decides, not timing.
+    async fn before_end(&self, entry: &StreamEntry, offsets: &[i64]) -> Result<usize, ApiError> {
+        let cannot_tell = |e: crate::registry::RegistryError| ApiError::BrokerUnavailable {
+            message: format!(
+                "stored, but whether the stream was ended before it cannot be told ({e}); \
+                 sending it again may duplicate it"
+            ),
+            acknowledged: 0,
+        };
+        let timeout = self.limits.order_timeout;
+        self.registry.fence(timeout).await.map_err(cannot_tell)?;
+        if entry.is_open() {
+            return Ok(offsets.len());
+        }
+        let end = self
+            .registry
+            .end_offset(entry, timeout)
+            .await
+            .map_err(cannot_tell)?;
+        Ok(offsets.iter().take_while(|o| **o < end).count())
     }
 
     /// Appends a request body's records in order; answers once all are acknowledged.
@@ -142,8 +178,21 @@ impl Ingest {
                 self.backlog.stored(partition, *offset, record.len());
             }
         }
-        self.count(entry, acknowledged);
-        let offsets = result.map_err(|e| unavailable(&e.error, e.acknowledged))?;
+        let offsets = match result {
+            Ok(offsets) => offsets,
+            Err(e) => {
+                self.count(entry, acknowledged);
+                return Err(unavailable(&e.error, e.acknowledged));
+            }
+        };
+        let before = self.before_end(entry, &offsets).await?;
+        self.count(entry, before);
+        if before < offsets.len() {
+            return Err(ApiError::StreamEnded {
+                id: entry.id.to_string(),
+                acknowledged: Some(before),
+            });
+        }
         self.metrics
             .send_ack_seconds
             .observe(started.elapsed().as_secs_f64());
@@ -178,6 +227,12 @@ impl Ingest {
                 Box::pin(async move {
                     let offset = ack.await.map_err(|e| unavailable(&e, 0))?;
                     this.backlog.stored(partition, offset, size);
+                    if this.before_end(&entry, &[offset]).await? == 0 {
+                        return Err(ApiError::StreamEnded {
+                            id: entry.id.to_string(),
+                            acknowledged: None,
+                        });
+                    }
                     this.count(&entry, 1);
                     Ok(offset)
                 })
@@ -194,14 +249,27 @@ impl Ingest {
             .await
     }
 
-    /// Writes the end marker and waits for it: subscribers then receive every result and an
-    /// `end` frame.
+    /// Ends a stream: "ended" into the registry, then the end marker into the input
+    /// partition, then where the marker landed into the registry (the order `before_end`
+    /// relies on). Subscribers then receive every result and an `end` frame.
     pub async fn end(&self, entry: &StreamEntry) -> Result<(), ApiError> {
+        if entry.record().end_offset.is_some() {
+            return Ok(()); // ended before, marker and all
+        }
+        let not_stored = |e: crate::registry::RegistryError| ApiError::BrokerUnavailable {
+            message: e.to_string(),
+            acknowledged: 0,
+        };
+        self.registry.end(entry).await.map_err(not_stored)?;
         let ack = self
             .mark(entry.id, Control::End)
             .await
             .map_err(|e| unavailable(&e, 0))?;
-        ack.await.map(|_| ()).map_err(|e| unavailable(&e, 0))
+        let offset = ack.await.map_err(|e| unavailable(&e, 0))?;
+        self.registry
+            .ended_at(entry, offset)
+            .await
+            .map_err(not_stored)
     }
 
     /// Counts acknowledged records: the stream's counter, its activity, the daemon's metric.
@@ -268,7 +336,10 @@ fn refuse_if_ended(entry: &StreamEntry) -> Result<(), ApiError> {
     if entry.is_open() {
         Ok(())
     } else {
-        Err(ApiError::StreamEnded(entry.id.to_string()))
+        Err(ApiError::StreamEnded {
+            id: entry.id.to_string(),
+            acknowledged: None,
+        })
     }
 }
 
@@ -444,6 +515,7 @@ mod tests {
         RecordLimits {
             per_request,
             record_bytes: 1_000,
+            order_timeout: Duration::from_secs(1),
         }
     }
 

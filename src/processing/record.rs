@@ -79,6 +79,9 @@ pub struct Partitions {
     pub replay_until: HashMap<i32, i64>,
     /// Close markers written and not yet read back, and when.
     pub closing: HashMap<(Uuid, i64), Instant>,
+    /// Streams whose end marker was read here: its partition and offset. Records of the
+    /// stream after it are not the stream's (their senders were refused): no results.
+    pub ended: HashMap<Uuid, (i32, i64)>,
 }
 
 impl Partitions {
@@ -104,6 +107,12 @@ impl Partitions {
     pub fn revoke(&mut self, lost: &[i32]) {
         self.windows.retain_partitions(|p| !lost.contains(&p));
         self.replay_until.retain(|p, _| !lost.contains(p));
+        self.ended.retain(|_, (p, _)| !lost.contains(p));
+    }
+
+    /// Whether `stream`'s end marker was read here before `offset`.
+    pub fn ended_before(&self, stream: &Uuid, offset: i64) -> bool {
+        self.ended.get(stream).is_some_and(|(_, end)| *end < offset)
     }
 }
 
@@ -155,7 +164,10 @@ pub fn step(
     };
     let stream = input.stream;
     let mut outputs = match (input.control, evaluated) {
+        // A second end marker (an end retried) ends nothing more.
+        (Some(Control::End), _) if state.ended_before(&stream, input.offset) => Vec::new(),
         (Some(Control::End), _) => {
+            state.ended.insert(stream, (input.partition, input.offset));
             let mut out = results(state.windows.close_all(&stream));
             out.push(frame(Kind::End, None, None));
             out
@@ -268,6 +280,25 @@ mod tests {
         let e = o.error.as_ref().unwrap();
         assert_eq!(e.code, PROCESSING_FAILED);
         assert!(e.message.contains("5 ms"), "{}", e.message);
+    }
+
+    #[test]
+    fn the_end_marker_is_where_the_stream_ends_and_a_second_one_ends_nothing() {
+        let mut state = Partitions::default();
+        let s = step(&mut state, &input(5, 1, Some(Control::End)), None, false, 1);
+        assert!(matches!(frames(&s)[..], [Frame::End(_)]));
+        assert!(!state.ended_before(&STREAM, 5) && state.ended_before(&STREAM, 6));
+        assert!(
+            !state.ended_before(&Uuid::from_u128(2), 6),
+            "other streams go on"
+        );
+        let again = step(&mut state, &input(9, 2, Some(Control::End)), None, false, 2);
+        assert!(again.outputs.is_empty());
+        state.revoke(&[0]);
+        assert!(
+            !state.ended_before(&STREAM, 6),
+            "forgotten with its partition"
+        );
     }
 
     #[test]

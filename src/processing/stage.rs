@@ -317,6 +317,10 @@ impl Processing {
         let replaying = state.partitions.replaying(partition, offset);
         let evaluated = match input.control {
             Some(_) => None,
+            None if state.partitions.ended_before(&stream, offset) => {
+                self.metrics.after_end.inc();
+                Some(Evaluated::Skipped)
+            }
             None => Some(self.evaluate(&input, m.payload(), replaying, state).await?),
         };
         if let Some(Evaluated::Failed(_)) = &evaluated {
@@ -368,6 +372,16 @@ impl Processing {
         state: &mut StageState,
     ) -> Result<Evaluated, StageError> {
         let spec = match self.registry.lookup(&input.stream).await {
+            // Stored after the stream's end marker: not the stream's; its sender was refused.
+            Ok(Some(entry))
+                if entry
+                    .record()
+                    .end_offset
+                    .is_some_and(|end| end < input.offset) =>
+            {
+                self.metrics.after_end.inc();
+                return Ok(Evaluated::Skipped);
+            }
             Ok(Some(entry)) => entry.processor(),
             Ok(None) => {
                 if !replaying {
