@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
@@ -167,8 +167,13 @@ impl Registry {
             .assign(&tpl)
             .map_err(|e| Error::kafka("assign registry partitions", e))?;
         let (applied, _) = watch::channel(vec![0; topic.partitions as usize]);
+        let watermarks: BaseConsumer = cluster
+            .client()
+            .create()
+            .map_err(|e| Error::kafka("create registry watermark client", e))?;
         let follower = Arc::new(Follower {
             consumer,
+            watermarks,
             topic,
             applied,
             rounds: Mutex::default(),
@@ -403,6 +408,10 @@ struct Rounds {
 /// Reads the registry topic into the registry, and says how far it got.
 struct Follower {
     consumer: StreamConsumer,
+    /// Asks for the watermarks on a connection of its own: a broker may answer requests of
+    /// one connection in order, and the follower's connection mostly has a fetch waiting
+    /// (tansu holds it for `fetch.wait.max.ms`).
+    watermarks: BaseConsumer,
     topic: TopicInfo,
     /// Next offset to apply, per partition; lets lookups wait for a catch-up.
     applied: watch::Sender<Vec<i64>>,
@@ -503,7 +512,7 @@ impl Follower {
         let highs = tokio::task::spawn_blocking(move || {
             (0..this.topic.partitions)
                 .map(|p| {
-                    this.consumer
+                    this.watermarks
                         .fetch_watermarks(&this.topic.name, p, Duration::from_secs(5))
                         .map(|(_, high)| high)
                 })

@@ -225,10 +225,17 @@ async fn drain(started: &Started, lifecycle: &Lifecycle, config: &Config) {
     let input = started.input.clone();
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = tokio::task::spawn_blocking(move || input.flush(left)).await;
-    let processed = until(deadline, || async {
-        started.progress.unprocessed().await.is_ok_and(|n| n == 0)
-    })
-    .await;
+    // Everything stored before now (records sent later, through other instances, are not
+    // waited for).
+    let processed = match started.progress.ends().await {
+        Ok(ends) => {
+            until(deadline, || async {
+                started.progress.reached(&ends).await.unwrap_or(false)
+            })
+            .await
+        }
+        Err(_) => false,
+    };
     let routed = processed
         && match started
             .cluster

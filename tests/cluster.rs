@@ -371,3 +371,120 @@ async fn an_end_through_one_instance_is_final_on_every_instance() {
         d.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rolling_graceful_restart_loses_nothing_and_processes_nothing_twice() {
+    use std::collections::{HashMap, HashSet};
+    use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+
+    let tansu = Tansu::start();
+    let config = on(&tansu);
+    let mut daemons = Vec::new();
+    for _ in 0..3 {
+        daemons.push(Daemon::start(config.clone()).await);
+    }
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        streams.push(daemons[0].start_stream(ALICE, None).await);
+    }
+    let urls: Vec<String> = daemons.iter().map(|d| d.url("")).collect();
+
+    // About 100 records/s, round robin over streams and instances; a send refused or cut by
+    // a stopping instance goes to the next one.
+    let acked: Arc<Mutex<HashSet<(String, i64)>>> = Arc::default();
+    let (count, running) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicBool::new(true)),
+    );
+    let sender = {
+        let (acked, count, running) = (acked.clone(), count.clone(), running.clone());
+        let http = reqwest::Client::new();
+        let streams = streams.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_millis(10));
+            for n in 0.. {
+                if !running.load(Ordering::Relaxed) {
+                    return;
+                }
+                tick.tick().await;
+                let id = &streams[n % streams.len()];
+                for attempt in 0..urls.len() {
+                    let url = &urls[(n + attempt) % urls.len()];
+                    let resp = http
+                        .post(format!("{url}/api/stream/{id}/send"))
+                        .header("x-api-key", ALICE)
+                        .json(&n)
+                        .send()
+                        .await;
+                    let Ok(resp) = resp else { continue };
+                    let (status, body) = status_and_json(resp).await;
+                    if status == 202 {
+                        let offset = body["offsets"][0].as_i64().unwrap();
+                        acked.lock().unwrap().insert((id.clone(), offset));
+                        count.fetch_add(1, Ordering::Relaxed);
+                        break;
+                    }
+                }
+            }
+        })
+    };
+    let wait_for = |n: usize| {
+        let count = count.clone();
+        async move {
+            let deadline = std::time::Instant::now() + WAIT;
+            while count.load(Ordering::Relaxed) < n {
+                assert!(std::time::Instant::now() < deadline, "load stalled");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+    };
+    wait_for(200).await;
+    for i in 0..3 {
+        let d = daemons.remove(i);
+        let addr = d.addr;
+        d.stop().await.unwrap();
+        let restarted = Daemon::start_on(config.clone(), addr).await;
+        restarted.wait_until_ready().await;
+        daemons.insert(i, restarted);
+        wait_for(count.load(Ordering::Relaxed) + 200).await;
+    }
+    running.store(false, Ordering::Relaxed);
+    sender.await.unwrap();
+
+    // Every acknowledged record has exactly one result in the results topic.
+    let acked = acked.lock().unwrap().clone();
+    let bootstrap = tansu.bootstrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    let results = loop {
+        let b = bootstrap.clone();
+        let records = tokio::task::spawn_blocking(move || read_topic(&b, "streamgate.results"))
+            .await
+            .unwrap();
+        let mut results: HashMap<(String, i64), usize> = HashMap::new();
+        for r in &records {
+            let f = r.json();
+            if f["type"] == "result" {
+                let key = (r.key.clone().unwrap(), f["input_offset"].as_i64().unwrap());
+                *results.entry(key.clone()).or_default() += 1;
+            }
+        }
+        if acked.iter().all(|k| results.contains_key(k)) || std::time::Instant::now() > deadline {
+            break results;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    };
+    let lost = acked.iter().filter(|k| !results.contains_key(*k)).count();
+    let duplicated: Vec<_> = results.iter().filter(|(_, n)| **n > 1).collect();
+    assert_eq!(lost, 0, "of {} acknowledged records", acked.len());
+    assert!(
+        duplicated.is_empty(),
+        "{} of {} records were processed more than once: {:?}",
+        duplicated.len(),
+        results.len(),
+        &duplicated[..duplicated.len().min(5)]
+    );
+    for d in daemons {
+        d.stop().await.unwrap();
+    }
+}

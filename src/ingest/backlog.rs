@@ -194,14 +194,24 @@ impl ProgressReader {
         .map_err(|e| e.to_string())
     }
 
-    /// Records stored in the input topic and not yet processed, in all partitions.
-    pub async fn unprocessed(&self) -> Result<u64, String> {
+    /// The high watermark of every input partition now: a point processing can be waited
+    /// to reach (see [`Self::reached`]).
+    pub async fn ends(&self) -> Result<Vec<(i32, i64)>, String> {
         Ok(self
             .read()
             .await?
-            .iter()
-            .map(|(_, processed, high)| (high - processed).max(0) as u64)
-            .sum())
+            .into_iter()
+            .map(|(p, _, high)| (p, high))
+            .collect())
+    }
+
+    /// Whether processing got to `ends` (from [`Self::ends`]) in every partition.
+    pub async fn reached(&self, ends: &[(i32, i64)]) -> Result<bool, String> {
+        let now = self.read().await?;
+        Ok(ends.iter().all(|(p, end)| {
+            now.iter()
+                .any(|(q, processed, _)| q == p && processed >= end)
+        }))
     }
 }
 

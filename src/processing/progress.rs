@@ -18,6 +18,14 @@ use crate::ingest::Ack;
 /// How often the acker commits progress (next offsets, then rewind points).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 
+/// What the acker is handed, in order.
+pub enum Work {
+    /// A processed record.
+    Done(Pending),
+    /// Record progress now (partitions are about to be revoked); answers when done.
+    Flush(std::sync::mpsc::Sender<()>),
+}
+
 /// An input record whose results were produced; its offset is recorded once they are acked.
 pub struct Pending {
     pub partition: i32,
@@ -87,6 +95,9 @@ impl Progress {
             Err(_) => return,
         };
         latest.retain(|p, _| owned.contains(p));
+        if latest.is_empty() {
+            return;
+        }
         let mut next = TopicPartitionList::new();
         let mut rewind = TopicPartitionList::new();
         for (p, (r, n)) in latest.iter() {
@@ -119,7 +130,7 @@ impl Progress {
 pub async fn ack_in_order<X, C>(
     group: Arc<C>,
     progress: Arc<Progress>,
-    mut rx: mpsc::Receiver<Pending>,
+    mut rx: mpsc::Receiver<Work>,
     failed: watch::Sender<Option<StageError>>,
 ) where
     X: ConsumerContext,
@@ -137,7 +148,15 @@ pub async fn ack_in_order<X, C>(
                 continue;
             }
         };
-        let Some(p) = p else { break };
+        let p = match p {
+            Some(Work::Done(p)) => p,
+            Some(Work::Flush(done)) => {
+                progress.record(&*group, &mut latest).await;
+                let _ = done.send(());
+                continue;
+            }
+            None => break,
+        };
         for ack in p.acks {
             if let Err(e) = ack.await {
                 let why = StageError::NotAcknowledged {

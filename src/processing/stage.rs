@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::processor::{uppercase, window_group, window_number};
-use super::progress::{ack_in_order, Pending, Progress};
+use super::progress::{ack_in_order, Pending, Progress, Work};
 use super::record::{self, Evaluated, Input, Partitions, RecordError};
 use super::sandbox::{Sandbox, SandboxError};
 use super::window::Rule;
@@ -38,6 +38,8 @@ const ACK_PIPELINE: usize = 4096;
 const RESTART_BACKOFF: Duration = Duration::from_secs(1);
 /// How often due windows are looked for.
 const WINDOW_CHECK: Duration = Duration::from_millis(250);
+/// Longest a rebalance waits for progress to be recorded before partitions are revoked.
+const PROGRESS_BEFORE_REVOKE: Duration = Duration::from_secs(10);
 /// A close marker not seen back within this is written again.
 const CLOSE_RETRY: Duration = Duration::from_secs(30);
 
@@ -52,11 +54,53 @@ enum Assignment {
 struct StageContext {
     rebalances: std_mpsc::Sender<Assignment>,
     joined: Arc<watch::Sender<bool>>,
+    /// The acker's queue, to record progress before partitions are revoked. Weak, so that
+    /// the stage dropping its sender still ends the acker.
+    work: mpsc::WeakSender<Work>,
 }
 
 impl ClientContext for StageContext {}
 
+impl StageContext {
+    /// Partitions are about to go to another instance, which starts from the progress
+    /// recorded for them: record it now, while they are still this instance's, so the new
+    /// owner processes nothing twice. Blocks the poll (the rebalance waits for it), bounded.
+    fn record_progress_now(&self) {
+        let Some(work) = self.work.upgrade() else {
+            return; // the stage is stopping; it records progress itself
+        };
+        let (done, recorded) = std_mpsc::channel();
+        let recorded = move || recorded.recv_timeout(PROGRESS_BEFORE_REVOKE).is_ok();
+        let ok = match tokio::runtime::Handle::try_current() {
+            // librdkafka's own thread: blocking is fine.
+            Err(_) => work.blocking_send(Work::Flush(done)).is_ok() && recorded(),
+            // The stage's task, polling: let the runtime move other tasks off this thread.
+            Ok(runtime)
+                if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
+            {
+                tokio::task::block_in_place(|| {
+                    runtime.block_on(work.send(Work::Flush(done))).is_ok() && recorded()
+                })
+            }
+            Ok(_) => return, // cannot block here; the periodic commit covers it
+        };
+        if !ok {
+            tracing::warn!(
+                "progress not recorded before a rebalance; some records may be processed twice"
+            );
+        }
+    }
+}
+
 impl ConsumerContext for StageContext {
+    fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            if tpl.count() > 0 {
+                self.record_progress_now();
+            }
+        }
+    }
+
     fn post_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         let partitions =
             |tpl: &TopicPartitionList| tpl.elements().iter().map(|e| e.partition()).collect();
@@ -158,9 +202,11 @@ impl Processing {
     async fn run_once(&self, shutdown: &mut watch::Receiver<bool>) -> Result<(), StageError> {
         let (rebalance_tx, rebalances) = std_mpsc::channel();
         self.joined.send_replace(false);
+        let (tx, rx) = mpsc::channel::<Work>(ACK_PIPELINE);
         let context = StageContext {
             rebalances: rebalance_tx,
             joined: self.joined.clone(),
+            work: tx.downgrade(),
         };
         let consumer: GroupConsumer = self
             .consumer_config
@@ -173,7 +219,6 @@ impl Processing {
         let progress = Progress::new(&self.consumer_config, &self.input_topic)
             .map_err(|e| StageError::Progress(format!("create consumer: {e}")))?;
         let progress = Arc::new(progress);
-        let (tx, rx) = mpsc::channel::<Pending>(ACK_PIPELINE);
         let (failed_tx, mut failed) = watch::channel(None::<StageError>);
         let acker = tokio::spawn(ack_in_order(
             consumer.clone(),
@@ -212,7 +257,7 @@ impl Processing {
             match msg {
                 Ok(m) => match self.process(&m, &mut state).await {
                     Ok(pending) => {
-                        if tx.send(pending).await.is_err() {
+                        if tx.send(Work::Done(pending)).await.is_err() {
                             break Err(StageError::AckerStopped);
                         }
                     }

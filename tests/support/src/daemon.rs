@@ -379,10 +379,11 @@ pub async fn check_outage(d: &Daemon, down: impl FnOnce(), up: impl FnOnce()) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     while next_frame(&mut ws).await["data"] != "after" {}
-    assert_eq!(
-        d.http.get(d.url("/readyz")).send().await.unwrap().status(),
-        200
-    );
+    // Ready again as soon as sends succeed, and it stays so (no flapping) for two seconds.
+    for _ in 0..20 {
+        assert_eq!(d.get_status("/readyz").await, 200);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// A stream whose first results the broker has already dropped (the embedded broker keeps
