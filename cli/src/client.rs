@@ -112,8 +112,35 @@ impl Client {
     }
 
     /// Sends a request and returns the body of a success as `T` (a `wire` type), or the
-    /// daemon's error.
+    /// daemon's error. Over a rate limit (429 `rate_limited`), or while the daemon starts
+    /// (503 `not_ready`), it waits as `Retry-After` says and tries again, for at most
+    /// `PATIENCE` in all, saying so once on stderr.
     pub async fn call<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&'static str, Vec<u8>)>,
+    ) -> Result<T, ClientError> {
+        let deadline = tokio::time::Instant::now() + PATIENCE;
+        loop {
+            match self.call_once(method.clone(), path, body.clone()).await {
+                Err(ClientError::Server {
+                    code, retry_after, ..
+                }) if (code == "rate_limited" || code == "not_ready")
+                    && tokio::time::Instant::now()
+                        + retry_after.unwrap_or(Duration::from_secs(1))
+                        < deadline =>
+                {
+                    let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                    waiting_notice(&code, wait);
+                    tokio::time::sleep(wait).await;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn call_once<T: DeserializeOwned>(
         &self,
         method: Method,
         path: &str,
@@ -162,6 +189,24 @@ impl Client {
             message: e.to_string(),
         })
     }
+}
+
+/// Longest a command waits on a rate limit or a starting daemon before giving up.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// Says once per run that a command waits on the daemon (`code`: why).
+pub fn waiting_notice(code: &str, wait: Duration) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    SAID.call_once(|| {
+        let why = match code {
+            "not_ready" => "the daemon is starting",
+            _ => "the daemon's rate limit (rate_limits in its config)",
+        };
+        eprintln!(
+            "streamctl: waiting on {why}; retrying in {:.1}s as it asks (Retry-After)",
+            wait.as_secs_f64()
+        );
+    });
 }
 
 /// The daemon's error body (`wire::ErrorBody`) as a `ClientError`; a body that is not one

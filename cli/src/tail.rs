@@ -12,7 +12,7 @@ use futures_util::StreamExt;
 use streamgate::wire::{Close, Frame, Outcome};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::client::{server_error, Client, ConnectionArgs};
+use crate::client::{server_error, waiting_notice, Client, ClientError, ConnectionArgs};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -128,14 +128,24 @@ impl Args {
                 Ok((ws, _)) => ws,
                 Err(tungstenite::Error::Http(resp)) => {
                     let body = resp.body().as_deref().unwrap_or_default();
-                    let err = server_error(resp.status(), body, None);
+                    let retry_after = resp
+                        .headers()
+                        .get("retry-after")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.parse::<u64>().ok())
+                        .map(Duration::from_secs);
+                    let err = server_error(resp.status(), body, retry_after);
                     // Refusals (auth, unknown stream, bad cursor) will not get better; a 429
-                    // or 503 might.
+                    // or 503 might: wait as the daemon asks, saying so once.
                     if !matches!(resp.status().as_u16(), 429 | 503) {
                         return Err(err.into());
                     }
-                    eprintln!("streamctl: {err}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
+                    let wait = retry_after.unwrap_or(backoff);
+                    match &err {
+                        ClientError::Server { code, .. } => waiting_notice(code, wait),
+                        _ => eprintln!("streamctl: {err}; retrying in {wait:?}"),
+                    }
+                    tokio::time::sleep(wait).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);
                     continue;
                 }

@@ -286,17 +286,18 @@ fn log_request(metrics: &Metrics, info: warp::log::Info<'_>) {
         .with_label_values(&[method, info.status().as_str()])
         .inc();
     let path = info.path();
+    // Only on requests about a stream.
     let stream_id = path
         .strip_prefix("/api/stream/")
         .and_then(|rest| rest.split('/').next())
-        .filter(|id| *id != "start")
-        .unwrap_or("");
+        .filter(|id| *id != "start");
+    let ms = info.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
         target: "streamgate::request",
         method,
         path,
         status = info.status().as_u16(),
-        latency_ms = info.elapsed().as_secs_f64() * 1000.0,
+        latency_ms = (ms * 1000.0).round() / 1000.0,
         stream_id,
         "request"
     );

@@ -55,6 +55,8 @@ pub async fn session(
     let mut last_heard = Instant::now();
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
     let max_in_flight = state.limits.ws_max_in_flight;
+    let opened = Instant::now();
+    let mut frames_out: u64 = 0;
     let mut seq: u64 = 0;
     let mut client_closed = false;
 
@@ -74,6 +76,7 @@ pub async fn session(
                     if peer.send(Message::Text(d.frame)).await.is_err() {
                         break None;
                     }
+                    frames_out += 1;
                 }
                 Some(Item::Closed(close)) => break Some(close),
                 None => break None,
@@ -86,6 +89,7 @@ pub async fn session(
                 if peer.send(Message::text(frame.to_json())).await.is_err() {
                     break None;
                 }
+                frames_out += 1;
                 if client_closed && answers.is_empty() {
                     break Some(Close::Bye);
                 }
@@ -119,9 +123,23 @@ pub async fn session(
             }
         }
     };
-    if let Some(close) = close {
-        peer.close(&close).await;
+    if let Some(close) = &close {
+        peer.close(close).await;
     }
+    // One line per WebSocket, at its end: how and why it closed (a 4008 says who lags).
+    let (code, reason) = close.map_or((1006, "connection lost".to_string()), |c| {
+        (c.code(), c.reason())
+    });
+    tracing::info!(
+        target: "streamgate::request",
+        stream_id = %entry.id,
+        code,
+        reason,
+        duration_ms = opened.elapsed().as_millis() as u64,
+        frames_in = seq,
+        frames_out,
+        "websocket closed"
+    );
 }
 
 /// The client's side of the socket, where every write is bounded by the idle timeout: a peer

@@ -1,0 +1,95 @@
+//! `streamctl serve`'s log, redirected as an operator would: no colour codes in a file, a
+//! request line without an empty stream id and with latency to 3 decimals, and one line when
+//! a WebSocket closes, with its code and frame counts.
+
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use futures_util::SinkExt;
+use streamgate_testkit::*;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::Message;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_streamctl"))
+        .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["--api-key", ALICE, "--log-format", "pretty"])
+        .env("RUST_LOG", "info,librdkafka=off,rdkafka=off")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let http = reqwest::Client::new();
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let ok = http.get(format!("{url}/readyz")).send().await;
+        if ok.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "serve did not get ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let start: serde_json::Value = http
+        .post(format!("{url}/api/stream/start"))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = start["stream_id"].as_str().unwrap().to_string();
+    let mut req = format!("ws://127.0.0.1:{port}/api/stream/{id}/results")
+        .into_client_request()
+        .unwrap();
+    req.headers_mut()
+        .insert("x-api-key", ALICE.parse().unwrap());
+    let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+    ws.send(Message::text("1")).await.unwrap();
+    ws.close(None).await.unwrap();
+
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains("websocket closed"))
+    {
+        let line = tokio::time::timeout(deadline - Instant::now(), log.next_line())
+            .await
+            .expect("a websocket closed line")
+            .unwrap()
+            .expect("log open");
+        lines.push(line);
+    }
+    let all = lines.join("\n");
+    assert!(!all.contains('\u{1b}'), "no ANSI codes in a pipe:\n{all}");
+    let closed = lines
+        .iter()
+        .find(|l| l.contains("websocket closed"))
+        .unwrap();
+    for field in [
+        "code=1000",
+        "frames_in=1",
+        "frames_out=1",
+        "duration_ms=",
+        &id,
+    ] {
+        assert!(closed.contains(field), "{field} in {closed}");
+    }
+    let readyz = lines
+        .iter()
+        .find(|l| l.contains("path=\"/readyz\""))
+        .expect("a request line");
+    assert!(!readyz.contains("stream_id"), "{readyz}");
+    let latency = readyz.split("latency_ms=").nth(1).unwrap();
+    let decimals = latency.split_whitespace().next().unwrap().split('.').nth(1);
+    assert!(decimals.is_none_or(|d| d.len() <= 3), "{readyz}");
+    let _ = serve.kill().await;
+}
