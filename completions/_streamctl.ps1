@@ -32,8 +32,9 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
+            [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print this client''s version and the daemon''s')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
-            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -43,7 +44,8 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--listen', '--listen', [CompletionResultType]::ParameterName, 'Address to listen on [default: 127.0.0.1:8080]')
             [CompletionResult]::new('--brokers', '--brokers', [CompletionResultType]::ParameterName, '`embedded` or HOST:PORT[,HOST:PORT...] [default: embedded]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'Accept this API key (repeatable); adds to the keys of the config file')
-            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format: pretty or json')
+            [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format [default: pretty; from the config file if it sets log.format]')
+            [CompletionResult]::new('--check', '--check', [CompletionResultType]::ParameterName, 'Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -68,6 +70,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--processor', '--processor', [CompletionResultType]::ParameterName, 'Processor of the new stream (with --new)')
             [CompletionResult]::new('--batch-bytes', '--batch-bytes', [CompletionResultType]::ParameterName, 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes')
             [CompletionResult]::new('--batch-records', '--batch-records', [CompletionResultType]::ParameterName, 'Most lines in one request; keep it under the daemon''s limits.max_records_per_request')
+            [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m')
             [CompletionResult]::new('--new', '--new', [CompletionResultType]::ParameterName, 'Start a new stream first and print its id on stdout')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Refuse lines that are not valid JSON instead of sending them as strings')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -79,8 +82,8 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;tail' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
-            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t')
-            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t')
+            [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t; each result ends with one newline')
+            [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t; each result ends with one newline')
             [CompletionResult]::new('--from', '--from', [CompletionResultType]::ParameterName, 'Where to start: earliest, latest, or a cursor (inclusive)')
             [CompletionResult]::new('-c', '-c', [CompletionResultType]::ParameterName, 'Exit after printing this many results')
             [CompletionResult]::new('--count', '--count', [CompletionResultType]::ParameterName, 'Exit after printing this many results')
@@ -126,6 +129,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between snapshots, e.g. 1s, 500ms')
             [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'With --once (or when stdout is not a terminal): print the daemon''s stats as JSON (`GET /api/stats`) instead of text')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -136,6 +140,8 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
+            [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)')
+            [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -189,6 +195,15 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;streams;help;help' {
             break
         }
+        'streamctl;version' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'streamctl;completions' {
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
@@ -211,8 +226,9 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
+            [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print this client''s version and the daemon''s')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
-            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print the man page (roff)')
+            [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)')
             [CompletionResult]::new('help', 'help', [CompletionResultType]::ParameterValue, 'Print this message or the help of the given subcommand(s)')
             break
         }
@@ -247,6 +263,9 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             break
         }
         'streamctl;help;streams;end' {
+            break
+        }
+        'streamctl;help;version' {
             break
         }
         'streamctl;help;completions' {

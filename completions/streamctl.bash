@@ -46,6 +46,9 @@ _streamctl() {
             streamctl,top)
                 cmd="streamctl__subcmd__top"
                 ;;
+            streamctl,version)
+                cmd="streamctl__subcmd__version"
+                ;;
             streamctl__subcmd__help,bench)
                 cmd="streamctl__subcmd__help__subcmd__bench"
                 ;;
@@ -75,6 +78,9 @@ _streamctl() {
                 ;;
             streamctl__subcmd__help,top)
                 cmd="streamctl__subcmd__help__subcmd__top"
+                ;;
+            streamctl__subcmd__help,version)
+                cmd="streamctl__subcmd__help__subcmd__version"
                 ;;
             streamctl__subcmd__help__subcmd__streams,end)
                 cmd="streamctl__subcmd__help__subcmd__streams__subcmd__end"
@@ -116,7 +122,7 @@ _streamctl() {
 
     case "${cmd}" in
         streamctl)
-            opts="-h -V --help --version serve start send tail bench top streams completions man help"
+            opts="-h -V --help --version serve start send tail bench top streams version completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -222,7 +228,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__help)
-            opts="serve start send tail bench top streams completions man help"
+            opts="serve start send tail bench top streams version completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -417,6 +423,20 @@ _streamctl() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        streamctl__subcmd__help__subcmd__version)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         streamctl__subcmd__man)
             opts="-h -V --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
@@ -432,7 +452,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__send)
-            opts="-h -V --url --api-key --new --processor --strict --batch-bytes --batch-records --help --version"
+            opts="-h -V --url --api-key --new --processor --strict --batch-bytes --batch-records --connect-timeout --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -458,6 +478,10 @@ _streamctl() {
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
+                --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;
@@ -466,7 +490,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__serve)
-            opts="-c -h -V --config --listen --brokers --api-key --log-format --help --version"
+            opts="-c -h -V --config --listen --brokers --api-key --log-format --check --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -493,7 +517,7 @@ _streamctl() {
                     return 0
                     ;;
                 --log-format)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=($(compgen -W "pretty json" -- "${cur}"))
                     return 0
                     ;;
                 *)
@@ -519,11 +543,17 @@ _streamctl() {
                     return 0
                     ;;
                 --processor)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 -p)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 *)
@@ -534,7 +564,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__streams)
-            opts="-h -V --url --api-key --json --help --version list info end help"
+            opts="-q -h -V --url --api-key --json --quiet --help --version list info end help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -683,11 +713,17 @@ _streamctl() {
                     return 0
                     ;;
                 --format)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 -f)
-                    COMPREPLY=($(compgen -f "${cur}"))
+                    COMPREPLY=("${cur}")
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o nospace
+                    fi
                     return 0
                     ;;
                 --from)
@@ -710,7 +746,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__top)
-            opts="-h -V --url --api-key --once --interval --help --version"
+            opts="-h -V --url --api-key --once --json --interval --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -725,6 +761,28 @@ _streamctl() {
                     return 0
                     ;;
                 --interval)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        streamctl__subcmd__version)
+            opts="-h -V --url --api-key --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

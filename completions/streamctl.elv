@@ -29,8 +29,9 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
             cand top 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results'
             cand streams 'List, show or end streams'
+            cand version 'Print this client''s version and the daemon''s'
             cand completions 'Print a shell completion script'
-            cand man 'Print the man page (roff)'
+            cand man 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'streamctl;serve'= {
@@ -39,7 +40,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --listen 'Address to listen on [default: 127.0.0.1:8080]'
             cand --brokers '`embedded` or HOST:PORT[,HOST:PORT...] [default: embedded]'
             cand --api-key 'Accept this API key (repeatable); adds to the keys of the config file'
-            cand --log-format 'Log format: pretty or json'
+            cand --log-format 'Log format [default: pretty; from the config file if it sets log.format]'
+            cand --check 'Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -62,6 +64,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --processor 'Processor of the new stream (with --new)'
             cand --batch-bytes 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes'
             cand --batch-records 'Most lines in one request; keep it under the daemon''s limits.max_records_per_request'
+            cand --connect-timeout 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m'
             cand --new 'Start a new stream first and print its id on stdout'
             cand --strict 'Refuse lines that are not valid JSON instead of sending them as strings'
             cand -h 'Print help'
@@ -72,8 +75,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;tail'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
-            cand -f 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t'
-            cand --format 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t'
+            cand -f 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t; each result ends with one newline'
+            cand --format 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t; each result ends with one newline'
             cand --from 'Where to start: earliest, latest, or a cursor (inclusive)'
             cand -c 'Exit after printing this many results'
             cand --count 'Exit after printing this many results'
@@ -117,6 +120,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
             cand --interval 'Time between snapshots, e.g. 1s, 500ms'
             cand --once 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)'
+            cand --json 'With --once (or when stdout is not a terminal): print the daemon''s stats as JSON (`GET /api/stats`) instead of text'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -126,6 +130,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
             cand --json 'Print JSON instead of a table'
+            cand -q 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)'
+            cand --quiet 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -170,6 +176,14 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         }
         &'streamctl;streams;help;help'= {
         }
+        &'streamctl;version'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand -h 'Print help'
+            cand --help 'Print help'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'streamctl;completions'= {
             cand -h 'Print help'
             cand --help 'Print help'
@@ -190,8 +204,9 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
             cand top 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results'
             cand streams 'List, show or end streams'
+            cand version 'Print this client''s version and the daemon''s'
             cand completions 'Print a shell completion script'
-            cand man 'Print the man page (roff)'
+            cand man 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)'
             cand help 'Print this message or the help of the given subcommand(s)'
         }
         &'streamctl;help;serve'= {
@@ -216,6 +231,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;help;streams;info'= {
         }
         &'streamctl;help;streams;end'= {
+        }
+        &'streamctl;help;version'= {
         }
         &'streamctl;help;completions'= {
         }

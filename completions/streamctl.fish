@@ -33,19 +33,22 @@ complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "tail" -d 'Print
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "bench" -d 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "top" -d 'Live view of the daemon\'s streams: rates, subscribers, latency, a stream\'s results'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "streams" -d 'List, show or end streams'
+complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "version" -d 'Print this client\'s version and the daemon\'s'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "completions" -d 'Print a shell completion script'
-complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "man" -d 'Print the man page (roff)'
+complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "man" -d 'Print a man page (roff): streamctl\'s, or a subcommand\'s (streamctl man tail)'
 complete -c streamctl -n "__fish_streamctl_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -s c -l config -d 'YAML config file (see config.example.yaml); without it, built-in defaults' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l listen -d 'Address to listen on [default: 127.0.0.1:8080]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l brokers -d '`embedded` or HOST:PORT[,HOST:PORT...] [default: embedded]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l api-key -d 'Accept this API key (repeatable); adds to the keys of the config file' -r
-complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l log-format -d 'Log format: pretty or json' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l log-format -d 'Log format [default: pretty; from the config file if it sets log.format]' -r -f -a "pretty\t''
+json\t''"
+complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l check -d 'Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason'
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
-complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s p -l processor -d 'Processor: a name (identity, uppercase) or a JSON spec such as \'{"type":"uppercase"}\'' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s p -l processor -d 'Processor: a name (identity, uppercase) or a JSON spec such as \'{"type":"uppercase"}\'' -r -f
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l json -d 'Print the daemon\'s whole JSON answer instead of the id'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s V -l version -d 'Print version'
@@ -54,13 +57,14 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l api-key -d 
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l processor -d 'Processor of the new stream (with --new)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-bytes -d 'Largest NDJSON request body; keep it under the daemon\'s limits.max_body_bytes' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-records -d 'Most lines in one request; keep it under the daemon\'s limits.max_records_per_request' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l connect-timeout -d 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l new -d 'Start a new stream first and print its id on stdout'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l strict -d 'Refuse lines that are not valid JSON instead of sending them as strings'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
-complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s f -l format -d 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \\n and \\t' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s f -l format -d 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \\n and \\t; each result ends with one newline' -r -f
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l from -d 'Where to start: earliest, latest, or a cursor (inclusive)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s c -l count -d 'Exit after printing this many results' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s e -l exit-on-end -d 'Exit when the stream has ended (its end frame), instead of printing a notice'
@@ -95,11 +99,13 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l url -d 'Daem
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l interval -d 'Time between snapshots, e.g. 1s, 500ms' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l once -d 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l json -d 'With --once (or when stdout is not a terminal): print the daemon\'s stats as JSON (`GET /api/stats`) instead of text'
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l json -d 'Print JSON instead of a table'
+complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -s q -l quiet -d 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -f -a "list" -d 'List your streams (all streams for an admin key), newest first (the default)'
@@ -119,20 +125,25 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and __fish_
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and __fish_seen_subcommand_from help" -f -a "info" -d 'Show one stream: owner, processor, state, counters'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and __fish_seen_subcommand_from help" -f -a "end" -d 'End a stream: later sends are refused, subscribers get an end frame'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand version" -l url -d 'Daemon URL' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand version" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand version" -s h -l help -d 'Print help'
+complete -c streamctl -n "__fish_streamctl_using_subcommand version" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand completions" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand completions" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand man" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand man" -s V -l version -d 'Print version'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "serve" -d 'Run the daemon (zero config: embedded broker on 127.0.0.1:8080 with a local key)'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "start" -d 'Open a stream and print its id'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "send" -d 'Send stdin lines into a stream, one record per line'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "tail" -d 'Print a stream\'s results as they arrive'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "bench" -d 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "top" -d 'Live view of the daemon\'s streams: rates, subscribers, latency, a stream\'s results'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "streams" -d 'List, show or end streams'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "completions" -d 'Print a shell completion script'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "man" -d 'Print the man page (roff)'
-complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "serve" -d 'Run the daemon (zero config: embedded broker on 127.0.0.1:8080 with a local key)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "start" -d 'Open a stream and print its id'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "send" -d 'Send stdin lines into a stream, one record per line'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "tail" -d 'Print a stream\'s results as they arrive'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "bench" -d 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "top" -d 'Live view of the daemon\'s streams: rates, subscribers, latency, a stream\'s results'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "streams" -d 'List, show or end streams'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "version" -d 'Print this client\'s version and the daemon\'s'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "completions" -d 'Print a shell completion script'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "man" -d 'Print a man page (roff): streamctl\'s, or a subcommand\'s (streamctl man tail)'
+complete -c streamctl -n "__fish_streamctl_using_subcommand help; and not __fish_seen_subcommand_from serve start send tail bench top streams version completions man help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand help; and __fish_seen_subcommand_from streams" -f -a "list" -d 'List your streams (all streams for an admin key), newest first (the default)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand help; and __fish_seen_subcommand_from streams" -f -a "info" -d 'Show one stream: owner, processor, state, counters'
 complete -c streamctl -n "__fish_streamctl_using_subcommand help; and __fish_seen_subcommand_from streams" -f -a "end" -d 'End a stream: later sends are refused, subscribers get an end frame'

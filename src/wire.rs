@@ -274,6 +274,9 @@ pub struct ErrorObject {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
     pub status: String,
+    /// The daemon's version (on `/healthz`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
 }
 
 /// `201` answer of `POST /api/stream/start`.
@@ -635,6 +638,7 @@ mod tests {
         assert_eq!(round_trip(&body), body);
         let status = Status {
             status: "ok".into(),
+            version: Some("0.1.0".into()),
         };
         assert_eq!(round_trip(&status), status);
     }

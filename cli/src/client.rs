@@ -40,11 +40,11 @@ pub enum ClientError {
         acknowledged: Option<usize>,
     },
     /// The request never reached the daemon (safe to retry: nothing was stored).
-    #[error("cannot connect to {url}: {source}")]
+    #[error("cannot connect to {url} ({cause}); is `streamctl serve` running there?")]
     Connect {
         url: String,
-        #[source]
-        source: reqwest::Error,
+        /// The innermost cause only (reqwest's chain repeats the URL at every level).
+        cause: String,
     },
     /// The request may or may not have reached the daemon.
     #[error("request to {url} failed: {source}")]
@@ -156,9 +156,13 @@ impl Client {
         }
         let resp = req.send().await.map_err(|source| {
             if source.is_connect() {
+                let mut cause: &dyn std::error::Error = &source;
+                while let Some(inner) = cause.source() {
+                    cause = inner;
+                }
                 ClientError::Connect {
-                    url: url.clone(),
-                    source,
+                    url: self.base.clone(),
+                    cause: cause.to_string(),
                 }
             } else {
                 ClientError::Transport {

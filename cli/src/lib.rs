@@ -6,6 +6,7 @@
 //! - [`client`]: connection settings and the HTTP client every other command uses.
 //! - [`start`], [`send`], [`tail`], [`streams`], [`bench`], [`top`]: one module per client
 //!   command.
+//! - [`version`]: client and daemon versions.
 //! - [`completions`]: shell completions and the man page, from the clap definition.
 //! - [`exit`]: exit codes and the one place errors are printed.
 
@@ -19,6 +20,7 @@ pub mod start;
 pub mod streams;
 pub mod tail;
 pub mod top;
+pub mod version;
 
 use clap::{Parser, Subcommand};
 
@@ -46,10 +48,15 @@ pub enum Command {
     Top(top::Args),
     /// List, show or end streams.
     Streams(streams::Args),
+    /// Print this client's version and the daemon's.
+    Version(version::Args),
     /// Print a shell completion script.
     Completions(completions::Args),
-    /// Print the man page (roff).
-    Man,
+    /// Print a man page (roff): streamctl's, or a subcommand's (streamctl man tail).
+    Man {
+        /// The subcommand whose page to print.
+        subcommand: Option<String>,
+    },
 }
 
 /// Runs one command on a fresh tokio runtime.
@@ -64,9 +71,11 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Streams(args) => args.run().await,
             Command::Bench(args) => args.run().await,
             Command::Top(args) => args.run().await,
+            Command::Version(args) => args.run().await,
             Command::Completions(args) => args.run(),
-            Command::Man => {
-                std::io::Write::write_all(&mut std::io::stdout(), &completions::man_page()?)?;
+            Command::Man { subcommand } => {
+                let page = completions::man_page(subcommand.as_deref())?;
+                std::io::Write::write_all(&mut std::io::stdout(), &page)?;
                 Ok(())
             }
         }

@@ -45,6 +45,9 @@ pub struct Args {
     /// Most lines in one request; keep it under the daemon's limits.max_records_per_request.
     #[arg(long, default_value_t = 50_000, value_name = "N")]
     pub batch_records: usize,
+    /// Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    pub connect_timeout: Duration,
 }
 
 /// One stdin line, ready to send.
@@ -89,6 +92,7 @@ impl Args {
             batch_bytes: self.batch_bytes.max(1),
             batch_records: self.batch_records.max(1),
             acknowledged: 0,
+            connect_timeout: self.connect_timeout,
         };
         let mut pending: VecDeque<Line> = VecDeque::new();
         let mut pending_size = 0;
@@ -173,6 +177,8 @@ struct Sender {
     batch_bytes: usize,
     batch_records: usize,
     acknowledged: u64,
+    /// `--connect-timeout`.
+    connect_timeout: Duration,
 }
 
 impl Sender {
@@ -180,6 +186,7 @@ impl Sender {
     /// daemon acknowledged; retries until all of that batch is acknowledged.
     async fn send_batch(&mut self, pending: &mut VecDeque<Line>) -> anyhow::Result<()> {
         let mut backoff = Duration::from_millis(200);
+        let mut unreachable_since: Option<Instant> = None;
         loop {
             let mut body = Vec::new();
             let mut count = 0;
@@ -266,6 +273,14 @@ impl Sender {
                     );
                 }
                 Err(e @ ClientError::Connect { .. }) => {
+                    let since = *unreachable_since.get_or_insert_with(Instant::now);
+                    if since.elapsed() >= self.connect_timeout {
+                        return Err(anyhow::Error::new(e).context(format!(
+                            "gave up after --connect-timeout {}; {} records acknowledged",
+                            humantime::format_duration(self.connect_timeout),
+                            self.acknowledged
+                        )));
+                    }
                     eprintln!("streamctl: {e}; retrying in {backoff:?}");
                     tokio::time::sleep(backoff).await;
                     backoff = (backoff * 2).min(MAX_BACKOFF);

@@ -21,15 +21,31 @@ pub struct Args {
     /// Accept this API key (repeatable); adds to the keys of the config file.
     #[arg(long = "api-key", value_name = "KEY")]
     pub api_keys: Vec<String>,
-    /// Log format: pretty or json.
-    #[arg(long)]
+    /// Log format [default: pretty; from the config file if it sets log.format].
+    #[arg(long, value_parser = log_format())]
     pub log_format: Option<LogFormat>,
+    /// Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason.
+    #[arg(long)]
+    pub check: bool,
 }
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let config = self.config()?;
+        let (config, key_notice) = self.config()?;
+        if self.check {
+            println!(
+                "config OK: listen {}, brokers {}, {} API key(s)",
+                config.listen,
+                config.brokers,
+                config.api_keys.len()
+            );
+            return Ok(());
+        }
         streamgate::logging::init(&config.log);
+        if let Some(notice) = key_notice {
+            // Through the log, so JSON mode stays one object per line; never the key itself.
+            tracing::info!(path = %notice.0.display(), created = notice.1, "local API key file (streamctl commands read it)");
+        }
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
@@ -38,8 +54,8 @@ impl Args {
     }
 
     /// The effective config: file (or defaults), then flags, then the local key if no key is
-    /// configured anywhere.
-    fn config(&self) -> anyhow::Result<Config> {
+    /// configured anywhere (with the key file's path and whether it was just created).
+    fn config(&self) -> anyhow::Result<(Config, Option<(PathBuf, bool)>)> {
         let mut config = match &self.config {
             Some(path) => Config::load(path)?,
             None => Config::default(),
@@ -64,24 +80,24 @@ impl Args {
             let path = keyfile::default_path()
                 .context("no API key configured and no home directory for the local key file; pass --api-key")?;
             let (key, created) = keyfile::load_or_create(&path)?;
-            if created {
-                eprintln!("Created API key {key}");
-                eprintln!(
-                    "Stored in {} (mode 0600); streamctl commands read it from there.",
-                    path.display()
-                );
-            } else {
-                eprintln!("Using the API key stored in {}", path.display());
-            }
             config.api_keys.push(ApiKey {
                 name: keyfile::KEY_NAME.into(),
                 key,
                 admin: true,
             });
+            config.validate()?;
+            return Ok((config, Some((path, created))));
         }
         config.validate()?;
-        Ok(config)
+        Ok((config, None))
     }
+}
+
+/// `--log-format`, with its values listed for help and completions.
+fn log_format() -> impl clap::builder::TypedValueParser<Value = LogFormat> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(["pretty", "json"])
+        .map(|s| s.parse::<LogFormat>().expect("one of the listed values"))
 }
 
 async fn shutdown_signal() {

@@ -11,7 +11,7 @@ pub struct Args {
     #[command(flatten)]
     pub conn: ConnectionArgs,
     /// Processor: a name (identity, uppercase) or a JSON spec such as '{"type":"uppercase"}'.
-    #[arg(long, short)]
+    #[arg(long, short, value_parser = processor_arg, value_hint = clap::ValueHint::Other)]
     pub processor: Option<String>,
     /// Print the daemon's whole JSON answer instead of the id.
     #[arg(long)]
@@ -29,6 +29,15 @@ impl Args {
         }
         Ok(())
     }
+}
+
+/// `--processor`: a spec that is not JSON is a usage error (exit 2), caught before any
+/// request.
+pub fn processor_arg(p: &str) -> Result<String, String> {
+    if p.trim_start().starts_with('{') {
+        serde_json::from_str::<Value>(p).map_err(|e| format!("not valid JSON: {e}"))?;
+    }
+    Ok(p.to_string())
 }
 
 /// Starts a stream (also used by `send --new`); returns the daemon's answer.

@@ -18,6 +18,9 @@ pub struct Args {
     /// Print JSON instead of a table.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`).
+    #[arg(long, short, conflicts_with = "json")]
+    pub quiet: bool,
 }
 
 #[derive(Debug, clap::Subcommand)]
@@ -37,9 +40,14 @@ impl Args {
         let out = match self.command.unwrap_or(Command::List) {
             Command::List => {
                 let list: StreamList = client.call(Method::GET, "/api/streams", None).await?;
-                match self.json {
-                    true => pretty(&list)?,
-                    false => table(&list.streams),
+                match (self.json, self.quiet) {
+                    (true, _) => pretty(&list)?,
+                    (_, true) => list
+                        .streams
+                        .iter()
+                        .map(|s| format!("{}\n", s.stream_id))
+                        .collect(),
+                    _ => table(&list.streams),
                 }
             }
             Command::Info { stream_id } => {

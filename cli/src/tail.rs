@@ -18,12 +18,15 @@ use crate::client::{server_error, waiting_notice, Client, ClientError, Connectio
 pub struct Args {
     #[command(flatten)]
     pub conn: ConnectionArgs,
+    /// The stream's id, as `streamctl start` printed it.
+    #[arg(value_name = "STREAM_ID")]
     pub stream_id: String,
     /// json (whole frames), data (only the data), or a template with placeholders {data},
     /// {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms},
-    /// {stream_id}, {type} and the escapes \n and \t.
-    #[arg(long, short, default_value = "json")]
-    pub format: String,
+    /// {stream_id}, {type} and the escapes \n and \t; each result ends with one newline.
+    #[arg(long, short, default_value = "json", value_parser = Format::parse_checked,
+          value_hint = clap::ValueHint::Other)]
+    pub format: Format,
     /// Where to start: earliest, latest, or a cursor (inclusive).
     #[arg(long, default_value = "latest")]
     pub from: String,
@@ -50,13 +53,49 @@ pub enum Format {
     Template(String),
 }
 
+/// The placeholders a template may use.
+const PLACEHOLDERS: [&str; 8] = [
+    "data",
+    "cursor",
+    "input_offset",
+    "input_partition",
+    "received_ms",
+    "processed_ms",
+    "stream_id",
+    "type",
+];
+
 impl Format {
     pub fn parse(s: &str) -> Self {
         match s {
             "json" => Format::Json,
             "data" => Format::Data,
-            t => Format::Template(t.replace("\\n", "\n").replace("\\t", "\t")),
+            t => {
+                let t = t.replace("\\n", "\n").replace("\\t", "\t");
+                // Each result is printed with its own newline: a template's trailing `\n`
+                // (as in printf habits) would double it.
+                Format::Template(t.strip_suffix('\n').unwrap_or(&t).to_string())
+            }
         }
+    }
+
+    /// `--format`: refuses a template with an unknown placeholder (a typo such as `{dta}`
+    /// would print itself), naming the ones there are.
+    pub fn parse_checked(s: &str) -> Result<Self, String> {
+        let mut rest = s;
+        while let Some(open) = rest.find('{') {
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else { break };
+            let name = &after[..close];
+            if !PLACEHOLDERS.contains(&name) {
+                return Err(format!(
+                    "unknown placeholder {{{name}}}; use json, data, or a template with {}",
+                    PLACEHOLDERS.map(|p| format!("{{{p}}}")).join(", ")
+                ));
+            }
+            rest = &after[close + 1..];
+        }
+        Ok(Self::parse(s))
     }
 
     /// The text for one result or error frame (without the trailing newline).
@@ -110,7 +149,7 @@ enum Ended {
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
         let client = Client::new(&self.conn)?;
-        let format = Format::parse(&self.format);
+        let format = self.format.clone();
         let mut state = TailState {
             printed: 0,
             gaps: 0,
@@ -273,5 +312,16 @@ mod tests {
             panic!("an error frame")
         };
         assert!(Format::Data.render("", &err).contains("boom"));
+    }
+
+    #[test]
+    fn templates_are_checked_and_do_not_double_newlines() {
+        let err = Format::parse_checked("{dta}").unwrap_err();
+        assert!(err.contains("{dta}") && err.contains("{data}"), "{err}");
+        assert_eq!(
+            Format::parse_checked("{cursor}\\n").unwrap(),
+            Format::Template("{cursor}".into())
+        );
+        assert_eq!(Format::parse_checked("json").unwrap(), Format::Json);
     }
 }

@@ -36,11 +36,11 @@ async fn owned(
     id: &str,
     caller: &Principal,
 ) -> Result<Arc<StreamEntry>, ApiError> {
-    state
-        .registry
-        .find_owned(id, caller)
-        .await
-        .ok_or_else(|| ApiError::StreamNotFound(id.to_string()))
+    state.registry.find_owned(id, caller).await.ok_or_else(|| {
+        // As the caller typed it: a pasted `6f1c…` reads as such, not `6f1c%e2%80%a6`.
+        let typed = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
+        ApiError::StreamNotFound(typed.into_owned())
+    })
 }
 
 pub async fn metrics(state: Arc<AppState>) -> Response {
@@ -62,6 +62,7 @@ pub async fn ready(state: Arc<AppState>) -> Response {
             StatusCode::OK,
             &Status {
                 status: "ready".into(),
+                version: None,
             },
         );
     };

@@ -43,6 +43,7 @@ fn healthz(status: &'static str) -> BoxedFilter<(Response,)> {
         .map(move || {
             warp::reply::json(&Status {
                 status: status.into(),
+                version: Some(env!("CARGO_PKG_VERSION").into()),
             })
             .into_response()
         })

@@ -181,7 +181,13 @@ async fn health_and_readiness() {
     let r = f.call("GET", "/healthz", None, "").await;
     assert_eq!(
         (r.status(), r.text()),
-        (StatusCode::OK, r#"{"status":"ok"}"#.into())
+        (
+            StatusCode::OK,
+            format!(
+                r#"{{"status":"ok","version":"{}"}}"#,
+                env!("CARGO_PKG_VERSION")
+            )
+        )
     );
     assert_eq!(
         f.call("GET", "/readyz", None, "").await.status(),

@@ -38,6 +38,10 @@ pub struct Args {
     /// Print one plain-text snapshot and exit (also what happens when stdout is not a terminal).
     #[arg(long)]
     pub once: bool,
+    /// With --once (or when stdout is not a terminal): print the daemon's stats as JSON
+    /// (`GET /api/stats`) instead of text.
+    #[arg(long)]
+    pub json: bool,
     /// Time between snapshots, e.g. 1s, 500ms.
     #[arg(long, default_value = "1s", value_parser = humantime::parse_duration)]
     pub interval: Duration,
@@ -49,7 +53,12 @@ impl Args {
             anyhow::bail!("--interval must be greater than zero");
         }
         let client = Client::new(&self.conn)?;
-        if self.once || !std::io::stdout().is_terminal() {
+        if self.once || self.json || !std::io::stdout().is_terminal() {
+            if self.json {
+                let stats = feed::fetch(&client).await?;
+                println!("{}", serde_json::to_string_pretty(&stats)?);
+                return Ok(());
+            }
             let text = once(&client, self.interval).await?;
             print!("{text}");
             return Ok(());
