@@ -698,7 +698,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__tail)
-            opts="-f -c -e -h -V --url --api-key --format --from --count --exit-on-end --no-gaps --help --version"
+            opts="-f -o -c -e -h -V --url --api-key --format --from --count --exit-on-end --no-gaps --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -727,6 +727,10 @@ _streamctl() {
                     return 0
                     ;;
                 --from)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                -o)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -166,6 +166,8 @@ pub enum Close {
     Ended,
     /// 1000: the client closed and every record it sent was answered.
     Bye,
+    /// 1000: with `until=now`, every result that existed when the client connected was sent.
+    CaughtUp,
     /// 1001: the daemon is shutting down; reconnect (to any instance) and resume.
     ShuttingDown,
     /// 4008: the client read too slowly and was detached; resume with `from=resume`.
@@ -182,6 +184,7 @@ pub enum Close {
 pub const CLOSE_LAGGED: u16 = 4008;
 const REASON_ENDED: &str = "stream ended";
 const REASON_BYE: &str = "bye";
+const REASON_CAUGHT_UP: &str = "caught up";
 const REASON_SHUTTING_DOWN: &str = "server shutting down";
 const REASON_LAGGED: &str = "lagged: too slow; resume with from=";
 const REASON_TOO_BIG: &str = "message too big; limits.ws_max_message_bytes=";
@@ -189,7 +192,7 @@ const REASON_TOO_BIG: &str = "message too big; limits.ws_max_message_bytes=";
 impl Close {
     pub fn code(&self) -> u16 {
         match self {
-            Close::Ended | Close::Bye => 1000,
+            Close::Ended | Close::Bye | Close::CaughtUp => 1000,
             Close::ShuttingDown => 1001,
             Close::Lagged { .. } => CLOSE_LAGGED,
             Close::TooBig { .. } => 1009,
@@ -203,6 +206,7 @@ impl Close {
         let text = match self {
             Close::Ended => REASON_ENDED.to_string(),
             Close::Bye => REASON_BYE.to_string(),
+            Close::CaughtUp => REASON_CAUGHT_UP.to_string(),
             Close::ShuttingDown => REASON_SHUTTING_DOWN.to_string(),
             Close::Lagged { resume } => format!("{REASON_LAGGED}{resume}"),
             Close::TooBig { limit } => format!("{REASON_TOO_BIG}{limit}"),
@@ -216,6 +220,7 @@ impl Close {
         match (code, reason) {
             (1000, REASON_ENDED) => Close::Ended,
             (1000, REASON_BYE) => Close::Bye,
+            (1000, REASON_CAUGHT_UP) => Close::CaughtUp,
             (1001, _) => Close::ShuttingDown,
             (CLOSE_LAGGED, r) => match r
                 .strip_prefix(REASON_LAGGED)
@@ -648,6 +653,7 @@ mod tests {
         for close in [
             Close::Ended,
             Close::Bye,
+            Close::CaughtUp,
             Close::ShuttingDown,
             Close::Lagged { resume: 17 },
             Close::TooBig { limit: 1024 },

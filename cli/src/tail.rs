@@ -27,19 +27,34 @@ pub struct Args {
     #[arg(long, short, default_value = "json", value_parser = Format::parse_checked,
           value_hint = clap::ValueHint::Other)]
     pub format: Format,
-    /// Where to start: earliest, latest, or a cursor (inclusive).
-    #[arg(long, default_value = "latest")]
+    /// Where to start: earliest, latest, or a cursor (inclusive). kcat's words work too:
+    /// `-o beginning`, `-o end`.
+    #[arg(long, short = 'o', default_value = "latest", value_parser = from_arg)]
     pub from: String,
     /// Exit after printing this many results.
     #[arg(short = 'c', long = "count", value_name = "N")]
     pub count: Option<u64>,
-    /// Exit when the stream has ended (its end frame), instead of printing a notice.
+    /// Exit after the results that exist now (kcat's -e), or at the stream's end frame if
+    /// that comes first; without it, tail follows live results.
     #[arg(short = 'e', long = "exit-on-end")]
     pub exit_on_end: bool,
     /// Exit 1 at the first gap (results the broker no longer holds, so they cannot be
     /// printed) instead of warning and going on.
     #[arg(long)]
     pub no_gaps: bool,
+}
+
+/// `--from` / `-o`, with kcat's `beginning` and `end` as words for earliest and latest.
+fn from_arg(s: &str) -> Result<String, String> {
+    match s {
+        "beginning" | "earliest" => Ok("earliest".into()),
+        "end" | "latest" => Ok("latest".into()),
+        cursor if cursor.parse::<u64>().is_ok() => Ok(cursor.into()),
+        other => Err(format!(
+            "`{other}` is not earliest (beginning), latest (end) or a cursor; \
+             relative offsets (kcat's -o -N) are not supported"
+        )),
+    }
 }
 
 /// Longest pause between reconnection attempts.
@@ -159,8 +174,10 @@ impl Args {
         let mut connected_once = false;
         loop {
             let path = format!(
-                "/api/stream/{}/results?from={}",
-                self.stream_id, state.next_from
+                "/api/stream/{}/results?from={}{}",
+                self.stream_id,
+                state.next_from,
+                if self.exit_on_end { "&until=now" } else { "" }
             );
             let request = client.ws_request(&path)?;
             let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
@@ -235,7 +252,7 @@ impl Args {
                     let (code, reason) = frame
                         .map(|f| (u16::from(f.code), f.reason.to_string()))
                         .unwrap_or((1005, String::new()));
-                    if Close::parse(code, &reason) == Close::Ended {
+                    if matches!(Close::parse(code, &reason), Close::Ended | Close::CaughtUp) {
                         return Ok(Ended::Finished);
                     }
                     return Ok(Ended::Reconnect(format!("{code} {reason}")));

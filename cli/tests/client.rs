@@ -341,3 +341,48 @@ async fn tail_beside_a_faster_send_of_more_than_the_broker_keeps_accounts_for_ev
     );
     d.stop().await.unwrap();
 }
+
+/// `tail -e` as kcat's: exits after what exists now, on an open stream too, and at once on an
+/// ended stream read from `latest`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_e_exits_at_the_end_of_what_exists_now() {
+    let d = Daemon::start(test_config()).await;
+    let id = d.start_stream(ALICE, None).await;
+    let sent = send_lines(&d, &id, "1\n2\n3\n".into(), &[]).await;
+    assert!(sent.status.success());
+    let deadline = std::time::Instant::now() + WAIT;
+    while d.describe(ALICE, &id).await["records_out"] != 3 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "results did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let tail = |args: &'static [&'static str]| {
+        let mut cmd = streamctl(&d);
+        cmd.args(["tail", &id, "--format", "data", "-e"]).args(args);
+        tokio::time::timeout(Duration::from_secs(30), cmd.output())
+    };
+    let open = tail(&["--from", "earliest"]).await.expect("exits").unwrap();
+    assert!(
+        open.status.success(),
+        "{}",
+        String::from_utf8_lossy(&open.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&open.stdout), "1\n2\n3\n");
+
+    let resp = d
+        .http
+        .delete(d.url(&format!("/api/stream/{id}")))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let ended_latest = tail(&[]).await.expect("exits at once").unwrap();
+    assert!(ended_latest.status.success());
+    assert_eq!(ended_latest.stdout.len(), 0);
+    let ended_all = tail(&["--from", "earliest"]).await.expect("exits").unwrap();
+    assert_eq!(String::from_utf8_lossy(&ended_all.stdout), "1\n2\n3\n");
+    d.stop().await.unwrap();
+}

@@ -155,6 +155,16 @@ pub async fn subscribe(
     let invalid = |e: InvalidParam| ApiError::InvalidInput(e.to_string());
     let start = StartAt::parse(query.get("from").map(String::as_str)).map_err(invalid)?;
     let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?;
+    let until_now = match query.get("until").map(String::as_str) {
+        None => false,
+        Some("now") => true,
+        Some(other) => {
+            return Err(ApiError::InvalidInput(format!(
+                "until: `{other}` is not `now` (the only end there is)"
+            ))
+            .into())
+        }
+    };
     let seat = state
         .subscriber_seats
         .take(&caller.name)
@@ -166,7 +176,7 @@ pub async fn subscribe(
     let protocol = auth::ws_response_protocol(protocols.as_deref());
     Ok(
         upgrade.respond(protocol, max_message, move |socket| async move {
-            ws::session(socket, state, entry, live, start).await;
+            ws::session(socket, state, entry, live, start, until_now).await;
             drop(seat);
         }),
     )

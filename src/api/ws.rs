@@ -37,6 +37,7 @@ pub async fn session(
     entry: Arc<StreamEntry>,
     live: Subscription,
     start: StartAt,
+    until_now: bool,
 ) {
     let (sink, mut source) = socket.split();
     let idle_timeout = Duration::from_millis(state.limits.ws_idle_timeout_ms);
@@ -48,7 +49,10 @@ pub async fn session(
             return;
         }
     };
-    let mut feed = Feed::new(Some(replay), live, state.phase.clone());
+    let mut feed = match until_now {
+        true => Feed::until_now(Some(replay), live, state.phase.clone()),
+        false => Feed::new(Some(replay), live, state.phase.clone()),
+    };
     let every = Duration::from_millis(state.limits.ws_ping_interval_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

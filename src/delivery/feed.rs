@@ -41,6 +41,8 @@ pub struct Feed {
 struct State {
     replay: Option<Replayed>,
     live: Subscription,
+    /// Whether live results follow the replay (`false` with `until=now`).
+    follow: bool,
     phase: PhaseWatch,
     /// Cursor of the last result frame yielded (to drop live frames the replay delivered).
     last_cursor: Option<i64>,
@@ -53,9 +55,20 @@ impl Feed {
     /// A feed over `replay` (if any) and then `live`, which must have been subscribed before
     /// the replay was opened. It ends as the daemon stops, as `phase` says.
     pub fn new(replay: Option<Replayed>, live: Subscription, phase: PhaseWatch) -> Self {
+        Self::with(replay, live, phase, true)
+    }
+
+    /// A feed of the replay only: what existed when it was opened, then `Close::CaughtUp`
+    /// (`until=now`, kcat's `-e`).
+    pub fn until_now(replay: Option<Replayed>, live: Subscription, phase: PhaseWatch) -> Self {
+        Self::with(replay, live, phase, false)
+    }
+
+    fn with(replay: Option<Replayed>, live: Subscription, phase: PhaseWatch, follow: bool) -> Self {
         let state = State {
             replay,
             live,
+            follow,
             phase,
             last_cursor: None,
             closing: None,
@@ -103,6 +116,10 @@ impl State {
                 }
                 None => self.replay = None,
             }
+        }
+        if !self.follow {
+            self.done = true;
+            return Some(Item::Closed(Close::CaughtUp));
         }
         loop {
             let next = match self.live.rx.try_recv() {
@@ -325,5 +342,18 @@ mod tests {
         let (frames, close) = collect(Feed::new(None, live, life.watch()), 0).await;
         assert!(frames.is_empty());
         assert_eq!(close, Some(Close::ShuttingDown));
+    }
+
+    #[tokio::test]
+    async fn until_now_sends_the_past_then_says_caught_up() {
+        let router = router(16);
+        let stream = Uuid::new_v4();
+        let live = router.subscribe(stream, OnLag::Close);
+        router.deliver(stream, d(Kind::Result, 9)); // live: not part of "now"
+        let past = (1..=2).map(|c| Ok(d(Kind::Result, c))).collect();
+        let feed = Feed::until_now(replay(past), live, PhaseWatch::running());
+        let (frames, close) = collect(feed, 2).await;
+        assert_eq!(frames, ["result:1", "result:2"]);
+        assert_eq!(close, Some(Close::CaughtUp));
     }
 }
