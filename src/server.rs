@@ -113,14 +113,14 @@ pub async fn run_embedded(
         input,
         cluster,
         tasks,
-        ..
+        progress,
     } = started;
     for task in tasks {
         let _ = task.await;
     }
     input.flush(FLUSH_TIMEOUT);
     // Every Kafka client goes before the embedded broker they talk to.
-    drop((state, input, cluster));
+    drop((state, input, cluster, progress, app));
     drop(embedded);
     tracing::info!("streamgate stopped");
     Ok(())

@@ -83,6 +83,13 @@ async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
     ] {
         assert!(closed.contains(field), "{field} in {closed}");
     }
+    let start = lines
+        .iter()
+        .find(|l| l.contains("path=\"/api/stream/start\""))
+        .expect("the start request's line");
+    assert!(start.contains("client=127.0.0.1:"), "{start}");
+    assert!(start.contains("key=\"cli-1\""), "the key's name: {start}");
+    assert!(!all.contains(ALICE), "never the key itself");
     let readyz = lines
         .iter()
         .find(|l| l.contains("path=\"/readyz\""))

@@ -52,17 +52,12 @@ fn healthz(status: &'static str) -> BoxedFilter<(Response,)> {
 
 /// What is served while start-up waits for the broker: `/healthz` answers, everything else
 /// is 503 `not_ready` with Retry-After.
-pub fn starting(metrics: Arc<Metrics>) -> Routes {
+pub fn starting() -> Routes {
     let not_ready = warp::any().map(|| {
         ApiError::NotReady("starting: waiting for the broker (see the daemon's log)".into())
             .into_response()
     });
-    healthz("starting")
-        .or(not_ready)
-        .unify()
-        .with(warp::log::custom(move |info| log_request(&metrics, info)))
-        .map(Reply::into_response)
-        .boxed()
+    healthz("starting").or(not_ready).unify().boxed()
 }
 
 /// Every route of the daemon, with errors mapped and requests logged.
@@ -147,7 +142,6 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .or(end)
         .unify();
 
-    let logged = state.metrics.clone();
     healthz
         .or(readyz)
         .unify()
@@ -159,8 +153,6 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .unify()
         .recover(recover)
         .unify()
-        .with(warp::log::custom(move |info| log_request(&logged, info)))
-        .map(Reply::into_response)
         .boxed()
 }
 
@@ -218,20 +210,26 @@ fn authenticate(
     let state = state.clone();
     warp::header::optional::<String>(API_KEY_HEADER)
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
-        .and_then(move |key: Option<String>, protocols: Option<String>| {
-            let state = state.clone();
-            async move {
-                let caller = state
-                    .keys
-                    .from_headers(key.as_deref(), protocols.as_deref())
-                    .map_err(warp::reject::custom)?;
-                state
-                    .limiter
-                    .check_key(&caller.name)
-                    .map_err(warp::reject::custom)?;
-                Ok::<_, Rejection>(caller)
-            }
-        })
+        .and(warp::ext::optional::<Client>())
+        .and_then(
+            move |key: Option<String>, protocols: Option<String>, client: Option<Client>| {
+                let state = state.clone();
+                async move {
+                    let caller = state
+                        .keys
+                        .from_headers(key.as_deref(), protocols.as_deref())
+                        .map_err(warp::reject::custom)?;
+                    if let Some(client) = client {
+                        client.authenticated_as(&caller.name);
+                    }
+                    state
+                        .limiter
+                        .check_key(&caller.name)
+                        .map_err(warp::reject::custom)?;
+                    Ok::<_, Rejection>(caller)
+                }
+            },
+        )
 }
 
 /// The request body, refused with 413 past `limits.max_body_bytes` whether or not the client
@@ -276,30 +274,42 @@ where
 
 /// One line per request: method, path, status, latency and stream id. Headers (and so keys)
 /// are never logged.
-fn log_request(metrics: &Metrics, info: warp::log::Info<'_>) {
-    // Label values from a fixed set: a made-up method must not become a new series.
-    let method = match info.method().as_str() {
+/// One line per request (the accept loop calls it when the response is ready): who (client
+/// address, key name, never the key), what, the status and the latency in ms to 3 decimals.
+/// Also counts it by method and status; a made-up method counts as `other`, so it cannot
+/// become a new series.
+pub(super) fn log_request(metrics: &Metrics, request: &RequestLine, status: u16, client: &Client) {
+    let method = match request.method.as_str() {
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
         _ => "other",
     };
     metrics
         .requests
-        .with_label_values(&[method, info.status().as_str()])
+        .with_label_values(&[method, &status.to_string()])
         .inc();
-    let path = info.path();
+    let path = request.path.as_str();
     // Only on requests about a stream.
     let stream_id = path
         .strip_prefix("/api/stream/")
         .and_then(|rest| rest.split('/').next())
         .filter(|id| *id != "start");
-    let ms = info.elapsed().as_secs_f64() * 1000.0;
+    let ms = request.started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
         target: "streamgate::request",
+        client = %client.addr,
+        key = client.key_name(),
         method,
         path,
-        status = info.status().as_u16(),
+        status,
         latency_ms = (ms * 1000.0).round() / 1000.0,
         stream_id,
         "request"
     );
+}
+
+/// What the request log needs of a request, taken before it is handled.
+pub(super) struct RequestLine {
+    pub method: warp::http::Method,
+    pub path: String,
+    pub started: std::time::Instant,
 }

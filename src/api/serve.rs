@@ -29,7 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
-use super::{starting, Routes};
+use super::{log_request, starting, RequestLine, Routes};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::wire::{ErrorBody, ErrorObject};
@@ -44,6 +44,20 @@ pub type App = Arc<std::sync::OnceLock<Routes>>;
 pub struct Client {
     pub addr: SocketAddr,
     _place: Arc<Admitted>,
+    /// The key name the request authenticated as (for the request log), per request.
+    key: Arc<std::sync::OnceLock<String>>,
+}
+
+impl Client {
+    /// Records the key name the request authenticated as.
+    pub fn authenticated_as(&self, name: &str) {
+        let _ = self.key.set(name.to_string());
+    }
+
+    /// The key name, once authenticated.
+    pub fn key_name(&self) -> Option<&str> {
+        self.key.get().map(String::as_str)
+    }
 }
 
 /// Serves `listener` with `app`'s routes (the start-up routes until they are set) until
@@ -60,7 +74,7 @@ pub async fn serve(
         limits.max_connections_per_ip,
         metrics.connections.clone(),
     ));
-    let starting = starting(metrics.clone());
+    let starting = starting();
     let graceful = GracefulShutdown::new();
     let mut connections = JoinSet::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -93,15 +107,33 @@ pub async fn serve(
             ));
             continue;
         };
-        let client = Client {
-            addr,
-            _place: Arc::new(admitted),
-        };
-        let (app, starting) = (app.clone(), starting.clone());
+        let place = Arc::new(admitted);
+        let (app, starting, metrics) = (app.clone(), starting.clone(), metrics.clone());
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
+            let client = Client {
+                addr,
+                _place: place.clone(),
+                key: Default::default(),
+            };
             req.extensions_mut().insert(client.clone());
+            let line = RequestLine {
+                method: req.method().clone(),
+                path: req.uri().path().to_string(),
+                started: std::time::Instant::now(),
+            };
             let routes = app.get().unwrap_or(&starting).clone();
-            hyper::service::Service::call(&TowerToHyperService::new(warp::service(routes)), req)
+            let answer = hyper::service::Service::call(
+                &TowerToHyperService::new(warp::service(routes)),
+                req,
+            );
+            let metrics = metrics.clone();
+            async move {
+                let response = answer.await;
+                if let Ok(r) = &response {
+                    log_request(&metrics, &line, r.status().as_u16(), &client);
+                }
+                response
+            }
         });
         let watcher = graceful.watcher();
         let (header_timeout, max_head) = (
