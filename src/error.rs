@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Rejection, Reply};
+use warp::Rejection;
 
 use crate::wire::{ErrorBody, ErrorObject};
 
@@ -197,8 +197,7 @@ impl ApiError {
         let body = ErrorBody {
             error: self.to_object(),
         };
-        let mut resp =
-            warp::reply::with_status(warp::reply::json(&body), self.status()).into_response();
+        let mut resp = crate::api::json(self.status(), &body);
         let retry_after = match &self {
             ApiError::RateLimited { retry_after, .. }
             | ApiError::BacklogFull { retry_after, .. } => Some(*retry_after),

@@ -204,6 +204,7 @@ pub fn waiting_notice(code: &str, wait: Duration) {
     SAID.call_once(|| {
         let why = match code {
             "not_ready" => "the daemon is starting",
+            "backlog_full" => "the daemon's processing backlog (limits.max_unprocessed_*)",
             _ => "the daemon's rate limit (rate_limits in its config)",
         };
         eprintln!(

@@ -223,9 +223,13 @@ impl Sender {
                 Err(ClientError::Server {
                     status: StatusCode::TOO_MANY_REQUESTS,
                     retry_after,
+                    code,
                     ..
                 }) => {
-                    tokio::time::sleep(retry_after.unwrap_or(Duration::from_secs(1))).await;
+                    // Said once: the daemon asked to wait (rate limit or backlog).
+                    let wait = retry_after.unwrap_or(Duration::from_secs(1));
+                    crate::client::waiting_notice(&code, wait);
+                    tokio::time::sleep(wait).await;
                 }
                 Err(ClientError::Server {
                     status: StatusCode::SERVICE_UNAVAILABLE,

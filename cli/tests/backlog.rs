@@ -45,6 +45,14 @@ async fn more_than_the_broker_keeps_is_processed_whole() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(
+        stderr
+            .matches("waiting on the daemon's processing backlog")
+            .count(),
+        1,
+        "send says once that it waits on the backlog: {stderr}"
+    );
 
     // Every line was acknowledged, and every acknowledged record gives exactly one result.
     let deadline = Instant::now() + Duration::from_secs(120);

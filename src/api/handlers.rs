@@ -4,7 +4,6 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use serde::Serialize;
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
@@ -18,9 +17,7 @@ use crate::error::ApiError;
 use crate::registry::{RegistryError, StreamEntry};
 use crate::wire::{ProcessorSpec, Started, Status, StreamList};
 
-fn json(status: StatusCode, body: &impl Serialize) -> Response {
-    warp::reply::with_status(warp::reply::json(body), status).into_response()
-}
+use super::json;
 
 /// A registry record the broker did not store, as the client sees it.
 fn not_stored(e: RegistryError) -> ApiError {

@@ -33,6 +33,17 @@ use crate::limits::Limiter;
 use crate::metrics::Metrics;
 use crate::wire::Status;
 
+/// A JSON response: the body ends with a newline, so `curl` output ends its line.
+pub fn json(status: warp::http::StatusCode, body: &impl serde::Serialize) -> Response {
+    let mut text = serde_json::to_string(body).unwrap_or_else(|_| "null".into());
+    text.push('\n');
+    warp::reply::with_status(
+        warp::reply::with_header(text, "content-type", "application/json"),
+        status,
+    )
+    .into_response()
+}
+
 /// A complete set of routes, as the accept loop serves them.
 pub type Routes = BoxedFilter<(Response,)>;
 
@@ -41,11 +52,13 @@ fn healthz(status: &'static str) -> BoxedFilter<(Response,)> {
     warp::path!("healthz")
         .and(warp::get())
         .map(move || {
-            warp::reply::json(&Status {
-                status: status.into(),
-                version: Some(env!("CARGO_PKG_VERSION").into()),
-            })
-            .into_response()
+            json(
+                warp::http::StatusCode::OK,
+                &Status {
+                    status: status.into(),
+                    version: Some(env!("CARGO_PKG_VERSION").into()),
+                },
+            )
         })
         .boxed()
 }

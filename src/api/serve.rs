@@ -190,7 +190,8 @@ async fn answer(mut stream: TcpStream, status: u16, code: &str, message: &str) {
             acknowledged: None,
         },
     })
-    .unwrap_or_default();
+    .unwrap_or_default()
+        + "\n";
     let reason = match status {
         503 => "Service Unavailable",
         _ => "HTTP Version Not Supported",

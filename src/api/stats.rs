@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use tokio_tungstenite::tungstenite::Message;
 use warp::http::StatusCode;
 use warp::reply::Response;
-use warp::{Rejection, Reply};
+use warp::Rejection;
 
 use super::upgrade::{Socket, Upgrade};
 use super::ws::Peer;
@@ -118,7 +118,7 @@ pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
 /// `GET /api/stats`.
 pub async fn once(caller: Principal, state: Arc<AppState>) -> Result<Response, Rejection> {
     let body = snapshot(&caller, &state).await;
-    Ok(warp::reply::with_status(warp::reply::json(&body), StatusCode::OK).into_response())
+    Ok(super::json(StatusCode::OK, &body))
 }
 /// `GET /api/stats/live?interval_ms=N`: a snapshot now and every interval after, until the
 /// client closes or the daemon shuts down (1001).

@@ -184,7 +184,7 @@ async fn health_and_readiness() {
         (
             StatusCode::OK,
             format!(
-                r#"{{"status":"ok","version":"{}"}}"#,
+                "{{\"status\":\"ok\",\"version\":\"{}\"}}\n",
                 env!("CARGO_PKG_VERSION")
             )
         )

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
 use reqwest::Method;
-use streamgate::wire::Stats;
+use streamgate::wire::{Frame, Stats};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
@@ -83,7 +83,7 @@ pub fn tail(client: Client, stream: String, events: mpsc::Sender<Event>) -> Join
                 {
                     while let Some(Ok(msg)) = ws.next().await {
                         if let Message::Text(text) = msg {
-                            let line = Event::TailLine(stream.clone(), text.to_string());
+                            let line = Event::TailLine(stream.clone(), detail_line(&text));
                             if events.send(line).await.is_err() {
                                 return;
                             }
@@ -94,4 +94,37 @@ pub fn tail(client: Client, stream: String, events: mpsc::Sender<Event>) -> Join
             tokio::time::sleep(Duration::from_secs(1)).await;
         }
     })
+}
+
+/// One result as the detail pane shows it: its cursor, then its data, so the data is what a
+/// narrow pane keeps (the whole frame would be cut before it).
+pub fn detail_line(text: &str) -> String {
+    let cursor = |c: Option<i64>| c.map_or_else(|| "-".to_string(), |c| c.to_string());
+    match serde_json::from_str::<Frame>(text) {
+        Ok(Frame::Result(o)) => format!(
+            "{}  {}",
+            cursor(o.cursor),
+            o.data.map_or_else(|| "null".into(), |d| d.to_string())
+        ),
+        Ok(Frame::Error(o)) => format!(
+            "{}  error: {}",
+            cursor(o.cursor),
+            o.error.map_or_else(String::new, |e| e.message)
+        ),
+        Ok(Frame::End(o)) => format!("{}  (stream ended)", cursor(o.cursor)),
+        Ok(Frame::Gap(g)) => format!("{}  ({} results not delivered)", g.from_cursor, g.skipped),
+        _ => text.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod detail_tests {
+    use super::*;
+
+    #[test]
+    fn the_detail_pane_shows_cursor_and_data() {
+        let frame = r#"{"type":"result","cursor":7,"stream_id":"00000000-0000-0000-0000-000000000001","input_partition":0,"input_offset":3,"received_ms":1,"processed_ms":2,"data":{"t":1}}"#;
+        assert_eq!(detail_line(frame), r#"7  {"t":1}"#);
+        assert_eq!(detail_line("not json"), "not json");
+    }
 }
