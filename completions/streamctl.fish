@@ -65,7 +65,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s V -l versio
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s f -l format -d 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \\n and \\t; each result ends with one newline' -r -f
-complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s o -l from -d 'Where to start: earliest, latest, or a cursor (inclusive). kcat\'s words work too: `-o beginning`, `-o end`' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s o -l from -d 'Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results. kcat\'s words work too: `-o beginning`, `-o end`, `-o -10`' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s c -l count -d 'Exit after printing this many results' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s e -l exit-on-end -d 'Exit after the results that exist now (kcat\'s -e), or at the stream\'s end frame if that comes first; without it, tail follows live results'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l no-gaps -d 'Exit 1 at the first gap (results the broker no longer holds, so they cannot be printed) instead of warning and going on'

@@ -27,9 +27,10 @@ pub struct Args {
     #[arg(long, short, default_value = "json", value_parser = Format::parse_checked,
           value_hint = clap::ValueHint::Other)]
     pub format: Format,
-    /// Where to start: earliest, latest, or a cursor (inclusive). kcat's words work too:
-    /// `-o beginning`, `-o end`.
-    #[arg(long, short = 'o', default_value = "latest", value_parser = from_arg)]
+    /// Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results.
+    /// kcat's words work too: `-o beginning`, `-o end`, `-o -10`.
+    #[arg(long, short = 'o', default_value = "latest", value_parser = from_arg,
+          allow_hyphen_values = true)]
     pub from: String,
     /// Exit after printing this many results.
     #[arg(short = 'c', long = "count", value_name = "N")]
@@ -50,9 +51,16 @@ fn from_arg(s: &str) -> Result<String, String> {
         "beginning" | "earliest" => Ok("earliest".into()),
         "end" | "latest" => Ok("latest".into()),
         cursor if cursor.parse::<u64>().is_ok() => Ok(cursor.into()),
+        // The last N results: the daemon finds where they start.
+        last if last
+            .strip_prefix('-')
+            .is_some_and(|n| n.parse::<u64>().is_ok()) =>
+        {
+            Ok(last.into())
+        }
         other => Err(format!(
-            "`{other}` is not earliest (beginning), latest (end) or a cursor; \
-             relative offsets (kcat's -o -N) are not supported"
+            "`{other}` is not earliest (beginning), latest (end), a cursor, or -N (the last N \
+             results)"
         )),
     }
 }

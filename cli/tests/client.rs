@@ -384,5 +384,10 @@ async fn tail_e_exits_at_the_end_of_what_exists_now() {
     assert_eq!(ended_latest.stdout.len(), 0);
     let ended_all = tail(&["--from", "earliest"]).await.expect("exits").unwrap();
     assert_eq!(String::from_utf8_lossy(&ended_all.stdout), "1\n2\n3\n");
+    // kcat's -o -N: the last N results.
+    let last_two = tail(&["-o", "-2"]).await.expect("exits").unwrap();
+    assert_eq!(String::from_utf8_lossy(&last_two.stdout), "2\n3\n");
+    let beginning = tail(&["-o", "beginning"]).await.expect("exits").unwrap();
+    assert_eq!(String::from_utf8_lossy(&beginning.stdout), "1\n2\n3\n");
     d.stop().await.unwrap();
 }

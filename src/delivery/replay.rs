@@ -34,6 +34,8 @@ pub enum StartAt {
     Earliest,
     /// Results with a cursor at or after this one.
     Cursor(i64),
+    /// The stream's last `n` results (`from=-n`, kcat's `-o -n`), then live.
+    Last(u64),
 }
 
 impl StartAt {
@@ -43,9 +45,11 @@ impl StartAt {
             None | Some("latest") => Ok(StartAt::Latest),
             Some("earliest") => Ok(StartAt::Earliest),
             Some(v) => match v.parse::<i64>() {
-                Ok(n) if n >= 0 => Ok(StartAt::Cursor(n)),
+                Ok(n) if n >= 0 && !v.starts_with('-') => Ok(StartAt::Cursor(n)),
+                Ok(n) if n < 0 => Ok(StartAt::Last(n.unsigned_abs())),
                 _ => Err(InvalidParam(format!(
-                    "from: `{v}` is not earliest, latest or a cursor (a result's `cursor`, 0 or more)"
+                    "from: `{v}` is not earliest, latest, a cursor (a result's `cursor`, 0 or \
+                     more) or -N (the last N results)"
                 ))),
             },
         }
@@ -83,9 +87,13 @@ impl Replays {
     }
 
     async fn open(&self, stream: Uuid, start: StartAt) -> Result<Replayed, DeliveryError> {
+        let last = match start {
+            StartAt::Last(n) => Some(n),
+            _ => None,
+        };
         let start = match start {
-            StartAt::Latest => return Ok(stream::empty().boxed()),
-            StartAt::Earliest => None,
+            StartAt::Latest | StartAt::Last(0) => return Ok(stream::empty().boxed()),
+            StartAt::Earliest | StartAt::Last(_) => None,
             StartAt::Cursor(n) => Some(n),
         };
         let permit = self
@@ -110,7 +118,11 @@ impl Replays {
         .await
         .map_err(|e| DeliveryError::Internal(e.to_string()))?;
         let (low, high) = marks.map_err(|e| DeliveryError::Unavailable(e.to_string()))?;
-        let first = start.map_or(low, |n| n.max(low));
+        let mut first = start.map_or(low, |n| n.max(low));
+        if let Some(n) = last {
+            first =
+                start_of_last(&consumer, &topic.name, partition, stream, n, (low, high)).await?;
+        }
         tracing::debug!(%stream, partition, low, high, first, "replay");
         // A cursor the broker no longer holds is never a silent jump: the replay starts by
         // saying which offsets are gone (they may include other streams' results).
@@ -163,6 +175,51 @@ impl Archive for Replays {
     }
 }
 
+/// Most records read back to find a stream's last N results: past it, the replay starts
+/// at the oldest record scanned (fewer than N results of the stream lie in that range).
+const MAX_LAST_SCAN: i64 = 1_000_000;
+
+/// The cursor of the oldest of `stream`'s last `n` results in `partition` (`low..high`),
+/// scanning back in growing windows (the partition holds other streams' results too).
+async fn start_of_last(
+    consumer: &StreamConsumer,
+    topic: &str,
+    partition: i32,
+    stream: Uuid,
+    n: u64,
+    (low, high): (i64, i64),
+) -> Result<i64, DeliveryError> {
+    let mut window = (n as i64).saturating_mul(4).max(256);
+    loop {
+        let from = (high - window).max(low);
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+            .and_then(|()| consumer.assign(&tpl))
+            .map_err(|e| DeliveryError::Internal(format!("assign replay consumer: {e}")))?;
+        let mut cursors = Vec::new();
+        let mut position = from;
+        while position < high {
+            let m = consumer
+                .recv()
+                .await
+                .map_err(|e| DeliveryError::Unavailable(format!("replay interrupted: {e}")))?;
+            position = rdkafka::Message::offset(&m) + 1;
+            if let Some((s, d)) = delivery_of(&m) {
+                if s == stream && matches!(d.kind, Kind::Result | Kind::Error) {
+                    cursors.push(d.cursor);
+                }
+            }
+        }
+        if cursors.len() as u64 >= n {
+            return Ok(cursors[cursors.len() - n as usize]);
+        }
+        if from == low || window >= MAX_LAST_SCAN {
+            return Ok(from);
+        }
+        window = window.saturating_mul(4);
+    }
+}
+
 /// An ongoing replay of one stream's partition.
 struct Reader {
     consumer: StreamConsumer,
@@ -196,5 +253,20 @@ impl Reader {
             }
         }
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn from_takes_names_cursors_and_a_last_count() {
+        assert_eq!(StartAt::parse(None).unwrap(), StartAt::Latest);
+        assert_eq!(StartAt::parse(Some("earliest")).unwrap(), StartAt::Earliest);
+        assert_eq!(StartAt::parse(Some("42")).unwrap(), StartAt::Cursor(42));
+        assert_eq!(StartAt::parse(Some("-3")).unwrap(), StartAt::Last(3));
+        let err = StartAt::parse(Some("soon")).unwrap_err().to_string();
+        assert!(err.contains("-N"), "{err}");
     }
 }
