@@ -7,8 +7,7 @@ use std::io::IsTerminal;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use tracing_subscriber::filter::FilterFn;
-use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::layer::{Context, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, Layer};
 
@@ -31,17 +30,21 @@ pub fn init(log: &Log) {
         LogFormat::Pretty => fmt.boxed(),
         LogFormat::Json => fmt.json().flatten_event(true).boxed(),
     };
-    let limiter = LibrdkafkaLimiter::default();
+    // Global filters (not per-layer ones: those keep per-event state that events bridged
+    // from the `log` crate, as librdkafka's are, can leave stale and drop the next event).
     let result = tracing_subscriber::registry()
-        .with(
-            fmt.with_filter(filter)
-                .with_filter(FilterFn::new(move |meta| {
-                    limiter.allow(meta.target(), *meta.level())
-                })),
-        )
+        .with(filter)
+        .with(LibrdkafkaLimiter::default())
+        .with(fmt)
         .try_init();
     // Already installed (tests, or a second daemon in one process): keep the first.
     let _ = result;
+}
+
+impl<S: tracing::Subscriber> Layer<S> for LibrdkafkaLimiter {
+    fn event_enabled(&self, event: &tracing::Event<'_>, _: Context<'_, S>) -> bool {
+        self.allow(event.metadata().target(), *event.metadata().level())
+    }
 }
 
 /// Counts librdkafka lines per target and level in the current window.

@@ -100,3 +100,44 @@ async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
     assert!(decimals.is_none_or(|d| d.len() <= 3), "{readyz}");
     let _ = serve.kill().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_mode_is_json_from_the_first_line() {
+    let port = free_port();
+    let home = tempfile::tempdir().unwrap();
+    let mut serve = Command::new(env!("CARGO_BIN_EXE_streamctl"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--log-format",
+            "json",
+        ])
+        // Zero config: the local key notice is the first thing said.
+        .env("HOME", home.path())
+        .env_remove("XDG_CONFIG_HOME")
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut log = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let deadline = Instant::now() + WAIT;
+    let mut seen = Vec::new();
+    loop {
+        let line = tokio::time::timeout(deadline - Instant::now(), log.next_line())
+            .await
+            .expect("serve logs until ready")
+            .unwrap()
+            .expect("log open");
+        let parsed: serde_json::Value = serde_json::from_str(&line)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {line}\nafter {seen:?}"));
+        seen.push(line);
+        if parsed["message"] == "streamgate ready" {
+            break;
+        }
+    }
+    assert!(seen[0].contains("API key file"), "{}", seen[0]);
+    let _ = serve.kill().await;
+}
