@@ -172,12 +172,7 @@ impl Client {
             }
         })?;
         let status = resp.status();
-        let retry_after = resp
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.parse::<u64>().ok())
-            .map(Duration::from_secs);
+        let retry_after = retry_after(resp.headers());
         let bytes = resp
             .bytes()
             .await
@@ -193,6 +188,15 @@ impl Client {
             message: e.to_string(),
         })
     }
+}
+
+/// `Retry-After` in whole seconds, as the daemon sends it.
+pub fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    headers
+        .get("retry-after")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok())
+        .map(Duration::from_secs)
 }
 
 /// Longest a command waits on a rate limit or a starting daemon before giving up.

@@ -12,7 +12,9 @@ use futures_util::StreamExt;
 use streamgate::wire::{Close, Frame, Outcome};
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use crate::client::{server_error, waiting_notice, Client, ClientError, ConnectionArgs};
+use crate::client::{
+    retry_after, server_error, waiting_notice, Client, ClientError, ConnectionArgs,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -192,12 +194,7 @@ impl Args {
                 Ok((ws, _)) => ws,
                 Err(tungstenite::Error::Http(resp)) => {
                     let body = resp.body().as_deref().unwrap_or_default();
-                    let retry_after = resp
-                        .headers()
-                        .get("retry-after")
-                        .and_then(|v| v.to_str().ok())
-                        .and_then(|v| v.parse::<u64>().ok())
-                        .map(Duration::from_secs);
+                    let retry_after = retry_after(resp.headers());
                     let err = server_error(resp.status(), body, retry_after);
                     // Refusals (auth, unknown stream, bad cursor) will not get better; a 429
                     // or 503 might: wait as the daemon asks, saying so once.

@@ -7,25 +7,39 @@ use std::time::{Duration, Instant};
 
 use futures_util::SinkExt;
 use streamgate_testkit::*;
-use tokio::io::{AsyncBufReadExt, BufReader};
-use tokio::process::Command;
+use tokio::io::{AsyncBufReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStderr, Command};
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
-    let port = free_port();
-    let url = format!("http://127.0.0.1:{port}");
+/// `streamctl serve` on `port` with `args` and `home` as HOME, its log (stderr) read by line.
+fn serve(
+    port: u16,
+    args: &[&str],
+    home: &std::path::Path,
+) -> (Child, Lines<BufReader<ChildStderr>>) {
     let mut serve = Command::new(env!("CARGO_BIN_EXE_streamctl"))
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
-        .args(["--api-key", ALICE, "--log-format", "pretty"])
-        .env("RUST_LOG", "info,librdkafka=off,rdkafka=off")
+        .args(args)
+        .env("HOME", home)
+        .env_remove("XDG_CONFIG_HOME")
+        .env("RUST_LOG", "info")
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let mut log = BufReader::new(serve.stderr.take().unwrap()).lines();
+    let log = BufReader::new(serve.stderr.take().unwrap()).lines();
+    (serve, log)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
+    let port = free_port();
+    let url = format!("http://127.0.0.1:{port}");
+    let home = tempfile::tempdir().unwrap();
+    let args = ["--api-key", ALICE, "--log-format", "pretty"];
+    let (mut serve, mut log) = serve(port, &args, home.path());
     let http = reqwest::Client::new();
     let deadline = Instant::now() + WAIT;
     loop {
@@ -105,24 +119,8 @@ async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
 async fn json_mode_is_json_from_the_first_line() {
     let port = free_port();
     let home = tempfile::tempdir().unwrap();
-    let mut serve = Command::new(env!("CARGO_BIN_EXE_streamctl"))
-        .args([
-            "serve",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--log-format",
-            "json",
-        ])
-        // Zero config: the local key notice is the first thing said.
-        .env("HOME", home.path())
-        .env_remove("XDG_CONFIG_HOME")
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut log = BufReader::new(serve.stderr.take().unwrap()).lines();
+    // Zero config: the local key notice is the first thing said.
+    let (mut serve, mut log) = serve(port, &["--log-format", "json"], home.path());
     let deadline = Instant::now() + WAIT;
     let mut seen = Vec::new();
     loop {
