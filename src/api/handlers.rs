@@ -1,6 +1,7 @@
 //! Request handlers: each takes the caller and the shared state, asks one component to do
 //! one thing, and answers with a wire body or an `ApiError` rejection.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -9,11 +10,12 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use super::upgrade::Upgrade;
-use super::{ws, AppState};
+use super::{sse, ws, AppState};
 use crate::auth::{self, Principal};
 use crate::config;
-use crate::delivery::{InvalidParam, OnLag, StartAt};
+use crate::delivery::{Feed, InvalidParam, OnLag, StartAt, Subscription};
 use crate::error::ApiError;
+use crate::limits::Seat;
 use crate::registry::{RegistryError, StreamEntry};
 use crate::wire::{ProcessorSpec, Started, Status, StreamList};
 
@@ -137,20 +139,38 @@ pub async fn send(
     Ok(json(StatusCode::ACCEPTED, &accepted))
 }
 
-/// `GET /api/stream/{id}/results`: upgrade to the bi-directional WebSocket. The live
-/// subscription is taken before `101` is answered, so every result produced after the
-/// client saw the upgrade reaches it.
-pub async fn subscribe(
-    id: String,
-    caller: Principal,
-    state: Arc<AppState>,
-    upgrade: Upgrade,
-    protocols: Option<String>,
-    query: std::collections::HashMap<String, String>,
-) -> Result<Response, Rejection> {
-    let entry = owned(&state, &id, &caller).await?;
+/// A results subscriber, as both transports open it: the stream, where to start, the lag
+/// policy, the live subscription (taken first) and its place under the key's cap.
+struct Subscriber {
+    entry: Arc<StreamEntry>,
+    start: StartAt,
+    until_now: bool,
+    live: Subscription,
+    seat: Seat,
+}
+
+/// Checks the query (`from`, `on_lag`, `until`; for SSE also `Last-Event-ID`, the last
+/// cursor the client got) and subscribes.
+async fn subscriber(
+    id: &str,
+    caller: &Principal,
+    state: &AppState,
+    query: &HashMap<String, String>,
+    last_event_id: Option<&str>,
+) -> Result<Subscriber, ApiError> {
+    let entry = owned(state, id, caller).await?;
     let invalid = |e: InvalidParam| ApiError::InvalidInput(e.to_string());
-    let start = StartAt::parse(query.get("from").map(String::as_str)).map_err(invalid)?;
+    let start = match (query.get("from"), last_event_id) {
+        (None, Some(last)) => match last.trim().parse::<i64>() {
+            Ok(cursor) if cursor >= 0 => StartAt::Cursor(cursor + 1),
+            _ => {
+                return Err(ApiError::InvalidInput(format!(
+                    "Last-Event-ID: `{last}` is not a cursor"
+                )))
+            }
+        },
+        (from, _) => StartAt::parse(from.map(String::as_str)).map_err(invalid)?,
+    };
     let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?;
     let until_now = match query.get("until").map(String::as_str) {
         None => false,
@@ -158,8 +178,7 @@ pub async fn subscribe(
         Some(other) => {
             return Err(ApiError::InvalidInput(format!(
                 "until: `{other}` is not `now` (the only end there is)"
-            ))
-            .into())
+            )))
         }
     };
     let seat = state
@@ -169,14 +188,65 @@ pub async fn subscribe(
             limit: state.limits.max_subscribers_per_key,
         })?;
     let live = state.router.subscribe(entry.id, on_lag);
+    Ok(Subscriber {
+        entry,
+        start,
+        until_now,
+        live,
+        seat,
+    })
+}
+
+/// `GET /api/stream/{id}/results`: upgrade to the bi-directional WebSocket. The live
+/// subscription is taken before `101` is answered, so every result produced after the
+/// client saw the upgrade reaches it.
+pub async fn subscribe(
+    id: String,
+    caller: Principal,
+    state: Arc<AppState>,
+    upgrade: Upgrade,
+    protocols: Option<String>,
+    query: HashMap<String, String>,
+) -> Result<Response, Rejection> {
+    let sub = subscriber(&id, &caller, &state, &query, None).await?;
     let max_message = state.limits.ws_max_message_bytes;
     let protocol = auth::ws_response_protocol(protocols.as_deref());
     Ok(
         upgrade.respond(protocol, max_message, move |socket| async move {
+            let Subscriber {
+                entry,
+                start,
+                until_now,
+                live,
+                seat,
+            } = sub;
             ws::session(socket, state, entry, live, start, until_now).await;
             drop(seat);
         }),
     )
+}
+
+/// `GET /api/stream/{id}/results` with `Accept: text/event-stream`: the same feed as
+/// Server-Sent Events (see `sse.rs`).
+pub async fn events(
+    id: String,
+    caller: Principal,
+    state: Arc<AppState>,
+    query: HashMap<String, String>,
+    last_event_id: Option<String>,
+) -> Result<Response, Rejection> {
+    let sub = subscriber(&id, &caller, &state, &query, last_event_id.as_deref()).await?;
+    let replay = state
+        .archive
+        .replay(sub.entry.id, sub.start)
+        .await
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let phase = state.phase.clone();
+    let feed = match sub.until_now {
+        true => Feed::until_now(Some(replay), sub.live, phase),
+        false => Feed::new(Some(replay), sub.live, phase),
+    };
+    Ok(sse::respond(feed, sub.seat))
 }
 
 /// `GET /api/streams`: the caller's streams (all of them for an admin key).

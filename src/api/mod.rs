@@ -6,6 +6,7 @@
 
 mod handlers;
 mod serve;
+mod sse;
 mod state;
 mod stats;
 mod upgrade;
@@ -107,6 +108,16 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and(warp::header::optional::<String>("content-type"))
         .and(body(&state))
         .and_then(handlers::send);
+    // The same path as Server-Sent Events, when the client asks for them (tried first; the
+    // Accept check comes before the quotas, so a WebSocket request is charged once).
+    let events = warp::path!("api" / "stream" / String / "results")
+        .and(warp::get())
+        .and(accepts_event_stream())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(warp::query::<HashMap<String, String>>())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and_then(handlers::events);
     let results = warp::path!("api" / "stream" / String / "results")
         .and(warp::get())
         .and(caller.clone())
@@ -141,6 +152,8 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and_then(handlers::end);
     let api = start
         .or(send)
+        .unify()
+        .or(events)
         .unify()
         .or(results)
         .unify()
@@ -178,6 +191,18 @@ fn websocket_request() -> impl Filter<
     upgrade::websocket()
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(warp::query::<HashMap<String, String>>())
+}
+
+/// Passes requests whose `Accept` asks for `text/event-stream`.
+fn accepts_event_stream() -> impl Filter<Extract = (), Error = Rejection> + Clone {
+    warp::header::optional::<String>("accept")
+        .and_then(|accept: Option<String>| async move {
+            match accept {
+                Some(a) if a.contains("text/event-stream") => Ok(()),
+                _ => Err(warp::reject::not_found()),
+            }
+        })
+        .untuple_one()
 }
 
 fn with_state(

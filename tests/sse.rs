@@ -1,0 +1,161 @@
+//! The results as Server-Sent Events, through real sockets on the embedded broker: replay then
+//! live with the cursor as each event's id, a `Last-Event-ID` resume with no gap and no
+//! duplicate, and a reader too slow for its queue told where to resume.
+
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+use streamgate_testkit::*;
+
+/// One parsed event.
+#[derive(Debug, Default)]
+struct Event {
+    event: String,
+    id: Option<String>,
+    data: String,
+}
+
+/// Reads events from an SSE response.
+struct Events {
+    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
+    buffer: String,
+}
+
+impl Events {
+    async fn open(d: &Daemon, id: &str, query: &str, last_event_id: Option<&str>) -> Self {
+        let mut req = d
+            .http
+            .get(d.url(&format!("/api/stream/{id}/results{query}")))
+            .header("x-api-key", ALICE)
+            .header("accept", "text/event-stream");
+        if let Some(last) = last_event_id {
+            req = req.header("last-event-id", last);
+        }
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.headers()["content-type"], "text/event-stream");
+        Self {
+            body: resp.bytes_stream().boxed(),
+            buffer: String::new(),
+        }
+    }
+
+    /// The next event with data (comments and the opening `retry:` are skipped).
+    async fn next(&mut self) -> Event {
+        loop {
+            if let Some(end) = self.buffer.find("\n\n") {
+                let block: String = self.buffer.drain(..end + 2).collect();
+                let mut event = Event::default();
+                for line in block.lines() {
+                    if let Some(v) = line.strip_prefix("event:") {
+                        event.event = v.trim().to_string();
+                    } else if let Some(v) = line.strip_prefix("id:") {
+                        event.id = Some(v.trim().to_string());
+                    } else if let Some(v) = line.strip_prefix("data:") {
+                        event.data.push_str(v.trim_start());
+                    }
+                }
+                if !event.data.is_empty() {
+                    return event;
+                }
+                continue;
+            }
+            let chunk = tokio::time::timeout(WAIT, self.body.next())
+                .await
+                .expect("an event within the deadline")
+                .expect("the stream goes on")
+                .unwrap();
+            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
+        }
+    }
+
+    /// The data of the next `n` result events, with their ids.
+    async fn results(&mut self, n: usize) -> Vec<(String, i64)> {
+        let mut out = Vec::new();
+        while out.len() < n {
+            let e = self.next().await;
+            if e.event == "result" {
+                let frame: Value = serde_json::from_str(&e.data).unwrap();
+                let id = e.id.expect("a result has an id");
+                assert_eq!(id, frame["cursor"].to_string(), "id is the cursor");
+                out.push((id, frame["data"].as_i64().unwrap()));
+            }
+        }
+        out
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replay_then_live_and_a_last_event_id_resume() {
+    let d = Daemon::start(test_config()).await;
+    let id = d.start_stream(ALICE, None).await;
+    for n in 1..=3 {
+        assert_eq!(d.send_json(ALICE, &id, &json!(n)).await.0, 202);
+    }
+    let mut events = Events::open(&d, &id, "?from=earliest", None).await;
+    let past = events.results(3).await;
+    assert_eq!(past.iter().map(|r| r.1).collect::<Vec<_>>(), [1, 2, 3]);
+    for n in 4..=5 {
+        assert_eq!(d.send_json(ALICE, &id, &json!(n)).await.0, 202);
+    }
+    let live = events.results(2).await;
+    assert_eq!(live.iter().map(|r| r.1).collect::<Vec<_>>(), [4, 5]);
+    drop(events);
+
+    // What EventSource does when it reconnects: the last id it saw.
+    let second = &past[1].0;
+    let mut resumed = Events::open(&d, &id, "", Some(second)).await;
+    let again = resumed.results(3).await;
+    assert_eq!(again.iter().map(|r| r.1).collect::<Vec<_>>(), [3, 4, 5]);
+
+    // The end: its frame, then the response ends.
+    let resp = d
+        .http
+        .delete(d.url(&format!("/api/stream/{id}")))
+        .header("x-api-key", ALICE)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(resumed.next().await.event, "end");
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reader_too_slow_for_its_queue_gets_a_lagged_event_with_the_resume_cursor() {
+    let mut config = test_config();
+    config.limits.subscriber_queue = 4;
+    let d = Daemon::start(config).await;
+    let id = d.start_stream(ALICE, None).await;
+    let mut events = Events::open(&d, &id, "", None).await;
+    d.wait_until_ready().await;
+    // 48 000 results (12 MB of events) while nothing is read: far more than the queue and
+    // the socket buffers. A 429 (backlog) is waited out as it says.
+    for batch in 0..6 {
+        let body: String = (0..8_000)
+            .map(|n| {
+                format!(
+                    "{{\"n\":{},\"pad\":\"{}\"}}\n",
+                    batch * 8_000 + n,
+                    "x".repeat(100)
+                )
+            })
+            .collect();
+        loop {
+            match d.send_ndjson(ALICE, &id, body.clone()).await {
+                (202, _) => break,
+                (429, _) => tokio::time::sleep(std::time::Duration::from_secs(1)).await,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    let lagged = loop {
+        let e = events.next().await;
+        if e.event == "lagged" {
+            break e;
+        }
+        assert_eq!(e.event, "result", "{e:?}");
+    };
+    let resume: Value = serde_json::from_str(&lagged.data).unwrap();
+    assert!(resume["resume"].as_i64().is_some(), "{resume}");
+    d.stop().await.unwrap();
+}
