@@ -29,7 +29,19 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     pub rate_limits: RateLimits,
     pub limits: Limits,
+    pub http: Http,
     pub log: Log,
+}
+
+/// Browser access.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Http {
+    /// Web origins (`https://app.example.com`) whose pages may call the API: CORS preflights
+    /// are answered for them, and a request carrying any other `Origin` (a WebSocket or
+    /// Server-Sent Events from a foreign page included) is refused with 403. Empty (the
+    /// default): no CORS headers, and `Origin` is not checked.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for Config {
@@ -43,6 +55,7 @@ impl Default for Config {
             api_keys: Vec::new(),
             rate_limits: RateLimits::default(),
             limits: Limits::default(),
+            http: Http::default(),
             log: Log::default(),
         }
     }

@@ -63,6 +63,8 @@ pub enum ApiError {
     RouteNotFound,
     #[error("method not allowed")]
     MethodNotAllowed,
+    #[error("this origin may not call the API (http.allowed_origins)")]
+    OriginNotAllowed,
     /// `acknowledged`: leading records of the request stored before the stream's end (they
     /// are the stream's and will be delivered); the rest came after it and are dropped.
     #[error("stream {id} has ended; start a new stream")]
@@ -137,6 +139,7 @@ impl ApiError {
             ApiError::MissingKey | ApiError::InvalidKey => StatusCode::UNAUTHORIZED,
             ApiError::StreamNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
             ApiError::StreamEnded { .. } => StatusCode::CONFLICT,
             ApiError::TooLarge { .. }
             | ApiError::TooManyRecords { .. }
@@ -163,6 +166,7 @@ impl ApiError {
             ApiError::StreamNotFound(_) => "stream_not_found",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::OriginNotAllowed => "origin_not_allowed",
             ApiError::StreamEnded { .. } => "stream_ended",
             ApiError::TooLarge { .. } => "payload_too_large",
             ApiError::TooManyRecords { .. } => "too_many_records",
@@ -222,6 +226,9 @@ pub async fn recover(rejection: Rejection) -> Result<Response, Infallible> {
 fn api_error_for(rejection: &Rejection) -> ApiError {
     if let Some(e) = rejection.find::<ApiError>() {
         return e.clone();
+    }
+    if rejection.find::<warp::filters::cors::CorsForbidden>().is_some() {
+        return ApiError::OriginNotAllowed;
     }
     if rejection.is_not_found() {
         return ApiError::RouteNotFound;

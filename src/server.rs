@@ -190,6 +190,7 @@ async fn start(
     )?;
     let state = Arc::new(AppState {
         limits: config.limits.clone(),
+        allowed_origins: config.http.allowed_origins.clone(),
         processing: config.processing.clone(),
         brokers: cluster.bootstrap().to_string(),
         embedded: embedded.is_some(),

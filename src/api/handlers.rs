@@ -235,12 +235,16 @@ pub async fn events(
     query: HashMap<String, String>,
     last_event_id: Option<String>,
 ) -> Result<Response, Rejection> {
-    let sub = subscriber(&id, &caller, &state, &query, last_event_id.as_deref()).await?;
-    let replay = state
-        .archive
-        .replay(sub.entry.id, sub.start)
-        .await
-        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    // Answered here, not rejected: a rejection would fall through to the WebSocket route,
+    // whose missing-upgrade error would hide this one.
+    let sub = match subscriber(&id, &caller, &state, &query, last_event_id.as_deref()).await {
+        Ok(sub) => sub,
+        Err(e) => return Ok(e.into_response()),
+    };
+    let replay = match state.archive.replay(sub.entry.id, sub.start).await {
+        Ok(replay) => replay,
+        Err(e) => return Ok(ApiError::Internal(e.to_string()).into_response()),
+    };
     let phase = state.phase.clone();
     let feed = match sub.until_now {
         true => Feed::until_now(Some(replay), sub.live, phase),

@@ -168,6 +168,7 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .or(end)
         .unify();
 
+    let api = with_cors(&state.allowed_origins, api.boxed());
     healthz
         .or(readyz)
         .unify()
@@ -191,6 +192,21 @@ fn websocket_request() -> impl Filter<
     upgrade::websocket()
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
         .and(warp::query::<HashMap<String, String>>())
+}
+
+/// The API routes with CORS for `origins` (`http.allowed_origins`): preflights answered, and
+/// a request from any other origin refused (403 `origin_not_allowed`, mapped in `error.rs`).
+/// No origins: the routes as they are.
+fn with_cors(origins: &[String], api: BoxedFilter<(Response,)>) -> BoxedFilter<(Response,)> {
+    if origins.is_empty() {
+        return api;
+    }
+    let cors = warp::cors()
+        .allow_origins(origins.iter().map(String::as_str))
+        .allow_methods(["GET", "POST", "DELETE"])
+        .allow_headers([API_KEY_HEADER, "content-type", "last-event-id", "authorization"])
+        .max_age(600);
+    api.with(cors).map(Reply::into_response).boxed()
 }
 
 /// Passes requests whose `Accept` asks for `text/event-stream`.

@@ -21,6 +21,8 @@ use crate::registry::Registry;
 pub struct AppState {
     /// Body, WebSocket and timeout limits (`limits:` in the config).
     pub limits: Limits,
+    /// Browser origins allowed to call the API (`http.allowed_origins`); empty: no CORS.
+    pub allowed_origins: Vec<String>,
     /// Processor settings; start requests are checked against their spec limits.
     pub processing: config::Processing,
     /// The broker's bootstrap address, as `/api/stats` shows it.

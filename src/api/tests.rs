@@ -82,6 +82,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
     };
     let state = Arc::new(AppState {
         limits,
+        allowed_origins: vec!["https://app.example".into()],
         processing: Default::default(),
         brokers: "127.0.0.1:9092".into(),
         embedded: false,
@@ -556,4 +557,43 @@ async fn unknown_paths_get_a_json_error() {
     let r = f.call("GET", "/", None, "").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "route_not_found");
+}
+
+#[tokio::test]
+async fn cors_answers_allowed_origins_and_refuses_others() {
+    let f = fixture(); // http.allowed_origins: https://app.example
+    let preflight = |origin: &'static str| {
+        warp::test::request()
+            .method("OPTIONS")
+            .path("/api/streams")
+            .header("origin", origin)
+            .header("access-control-request-method", "GET")
+            .header("access-control-request-headers", "x-api-key")
+    };
+    let ok = preflight("https://app.example").reply(&f.api()).await;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert_eq!(
+        ok.headers()["access-control-allow-origin"],
+        "https://app.example"
+    );
+    let refused = Response(preflight("https://evil.example").reply(&f.api()).await);
+    assert_eq!(refused.status(), StatusCode::FORBIDDEN);
+    assert_eq!(refused.code(), "origin_not_allowed");
+
+    // A request from a foreign page (a results stream included) is refused; one without
+    // Origin (curl, streamctl) is served as before.
+    let from = |origin: Option<&'static str>| {
+        let mut req = warp::test::request()
+            .path(&format!("/api/stream/{}/results", uuid::Uuid::new_v4()))
+            .header("x-api-key", ALICE)
+            .header("accept", "text/event-stream");
+        if let Some(origin) = origin {
+            req = req.header("origin", origin);
+        }
+        req
+    };
+    let foreign = Response(from(Some("https://evil.example")).reply(&f.api()).await);
+    assert_eq!(foreign.status(), StatusCode::FORBIDDEN);
+    let plain = Response(from(None).reply(&f.api()).await);
+    assert_eq!(plain.code(), "stream_not_found", "served as before");
 }
