@@ -227,7 +227,10 @@ fn api_error_for(rejection: &Rejection) -> ApiError {
     if let Some(e) = rejection.find::<ApiError>() {
         return e.clone();
     }
-    if rejection.find::<warp::filters::cors::CorsForbidden>().is_some() {
+    if rejection
+        .find::<warp::filters::cors::CorsForbidden>()
+        .is_some()
+    {
         return ApiError::OriginNotAllowed;
     }
     if rejection.is_not_found() {

@@ -14,7 +14,8 @@
 //!
 //! - [`server`]: starts each component on the broker and serves the API until shutdown.
 //! - [`lifecycle`]: the daemon's phases (running, draining, drained, stopping), watched by all.
-//! - [`api`]: warp routes, quotas, authentication, the WebSocket transport, stats; a thin shell.
+//! - [`api`]: warp routes, quotas, authentication, CORS, the WebSocket and Server-Sent Events
+//!   transports (one delivery feed), stats; a thin shell.
 //! - [`ingest`]: request bodies and frames become records in the input topic; end markers.
 //! - [`processing`]: the consumer group that runs each stream's processor, at least once.
 //! - [`delivery`]: the results router, replays, and one subscriber's feed (replay, then live).
@@ -27,7 +28,7 @@
 //! - [`error`]: daemon errors, and the one mapping of API errors to HTTP.
 //! - [`metrics`], [`latency`]: Prometheus metrics, and recent end-to-end latency for `top`.
 //! - [`keyfile`]: the local key file behind zero-config use.
-//! - [`logging`]: tracing setup.
+//! - [`logging`]: tracing setup (colour on a terminal only; librdkafka lines rate-limited).
 
 pub mod api;
 pub mod auth;

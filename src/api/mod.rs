@@ -1,7 +1,8 @@
 //! The HTTP and WebSocket API as warp filters: routing, per-IP and per-key quotas,
-//! authentication, body limits and the request log. A thin shell: handlers (`handlers.rs`)
-//! call into `ingest`, `registry` and `delivery`; the WebSocket session (`ws.rs`) writes a
-//! delivery feed out; the stats of `streamctl top` are in `stats.rs`; every rejection is
+//! authentication, body limits and CORS. A thin shell: handlers (`handlers.rs`) call into
+//! `ingest`, `registry` and `delivery`; the WebSocket session (`ws.rs`) and the Server-Sent
+//! Events response (`sse.rs`) write the same delivery feed out; the accept loop (`serve.rs`)
+//! writes the request log; the stats of `streamctl top` are in `stats.rs`; every rejection is
 //! turned into JSON by `error::recover`.
 
 mod handlers;
@@ -204,7 +205,12 @@ fn with_cors(origins: &[String], api: BoxedFilter<(Response,)>) -> BoxedFilter<(
     let cors = warp::cors()
         .allow_origins(origins.iter().map(String::as_str))
         .allow_methods(["GET", "POST", "DELETE"])
-        .allow_headers([API_KEY_HEADER, "content-type", "last-event-id", "authorization"])
+        .allow_headers([
+            API_KEY_HEADER,
+            "content-type",
+            "last-event-id",
+            "authorization",
+        ])
         .max_age(600);
     api.with(cors).map(Reply::into_response).boxed()
 }
