@@ -287,8 +287,9 @@ pub struct Limits {
     pub socket_send_buffer_bytes: Option<usize>,
     /// How often the daemon pings each WebSocket client.
     pub ws_ping_interval_ms: u64,
-    /// A WebSocket client silent this long (no frame, no pong), or that takes this long to
-    /// accept one frame, is considered dead and its connection is dropped.
+    /// A WebSocket client silent this long (no frame, no pong), or any client that takes this
+    /// long to accept what is written to it (an SSE subscriber that stopped reading), is
+    /// considered dead and its connection is dropped.
     pub ws_idle_timeout_ms: u64,
     /// A connection must send a whole request head within this; it also closes keep-alive
     /// connections idle this long.

@@ -195,9 +195,10 @@ async fn without_a_broker_health_answers_at_once_and_the_api_says_why_it_waits()
         "{body}"
     );
 
-    // A stop during start-up is prompt and clean.
+    // A stop during start-up is prompt and clean (it used to wait out the 30 s broker wait;
+    // the bound leaves room for a loaded CI machine).
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(5), daemon)
+    tokio::time::timeout(Duration::from_secs(15), daemon)
         .await
         .expect("stopped promptly")
         .unwrap()

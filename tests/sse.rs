@@ -159,3 +159,48 @@ async fn a_reader_too_slow_for_its_queue_gets_a_lagged_event_with_the_resume_cur
     assert!(resume["resume"].as_i64().is_some(), "{resume}");
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_that_stops_reading_is_cut_and_its_seat_freed() {
+    let mut config = test_config();
+    config.limits.ws_idle_timeout_ms = 1_000;
+    config.limits.max_subscribers_per_key = 1;
+    config.limits.socket_send_buffer_bytes = Some(4096);
+    let d = Daemon::start(config).await;
+    let id = d.start_stream(ALICE, None).await;
+    d.wait_until_ready().await;
+    let stalled = Events::open(&d, &id, "", None).await; // never read again
+    let try_second = || async {
+        d.http
+            .get(d.url(&format!("/api/stream/{id}/results")))
+            .header("x-api-key", ALICE)
+            .header("accept", "text/event-stream")
+            .send()
+            .await
+            .unwrap()
+            .status()
+    };
+    assert_eq!(try_second().await, 429, "the seat is taken");
+    // Results until the stalled connection is cut and its seat comes free.
+    let deadline = std::time::Instant::now() + WAIT;
+    let mut batch = 0;
+    while try_second().await == 429 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the stalled subscriber kept its seat"
+        );
+        let body: String = (0..2_000)
+            .map(|n| {
+                format!(
+                    "{{\"n\":{},\"pad\":\"{}\"}}\n",
+                    batch * 2_000 + n,
+                    "x".repeat(200)
+                )
+            })
+            .collect();
+        let _ = d.send_ndjson(ALICE, &id, body).await; // a 429 (backlog) just means wait
+        batch += 1;
+    }
+    drop(stalled);
+    d.stop().await.unwrap();
+}

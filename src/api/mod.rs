@@ -8,6 +8,7 @@
 mod handlers;
 mod serve;
 mod sse;
+mod stalled;
 mod state;
 mod stats;
 mod upgrade;

@@ -29,6 +29,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use super::stalled::StallBound;
 use super::{log_request, starting, RequestLine, Routes};
 use crate::config::Limits;
 use crate::metrics::Metrics;
@@ -140,6 +141,7 @@ pub async fn serve(
             Duration::from_millis(limits.header_read_timeout_ms),
             limits.max_header_bytes.max(8192),
         );
+        let write_stall = Duration::from_millis(limits.ws_idle_timeout_ms);
         connections.spawn(async move {
             // hyper's header timer starts at the first byte of a request; a connection that
             // never sends one is held to the same bound here. And hyper-util serves HTTP/2
@@ -159,6 +161,7 @@ pub async fn serve(
                 .timer(TokioTimer::new())
                 .header_read_timeout(header_timeout)
                 .max_buf_size(max_head);
+            let stream = StallBound::new(stream, write_stall);
             let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(error = %e, "connection ended with an error");
