@@ -181,14 +181,7 @@ async fn window_state_survives_a_restart_without_loss_or_double_counting() {
         .send_ndjson(ALICE, &id, "{\"v\":10}\n{\"v\":20}\n".into())
         .await;
     assert_eq!(status, 202);
-    let resp = b
-        .http
-        .delete(b.url(&format!("/api/stream/{id}")))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(b.end_stream(ALICE, &id).await, 200);
     let windows = windows_until_end(&mut ws).await;
     let count: u64 = windows.iter().map(|w| w["count"].as_u64().unwrap()).sum();
     let sum: f64 = windows.iter().map(|w| w["sum"].as_f64().unwrap()).sum();
@@ -323,14 +316,7 @@ async fn an_end_through_one_instance_is_final_on_every_instance() {
         tokio::time::sleep(std::time::Duration::from_millis(10)).await;
     }
 
-    let resp = b
-        .http
-        .delete(b.url(&format!("/api/stream/{id}")))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(b.end_stream(ALICE, &id).await, 200);
     let (on_a, on_c) = (on_a.await.unwrap(), on_c.await.unwrap());
     ws_sender.await.unwrap();
     let (ws_acked, ws_nacked) = ws_answers.await.unwrap();

@@ -108,14 +108,7 @@ async fn replay_then_live_and_a_last_event_id_resume() {
     assert_eq!(again.iter().map(|r| r.1).collect::<Vec<_>>(), [3, 4, 5]);
 
     // The end: its frame, then the response ends.
-    let resp = d
-        .http
-        .delete(d.url(&format!("/api/stream/{id}")))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(d.end_stream(ALICE, &id).await, 200);
     assert_eq!(resumed.next().await.event, "end");
     d.stop().await.unwrap();
 }

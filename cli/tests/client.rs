@@ -371,14 +371,7 @@ async fn tail_e_exits_at_the_end_of_what_exists_now() {
     );
     assert_eq!(String::from_utf8_lossy(&open.stdout), "1\n2\n3\n");
 
-    let resp = d
-        .http
-        .delete(d.url(&format!("/api/stream/{id}")))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    assert_eq!(d.end_stream(ALICE, &id).await, 200);
     let ended_latest = tail(&[]).await.expect("exits at once").unwrap();
     assert!(ended_latest.status.success());
     assert_eq!(ended_latest.stdout.len(), 0);

@@ -168,6 +168,18 @@ impl Daemon {
             .unwrap()
     }
 
+    /// `DELETE /api/stream/{id}` as `key`: ends the stream; returns the status.
+    pub async fn end_stream(&self, key: &str, id: &str) -> u16 {
+        self.http
+            .delete(self.url(&format!("/api/stream/{id}")))
+            .header("x-api-key", key)
+            .send()
+            .await
+            .unwrap()
+            .status()
+            .as_u16()
+    }
+
     /// Starts a stream as `key`, returns its id.
     pub async fn start_stream(&self, key: &str, body: Option<Value>) -> String {
         let (status, v) = self.try_start(key, body).await;
