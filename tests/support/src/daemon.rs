@@ -90,8 +90,13 @@ impl Daemon {
 
     /// `GET /api/stream/{id}` as `key`.
     pub async fn describe(&self, key: &str, id: &str) -> Value {
+        self.get_json(key, &format!("/api/stream/{id}")).await
+    }
+
+    /// The JSON body of `GET path` as `key`.
+    pub async fn get_json(&self, key: &str, path: &str) -> Value {
         self.http
-            .get(self.url(&format!("/api/stream/{id}")))
+            .get(self.url(path))
             .header("x-api-key", key)
             .send()
             .await
@@ -407,16 +412,7 @@ pub async fn stream_with_expired_results(d: &Daemon) -> String {
     let record = serde_json::json!({"pad": "x".repeat(6_000)});
     assert_eq!(d.send_json(ALICE, &id, &record).await.0, 202);
     // Asked of the broker, not the daemon: its router may itself fall behind what is kept.
-    let stats: Value = d
-        .http
-        .get(d.url("/api/stats"))
-        .header("x-api-key", ALICE)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let stats = d.get_json(ALICE, "/api/stats").await;
     let bootstrap = stats["broker"]["bootstrap"].as_str().unwrap().to_string();
     let deadline = std::time::Instant::now() + WAIT;
     loop {
