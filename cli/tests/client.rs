@@ -295,19 +295,26 @@ async fn tail_beside_a_faster_send_of_more_than_the_broker_keeps_accounts_for_ev
         }
         all
     });
-    // More results, so tail has enough to print whatever it missed (`-c` counts printed ones).
-    let more: String = (SENT..SENT + TAILED)
-        .map(|n| format!("{{\"n\":{n}}}\n"))
-        .collect();
-    assert!(send_lines(&d, &id, more, &[]).await.status.success());
-    let mut printed = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(120),
-        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut printed),
-    )
-    .await
-    .expect("tail ended")
-    .unwrap();
+    let reading = tokio::spawn(async move {
+        let mut printed = String::new();
+        tokio::io::AsyncReadExt::read_to_string(&mut stdout, &mut printed)
+            .await
+            .unwrap();
+        printed
+    });
+    // More results until tail has printed its count (`-c` counts printed ones, and a tail
+    // that lags again on a loaded machine misses more of them).
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let mut next = SENT;
+    while !reading.is_finished() {
+        assert!(std::time::Instant::now() < deadline, "tail did not end");
+        let more: String = (next..next + 5_000)
+            .map(|n| format!("{{\"n\":{n}}}\n"))
+            .collect();
+        next += 5_000;
+        assert!(send_lines(&d, &id, more, &[]).await.status.success());
+    }
+    let printed = reading.await.unwrap();
     let status = tail.wait().await.unwrap();
     let warnings = warnings.await.unwrap();
     assert!(status.success(), "{warnings:?}");
