@@ -32,6 +32,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
+            [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Print a scoped token for one stream (subscribe and/or send), to use instead of the key')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print this client''s version and the daemon''s')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)')
@@ -196,6 +197,19 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;streams;help;help' {
             break
         }
+        'streamctl;token' {
+            [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
+            [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'What the token may do; repeat or separate with commas for both')
+            [CompletionResult]::new('--scope', '--scope', [CompletionResultType]::ParameterName, 'What the token may do; repeat or separate with commas for both')
+            [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Lifetime in seconds (the daemon caps it at limits.max_token_ttl_s)')
+            [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the daemon''s whole JSON answer (with `expires_at`) instead of the token')
+            [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help (see more with ''--help'')')
+            [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
+            [CompletionResult]::new('--version', '--version', [CompletionResultType]::ParameterName, 'Print version')
+            break
+        }
         'streamctl;version' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
@@ -227,6 +241,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('bench', 'bench', [CompletionResultType]::ParameterValue, 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for')
             [CompletionResult]::new('top', 'top', [CompletionResultType]::ParameterValue, 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results')
             [CompletionResult]::new('streams', 'streams', [CompletionResultType]::ParameterValue, 'List, show or end streams')
+            [CompletionResult]::new('token', 'token', [CompletionResultType]::ParameterValue, 'Print a scoped token for one stream (subscribe and/or send), to use instead of the key')
             [CompletionResult]::new('version', 'version', [CompletionResultType]::ParameterValue, 'Print this client''s version and the daemon''s')
             [CompletionResult]::new('completions', 'completions', [CompletionResultType]::ParameterValue, 'Print a shell completion script')
             [CompletionResult]::new('man', 'man', [CompletionResultType]::ParameterValue, 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)')
@@ -264,6 +279,9 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             break
         }
         'streamctl;help;streams;end' {
+            break
+        }
+        'streamctl;help;token' {
             break
         }
         'streamctl;help;version' {

@@ -43,6 +43,9 @@ _streamctl() {
             streamctl,tail)
                 cmd="streamctl__subcmd__tail"
                 ;;
+            streamctl,token)
+                cmd="streamctl__subcmd__token"
+                ;;
             streamctl,top)
                 cmd="streamctl__subcmd__top"
                 ;;
@@ -75,6 +78,9 @@ _streamctl() {
                 ;;
             streamctl__subcmd__help,tail)
                 cmd="streamctl__subcmd__help__subcmd__tail"
+                ;;
+            streamctl__subcmd__help,token)
+                cmd="streamctl__subcmd__help__subcmd__token"
                 ;;
             streamctl__subcmd__help,top)
                 cmd="streamctl__subcmd__help__subcmd__top"
@@ -122,7 +128,7 @@ _streamctl() {
 
     case "${cmd}" in
         streamctl)
-            opts="-h -V --help --version serve start send tail bench top streams version completions man help"
+            opts="-h -V --help --version serve start send tail bench top streams token version completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -228,7 +234,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__help)
-            opts="serve start send tail bench top streams version completions man help"
+            opts="serve start send tail bench top streams token version completions man help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -396,6 +402,20 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__help__subcmd__tail)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        streamctl__subcmd__help__subcmd__token)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -739,6 +759,40 @@ _streamctl() {
                     return 0
                     ;;
                 -c)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        streamctl__subcmd__token)
+            opts="-s -h -V --url --api-key --scope --ttl --json --help --version"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --url)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --api-key)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --scope)
+                    COMPREPLY=($(compgen -W "subscribe send" -- "${cur}"))
+                    return 0
+                    ;;
+                -s)
+                    COMPREPLY=($(compgen -W "subscribe send" -- "${cur}"))
+                    return 0
+                    ;;
+                --ttl)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

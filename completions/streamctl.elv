@@ -29,6 +29,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
             cand top 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results'
             cand streams 'List, show or end streams'
+            cand token 'Print a scoped token for one stream (subscribe and/or send), to use instead of the key'
             cand version 'Print this client''s version and the daemon''s'
             cand completions 'Print a shell completion script'
             cand man 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)'
@@ -177,6 +178,18 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         }
         &'streamctl;streams;help;help'= {
         }
+        &'streamctl;token'= {
+            cand --url 'Daemon URL'
+            cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand -s 'What the token may do; repeat or separate with commas for both'
+            cand --scope 'What the token may do; repeat or separate with commas for both'
+            cand --ttl 'Lifetime in seconds (the daemon caps it at limits.max_token_ttl_s)'
+            cand --json 'Print the daemon''s whole JSON answer (with `expires_at`) instead of the token'
+            cand -h 'Print help (see more with ''--help'')'
+            cand --help 'Print help (see more with ''--help'')'
+            cand -V 'Print version'
+            cand --version 'Print version'
+        }
         &'streamctl;version'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
@@ -205,6 +218,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand bench 'Measure the whole path, open loop: latency percentiles, rates, and every record accounted for'
             cand top 'Live view of the daemon''s streams: rates, subscribers, latency, a stream''s results'
             cand streams 'List, show or end streams'
+            cand token 'Print a scoped token for one stream (subscribe and/or send), to use instead of the key'
             cand version 'Print this client''s version and the daemon''s'
             cand completions 'Print a shell completion script'
             cand man 'Print a man page (roff): streamctl''s, or a subcommand''s (streamctl man tail)'
@@ -232,6 +246,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;help;streams;info'= {
         }
         &'streamctl;help;streams;end'= {
+        }
+        &'streamctl;help;token'= {
         }
         &'streamctl;help;version'= {
         }

@@ -303,6 +303,9 @@ pub struct Limits {
     pub max_connections: usize,
     /// Connections open at once from one client address.
     pub max_connections_per_ip: usize,
+    /// Longest lifetime of a scoped stream token (`POST /api/stream/{id}/tokens`); a longer
+    /// `ttl_s` is refused with 400.
+    pub max_token_ttl_s: u64,
     /// Longest shutdown waits for in-flight requests before closing their connections.
     pub shutdown_timeout_ms: u64,
     /// After that, longest shutdown waits for everything acknowledged to be processed and
@@ -331,6 +334,7 @@ impl Default for Limits {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 2_048,
+            max_token_ttl_s: 86_400,
             shutdown_timeout_ms: 10_000,
             drain_timeout_ms: 10_000,
         }

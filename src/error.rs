@@ -53,10 +53,20 @@ impl Error {
 pub enum ApiError {
     #[error("{0}")]
     InvalidInput(String),
-    #[error("missing API key: send it in the X-API-Key header")]
+    #[error(
+        "missing API key: send it in the X-API-Key header (or a stream token as \
+         `Authorization: Bearer <token>`)"
+    )]
     MissingKey,
     #[error("invalid API key")]
     InvalidKey,
+    #[error("invalid stream token (bad signature, issuer or shape, or its key no longer exists)")]
+    InvalidToken,
+    #[error("the stream token has expired; ask its owner for a new one")]
+    TokenExpired,
+    /// A stream token used for what its scope does not allow, or where only a key will do.
+    #[error("{0}")]
+    Forbidden(String),
     #[error("stream {0} not found")]
     StreamNotFound(String),
     #[error("no such route")]
@@ -136,7 +146,11 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::InvalidInput(_) => StatusCode::BAD_REQUEST,
-            ApiError::MissingKey | ApiError::InvalidKey => StatusCode::UNAUTHORIZED,
+            ApiError::MissingKey
+            | ApiError::InvalidKey
+            | ApiError::InvalidToken
+            | ApiError::TokenExpired => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::StreamNotFound(_) | ApiError::RouteNotFound => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::OriginNotAllowed => StatusCode::FORBIDDEN,
@@ -163,6 +177,9 @@ impl ApiError {
             ApiError::InvalidInput(_) => "invalid_input",
             ApiError::MissingKey => "missing_api_key",
             ApiError::InvalidKey => "invalid_api_key",
+            ApiError::InvalidToken => "invalid_token",
+            ApiError::TokenExpired => "token_expired",
+            ApiError::Forbidden(_) => "forbidden",
             ApiError::StreamNotFound(_) => "stream_not_found",
             ApiError::RouteNotFound => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",

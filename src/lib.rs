@@ -24,6 +24,7 @@
 //! - [`wire`]: every type that crosses the wire, shared with `streamctl`.
 //! - [`config`]: the YAML schema, defaults and start-up validation.
 //! - [`auth`]: API keys, compared in constant time; streams are owned by key name.
+//! - [`tokens`]: scoped stream tokens (JWT) for web pages and pipelines, signed per key.
 //! - [`limits`]: per-IP and per-key rate limits (governor).
 //! - [`error`]: daemon errors, and the one mapping of API errors to HTTP.
 //! - [`metrics`], [`latency`]: Prometheus metrics, and recent end-to-end latency for `top`.
@@ -46,6 +47,7 @@ pub mod metrics;
 pub mod processing;
 pub mod registry;
 pub mod server;
+pub mod tokens;
 pub mod wire;
 
 pub use config::Config;

@@ -174,6 +174,9 @@ pub enum Close {
     Lagged { resume: i64 },
     /// 1009: the client sent a message larger than `limits.ws_max_message_bytes`.
     TooBig { limit: usize },
+    /// 4401: the stream token the connection was opened with expired; open it again with a
+    /// new token, resuming from the last cursor.
+    TokenExpired,
     /// 1011: something failed inside the daemon (the text says what).
     Internal(String),
     /// Any other code a client may see (from a proxy, say).
@@ -182,12 +185,15 @@ pub enum Close {
 
 /// Close code for a subscriber detached because it fell behind.
 pub const CLOSE_LAGGED: u16 = 4008;
+/// Close code for a connection whose stream token expired (401, as a WebSocket code).
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
 const REASON_ENDED: &str = "stream ended";
 const REASON_BYE: &str = "bye";
 const REASON_CAUGHT_UP: &str = "caught up";
 const REASON_SHUTTING_DOWN: &str = "server shutting down";
 const REASON_LAGGED: &str = "lagged: too slow; resume with from=";
 const REASON_TOO_BIG: &str = "message too big; limits.ws_max_message_bytes=";
+const REASON_TOKEN_EXPIRED: &str = "token expired";
 
 impl Close {
     pub fn code(&self) -> u16 {
@@ -196,6 +202,7 @@ impl Close {
             Close::ShuttingDown => 1001,
             Close::Lagged { .. } => CLOSE_LAGGED,
             Close::TooBig { .. } => 1009,
+            Close::TokenExpired => CLOSE_TOKEN_EXPIRED,
             Close::Internal(_) => 1011,
             Close::Other(code, _) => *code,
         }
@@ -210,6 +217,7 @@ impl Close {
             Close::ShuttingDown => REASON_SHUTTING_DOWN.to_string(),
             Close::Lagged { resume } => format!("{REASON_LAGGED}{resume}"),
             Close::TooBig { limit } => format!("{REASON_TOO_BIG}{limit}"),
+            Close::TokenExpired => REASON_TOKEN_EXPIRED.to_string(),
             Close::Internal(why) | Close::Other(_, why) => why.clone(),
         };
         truncate(text, 123)
@@ -236,6 +244,7 @@ impl Close {
                 Some(limit) => Close::TooBig { limit },
                 None => Close::Other(code, r.to_string()),
             },
+            (CLOSE_TOKEN_EXPIRED, _) => Close::TokenExpired,
             (1011, r) => Close::Internal(r.to_string()),
             (code, r) => Close::Other(code, r.to_string()),
         }
@@ -289,6 +298,39 @@ pub struct Status {
 pub struct Started {
     pub stream_id: Uuid,
     pub processor: ProcessorSpec,
+}
+
+/// What a stream token allows on its one stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Scope {
+    /// Send records (`POST …/send`, and records on the results WebSocket).
+    Send,
+    /// Read results (`GET …/results` as WebSocket or Server-Sent Events).
+    Subscribe,
+}
+
+/// Body of `POST /api/stream/{id}/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenRequest {
+    /// One or both scopes.
+    pub scope: Vec<Scope>,
+    /// Lifetime in seconds (default 3600; at most `limits.max_token_ttl_s`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl_s: Option<u64>,
+}
+
+/// `201` answer of `POST /api/stream/{id}/tokens`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenIssued {
+    /// Present it as `Authorization: Bearer <token>`, `?access_token=<token>` or the
+    /// WebSocket subprotocol `token.<token>`.
+    pub token: String,
+    pub stream_id: Uuid,
+    pub scope: Vec<Scope>,
+    /// Unix time (seconds) at which it stops working, open connections included.
+    pub expires_at: u64,
 }
 
 /// `202` answer of `POST /api/stream/{id}/send`: every record is stored.

@@ -2,87 +2,8 @@
 //! live with the cursor as each event's id, a `Last-Event-ID` resume with no gap and no
 //! duplicate, and a reader too slow for its queue told where to resume.
 
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 use streamgate_testkit::*;
-
-/// One parsed event.
-#[derive(Debug, Default)]
-struct Event {
-    event: String,
-    id: Option<String>,
-    data: String,
-}
-
-/// Reads events from an SSE response.
-struct Events {
-    body: futures_util::stream::BoxStream<'static, reqwest::Result<bytes::Bytes>>,
-    buffer: String,
-}
-
-impl Events {
-    async fn open(d: &Daemon, id: &str, query: &str, last_event_id: Option<&str>) -> Self {
-        let mut req = d
-            .http
-            .get(d.url(&format!("/api/stream/{id}/results{query}")))
-            .header("x-api-key", ALICE)
-            .header("accept", "text/event-stream");
-        if let Some(last) = last_event_id {
-            req = req.header("last-event-id", last);
-        }
-        let resp = req.send().await.unwrap();
-        assert_eq!(resp.status(), 200);
-        assert_eq!(resp.headers()["content-type"], "text/event-stream");
-        Self {
-            body: resp.bytes_stream().boxed(),
-            buffer: String::new(),
-        }
-    }
-
-    /// The next event with data (comments and the opening `retry:` are skipped).
-    async fn next(&mut self) -> Event {
-        loop {
-            if let Some(end) = self.buffer.find("\n\n") {
-                let block: String = self.buffer.drain(..end + 2).collect();
-                let mut event = Event::default();
-                for line in block.lines() {
-                    if let Some(v) = line.strip_prefix("event:") {
-                        event.event = v.trim().to_string();
-                    } else if let Some(v) = line.strip_prefix("id:") {
-                        event.id = Some(v.trim().to_string());
-                    } else if let Some(v) = line.strip_prefix("data:") {
-                        event.data.push_str(v.trim_start());
-                    }
-                }
-                if !event.data.is_empty() {
-                    return event;
-                }
-                continue;
-            }
-            let chunk = tokio::time::timeout(WAIT, self.body.next())
-                .await
-                .expect("an event within the deadline")
-                .expect("the stream goes on")
-                .unwrap();
-            self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-        }
-    }
-
-    /// The data of the next `n` result events, with their ids.
-    async fn results(&mut self, n: usize) -> Vec<(String, i64)> {
-        let mut out = Vec::new();
-        while out.len() < n {
-            let e = self.next().await;
-            if e.event == "result" {
-                let frame: Value = serde_json::from_str(&e.data).unwrap();
-                let id = e.id.expect("a result has an id");
-                assert_eq!(id, frame["cursor"].to_string(), "id is the cursor");
-                out.push((id, frame["data"].as_i64().unwrap()));
-            }
-        }
-        out
-    }
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replay_then_live_and_a_last_event_id_resume() {
@@ -101,9 +22,10 @@ async fn replay_then_live_and_a_last_event_id_resume() {
     assert_eq!(live.iter().map(|r| r.1).collect::<Vec<_>>(), [4, 5]);
     drop(events);
 
-    // What EventSource does when it reconnects: the last id it saw.
+    // What EventSource does when it reconnects: the URL it was opened with, and the last id
+    // it saw, which wins over `from`.
     let second = &past[1].0;
-    let mut resumed = Events::open(&d, &id, "", Some(second)).await;
+    let mut resumed = Events::open(&d, &id, "?from=earliest", Some(second)).await;
     let again = resumed.results(3).await;
     assert_eq!(again.iter().map(|r| r.1).collect::<Vec<_>>(), [3, 4, 5]);
 

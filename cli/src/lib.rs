@@ -4,7 +4,7 @@
 //!
 //! - [`serve`]: runs the daemon.
 //! - [`client`]: connection settings and the HTTP client every other command uses.
-//! - [`start`], [`send`], [`tail`], [`streams`], [`bench`], [`top`]: one module per client
+//! - [`start`], [`send`], [`tail`], [`streams`], [`token`], [`bench`], [`top`]: one module per client
 //!   command.
 //! - [`version`]: client and daemon versions.
 //! - [`completions`]: shell completions and the man page, from the clap definition.
@@ -19,6 +19,7 @@ pub mod serve;
 pub mod start;
 pub mod streams;
 pub mod tail;
+pub mod token;
 pub mod top;
 pub mod version;
 
@@ -48,6 +49,8 @@ pub enum Command {
     Top(top::Args),
     /// List, show or end streams.
     Streams(streams::Args),
+    /// Print a scoped token for one stream (subscribe and/or send), to use instead of the key.
+    Token(token::Args),
     /// Print this client's version and the daemon's.
     Version(version::Args),
     /// Print a shell completion script.
@@ -69,6 +72,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Command::Send(args) => args.run().await,
             Command::Tail(args) => args.run().await,
             Command::Streams(args) => args.run().await,
+            Command::Token(args) => args.run().await,
             Command::Bench(args) => args.run().await,
             Command::Top(args) => args.run().await,
             Command::Version(args) => args.run().await,

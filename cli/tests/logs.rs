@@ -1,6 +1,6 @@
 //! `streamctl serve`'s log, redirected as an operator would: no colour codes in a file, a
-//! request line without an empty stream id and with latency to 3 decimals, and one line when
-//! a WebSocket closes, with its code and frame counts.
+//! request line without an empty stream id and with latency to 3 decimals, one line when
+//! a WebSocket closes, with its code and frame counts, and never a key or a token.
 
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -82,7 +82,50 @@ async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
             .expect("log open");
         lines.push(line);
     }
+    // A stream token, used where it may appear: a bearer header and an EventSource query.
+    let token: serde_json::Value = http
+        .post(format!("{url}/api/stream/{id}/tokens"))
+        .header("x-api-key", ALICE)
+        .json(&serde_json::json!({"scope": ["send", "subscribe"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = token["token"].as_str().unwrap().to_string();
+    let sent = http
+        .post(format!("{url}/api/stream/{id}/send"))
+        .bearer_auth(&token)
+        .json(&2)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.status(), 202);
+    let events = http
+        .get(format!(
+            "{url}/api/stream/{id}/results?access_token={token}"
+        ))
+        .header("accept", "text/event-stream")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(events.status(), 200);
+    drop(events);
+    let results_path = format!("path=\"/api/stream/{id}/results\"");
+    while !lines
+        .iter()
+        .any(|l: &String| l.contains(&results_path) && l.contains("status=200"))
+    {
+        let line = tokio::time::timeout(deadline - Instant::now(), log.next_line())
+            .await
+            .expect("the event stream's request line")
+            .unwrap()
+            .expect("log open");
+        lines.push(line);
+    }
     let all = lines.join("\n");
+    assert!(!all.contains(&token), "never a token:\n{all}");
     assert!(!all.contains('\u{1b}'), "no ANSI codes in a pipe:\n{all}");
     let closed = lines
         .iter()

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use warp::http::StatusCode;
@@ -11,13 +12,16 @@ use warp::{Rejection, Reply};
 
 use super::upgrade::Upgrade;
 use super::{sse, ws, AppState};
-use crate::auth::{self, Principal};
+use crate::auth::{self, Need, Principal};
 use crate::config;
+use crate::delivery::replay::Replayed;
 use crate::delivery::{Feed, InvalidParam, OnLag, StartAt, Subscription};
 use crate::error::ApiError;
+use crate::lifecycle::PhaseWatch;
 use crate::limits::Seat;
 use crate::registry::{RegistryError, StreamEntry};
-use crate::wire::{ProcessorSpec, Started, Status, StreamList};
+use crate::tokens::Grant;
+use crate::wire::{ProcessorSpec, Scope, Started, Status, StreamList, TokenIssued, TokenRequest};
 
 use super::json;
 
@@ -29,17 +33,27 @@ fn not_stored(e: RegistryError) -> ApiError {
     }
 }
 
-/// The stream `id` if the caller owns it; 404 otherwise, for unknown and foreign ids alike.
+/// The stream `id` if the caller owns it and may do what `need` says there; 404 for unknown
+/// and foreign ids alike (and for a token's other streams), 403 past a token's scope.
 async fn owned(
     state: &AppState,
     id: &str,
     caller: &Principal,
+    need: Need,
 ) -> Result<Arc<StreamEntry>, ApiError> {
-    state.registry.find_owned(id, caller).await.ok_or_else(|| {
+    let not_found = || {
         // As the caller typed it: a pasted `6f1c…` reads as such, not `6f1c%e2%80%a6`.
         let typed = percent_encoding::percent_decode_str(id).decode_utf8_lossy();
         ApiError::StreamNotFound(typed.into_owned())
-    })
+    };
+    if !caller.may(uuid::Uuid::parse_str(id).ok(), need)? {
+        return Err(not_found());
+    }
+    state
+        .registry
+        .find_owned(id, caller)
+        .await
+        .ok_or_else(not_found)
 }
 
 pub async fn metrics(state: Arc<AppState>) -> Response {
@@ -131,7 +145,7 @@ pub async fn send(
     content_type: Option<String>,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    let entry = owned(&state, &id, &caller).await?;
+    let entry = owned(&state, &id, &caller, Need::Scope(Scope::Send)).await?;
     let accepted = state
         .ingest
         .append(&entry, &body, content_type.as_deref())
@@ -139,14 +153,98 @@ pub async fn send(
     Ok(json(StatusCode::ACCEPTED, &accepted))
 }
 
-/// A results subscriber, as both transports open it: the stream, where to start, the lag
-/// policy, the live subscription (taken first) and its place under the key's cap.
-struct Subscriber {
-    entry: Arc<StreamEntry>,
+/// `POST /api/stream/{id}/tokens`: a scoped token for the stream, signed with the owner's
+/// key (see `tokens`). Only the key may issue one.
+pub async fn tokens(
+    id: String,
+    caller: Principal,
+    state: Arc<AppState>,
+    body: Bytes,
+) -> Result<Response, Rejection> {
+    let entry = owned(&state, &id, &caller, Need::Key).await?;
+    let request: TokenRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::InvalidInput(format!(
+            "token request: {e}; expected {{\"scope\": [\"subscribe\", \"send\"], \"ttl_s\": 3600}}"
+        ))
+    })?;
+    if request.scope.is_empty() {
+        return Err(ApiError::InvalidInput(
+            "token request: `scope` is empty; give `subscribe`, `send` or both".into(),
+        )
+        .into());
+    }
+    let max = state.limits.max_token_ttl_s;
+    let ttl_s = request.ttl_s.unwrap_or(DEFAULT_TOKEN_TTL_S.min(max));
+    if ttl_s == 0 || ttl_s > max {
+        return Err(ApiError::InvalidInput(format!(
+            "ttl_s: {ttl_s} is not between 1 and {max} (limits.max_token_ttl_s)"
+        ))
+        .into());
+    }
+    let grant = Grant {
+        stream: entry.id,
+        send: request.scope.contains(&Scope::Send),
+        subscribe: request.scope.contains(&Scope::Subscribe),
+        expires: SystemTime::now() + Duration::from_secs(ttl_s),
+    };
+    let token = state.keys.issue(&caller.name, &grant)?;
+    let expires_at = grant
+        .expires
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    tracing::info!(stream_id = %entry.id, scope = ?grant.scopes(), ttl_s, "stream token issued");
+    Ok(json(
+        StatusCode::CREATED,
+        &TokenIssued {
+            token,
+            stream_id: entry.id,
+            scope: grant.scopes(),
+            expires_at,
+        },
+    ))
+}
+
+/// Lifetime of a token whose request names none.
+const DEFAULT_TOKEN_TTL_S: u64 = 3600;
+
+/// A results subscriber, as both transports open it: the stream, its place under the key's
+/// cap, whether it may also send (a key, or a token with `send`), and its feed to open.
+pub(super) struct Subscriber {
+    pub entry: Arc<StreamEntry>,
+    pub seat: Seat,
+    pub may_send: bool,
+    pub feed: FeedRequest,
+}
+
+/// What a subscriber's feed is made of: where to start, the live subscription (taken
+/// first), whether it follows live results, and a token's remaining life.
+pub(super) struct FeedRequest {
     start: StartAt,
     until_now: bool,
     live: Subscription,
-    seat: Seat,
+    expires_in: Option<Duration>,
+}
+
+impl FeedRequest {
+    /// Opens the replay, then makes the feed: replay, then live results unless `until=now`;
+    /// it closes (4401) when the token expires.
+    pub async fn open(self, state: &AppState, stream: uuid::Uuid) -> Result<Feed, ApiError> {
+        let replay: Replayed = state
+            .archive
+            .replay(stream, self.start)
+            .await
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let phase: PhaseWatch = state.phase.clone();
+        let feed = match self.until_now {
+            true => Feed::until_now(Some(replay), self.live, phase),
+            false => Feed::new(Some(replay), self.live, phase),
+        };
+        Ok(match self.expires_in {
+            Some(left) => feed.expiring_in(left),
+            None => feed,
+        })
+    }
 }
 
 /// Checks the query (`from`, `on_lag`, `until`; for SSE also `Last-Event-ID`, the last
@@ -158,10 +256,12 @@ async fn subscriber(
     query: &HashMap<String, String>,
     last_event_id: Option<&str>,
 ) -> Result<Subscriber, ApiError> {
-    let entry = owned(state, id, caller).await?;
+    let entry = owned(state, id, caller, Need::Scope(Scope::Subscribe)).await?;
     let invalid = |e: InvalidParam| ApiError::InvalidInput(e.to_string());
+    // `Last-Event-ID` wins over `from`: it is what `EventSource` sends when it reconnects to
+    // the URL it was opened with, so `?from=earliest` must not replay everything again.
     let start = match (query.get("from"), last_event_id) {
-        (None, Some(last)) => match last.trim().parse::<i64>() {
+        (_, Some(last)) => match last.trim().parse::<i64>() {
             Ok(cursor) if cursor >= 0 => StartAt::Cursor(cursor + 1),
             _ => {
                 return Err(ApiError::InvalidInput(format!(
@@ -169,7 +269,7 @@ async fn subscriber(
                 )))
             }
         },
-        (from, _) => StartAt::parse(from.map(String::as_str)).map_err(invalid)?,
+        (from, None) => StartAt::parse(from.map(String::as_str)).map_err(invalid)?,
     };
     let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?;
     let until_now = match query.get("until").map(String::as_str) {
@@ -188,12 +288,17 @@ async fn subscriber(
             limit: state.limits.max_subscribers_per_key,
         })?;
     let live = state.router.subscribe(entry.id, on_lag);
+    let grant = caller.grant.as_ref();
     Ok(Subscriber {
         entry,
-        start,
-        until_now,
-        live,
         seat,
+        may_send: grant.is_none_or(|g| g.allows(Scope::Send)),
+        feed: FeedRequest {
+            start,
+            until_now,
+            live,
+            expires_in: grant.map(Grant::remaining),
+        },
     })
 }
 
@@ -211,19 +316,9 @@ pub async fn subscribe(
     let sub = subscriber(&id, &caller, &state, &query, None).await?;
     let max_message = state.limits.ws_max_message_bytes;
     let protocol = auth::ws_response_protocol(protocols.as_deref());
-    Ok(
-        upgrade.respond(protocol, max_message, move |socket| async move {
-            let Subscriber {
-                entry,
-                start,
-                until_now,
-                live,
-                seat,
-            } = sub;
-            ws::session(socket, state, entry, live, start, until_now).await;
-            drop(seat);
-        }),
-    )
+    Ok(upgrade.respond(protocol, max_message, move |socket| {
+        ws::session(socket, state, sub)
+    }))
 }
 
 /// `GET /api/stream/{id}/results` with `Accept: text/event-stream`: the same feed as
@@ -241,16 +336,10 @@ pub async fn events(
         Ok(sub) => sub,
         Err(e) => return Ok(e.into_response()),
     };
-    let replay = match state.archive.replay(sub.entry.id, sub.start).await {
-        Ok(replay) => replay,
-        Err(e) => return Ok(ApiError::Internal(e.to_string()).into_response()),
-    };
-    let phase = state.phase.clone();
-    let feed = match sub.until_now {
-        true => Feed::until_now(Some(replay), sub.live, phase),
-        false => Feed::new(Some(replay), sub.live, phase),
-    };
-    Ok(sse::respond(feed, sub.seat))
+    match sub.feed.open(&state, sub.entry.id).await {
+        Ok(feed) => Ok(sse::respond(feed, sub.seat)),
+        Err(e) => Ok(e.into_response()),
+    }
 }
 
 /// `GET /api/streams`: the caller's streams (all of them for an admin key).
@@ -270,7 +359,7 @@ pub async fn describe(
     caller: Principal,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
-    let entry = owned(&state, &id, &caller).await?;
+    let entry = owned(&state, &id, &caller, Need::Any).await?;
     Ok(json(StatusCode::OK, &entry.view()))
 }
 
@@ -282,7 +371,7 @@ pub async fn end(
     caller: Principal,
     state: Arc<AppState>,
 ) -> Result<Response, Rejection> {
-    let entry = owned(&state, &id, &caller).await?;
+    let entry = owned(&state, &id, &caller, Need::Key).await?;
     state.ingest.end(&entry).await?;
     tracing::info!(stream_id = %entry.id, "stream ended");
     Ok(json(StatusCode::OK, &entry.view()))

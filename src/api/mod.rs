@@ -2,9 +2,10 @@
 //! authentication, body limits and CORS. A thin shell: handlers (`handlers.rs`) call into
 //! `ingest`, `registry` and `delivery`; the WebSocket session (`ws.rs`) and the Server-Sent
 //! Events response (`sse.rs`) write the same delivery feed out; the accept loop (`serve.rs`)
-//! writes the request log; the stats of `streamctl top` are in `stats.rs`; every rejection is
-//! turned into JSON by `error::recover`.
+//! writes the request log; the stats of `streamctl top` are in `stats.rs`; the console page
+//! is `console.rs`; every rejection is turned into JSON by `error::recover`.
 
+mod console;
 mod handlers;
 mod serve;
 mod sse;
@@ -30,7 +31,7 @@ use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
-use crate::auth::{Principal, API_KEY_HEADER};
+use crate::auth::{Need, Presented, Principal, ACCESS_TOKEN_PARAM, API_KEY_HEADER};
 use crate::error::{recover, ApiError};
 use crate::limits::Limiter;
 use crate::metrics::Metrics;
@@ -89,6 +90,7 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and(public_quota(&state))
         .and(with_state(&state))
         .then(handlers::metrics);
+    let console = console::routes().and(public_quota(&state));
     // Tried last: a path no route knows still costs the client a token, so probing is cheap
     // for the daemon and throttled for the prober.
     let unknown = public_quota(&state)
@@ -97,9 +99,19 @@ pub fn routes(state: Arc<AppState>) -> Routes {
     // Path and method first, so only the one matching route charges the quotas and checks
     // the key.
     let caller = rate_limit_ip(&state).and(authenticate(&state)).boxed();
+    // What only the key may do: a stream token gets 403.
+    let key_holder = caller
+        .clone()
+        .and_then(|caller: Principal| async move {
+            caller
+                .may(None, Need::Key)
+                .map(|_| caller)
+                .map_err(warp::reject::custom)
+        })
+        .boxed();
     let start = warp::path!("api" / "stream" / "start")
         .and(warp::post())
-        .and(caller.clone())
+        .and(key_holder.clone())
         .and(with_state(&state))
         .and(body(&state))
         .and_then(handlers::start);
@@ -110,6 +122,12 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and(warp::header::optional::<String>("content-type"))
         .and(body(&state))
         .and_then(handlers::send);
+    let tokens = warp::path!("api" / "stream" / String / "tokens")
+        .and(warp::post())
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(body(&state))
+        .and_then(handlers::tokens);
     // The same path as Server-Sent Events, when the client asks for them (tried first; the
     // Accept check comes before the quotas, so a WebSocket request is charged once).
     let events = warp::path!("api" / "stream" / String / "results")
@@ -128,17 +146,17 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and_then(handlers::subscribe);
     let list = warp::path!("api" / "streams")
         .and(warp::get())
-        .and(caller.clone())
+        .and(key_holder.clone())
         .and(with_state(&state))
         .and_then(handlers::list);
     let stats = warp::path!("api" / "stats")
         .and(warp::get())
-        .and(caller.clone())
+        .and(key_holder.clone())
         .and(with_state(&state))
         .and_then(stats::once);
     let stats_live = warp::path!("api" / "stats" / "live")
         .and(warp::get())
-        .and(caller.clone())
+        .and(key_holder)
         .and(with_state(&state))
         .and(websocket_request())
         .and_then(stats::live);
@@ -154,6 +172,8 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and_then(handlers::end);
     let api = start
         .or(send)
+        .unify()
+        .or(tokens)
         .unify()
         .or(events)
         .unify()
@@ -175,6 +195,8 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .or(readyz)
         .unify()
         .or(metrics)
+        .unify()
+        .or(console)
         .unify()
         .or(api)
         .unify()
@@ -264,21 +286,34 @@ fn ip_quota(
         .untuple_one()
 }
 
-/// The caller, from `X-API-Key` or a `Sec-WebSocket-Protocol` entry; then the key's quota.
+/// The caller, from a key or a stream token wherever the request carries it (see `auth`);
+/// then the key's quota (a token counts against its key's).
 fn authenticate(
     state: &Arc<AppState>,
 ) -> impl Filter<Extract = (Principal,), Error = Rejection> + Clone {
     let state = state.clone();
     warp::header::optional::<String>(API_KEY_HEADER)
+        .and(warp::header::optional::<String>("authorization"))
         .and(warp::header::optional::<String>("sec-websocket-protocol"))
+        .and(warp::query::<HashMap<String, String>>())
         .and(warp::ext::optional::<Client>())
         .and_then(
-            move |key: Option<String>, protocols: Option<String>, client: Option<Client>| {
+            move |key: Option<String>,
+                  authorization: Option<String>,
+                  protocols: Option<String>,
+                  query: HashMap<String, String>,
+                  client: Option<Client>| {
                 let state = state.clone();
                 async move {
+                    let presented = Presented {
+                        api_key: key.as_deref(),
+                        authorization: authorization.as_deref(),
+                        ws_protocols: protocols.as_deref(),
+                        access_token: query.get(ACCESS_TOKEN_PARAM).map(String::as_str),
+                    };
                     let caller = state
                         .keys
-                        .from_headers(key.as_deref(), protocols.as_deref())
+                        .identify(presented)
                         .map_err(warp::reject::custom)?;
                     if let Some(client) = client {
                         client.authenticated_as(&caller.name);

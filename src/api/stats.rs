@@ -55,10 +55,7 @@ impl SharedStats {
 }
 
 async fn compute(state: &AppState) -> Stats {
-    let everyone = Principal {
-        name: String::new(),
-        admin: true,
-    };
+    let everyone = Principal::key("", true);
     let streams: Vec<StatsRow> = state
         .registry
         .list(&everyone)

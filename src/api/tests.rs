@@ -554,9 +554,22 @@ async fn stats_are_computed_once_per_interval_for_every_caller() {
 #[tokio::test]
 async fn unknown_paths_get_a_json_error() {
     let f = fixture();
-    let r = f.call("GET", "/", None, "").await;
+    let r = f.call("GET", "/nope", None, "").await;
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
     assert_eq!(r.code(), "route_not_found");
+}
+
+#[tokio::test]
+async fn the_console_page_needs_no_key() {
+    let f = fixture();
+    for (path, kind) in [("/", "text/html"), ("/console.js", "text/javascript")] {
+        let r = f.call("GET", path, None, "").await;
+        assert_eq!(r.status(), StatusCode::OK, "{path}");
+        assert!(r.0.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with(kind));
+    }
 }
 
 #[tokio::test]

@@ -6,8 +6,9 @@
 //!
 //! Close codes and reasons are `wire::Close`: 1000 the stream ended (after its `end` frame)
 //! or the client said goodbye; 1001 the daemon is shutting down; 4008 the client read too
-//! slowly and was detached (the reason names the cursor to resume from); 1011 an internal
-//! error.
+//! slowly and was detached (the reason names the cursor to resume from); 4401 the stream
+//! token it was opened with expired; 1011 an internal error. A token without `send` gets a
+//! `nack` `forbidden` for each record sent on the socket.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -19,39 +20,35 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::handlers::Subscriber;
 use super::upgrade::Socket;
 use super::AppState;
-use crate::delivery::{Feed, Item, StartAt, Subscription};
+use crate::delivery::Item;
 use crate::error::ApiError;
 use crate::lifecycle::Phase;
-use crate::registry::StreamEntry;
 use crate::wire::{Ack, Close, Frame, Nack};
 
 /// A record sent on the socket, answered in order: its sequence number and the outcome.
 type Answer = BoxFuture<'static, (u64, Result<i64, ApiError>)>;
 
-/// Runs one session: the replay (if any) is opened now, after the live subscription.
-pub async fn session(
-    socket: Socket,
-    state: Arc<AppState>,
-    entry: Arc<StreamEntry>,
-    live: Subscription,
-    start: StartAt,
-    until_now: bool,
-) {
+/// Runs one session: the replay (if any) is opened now, after the live subscription. The
+/// subscriber's seat is held until the session ends.
+pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
+    let Subscriber {
+        entry,
+        seat: _seat,
+        may_send,
+        feed,
+    } = sub;
     let (sink, mut source) = socket.split();
     let idle_timeout = Duration::from_millis(state.limits.ws_idle_timeout_ms);
     let mut peer = Peer { sink, idle_timeout };
-    let replay = match state.archive.replay(entry.id, start).await {
-        Ok(r) => r,
+    let mut feed = match feed.open(&state, entry.id).await {
+        Ok(feed) => feed,
         Err(e) => {
             peer.close(&Close::Internal(e.to_string())).await;
             return;
         }
-    };
-    let mut feed = match until_now {
-        true => Feed::until_now(Some(replay), live, state.phase.clone()),
-        false => Feed::new(Some(replay), live, state.phase.clone()),
     };
     let every = Duration::from_millis(state.limits.ws_ping_interval_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
@@ -104,7 +101,12 @@ pub async fn session(
                     Some(Ok(m)) if m.is_text() || m.is_binary() => {
                         seq += 1;
                         let n = seq;
-                        let answer = if state.phase.at_least(Phase::Draining) {
+                        let answer = if !may_send {
+                            futures_util::future::ready(Err(ApiError::Forbidden(
+                                "this token's scope does not include `send`".into(),
+                            )))
+                            .boxed()
+                        } else if state.phase.at_least(Phase::Draining) {
                             futures_util::future::ready(Err(ApiError::ShuttingDown)).boxed()
                         } else {
                             state.ingest.enqueue(&entry, m.into_data()).await

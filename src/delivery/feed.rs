@@ -83,6 +83,25 @@ impl Feed {
     }
 }
 
+impl Feed {
+    /// This feed, ended with `Close::TokenExpired` after `left` unless it ended before: a
+    /// connection opened with a stream token lasts no longer than the token.
+    pub fn expiring_in(self, left: std::time::Duration) -> Self {
+        let deadline = tokio::time::Instant::now() + left;
+        let items = stream::unfold(Some(self.items), move |items| async move {
+            let mut items = items?;
+            tokio::select! {
+                item = items.next() => item.map(|i| (i, Some(items))),
+                _ = tokio::time::sleep_until(deadline) => {
+                    Some((Item::Closed(Close::TokenExpired), None))
+                }
+            }
+        })
+        .boxed();
+        Self { items }
+    }
+}
+
 impl Stream for Feed {
     type Item = Item;
 

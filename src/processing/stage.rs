@@ -42,6 +42,16 @@ const WINDOW_CHECK: Duration = Duration::from_millis(250);
 const PROGRESS_BEFORE_REVOKE: Duration = Duration::from_secs(10);
 /// A close marker not seen back within this is written again.
 const CLOSE_RETRY: Duration = Duration::from_secs(30);
+/// How often a member of the processing group tells the coordinator it is alive, and so how
+/// soon it learns of a rebalance.
+const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How long a member waits, after gaining partitions, before it reads where their previous
+/// owner stopped. Kafka's coordinator completes a rebalance only once every member gave up
+/// its partitions; tansu's assigns them at once, while the previous owner still processes
+/// until its next heartbeat says "rebalance". Three heartbeats give that owner time to
+/// notice, record its progress (`StageContext::pre_rebalance`) and stop, so the new owner
+/// starts after its last record instead of processing the same records a second time.
+const HANDOVER: Duration = HEARTBEAT.saturating_mul(3);
 
 /// Partitions gained or lost, reported by librdkafka during a poll.
 enum Assignment {
@@ -165,7 +175,7 @@ impl Processing {
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
                 ("session.timeout.ms", "10000"),
-                ("heartbeat.interval.ms", "2000"),
+                ("heartbeat.interval.ms", &HEARTBEAT.as_millis().to_string()),
             ],
         );
         let stage = Processing {
@@ -289,6 +299,9 @@ impl Processing {
         match assignment {
             Assignment::Revoked(lost) => state.partitions.revoke(&lost),
             Assignment::Assigned(gained) => {
+                if !gained.is_empty() {
+                    tokio::time::sleep(HANDOVER).await;
+                }
                 for (partition, until) in progress.processed_until(&gained).await? {
                     tracing::debug!(partition, until, "records before this were processed");
                     state.partitions.replay_until.insert(partition, until);

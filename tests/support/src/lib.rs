@@ -5,6 +5,8 @@
 
 mod broker;
 mod daemon;
+mod sse;
 
 pub use broker::*;
 pub use daemon::*;
+pub use sse::*;
