@@ -8,6 +8,7 @@
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 // ---------------------------------------------------------------------------------------
@@ -17,7 +18,7 @@ use uuid::Uuid;
 /// One frame on a results WebSocket: what the stream produced (`result`, `error`, `end`),
 /// what a slow `on_lag=skip` reader missed (`gap`), and the answer to each record the client
 /// sent on the socket (`ack`, `nack`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase")]
 pub enum Frame {
     /// A processed record's result (a record may have zero or many).
@@ -36,7 +37,7 @@ pub enum Frame {
 }
 
 /// What the processing stage produced for one input record (a `result`, `error` or `end`).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Outcome {
     /// The frame's offset in the results topic: resume after it with `from=cursor+1`. Absent
     /// in the stored record (the broker assigns it); every delivered frame has it.
@@ -63,6 +64,22 @@ pub struct Outcome {
     pub error: Option<ErrorObject>,
 }
 
+/// A non-negative whole number, also when written `3600.0` (JSON Schema's `integer` allows
+/// it, and so do JavaScript clients).
+fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let n = Option::<serde_json::Number>::deserialize(d)?;
+    n.map(|n| {
+        n.as_u64()
+            .or_else(|| {
+                n.as_f64()
+                    .filter(|f| f.fract() == 0.0 && *f >= 0.0 && *f <= u64::MAX as f64)
+                    .map(|f| f as u64)
+            })
+            .ok_or_else(|| serde::de::Error::custom(format!("{n} is not a whole number")))
+    })
+    .transpose()
+}
+
 /// A field that is present is `Some`, even when it is `null`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
@@ -71,7 +88,7 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
 /// Code of the error object in an `error` frame.
 pub const PROCESSING_FAILED: &str = "processing_failed";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Gap {
     pub stream_id: Uuid,
     /// The first skipped result: `from=<from_cursor>` replays what was skipped.
@@ -79,13 +96,13 @@ pub struct Gap {
     pub skipped: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ack {
     pub seq: u64,
     pub offset: i64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Nack {
     pub seq: u64,
     /// The same object as an HTTP error body's `error`.
@@ -267,14 +284,14 @@ fn truncate(mut text: String, max: usize) -> String {
 // ---------------------------------------------------------------------------------------
 
 /// Every error answer: `{"error": {...}}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorBody {
     pub error: ErrorObject,
 }
 
 /// What went wrong, in a stable `code` and a message for people. Also inside `nack` and
 /// `error` frames.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorObject {
     pub code: String,
     pub message: String,
@@ -285,7 +302,7 @@ pub struct ErrorObject {
 }
 
 /// `GET /healthz` and `GET /readyz` when all is well.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Status {
     pub status: String,
     /// The daemon's version (on `/healthz`).
@@ -294,14 +311,14 @@ pub struct Status {
 }
 
 /// `201` answer of `POST /api/stream/start`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Started {
     pub stream_id: Uuid,
     pub processor: ProcessorSpec,
 }
 
 /// What a stream token allows on its one stream.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Scope {
     /// Send records (`POST …/send`, and records on the results WebSocket).
@@ -311,18 +328,25 @@ pub enum Scope {
 }
 
 /// Body of `POST /api/stream/{id}/tokens`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TokenRequest {
     /// One or both scopes.
+    #[schema(min_items = 1)]
     pub scope: Vec<Scope>,
-    /// Lifetime in seconds (default 3600; at most `limits.max_token_ttl_s`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// Lifetime in seconds (default 3600; at most `limits.max_token_ttl_s`, 86 400 by
+    /// default: more is refused with 400).
+    #[serde(
+        default,
+        deserialize_with = "whole_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 86_400)]
     pub ttl_s: Option<u64>,
 }
 
 /// `201` answer of `POST /api/stream/{id}/tokens`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TokenIssued {
     /// Present it as `Authorization: Bearer <token>`, `?access_token=<token>` or the
     /// WebSocket subprotocol `token.<token>`.
@@ -334,7 +358,7 @@ pub struct TokenIssued {
 }
 
 /// `202` answer of `POST /api/stream/{id}/send`: every record is stored.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Accepted {
     pub stream_id: Uuid,
     pub records: usize,
@@ -344,7 +368,7 @@ pub struct Accepted {
 }
 
 /// Whether a stream takes records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StreamState {
     Open,
@@ -362,7 +386,7 @@ impl StreamState {
 
 /// One stream as `GET /api/stream/{id}` (and each row of `GET /api/streams`) shows it. The
 /// counters are this instance's.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StreamView {
     pub stream_id: Uuid,
     /// Name of the key that started it.
@@ -378,13 +402,13 @@ pub struct StreamView {
 }
 
 /// `GET /api/streams`, newest first.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StreamList {
     pub streams: Vec<StreamView>,
 }
 
 /// `GET /api/stats` and each push of `GET /api/stats/live`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Stats {
     pub now_ms: i64,
     pub version: String,
@@ -395,7 +419,7 @@ pub struct Stats {
     pub streams: Vec<StatsRow>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct BrokerView {
     /// Where the broker is; for the embedded one its loopback address, so Kafka tools (kcat)
     /// can read the topics.
@@ -416,7 +440,7 @@ impl BrokerView {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Totals {
     pub streams: u64,
     pub subscribers: u64,
@@ -426,7 +450,7 @@ pub struct Totals {
 }
 
 /// End-to-end latency in milliseconds over the last 10–20 s.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Percentiles {
     pub count: u64,
     pub p50: f64,
@@ -434,7 +458,7 @@ pub struct Percentiles {
 }
 
 /// A stream in the stats: its view plus the frames queued for its subscribers here.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct StatsRow {
     #[serde(flatten)]
     pub stream: StreamView,
@@ -446,7 +470,7 @@ pub struct StatsRow {
 // ---------------------------------------------------------------------------------------
 
 /// The processor of a stream, as given at start and stored in the registry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default, ToSchema)]
 #[serde(tag = "type", rename_all = "lowercase", deny_unknown_fields)]
 pub enum ProcessorSpec {
     /// A jq filter: transform, select (no output: no result), or several results per record.
@@ -458,7 +482,8 @@ pub enum ProcessorSpec {
     Uppercase,
     /// Tumbling-window aggregates of a number: one result per window (and group).
     Window {
-        /// Window length in milliseconds.
+        /// Window length in milliseconds (at most a day).
+        #[schema(minimum = 1, maximum = 86_400_000)]
         length_ms: u64,
         /// jq expression giving the number to aggregate, e.g. `.temperature`.
         value: String,
@@ -467,6 +492,7 @@ pub enum ProcessorSpec {
         group_by: Option<String>,
         /// How long after a window ends it closes, for records still on their way.
         #[serde(default = "default_grace_ms")]
+        #[schema(maximum = 86_400_000)]
         grace_ms: u64,
     },
 }

@@ -3,10 +3,13 @@
 //! `ingest`, `registry` and `delivery`; the WebSocket session (`ws.rs`) and the Server-Sent
 //! Events response (`sse.rs`) write the same delivery feed out; the accept loop (`serve.rs`)
 //! writes the request log; the stats of `streamctl top` are in `stats.rs`; the console page
-//! is `console.rs`; every rejection is turned into JSON by `error::recover`.
+//! is `console.rs`; the API's descriptions are `openapi.rs` and `asyncapi.rs`; every rejection
+//! is turned into JSON by `error::recover`.
 
+mod asyncapi;
 mod console;
 mod handlers;
+pub mod openapi;
 mod serve;
 mod sse;
 mod stalled;
@@ -91,6 +94,7 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and(with_state(&state))
         .then(handlers::metrics);
     let console = console::routes().and(public_quota(&state));
+    let docs = api_documents().and(public_quota(&state));
     // Tried last: a path no route knows still costs the client a token, so probing is cheap
     // for the daemon and throttled for the prober.
     let unknown = public_quota(&state)
@@ -198,6 +202,8 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .unify()
         .or(console)
         .unify()
+        .or(docs)
+        .unify()
         .or(api)
         .unify()
         .or(unknown)
@@ -205,6 +211,34 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .recover(recover)
         .unify()
         .boxed()
+}
+
+/// The methods `path` is routed for, as a 405's `Allow` header says (the route table above,
+/// by path shape).
+pub(super) fn allowed_methods(path: &str) -> &'static str {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    match parts.as_slice() {
+        ["", "api", "stream", "start"] => "POST",
+        ["", "api", "stream", _, "send" | "tokens"] => "POST",
+        ["", "api", "stream", _] => "GET, DELETE",
+        _ => "GET",
+    }
+}
+
+/// The API's own descriptions, without a key: `/api/openapi.json` and `/api/asyncapi.json`
+/// (built once).
+fn api_documents() -> BoxedFilter<(Response,)> {
+    let openapi = openapi::document();
+    let asyncapi = asyncapi::document(&openapi);
+    let serve = |doc: serde_json::Value| move || json(warp::http::StatusCode::OK, &doc);
+    let openapi = warp::path!("api" / "openapi.json").map(serve(openapi));
+    let asyncapi = warp::path!("api" / "asyncapi.json").map(serve(asyncapi));
+    warp::get().and(openapi.or(asyncapi).unify()).boxed()
+}
+
+/// The AsyncAPI document, as served (for the committed copy's test).
+pub fn asyncapi_document() -> serde_json::Value {
+    asyncapi::document(&openapi::document())
 }
 
 /// A WebSocket handshake: the upgrade, the offered subprotocols (to answer the one we

@@ -30,7 +30,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
 use super::stalled::StallBound;
-use super::{log_request, starting, RequestLine, Routes};
+use super::{allowed_methods, log_request, starting, RequestLine, Routes};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::wire::{ErrorBody, ErrorObject};
@@ -129,8 +129,14 @@ pub async fn serve(
             );
             let metrics = metrics.clone();
             async move {
-                let response = answer.await;
-                if let Ok(r) = &response {
+                let mut response = answer.await;
+                if let Ok(r) = &mut response {
+                    if r.status() == hyper::StatusCode::METHOD_NOT_ALLOWED {
+                        // RFC 9110: a 405 says which methods the path has.
+                        let allow =
+                            hyper::header::HeaderValue::from_static(allowed_methods(&line.path));
+                        r.headers_mut().insert(hyper::header::ALLOW, allow);
+                    }
                     log_request(&metrics, &line, r.status().as_u16(), &client);
                 }
                 response

@@ -203,7 +203,9 @@ async function openFeed() {
 }
 
 function onFrame(source, type, event) {
-  if (source !== state.source) return;
+  // EventSource reports its own connection failures as `error` events without data; those
+  // are handled by `onerror`, not here.
+  if (source !== state.source || typeof event.data !== 'string') return;
   const frame = JSON.parse(event.data);
   if (typeof frame.cursor === 'number') state.lastCursor = frame.cursor;
   switch (type) {
