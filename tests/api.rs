@@ -167,16 +167,9 @@ async fn another_key_cannot_see_or_use_a_stream() {
 async fn websocket_key_in_subprotocol() {
     let d = Daemon::start(test_config()).await;
     let id = d.start_stream(ALICE, None).await;
-    let mut req = d
-        .ws_url(&format!("/api/stream/{id}/results"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("streamgate.v1, apikey.{ALICE}").parse().unwrap(),
-    );
-    let (mut ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    assert_eq!(resp.headers()["sec-websocket-protocol"], "streamgate.v1");
+    let offered = format!("streamgate.v1, apikey.{ALICE}");
+    let (mut ws, answered) = d.subscribe_offering(&id, "", &offered).await.unwrap();
+    assert_eq!(answered.as_deref(), Some("streamgate.v1"));
     d.send_json(ALICE, &id, &json!(42)).await;
     assert_eq!(next_frame(&mut ws).await["data"], 42);
     d.stop().await.unwrap();

@@ -5,7 +5,6 @@
 
 use serde_json::{json, Value};
 use streamgate_testkit::*;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 
 /// Asks for a token on `id` as `key`: the status and body.
 async fn issue(d: &Daemon, key: &str, id: &str, body: Value) -> (u16, Value) {
@@ -53,18 +52,14 @@ async fn get_with_query_token(d: &Daemon, path: &str, token: &str) -> (u16, Valu
 
 /// Opens the results WebSocket offering the token as a subprotocol, as a browser does.
 async fn ws_with_token(d: &Daemon, id: &str, token: &str) -> Ws {
-    let mut req = d
-        .ws_url(&format!("/api/stream/{id}/results?from=earliest"))
-        .into_client_request()
+    let offered = format!("streamgate.v1, token.{token}");
+    let (ws, answered) = d
+        .subscribe_offering(id, "?from=earliest", &offered)
+        .await
         .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("streamgate.v1, token.{token}").parse().unwrap(),
-    );
-    let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
     assert_eq!(
-        resp.headers()["sec-websocket-protocol"],
-        "streamgate.v1",
+        answered.as_deref(),
+        Some("streamgate.v1"),
         "the token is never echoed"
     );
     ws
@@ -272,15 +267,8 @@ async fn an_expired_token_is_refused_and_closes_open_connections() {
         (status, body["error"]["code"].as_str()),
         (401, Some("token_expired"))
     );
-    let mut req = d
-        .ws_url(&format!("/api/stream/{id}/results"))
-        .into_client_request()
-        .unwrap();
-    req.headers_mut().insert(
-        "sec-websocket-protocol",
-        format!("streamgate.v1, token.{short}").parse().unwrap(),
-    );
-    let refused = tokio_tungstenite::connect_async(req).await.unwrap_err();
+    let offered = format!("streamgate.v1, token.{short}");
+    let refused = d.subscribe_offering(&id, "", &offered).await.unwrap_err();
     assert!(refused.to_string().contains("401"), "{refused}");
     d.stop().await.unwrap();
 }

@@ -33,6 +33,23 @@ fn serve(
     (serve, log)
 }
 
+/// Reads log lines into `lines` until one matches `wanted`, failing the test at `deadline`.
+async fn read_until(
+    log: &mut Lines<BufReader<ChildStderr>>,
+    lines: &mut Vec<String>,
+    deadline: Instant,
+    wanted: impl Fn(&str) -> bool,
+) {
+    while !lines.iter().any(|l| wanted(l)) {
+        let line = tokio::time::timeout(deadline - Instant::now(), log.next_line())
+            .await
+            .expect("the line looked for, within the deadline")
+            .unwrap()
+            .expect("log open");
+        lines.push(line);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
     let port = free_port();
@@ -71,17 +88,10 @@ async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
 
     let mut lines = Vec::new();
     let deadline = Instant::now() + WAIT;
-    while !lines
-        .iter()
-        .any(|l: &String| l.contains("websocket closed"))
-    {
-        let line = tokio::time::timeout(deadline - Instant::now(), log.next_line())
-            .await
-            .expect("a websocket closed line")
-            .unwrap()
-            .expect("log open");
-        lines.push(line);
-    }
+    read_until(&mut log, &mut lines, deadline, |l| {
+        l.contains("websocket closed")
+    })
+    .await;
     // A stream token, used where it may appear: a bearer header and an EventSource query.
     let token: serde_json::Value = http
         .post(format!("{url}/api/stream/{id}/tokens"))
@@ -113,17 +123,10 @@ async fn the_log_has_no_colour_in_a_pipe_and_a_line_per_websocket_close() {
     assert_eq!(events.status(), 200);
     drop(events);
     let results_path = format!("path=\"/api/stream/{id}/results\"");
-    while !lines
-        .iter()
-        .any(|l: &String| l.contains(&results_path) && l.contains("status=200"))
-    {
-        let line = tokio::time::timeout(deadline - Instant::now(), log.next_line())
-            .await
-            .expect("the event stream's request line")
-            .unwrap()
-            .expect("log open");
-        lines.push(line);
-    }
+    read_until(&mut log, &mut lines, deadline, |l| {
+        l.contains(&results_path) && l.contains("status=200")
+    })
+    .await;
     let all = lines.join("\n");
     assert!(!all.contains(&token), "never a token:\n{all}");
     assert!(!all.contains('\u{1b}'), "no ANSI codes in a pipe:\n{all}");

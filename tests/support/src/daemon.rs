@@ -235,6 +235,28 @@ impl Daemon {
         self.subscribe_from(key, id, "latest").await
     }
 
+    /// Opens the results WebSocket (`query` included) offering the subprotocols `protocols`,
+    /// as a browser does; returns the socket and the subprotocol the daemon answered.
+    pub async fn subscribe_offering(
+        &self,
+        id: &str,
+        query: &str,
+        protocols: &str,
+    ) -> Result<(Ws, Option<String>), tokio_tungstenite::tungstenite::Error> {
+        let mut req = self
+            .ws_url(&format!("/api/stream/{id}/results{query}"))
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("sec-websocket-protocol", protocols.parse().unwrap());
+        let (ws, resp) = tokio_tungstenite::connect_async(req).await?;
+        let answered = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .map(|v| v.to_str().unwrap().to_string());
+        Ok((ws, answered))
+    }
+
     /// Opens the results WebSocket starting at `from` (earliest, latest or a cursor).
     pub async fn subscribe_from(&self, key: &str, id: &str, from: &str) -> Ws {
         let mut req = self
