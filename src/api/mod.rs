@@ -226,11 +226,18 @@ pub(super) fn allowed_methods(path: &str) -> &'static str {
 }
 
 /// The API's own descriptions, without a key: `/api/openapi.json` and `/api/asyncapi.json`
-/// (built once).
+/// (built and serialized once; warp clones a route's closure for every request that reaches
+/// it, so the closure holds only an `Arc`).
 fn api_documents() -> BoxedFilter<(Response,)> {
     let openapi = openapi::document();
     let asyncapi = asyncapi::document(&openapi);
-    let serve = |doc: serde_json::Value| move || json(warp::http::StatusCode::OK, &doc);
+    let serve = |doc: serde_json::Value| {
+        let text: Arc<str> = (serde_json::to_string(&doc).unwrap_or_default() + "\n").into();
+        move || {
+            warp::reply::with_header(text.to_string(), "content-type", "application/json")
+                .into_response()
+        }
+    };
     let openapi = warp::path!("api" / "openapi.json").map(serve(openapi));
     let asyncapi = warp::path!("api" / "asyncapi.json").map(serve(asyncapi));
     warp::get().and(openapi.or(asyncapi).unify()).boxed()
