@@ -114,6 +114,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--baseline-kafka', '--baseline-kafka', [CompletionResultType]::ParameterName, 'A librdkafka setting for the baseline''s clients (repeatable). Give it the daemon''s `kafka` settings for a like-for-like comparison')
             [CompletionResult]::new('--max-p99-ms', '--max-p99-ms', [CompletionResultType]::ParameterName, 'With --find-max: the end-to-end p99 (ms) a rate must keep to count as sustainable')
             [CompletionResult]::new('--step', '--step', [CompletionResultType]::ParameterName, 'With --find-max: factor from one rate to the next')
+            [CompletionResult]::new('--broker-pid', '--broker-pid', [CompletionResultType]::ParameterName, 'The broker''s process id, when it runs on this machine: its CPU per 1 000 records is reported beside the daemon''s')
             [CompletionResult]::new('--fault-drop-every', '--fault-drop-every', [CompletionResultType]::ParameterName, 'Test-only fault: ignore every Nth result frame, as if it never arrived')
             [CompletionResult]::new('--embedded', '--embedded', [CompletionResultType]::ParameterName, 'Start a daemon in this process on the embedded broker instead of using --url')
             [CompletionResult]::new('--baseline', '--baseline', [CompletionResultType]::ParameterName, 'First run the same load with rdkafka straight on the broker, for comparison')

@@ -106,6 +106,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --baseline-kafka 'A librdkafka setting for the baseline''s clients (repeatable). Give it the daemon''s `kafka` settings for a like-for-like comparison'
             cand --max-p99-ms 'With --find-max: the end-to-end p99 (ms) a rate must keep to count as sustainable'
             cand --step 'With --find-max: factor from one rate to the next'
+            cand --broker-pid 'The broker''s process id, when it runs on this machine: its CPU per 1 000 records is reported beside the daemon''s'
             cand --fault-drop-every 'Test-only fault: ignore every Nth result frame, as if it never arrived'
             cand --embedded 'Start a daemon in this process on the embedded broker instead of using --url'
             cand --baseline 'First run the same load with rdkafka straight on the broker, for comparison'

@@ -88,6 +88,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline-p
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline-kafka -d 'A librdkafka setting for the baseline\'s clients (repeatable). Give it the daemon\'s `kafka` settings for a like-for-like comparison' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l max-p99-ms -d 'With --find-max: the end-to-end p99 (ms) a rate must keep to count as sustainable' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l step -d 'With --find-max: factor from one rate to the next' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l broker-pid -d 'The broker\'s process id, when it runs on this machine: its CPU per 1 000 records is reported beside the daemon\'s' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l fault-drop-every -d 'Test-only fault: ignore every Nth result frame, as if it never arrived' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l embedded -d 'Start a daemon in this process on the embedded broker instead of using --url'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline -d 'First run the same load with rdkafka straight on the broker, for comparison'

@@ -33,6 +33,9 @@ pub struct Metrics {
     pub end_to_end_seconds: Histogram,
     /// The same over the last seconds, for `GET /api/stats`.
     pub recent_end_to_end: RecentLatency,
+    /// CPU seconds of the process to 10 ms, read when rendered (the process collector's
+    /// counter has whole seconds only): `streamctl bench` gives the cost of a run with it.
+    cpu_seconds: prometheus::Gauge,
 }
 
 impl Metrics {
@@ -89,6 +92,11 @@ impl Metrics {
             "records_after_end_total",
             "Input records stored after their stream's end marker, refused and not processed",
         );
+        let cpu_seconds = prometheus::Gauge::new(
+            "cpu_seconds",
+            "User and system CPU seconds of the process, to 10 ms",
+        )
+        .expect("valid metric");
         let connections_refused = counter(
             "connections_refused_total",
             "Connections refused at limits.max_connections or max_connections_per_ip",
@@ -124,6 +132,7 @@ impl Metrics {
             Box::new(backlog_refused.clone()),
             Box::new(gaps_sent.clone()),
             Box::new(after_end.clone()),
+            Box::new(cpu_seconds.clone()),
         ] {
             registry.register(c).expect("metric registered once");
         }
@@ -151,6 +160,7 @@ impl Metrics {
             gaps_sent,
             end_to_end_seconds,
             recent_end_to_end: RecentLatency::new(),
+            cpu_seconds,
         }
     }
 
@@ -162,12 +172,25 @@ impl Metrics {
 
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
+        if let Some(cpu) = process_cpu_seconds() {
+            self.cpu_seconds.set(cpu);
+        }
         let mut buf = Vec::new();
         TextEncoder::new()
             .encode(&self.registry.gather(), &mut buf)
             .expect("text encoding cannot fail");
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
+}
+
+/// User plus system CPU seconds of this process, from `/proc/self/stat` (Linux).
+fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces): utime and stime are 12th and
+    // 13th, in clock ticks of 10 ms (USER_HZ).
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let ticks = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
 }
 
 impl Default for Metrics {

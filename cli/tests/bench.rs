@@ -80,6 +80,14 @@ async fn short_bench_accounts_for_every_record_over_http_and_ws() {
     assert!(status.success(), "{stderr}");
     assert_clean_run(&report["gateway"], "http", 400);
     assert_eq!(report["baseline"], Value::Null);
+    // The run's CPU, from the daemon's own metrics.
+    let cost = &report["cost"];
+    assert!(
+        cost["daemon_cpu_ms_per_1000_records"]
+            .as_f64()
+            .is_some_and(|ms| ms > 0.0),
+        "{cost}"
+    );
 
     let mut ws = load.clone();
     ws.extend(["--transport", "ws"]);
@@ -117,6 +125,10 @@ async fn embedded_bench_with_baseline_reports_both_and_their_ratio() {
     assert!(status.success(), "{stderr}");
     assert_clean_run(&report["gateway"], "http", 200);
     assert_clean_run(&report["baseline"], "kafka", 200);
+    assert_eq!(
+        report["cost"]["daemon_includes_bench"], true,
+        "one process: {report}"
+    );
     for field in ["receive_rate", "p50", "p99"] {
         assert!(
             report["ratio"][field].as_f64().is_some_and(|v| v > 0.0),

@@ -8,8 +8,10 @@
 //! - [`gateway`]: the load through a daemon; [`baseline`]: the same load straight through rdkafka.
 //! - [`recorder`]: what a run observed; [`ledger`]: per-stream loss, duplicate and order accounting.
 //! - [`report`]: the report as JSON (`--json`) and text; [`progress`]: the live line.
+//! - [`cost`]: the CPU the daemon (and a local broker) spent per 1 000 records.
 
 mod baseline;
+mod cost;
 mod drive;
 mod gateway;
 mod ledger;
@@ -87,6 +89,10 @@ pub struct Args {
     /// With --find-max: factor from one rate to the next.
     #[arg(long, default_value_t = 1.5)]
     pub step: f64,
+    /// The broker's process id, when it runs on this machine: its CPU per 1 000 records is
+    /// reported beside the daemon's.
+    #[arg(long, value_name = "PID")]
+    pub broker_pid: Option<u32>,
     /// Print the report as JSON (fields documented in docs/benchmarks.md).
     #[arg(long)]
     pub json: bool,
@@ -224,14 +230,22 @@ impl Args {
             ),
             None => None,
         };
+        let before = cost::Sample::take(client, self.broker_pid).await;
         let (gateway, find_max) = if self.find_max {
             let (best, f) = self.find_max(client, load, progress).await?;
             (best, Some(f))
         } else {
             (gateway::run(client, &load, progress).await?, None)
         };
+        // The cost of one run (with --find-max, of every step together).
+        let after = cost::Sample::take(client, self.broker_pid).await;
+        let records = match &find_max {
+            Some(f) => f.steps.iter().map(|s| s.acked).sum(),
+            None => gateway.records.acked,
+        };
         Ok(Report {
             ratio: baseline.as_ref().map(|b| Ratio::of(&gateway, b)),
+            cost: before.until(&after, records, embedded.is_some()),
             gateway,
             baseline,
             find_max,
@@ -294,6 +308,7 @@ impl Args {
                 passed,
                 receive_per_s: run.rates.receive_per_s,
                 p99_ms: e2e.p99,
+                acked: run.records.acked,
                 lost: run.records.lost,
                 failed: run.records.failed,
             });

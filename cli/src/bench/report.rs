@@ -18,6 +18,32 @@ pub struct Report {
     /// Gateway divided by baseline, with `--baseline`.
     pub ratio: Option<Ratio>,
     pub find_max: Option<FindMax>,
+    /// CPU spent through the gateway (every step of `--find-max` together).
+    pub cost: super::cost::Cost,
+}
+
+fn cost_text(out: &mut String, cost: &super::cost::Cost) {
+    let line = |who: &str, s: Option<f64>, per: Option<f64>| match (s, per) {
+        (Some(s), Some(per)) => format!("{who} {s:.2} s ({per:.1} ms per 1000 records)"),
+        _ => format!("{who} unknown"),
+    };
+    let mut parts = vec![line(
+        if cost.daemon_includes_bench {
+            "daemon and bench (one process)"
+        } else {
+            "daemon"
+        },
+        cost.daemon_cpu_s,
+        cost.daemon_cpu_ms_per_1000_records,
+    )];
+    if cost.broker_cpu_s.is_some() {
+        parts.push(line(
+            "broker",
+            cost.broker_cpu_s,
+            cost.broker_cpu_ms_per_1000_records,
+        ));
+    }
+    let _ = writeln!(out, "  CPU: {}", parts.join("; "));
 }
 
 /// One run at one rate.
@@ -156,6 +182,7 @@ pub struct Step {
     pub passed: bool,
     pub receive_per_s: f64,
     pub p99_ms: f64,
+    pub acked: u64,
     pub lost: u64,
     pub failed: u64,
 }
@@ -165,6 +192,7 @@ impl Report {
     pub fn text(&self) -> String {
         let mut out = String::new();
         run_text(&mut out, "Through the gateway", &self.gateway);
+        cost_text(&mut out, &self.cost);
         if let Some(b) = &self.baseline {
             out.push('\n');
             run_text(&mut out, "Baseline: rdkafka straight to the broker", b);
