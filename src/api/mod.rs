@@ -1,11 +1,13 @@
 //! The HTTP and WebSocket API as warp filters: routing, per-IP and per-key quotas,
 //! authentication, body limits and CORS. A thin shell: handlers (`handlers.rs`) call into
-//! `ingest`, `registry` and `delivery`; the WebSocket session (`ws.rs`) and the Server-Sent
-//! Events response (`sse.rs`) write the same delivery feed out; the accept loop (`serve.rs`)
+//! `ingest`, `registry` and `delivery`, after the one access check (`access.rs`); a results
+//! subscriber is opened once (`subscriber.rs`) and written out by the WebSocket session
+//! (`ws.rs`) or the Server-Sent Events response (`sse.rs`); the accept loop (`serve.rs`)
 //! writes the request log; the stats of `streamctl top` are in `stats.rs`; the console page
 //! is `console.rs`; the API's descriptions are `openapi.rs` and `asyncapi.rs`; every rejection
 //! is turned into JSON by `error::recover`.
 
+mod access;
 mod asyncapi;
 mod console;
 mod handlers;
@@ -15,6 +17,7 @@ mod sse;
 mod stalled;
 mod state;
 mod stats;
+mod subscriber;
 mod upgrade;
 mod ws;
 

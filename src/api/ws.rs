@@ -20,7 +20,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
-use super::handlers::Subscriber;
+use super::subscriber::Subscriber;
 use super::upgrade::Socket;
 use super::AppState;
 use crate::delivery::Item;

@@ -91,7 +91,7 @@ def main():
             cells = [c.text for c in rows[0].find_elements(By.TAG_NAME, "td")]
             return cells[1:5] == ["uppercase", "open", "2", "2"]
         # Slowly: under the default rate limit each refresh is a request.
-        WebDriverWait(d, WAIT_S, poll_frequency=2).until(counted)
+        WebDriverWait(d, WAIT_S * 2, poll_frequency=3).until(counted)
         if screenshot:
             d.save_screenshot(screenshot)
 

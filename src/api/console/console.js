@@ -116,7 +116,18 @@ function processorName(p) {
   return typeof p === 'string' ? p : p.type || JSON.stringify(p);
 }
 
-async function refreshStreams() {
+// One listing at a time: clicks while one is on its way (or waiting out a 429) share it.
+let listing = null;
+function refreshStreams() {
+  if (!listing) {
+    listing = loadStreams().finally(() => {
+      listing = null;
+    });
+  }
+  return listing;
+}
+
+async function loadStreams() {
   const list = await api('GET', '/api/streams');
   const body = $('streams');
   body.replaceChildren();
