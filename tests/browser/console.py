@@ -19,6 +19,7 @@ import urllib.request
 from selenium import webdriver
 from selenium.webdriver.chrome.options import Options
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import Select, WebDriverWait
 
@@ -90,8 +91,10 @@ def main():
                 return False
             cells = [c.text for c in rows[0].find_elements(By.TAG_NAME, "td")]
             return cells[1:5] == ["uppercase", "open", "2", "2"]
-        # Slowly: under the default rate limit each refresh is a request.
-        WebDriverWait(d, WAIT_S * 2, poll_frequency=3).until(counted)
+        # Slowly: under the default rate limit each refresh is a request. A refresh that
+        # lands while the row is read replaces it (stale): read again at the next poll.
+        WebDriverWait(d, WAIT_S * 2, poll_frequency=3,
+                      ignored_exceptions=[StaleElementReferenceException]).until(counted)
         if screenshot:
             d.save_screenshot(screenshot)
 
