@@ -385,3 +385,27 @@ async fn health_ready_and_shutdown_closes_websockets_with_1001() {
     assert_eq!(next_close(&mut ws).await.0, 1001);
     stopping.await.unwrap().unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_method_gets_405_with_the_allowed_ones() {
+    let d = Daemon::start(test_config()).await;
+    let id = d.start_stream(ALICE, None).await;
+    for (method, path, allow) in [
+        ("PUT", "/api/stream/start".to_string(), "POST"),
+        ("POST", "/api/streams".to_string(), "GET"),
+        ("PUT", format!("/api/stream/{id}"), "GET, DELETE"),
+        ("DELETE", format!("/api/stream/{id}/send"), "POST"),
+        ("TRACE", "/healthz".to_string(), "GET"),
+    ] {
+        let resp = d
+            .http
+            .request(method.parse().unwrap(), d.url(&path))
+            .header("x-api-key", ALICE)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        assert_eq!(resp.headers()["allow"], allow, "{method} {path}");
+    }
+    d.stop().await.unwrap();
+}
