@@ -159,3 +159,22 @@ async fn find_max_stops_at_the_first_rate_that_breaks_the_bound() {
     assert_eq!(report["gateway"]["target"]["rate"], 100.0);
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn find_max_with_baseline_climbs_both_paths() {
+    // The same impossible bound for both: one failing step each, and no ratio of maxima.
+    let args: Vec<&str> =
+        "--embedded --baseline --streams 2 --rate 100 --duration 1s --find-max --max-p99-ms 0.001"
+            .split_whitespace()
+            .collect();
+    let (status, report, stderr) = bench(&args, &[]).await;
+    assert!(status.success(), "no record was lost: {stderr}");
+    for which in ["find_max", "baseline_find_max"] {
+        let steps = report[which]["steps"].as_array().unwrap();
+        assert_eq!(steps.len(), 1, "{which}: {report}");
+        assert_eq!(steps[0]["passed"], false, "{which}: {report}");
+        assert_eq!(steps[0]["lost"], 0, "{which}: {report}");
+    }
+    assert_eq!(report["baseline"]["target"]["transport"], "kafka");
+    assert_eq!(report["ratio"]["max_rate"], Value::Null, "{report}");
+}

@@ -4,7 +4,7 @@
 //! Retry-After) instead of accepted and later dropped by retention before processing.
 //!
 //! Records: the partition's high watermark minus the processing group's progress (the next
-//! unprocessed offset it committed under `<group>.next`, or the log start when it committed
+//! unprocessed offset it committed under `<group>.progress`, or the log start when it committed
 //! none). Bytes: this instance's own acknowledged writes above that progress. The progress
 //! is read every `REFRESH`; between reads it can only be behind, so the backlog is over-
 //! rather than under-counted: staleness refuses early, it never lets a record be lost.
@@ -21,6 +21,7 @@ use tokio::task::JoinHandle;
 use crate::error::{ApiError, Error};
 use crate::kafka::Cluster;
 use crate::metrics::Metrics;
+use crate::processing::progress::{decode, progress_group};
 
 /// How often the processing progress and the watermarks are read.
 const REFRESH: Duration = Duration::from_millis(500);
@@ -162,7 +163,7 @@ impl Backlog {
 }
 
 /// Reads how far processing got in every input partition, from the processing group's
-/// `<group>.next` commits (which the stage makes only once results are acknowledged).
+/// `<group>.progress` commits (which the stage makes only once results are acknowledged).
 #[derive(Clone)]
 pub struct ProgressReader {
     reader: Arc<BaseConsumer>,
@@ -173,7 +174,7 @@ pub struct ProgressReader {
 impl ProgressReader {
     pub fn new(cluster: &Cluster, group: &str) -> Result<Self, Error> {
         let reader: BaseConsumer = cluster
-            .consumer(&format!("{group}.next"))
+            .consumer(&progress_group(group))
             .create()
             .map_err(|e| Error::kafka("create processing progress reader", e))?;
         Ok(Self {
@@ -231,7 +232,7 @@ fn read_progress(
     for e in committed.elements() {
         let (low, high) = reader.fetch_watermarks(topic, e.partition(), Duration::from_secs(2))?;
         let processed = match e.offset() {
-            Offset::Offset(next) => next.max(low),
+            Offset::Offset(committed) => decode(committed).0.max(low),
             _ => low,
         };
         out.push((e.partition(), processed, high));

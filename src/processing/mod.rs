@@ -26,8 +26,8 @@
 //! function of its records, and the stage rebuilds them by replaying. The offset committed
 //! for a partition is therefore its *rewind point*: the first record of its oldest open
 //! window (or the next record when none is open); the next unprocessed offset `C` is
-//! committed under a second group, `<group>.next` (commit metadata would do, but tansu 0.6.0
-//! does not return it), always before the rewind point it goes with. A new owner of the
+//! committed under a second group, `<group>.progress` (commit metadata would do, but tansu
+//! 0.6.0 does not return it), always before the rewind point it goes with. A new owner of the
 //! partition (restart, rebalance) reads from the rewind point; records before `C` were
 //! processed and their results acknowledged already, so they only feed window state: no
 //! result is produced for them again. Windows whose records started before the rewind point

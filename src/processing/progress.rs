@@ -1,11 +1,23 @@
 //! Recording how far processing got, only once results are acknowledged (see the rewind-point
 //! protocol in `mod.rs`): every `COMMIT_INTERVAL` the next unprocessed offset of each owned
-//! partition is committed to the `<group>.next` group, then the rewind point is stored for the
-//! group's own commit. A rewind point is never committed ahead of the next offset it goes with.
+//! partition is committed to the `<group>.progress` group, then the rewind point is stored for
+//! the group's own commit. A rewind point is never committed ahead of the next offset it goes
+//! with.
+//!
+//! The same commit is the partition's hand-over fence. Kafka's coordinator assigns a partition
+//! only once its previous owner gave it up; tansu 0.6.0's assigns it at once, while the
+//! previous owner still processes until its next heartbeat. So each committed value also says
+//! whether an instance holds the partition: a new owner *claims* it (waits until it is
+//! released, then marks it held) before processing, and an owner *releases* it (its final
+//! progress, marked released) when it is revoked or the stage stops. The new owner starts
+//! exactly after the previous owner's last acknowledged record, whatever the coordinator does.
+//! An owner that died never releases; its partitions are taken after `CLAIM_TIMEOUT` (its
+//! session is over by then), and records it processed after its last commit are processed
+//! again, as after any crash.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
@@ -17,13 +29,35 @@ use crate::ingest::Ack;
 
 /// How often the acker commits progress (next offsets, then rewind points).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
+/// How often a claim looks again whether the previous owner released a partition.
+const CLAIM_POLL: Duration = Duration::from_millis(100);
+/// Longest a claim waits for a release: the processing group's session timeout, after which
+/// the coordinator has dropped a previous owner that stopped heartbeating.
+pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The group whose commits hold the processing group's progress.
+pub fn progress_group(group: &str) -> String {
+    format!("{group}.progress")
+}
+
+/// One committed value: the next unprocessed offset and whether an instance holds the
+/// partition (commit metadata would carry the flag, but tansu 0.6.0 does not return it).
+fn encode(next: i64, held: bool) -> i64 {
+    next * 2 + i64::from(held)
+}
+
+/// A committed value read back: the next unprocessed offset, and whether it is held.
+pub fn decode(value: i64) -> (i64, bool) {
+    (value / 2, value % 2 == 1)
+}
 
 /// What the acker is handed, in order.
 pub enum Work {
     /// A processed record.
     Done(Pending),
-    /// Record progress now (partitions are about to be revoked); answers when done.
-    Flush(std::sync::mpsc::Sender<()>),
+    /// Record progress now and release these partitions (they are about to be revoked);
+    /// answers when done.
+    Flush(Vec<i32>, std::sync::mpsc::Sender<()>),
 }
 
 /// An input record whose results were produced; its offset is recorded once they are acked.
@@ -35,30 +69,90 @@ pub struct Pending {
     pub acks: Vec<Ack>,
 }
 
-/// A client of the `<group>.next` group, which holds each partition's next unprocessed
-/// offset. It never joins the group; it only commits and reads.
+/// A client of the `<group>.progress` group, which holds each partition's next unprocessed
+/// offset and whether it is held. It never joins the group; it only commits and reads.
 pub struct Progress {
     consumer: Arc<BaseConsumer>,
     topic: String,
+    /// Partitions this instance claimed and has not released, with the next offset last
+    /// committed for each.
+    held: Mutex<HashMap<i32, i64>>,
 }
 
 impl Progress {
     pub fn new(group_config: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
         let group = group_config.get("group.id").unwrap_or("streamgate");
         let mut c = group_config.clone();
-        c.set("group.id", format!("{group}.next"))
+        c.set("group.id", progress_group(group))
             .set("enable.auto.commit", "false");
         Ok(Self {
             consumer: Arc::new(c.create()?),
             topic: topic.to_string(),
+            held: Mutex::default(),
         })
     }
 
-    /// Per gained partition: the offset before which records were processed already.
-    pub async fn processed_until(
-        &self,
-        partitions: &[i32],
-    ) -> Result<HashMap<i32, i64>, StageError> {
+    /// Takes gained partitions over: waits until their previous owner released them (at
+    /// most `CLAIM_TIMEOUT`), marks them held, and returns, per partition, the offset before
+    /// which records were processed already.
+    pub async fn claim(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, StageError> {
+        let deadline = Instant::now() + CLAIM_TIMEOUT;
+        let committed = loop {
+            let committed = self.committed(partitions).await?;
+            let held_elsewhere: Vec<i32> = {
+                let mine = self.held.lock().expect("progress lock");
+                committed
+                    .iter()
+                    .filter(|(p, v)| decode(**v).1 && !mine.contains_key(p))
+                    .map(|(p, _)| *p)
+                    .collect()
+            };
+            if held_elsewhere.is_empty() {
+                break committed;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    partitions = ?held_elsewhere,
+                    "previous owner did not release these partitions; taking them over (what it processed after its last commit is processed again)"
+                );
+                break committed;
+            }
+            tokio::time::sleep(CLAIM_POLL).await;
+        };
+        let next: HashMap<i32, i64> = partitions
+            .iter()
+            .map(|p| (*p, committed.get(p).map_or(0, |v| decode(*v).0)))
+            .collect();
+        self.commit(&next, true)
+            .await
+            .map_err(|e| StageError::Progress(format!("claim partitions: {e}")))?;
+        self.held.lock().expect("progress lock").extend(&next);
+        Ok(next)
+    }
+
+    /// Gives up `partitions` (all held ones if `None`), committing their last progress as
+    /// released so their next owner starts at once.
+    async fn release(&self, partitions: Option<&[i32]>) {
+        let released: HashMap<i32, i64> = {
+            let mut held = self.held.lock().expect("progress lock");
+            let out: HashMap<i32, i64> = held
+                .iter()
+                .filter(|(p, _)| partitions.is_none_or(|ps| ps.contains(p)))
+                .map(|(p, n)| (*p, *n))
+                .collect();
+            held.retain(|p, _| !out.contains_key(p));
+            out
+        };
+        if released.is_empty() {
+            return;
+        }
+        if let Err(e) = self.commit(&released, false).await {
+            tracing::warn!(error = %e, "partitions not released; their next owner waits for them");
+        }
+    }
+
+    /// The committed values of `partitions` (those that have one).
+    async fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, StageError> {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
             tpl.add_partition(&self.topic, *p);
@@ -73,53 +167,74 @@ impl Progress {
             .elements()
             .iter()
             .filter_map(|e| match e.offset() {
-                Offset::Offset(next) => Some((e.partition(), next)),
+                Offset::Offset(value) => Some((e.partition(), value)),
                 _ => None,
             })
             .collect())
     }
 
+    /// Commits next offsets, marked held or released, synchronously.
+    async fn commit(&self, next: &HashMap<i32, i64>, held: bool) -> Result<(), String> {
+        let mut tpl = TopicPartitionList::new();
+        for (p, n) in next {
+            tpl.add_partition_offset(&self.topic, *p, Offset::Offset(encode(*n, held)))
+                .map_err(|e| e.to_string())?;
+        }
+        let c = self.consumer.clone();
+        match tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync)).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(e)) => Err(e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
     /// Commits the next offsets (synchronously), then stores the rewind points for the
-    /// group's commit. Only partitions the group consumer still owns; if the commit fails
-    /// nothing is stored (the older, safe values stay) and it is tried again next time.
+    /// group's commit. Only partitions this instance holds (a released one may be processed
+    /// elsewhere already), and rewind points only of those the group consumer still owns; if
+    /// the commit fails nothing is stored (the older, safe values stay) and it is tried again
+    /// next time.
     async fn record<X, C>(&self, group: &C, latest: &mut HashMap<i32, (i64, i64)>)
     where
         X: ConsumerContext,
         C: Consumer<X>,
     {
+        {
+            let held = self.held.lock().expect("progress lock");
+            latest.retain(|p, _| held.contains_key(p));
+        }
         if latest.is_empty() {
             return;
         }
-        let owned: HashSet<i32> = match group.assignment() {
-            Ok(tpl) => tpl.elements().iter().map(|e| e.partition()).collect(),
-            Err(_) => return,
-        };
-        latest.retain(|p, _| owned.contains(p));
-        if latest.is_empty() {
-            return;
-        }
-        let mut next = TopicPartitionList::new();
+        let owned: HashSet<i32> = group
+            .assignment()
+            .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
+            .unwrap_or_default();
+        let next: HashMap<i32, i64> = latest.iter().map(|(p, (_, n))| (*p, *n)).collect();
         let mut rewind = TopicPartitionList::new();
-        for (p, (r, n)) in latest.iter() {
-            let added = next
-                .add_partition_offset(&self.topic, *p, Offset::Offset(*n))
-                .and_then(|_| rewind.add_partition_offset(&self.topic, *p, Offset::Offset(*r)));
-            if added.is_err() {
+        for (p, (r, _)) in latest.iter().filter(|(p, _)| owned.contains(p)) {
+            if rewind
+                .add_partition_offset(&self.topic, *p, Offset::Offset(*r))
+                .is_err()
+            {
                 return;
             }
         }
-        let c = self.consumer.clone();
-        let committed =
-            tokio::task::spawn_blocking(move || c.commit(&next, CommitMode::Sync)).await;
-        match committed {
-            Ok(Ok(())) => {
-                if let Err(e) = group.store_offsets(&rewind) {
-                    tracing::debug!(error = %e, "processing offsets not stored");
+        match self.commit(&next, true).await {
+            Ok(()) => {
+                if rewind.count() > 0 {
+                    if let Err(e) = group.store_offsets(&rewind) {
+                        tracing::debug!(error = %e, "processing offsets not stored");
+                    }
+                }
+                let mut held = self.held.lock().expect("progress lock");
+                for (p, n) in next {
+                    if let Some(at) = held.get_mut(&p) {
+                        *at = n;
+                    }
                 }
                 latest.clear();
             }
-            Ok(Err(e)) => tracing::warn!(error = %e, "processing progress not committed; retrying"),
-            Err(e) => tracing::warn!(error = %e, "processing progress task failed"),
+            Err(e) => tracing::warn!(error = %e, "processing progress not committed; retrying"),
         }
     }
 }
@@ -150,8 +265,9 @@ pub async fn ack_in_order<X, C>(
         };
         let p = match p {
             Some(Work::Done(p)) => p,
-            Some(Work::Flush(done)) => {
+            Some(Work::Flush(revoked, done)) => {
                 progress.record(&*group, &mut latest).await;
+                progress.release(Some(&revoked)).await;
                 let _ = done.send(());
                 continue;
             }
@@ -166,6 +282,7 @@ pub async fn ack_in_order<X, C>(
                 };
                 tracing::error!("{why}");
                 progress.record(&*group, &mut latest).await;
+                progress.release(None).await;
                 let _ = failed.send(Some(why));
                 return;
             }
@@ -174,4 +291,49 @@ pub async fn ack_in_order<X, C>(
         latest.insert(p.partition, (p.rewind.min(next), next));
     }
     progress.record(&*group, &mut latest).await;
+    progress.release(None).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Topics;
+    use crate::kafka::{client_config, EmbeddedBroker};
+
+    #[test]
+    fn a_committed_value_carries_the_offset_and_the_hold() {
+        for next in [0, 1, 7, 1 << 40] {
+            assert_eq!(decode(encode(next, true)), (next, true));
+            assert_eq!(decode(encode(next, false)), (next, false));
+        }
+    }
+
+    /// The hand-over fence on a real (embedded) broker: a claim waits for the holder's
+    /// release, then starts exactly where the holder's last commit says.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_claim_waits_for_the_release_and_starts_after_the_last_commit() {
+        let topics = Topics::default();
+        let broker = EmbeddedBroker::start(&topics).unwrap();
+        let mut config = client_config(broker.bootstrap_servers(), &Default::default());
+        config.set("group.id", "fence");
+        let holder = Progress::new(&config, &topics.input).unwrap();
+        let next = Arc::new(Progress::new(&config, &topics.input).unwrap());
+
+        assert_eq!(holder.claim(&[0]).await.unwrap(), HashMap::from([(0, 0)]));
+        let claim = tokio::spawn({
+            let next = next.clone();
+            async move { next.claim(&[0]).await.unwrap() }
+        });
+        tokio::time::sleep(CLAIM_POLL * 5).await;
+        assert!(!claim.is_finished(), "a held partition was claimed");
+
+        holder.commit(&HashMap::from([(0, 7)]), true).await.unwrap();
+        holder.held.lock().unwrap().insert(0, 7);
+        holder.release(None).await;
+        assert_eq!(claim.await.unwrap(), HashMap::from([(0, 7)]));
+        assert!(holder.held.lock().unwrap().is_empty());
+        // Released and claimed again by the same instance: no wait on itself.
+        next.release(Some(&[0])).await;
+        assert_eq!(next.claim(&[0]).await.unwrap(), HashMap::from([(0, 7)]));
+    }
 }

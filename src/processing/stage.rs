@@ -19,7 +19,7 @@ use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::processor::{uppercase, window_group, window_number};
-use super::progress::{ack_in_order, Pending, Progress, Work};
+use super::progress::{ack_in_order, Pending, Progress, Work, CLAIM_TIMEOUT};
 use super::record::{self, Evaluated, Input, Partitions, RecordError};
 use super::sandbox::{Sandbox, SandboxError};
 use super::window::Rule;
@@ -43,15 +43,9 @@ const PROGRESS_BEFORE_REVOKE: Duration = Duration::from_secs(10);
 /// A close marker not seen back within this is written again.
 const CLOSE_RETRY: Duration = Duration::from_secs(30);
 /// How often a member of the processing group tells the coordinator it is alive, and so how
-/// soon it learns of a rebalance.
+/// soon it learns of a rebalance (and releases what it loses, which its next owner waits for:
+/// see `progress.rs`).
 const HEARTBEAT: Duration = Duration::from_millis(500);
-/// How long a member waits, after gaining partitions, before it reads where their previous
-/// owner stopped. Kafka's coordinator completes a rebalance only once every member gave up
-/// its partitions; tansu's assigns them at once, while the previous owner still processes
-/// until its next heartbeat says "rebalance". Three heartbeats give that owner time to
-/// notice, record its progress (`StageContext::pre_rebalance`) and stop, so the new owner
-/// starts after its last record instead of processing the same records a second time.
-const HANDOVER: Duration = HEARTBEAT.saturating_mul(3);
 
 /// Partitions gained or lost, reported by librdkafka during a poll.
 enum Assignment {
@@ -75,7 +69,7 @@ impl StageContext {
     /// Partitions are about to go to another instance, which starts from the progress
     /// recorded for them: record it now, while they are still this instance's, so the new
     /// owner processes nothing twice. Blocks the poll (the rebalance waits for it), bounded.
-    fn record_progress_now(&self) {
+    fn record_progress_now(&self, revoked: Vec<i32>) {
         let Some(work) = self.work.upgrade() else {
             return; // the stage is stopping; it records progress itself
         };
@@ -83,13 +77,16 @@ impl StageContext {
         let recorded = move || recorded.recv_timeout(PROGRESS_BEFORE_REVOKE).is_ok();
         let ok = match tokio::runtime::Handle::try_current() {
             // librdkafka's own thread: blocking is fine.
-            Err(_) => work.blocking_send(Work::Flush(done)).is_ok() && recorded(),
+            Err(_) => work.blocking_send(Work::Flush(revoked, done)).is_ok() && recorded(),
             // The stage's task, polling: let the runtime move other tasks off this thread.
             Ok(runtime)
                 if runtime.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread =>
             {
                 tokio::task::block_in_place(|| {
-                    runtime.block_on(work.send(Work::Flush(done))).is_ok() && recorded()
+                    runtime
+                        .block_on(work.send(Work::Flush(revoked, done)))
+                        .is_ok()
+                        && recorded()
                 })
             }
             Ok(_) => return, // cannot block here; the periodic commit covers it
@@ -106,7 +103,7 @@ impl ConsumerContext for StageContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             if tpl.count() > 0 {
-                self.record_progress_now();
+                self.record_progress_now(tpl.elements().iter().map(|e| e.partition()).collect());
             }
         }
     }
@@ -131,6 +128,9 @@ type GroupConsumer = StreamConsumer<StageContext>;
 #[derive(Default)]
 struct StageState {
     partitions: Partitions,
+    /// Partitions assigned to this consumer and claimed: a record of any other partition
+    /// (fetched before it was revoked) is not processed here.
+    owned: std::collections::HashSet<i32>,
     /// Streams whose code once ran past the time bound: it is not run again here (its thread
     /// may still be busy with that record).
     runaway: std::collections::HashSet<Uuid>,
@@ -174,7 +174,7 @@ impl Processing {
                 ("auto.commit.interval.ms", "1000"),
                 ("enable.auto.offset.store", "false"),
                 ("auto.offset.reset", "earliest"),
-                ("session.timeout.ms", "10000"),
+                ("session.timeout.ms", &CLAIM_TIMEOUT.as_millis().to_string()),
                 ("heartbeat.interval.ms", &HEARTBEAT.as_millis().to_string()),
             ],
         );
@@ -257,7 +257,10 @@ impl Processing {
             // Rebalances happen inside the poll that returned this record: apply them first.
             let mut rebalanced = Ok(());
             while let Ok(assignment) = rebalances.try_recv() {
-                if let Err(e) = self.rebalanced(&progress, assignment, &mut state).await {
+                if let Err(e) = self
+                    .rebalanced(&progress, &tx, assignment, &mut state)
+                    .await
+                {
                     rebalanced = Err(e);
                 }
             }
@@ -265,6 +268,9 @@ impl Processing {
                 break Err(e);
             }
             match msg {
+                Ok(m) if !state.owned.contains(&m.partition()) => {
+                    tracing::debug!(partition = m.partition(), "record of a revoked partition");
+                }
                 Ok(m) => match self.process(&m, &mut state).await {
                     Ok(pending) => {
                         if tx.send(Work::Done(pending)).await.is_err() {
@@ -288,24 +294,40 @@ impl Processing {
         outcome
     }
 
-    /// Keeps the stage's state to the partitions it owns. For a gained partition, reads where
-    /// the previous owner stopped, to replay up to there silently.
+    /// Keeps the stage's state to the partitions it owns. Claims a gained partition (waits
+    /// for its previous owner to release it) and reads where that owner stopped, to replay
+    /// up to there silently.
     async fn rebalanced(
         &self,
         progress: &Progress,
+        work: &mpsc::Sender<Work>,
         assignment: Assignment,
         state: &mut StageState,
     ) -> Result<(), StageError> {
         match assignment {
-            Assignment::Revoked(lost) => state.partitions.revoke(&lost),
-            Assignment::Assigned(gained) => {
-                if !gained.is_empty() {
-                    tokio::time::sleep(HANDOVER).await;
+            Assignment::Revoked(lost) => {
+                state.partitions.revoke(&lost);
+                state.owned.retain(|p| !lost.contains(p));
+                // Usually done already, before the revoke (`StageContext::pre_rebalance`);
+                // then this finds nothing held.
+                let (done, recorded) = std_mpsc::channel();
+                if work.send(Work::Flush(lost, done)).await.is_err() {
+                    return Err(StageError::AckerStopped);
                 }
-                for (partition, until) in progress.processed_until(&gained).await? {
+                let _ = tokio::task::spawn_blocking(move || {
+                    recorded.recv_timeout(PROGRESS_BEFORE_REVOKE)
+                })
+                .await;
+            }
+            Assignment::Assigned(gained) => {
+                if gained.is_empty() {
+                    return Ok(());
+                }
+                for (partition, until) in progress.claim(&gained).await? {
                     tracing::debug!(partition, until, "records before this were processed");
                     state.partitions.replay_until.insert(partition, until);
                 }
+                state.owned.extend(gained);
             }
         }
         Ok(())

@@ -181,10 +181,11 @@ impl Args {
         }
         let lost = report.gateway.records.lost
             + report.baseline.as_ref().map_or(0, |b| b.records.lost)
-            + report
-                .find_max
-                .as_ref()
-                .map_or(0, |f| f.steps.iter().map(|s| s.lost).sum());
+            + [&report.find_max, &report.baseline_find_max]
+                .into_iter()
+                .flatten()
+                .map(|f| f.steps.iter().map(|s| s.lost).sum::<u64>())
+                .sum::<u64>();
         if lost > 0 {
             anyhow::bail!("{lost} acknowledged records were lost");
         }
@@ -222,17 +223,35 @@ impl Args {
         load: Load,
         progress: bool,
     ) -> anyhow::Result<Report> {
-        let baseline = match self.baseline_target(embedded).await? {
-            Some(target) => Some(
-                baseline::run(&target, &load, progress)
+        let target = self.baseline_target(embedded).await?;
+        // With --find-max, the baseline's own highest rate too, so the maxima compare.
+        let (baseline, baseline_find_max) = match &target {
+            Some(target) if self.find_max => {
+                let (best, f) = self
+                    .find_max(load, |load| async move {
+                        baseline::run(target, &load, progress).await
+                    })
                     .await
-                    .context("baseline run")?,
+                    .context("baseline run")?;
+                (Some(best), Some(f))
+            }
+            Some(target) => (
+                Some(
+                    baseline::run(target, &load, progress)
+                        .await
+                        .context("baseline run")?,
+                ),
+                None,
             ),
-            None => None,
+            None => (None, None),
         };
         let before = cost::Sample::take(client, self.broker_pid).await;
         let (gateway, find_max) = if self.find_max {
-            let (best, f) = self.find_max(client, load, progress).await?;
+            let (best, f) = self
+                .find_max(load, |load| async move {
+                    gateway::run(client, &load, progress).await
+                })
+                .await?;
             (best, Some(f))
         } else {
             (gateway::run(client, &load, progress).await?, None)
@@ -244,11 +263,14 @@ impl Args {
             None => gateway.records.acked,
         };
         Ok(Report {
-            ratio: baseline.as_ref().map(|b| Ratio::of(&gateway, b)),
+            ratio: baseline.as_ref().map(|b| {
+                Ratio::of(&gateway, b).with_max_rates(find_max.as_ref(), baseline_find_max.as_ref())
+            }),
             cost: before.until(&after, records, embedded.is_some()),
             gateway,
             baseline,
             find_max,
+            baseline_find_max,
         })
     }
 
@@ -286,18 +308,22 @@ impl Args {
     }
 
     /// Runs at rising rates until one breaks the bound; returns the best run (or the first).
-    async fn find_max(
+    /// `run` is one step: through the gateway, or the baseline.
+    async fn find_max<F, Fut>(
         &self,
-        client: &Client,
         mut load: Load,
-        progress: bool,
-    ) -> anyhow::Result<(RunReport, FindMax)> {
+        mut run: F,
+    ) -> anyhow::Result<(RunReport, FindMax)>
+    where
+        F: FnMut(Load) -> Fut,
+        Fut: std::future::Future<Output = anyhow::Result<RunReport>>,
+    {
         let mut steps = Vec::new();
         let mut best: Option<RunReport> = None;
         let mut first: Option<RunReport> = None;
         for _ in 0..MAX_STEPS {
             let rate = load.schedule.rate;
-            let run = gateway::run(client, &load, progress).await?;
+            let run = run(load).await?;
             let e2e = &run.latency_ms.end_to_end;
             let passed = run.records.lost == 0
                 && run.records.failed == 0

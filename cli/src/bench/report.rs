@@ -18,6 +18,8 @@ pub struct Report {
     /// Gateway divided by baseline, with `--baseline`.
     pub ratio: Option<Ratio>,
     pub find_max: Option<FindMax>,
+    /// The baseline's own steps, with `--find-max` and `--baseline`.
+    pub baseline_find_max: Option<FindMax>,
     /// CPU spent through the gateway (every step of `--find-max` together).
     pub cost: super::cost::Cost,
 }
@@ -149,6 +151,9 @@ pub struct Ratio {
     pub receive_rate: f64,
     pub p50: f64,
     pub p99: f64,
+    /// The gateway's highest sustainable rate over the baseline's, with `--find-max`; `null`
+    /// without it, or when either had no step that held the bound.
+    pub max_rate: Option<f64>,
 }
 
 impl Ratio {
@@ -162,7 +167,18 @@ impl Ratio {
             receive_rate: div(gateway.rates.receive_per_s, baseline.rates.receive_per_s),
             p50: div(g.p50, b.p50),
             p99: div(g.p99, b.p99),
+            max_rate: None,
         }
+    }
+
+    /// Adds the ratio of the two highest sustainable rates.
+    pub fn with_max_rates(mut self, gateway: Option<&FindMax>, baseline: Option<&FindMax>) -> Self {
+        let max = |f: Option<&FindMax>| f.and_then(|f| f.max_sustainable_rate);
+        self.max_rate = match (max(gateway), max(baseline)) {
+            (Some(g), Some(b)) if b > 0.0 => Some(g / b),
+            _ => None,
+        };
+        self
     }
 }
 
@@ -205,30 +221,43 @@ impl Report {
             );
         }
         if let Some(f) = &self.find_max {
-            let _ = writeln!(out, "\nFind max (bound: p99 <= {} ms, no loss, no failed sends, >= 95% of the rate received)", f.max_p99_ms);
-            for s in &f.steps {
-                let _ = writeln!(
-                    out,
-                    "  {:>10.0}/s  {}  received {:>10.1}/s  p99 {:>9.2} ms  lost {}  failed {}",
-                    s.rate,
-                    if s.passed { "ok  " } else { "FAIL" },
-                    s.receive_per_s,
-                    s.p99_ms,
-                    s.lost,
-                    s.failed
-                );
-            }
-            match f.max_sustainable_rate {
-                Some(r) => {
-                    let _ = writeln!(out, "Highest sustainable rate: {r:.0} records/s");
-                }
-                None => {
-                    let _ = writeln!(out, "No step held the bound.");
-                }
-            }
+            find_max_text(&mut out, "Find max", f);
+        }
+        if let Some(f) = &self.baseline_find_max {
+            find_max_text(&mut out, "Find max, baseline", f);
+        }
+        if let Some(r) = self.ratio.as_ref().and_then(|r| r.max_rate) {
+            let _ = writeln!(
+                out,
+                "\nHighest sustainable rate, gateway vs baseline: {r:.2}x"
+            );
         }
         out
     }
+}
+
+fn find_max_text(out: &mut String, title: &str, f: &FindMax) {
+    let _ = writeln!(
+        out,
+        "\n{title} (bound: p99 <= {} ms, no loss, no failed sends, >= 95% of the rate received)",
+        f.max_p99_ms
+    );
+    for s in &f.steps {
+        let _ = writeln!(
+            out,
+            "  {:>10.0}/s  {}  received {:>10.1}/s  p99 {:>9.2} ms  lost {}  failed {}",
+            s.rate,
+            if s.passed { "ok  " } else { "FAIL" },
+            s.receive_per_s,
+            s.p99_ms,
+            s.lost,
+            s.failed
+        );
+    }
+    let _ = match f.max_sustainable_rate {
+        Some(r) => writeln!(out, "Highest sustainable rate: {r:.0} records/s"),
+        None => writeln!(out, "No step held the bound."),
+    };
 }
 
 fn run_text(out: &mut String, title: &str, r: &RunReport) {
@@ -276,5 +305,36 @@ fn run_text(out: &mut String, title: &str, r: &RunReport) {
         for (kind, n) in &r.errors {
             let _ = writeln!(out, "  errors    {n} × {kind}");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn climbed(max: Option<f64>) -> FindMax {
+        FindMax {
+            max_p99_ms: 100.0,
+            steps: Vec::new(),
+            max_sustainable_rate: max,
+        }
+    }
+
+    #[test]
+    fn the_ratio_of_maxima_needs_both() {
+        let ratio = || Ratio {
+            receive_rate: 1.0,
+            p50: 1.0,
+            p99: 1.0,
+            max_rate: None,
+        };
+        let (g, b) = (climbed(Some(450.0)), climbed(Some(900.0)));
+        assert_eq!(
+            ratio().with_max_rates(Some(&g), Some(&b)).max_rate,
+            Some(0.5)
+        );
+        assert_eq!(ratio().with_max_rates(Some(&g), None).max_rate, None);
+        let none = climbed(None);
+        assert_eq!(ratio().with_max_rates(Some(&g), Some(&none)).max_rate, None);
     }
 }
