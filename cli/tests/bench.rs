@@ -178,3 +178,33 @@ async fn find_max_with_baseline_climbs_both_paths() {
     assert_eq!(report["baseline"]["target"]["transport"], "kafka");
     assert_eq!(report["ratio"]["max_rate"], Value::Null, "{report}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_expects_every_record_on_every_subscriber() {
+    let d = Daemon::start(test_config()).await;
+    let args: Vec<&str> = "--streams 2 --subscribers 3 --rate 100 --duration 1s"
+        .split_whitespace()
+        .collect();
+    let (status, report, stderr) = bench(&args, &daemon_env(&d)).await;
+    assert!(status.success(), "{stderr}");
+    let run = &report["gateway"];
+    assert_eq!(run["target"]["subscribers"], 3);
+    let records = &run["records"];
+    assert_eq!(records["acked"], 100, "{run}");
+    assert_eq!(
+        records["received"], 300,
+        "each record on each subscriber: {run}"
+    );
+    for field in ["failed", "lost", "duplicated", "reordered"] {
+        assert_eq!(records[field], 0, "{field} in {run}");
+    }
+    assert_eq!(run["latency_ms"]["end_to_end"]["count"], 300, "{run}");
+
+    // A subscriber that misses results is caught: every 7th result is dropped on arrival.
+    let mut faulty = args.clone();
+    faulty.extend(["--fault-drop-every", "7", "--drain-timeout", "3s"]);
+    let (status, report, _) = bench(&faulty, &daemon_env(&d)).await;
+    assert!(!status.success(), "lost deliveries fail the run: {report}");
+    assert!(report["gateway"]["records"]["lost"].as_u64() > Some(0));
+    d.stop().await.unwrap();
+}

@@ -102,7 +102,7 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
 
     warm_up(&producer, &consumer, &keys).await?;
     let start = Instant::now() + Duration::from_millis(200);
-    let rec = Arc::new(Recorder::new(schedule, start));
+    let rec = Arc::new(Recorder::new(schedule, start, 1));
     let (stop_tx, stop_rx) = watch::channel(false);
     let reader = tokio::spawn(read(consumer, rec.clone(), stop_rx));
     let sent = drive(
@@ -150,7 +150,7 @@ async fn read(consumer: StreamConsumer, rec: Arc<Recorder>, mut stop: watch::Rec
         let at = Instant::now();
         match msg {
             Ok(m) => match m.payload().map(serde_json::from_slice::<Record>) {
-                Some(Ok(r)) if r.s < rec.streams() => rec.received(r.s, r.q, m.offset(), at),
+                Some(Ok(r)) if r.s < rec.streams() => rec.received(r.s, 0, r.q, m.offset(), at),
                 _ => rec.error("record the bench cannot read", 1),
             },
             Err(e) => rec.error(format!("kafka consume: {e}"), 1),

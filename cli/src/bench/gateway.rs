@@ -19,6 +19,7 @@ use streamgate::wire::{Accepted, Frame, Kind, Outcome};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
@@ -40,6 +41,8 @@ const WS_QUEUE: usize = 1024;
 pub const WARM_UP: &str = r#"{"warmup":true}"#;
 /// How long the warm-up may take (a consumer group joining takes seconds).
 pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
+/// Read buffer of one results socket: what the daemon gives its own sockets.
+const READ_BUFFER: usize = 4 * 1024;
 /// Time between setting up and the first batch being due.
 const LEAD: Duration = Duration::from_millis(200);
 
@@ -66,38 +69,40 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
         .try_collect()
         .await
         .context("open the bench streams")?;
-    let sockets: Vec<Ws> = futures_util::stream::iter(&ids)
+    // Per stream, its subscribers' sockets; the first also carries `--transport ws` sends.
+    let sockets: Vec<Vec<Ws>> = futures_util::stream::iter(&ids)
         .map(|id| async move {
-            let request = client.ws_request(&format!("/api/stream/{id}/results"))?;
-            // Nagle's algorithm would hold back small frames sent on the socket.
-            let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, None, true)
-                .await
-                .with_context(|| format!("subscribe to stream {id}"))?;
-            warm_up(client, id, &mut ws).await?;
-            anyhow::Ok(ws)
+            let mut sockets = Vec::with_capacity(load.subscribers);
+            for _ in 0..load.subscribers {
+                sockets.push(connect(client, id).await?);
+            }
+            warm_up(client, id, &mut sockets).await?;
+            anyhow::Ok(sockets)
         })
         .buffered(SETUP_CONCURRENCY)
         .try_collect()
         .await?;
 
     let start = Instant::now() + LEAD;
-    let rec = Arc::new(Recorder::new(schedule, start));
+    let rec = Arc::new(Recorder::new(schedule, start, load.subscribers));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut writers = Vec::new();
-    for (stream, ws) in sockets.into_iter().enumerate() {
-        let (sink, source) = ws.split();
-        tasks.spawn(subscribe(
-            source,
-            stream,
-            rec.clone(),
-            stop_rx.clone(),
-            load.fault_drop_every,
-        ));
-        if load.transport == Transport::Ws {
-            let (tx, rx) = mpsc::channel(WS_QUEUE);
-            tasks.spawn(write(sink, rx, stream, rec.clone()));
-            writers.push(tx);
+    for (stream, sockets) in sockets.into_iter().enumerate() {
+        for (subscriber, ws) in sockets.into_iter().enumerate() {
+            let (sink, source) = ws.split();
+            tasks.spawn(subscribe(
+                source,
+                (stream, subscriber),
+                rec.clone(),
+                stop_rx.clone(),
+                load.fault_drop_every,
+            ));
+            if load.transport == Transport::Ws && subscriber == 0 {
+                let (tx, rx) = mpsc::channel(WS_QUEUE);
+                tasks.spawn(write(sink, rx, stream, rec.clone()));
+                writers.push(tx);
+            }
         }
     }
     let sent = drive(
@@ -142,10 +147,25 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
     Ok(rec.report(load.transport.as_str(), load.payload_bytes))
 }
 
-/// Sends one record that is not part of the measurement and waits for its result, so the
-/// run starts with every stream's path working end to end (the processing group joined,
-/// connections open) instead of timing start-up.
-async fn warm_up(client: &Client, id: &str, ws: &mut Ws) -> anyhow::Result<()> {
+/// Opens one results WebSocket, with buffers sized as the daemon sizes its own (a frame the
+/// bench reads is a few hundred bytes; tungstenite's default 128 KiB read buffer per socket
+/// would take 1.3 GB for 10 000 subscribers).
+async fn connect(client: &Client, id: &str) -> anyhow::Result<Ws> {
+    let request = client.ws_request(&format!("/api/stream/{id}/results"))?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
+    // Nagle's algorithm would hold back small frames sent on the socket.
+    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .with_context(|| format!("subscribe to stream {id}"))?;
+    Ok(ws)
+}
+
+/// Sends one record that is not part of the measurement and waits for its result on every
+/// subscriber, so the run starts with every stream's path working end to end (the
+/// processing group joined, connections open) instead of timing start-up.
+async fn warm_up(client: &Client, id: &str, sockets: &mut [Ws]) -> anyhow::Result<()> {
     client
         .call::<Accepted>(
             Method::POST,
@@ -155,14 +175,22 @@ async fn warm_up(client: &Client, id: &str, ws: &mut Ws) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("warm-up send to stream {id}"))?;
     let wait = async {
-        while let Some(msg) = ws.next().await {
-            if let Message::Text(text) = msg? {
-                if serde_json::from_str::<Frame>(&text).is_ok_and(|f| f.kind() == Kind::Result) {
-                    return anyhow::Ok(());
+        for ws in sockets {
+            let mut warmed = false;
+            while let Some(msg) = ws.next().await {
+                if let Message::Text(text) = msg? {
+                    if serde_json::from_str::<Frame>(&text).is_ok_and(|f| f.kind() == Kind::Result)
+                    {
+                        warmed = true;
+                        break;
+                    }
                 }
             }
+            if !warmed {
+                anyhow::bail!("the daemon closed the subscription")
+            }
         }
-        anyhow::bail!("the daemon closed the subscription")
+        anyhow::Ok(())
     };
     tokio::time::timeout(WARM_UP_TIMEOUT, wait)
         .await
@@ -210,11 +238,11 @@ async fn send_http(
     }
 }
 
-/// Reads one stream's frames until told to stop: results, and the acks of records sent on
-/// this socket (`seq` counts from 1 per socket, so it is the stream sequence number + 1).
+/// Reads one subscriber's frames until told to stop: results, and the acks of records sent
+/// on this socket (`seq` counts from 1 per socket, so it is the stream sequence number + 1).
 async fn subscribe(
     mut source: SplitStream<Ws>,
-    stream: usize,
+    (stream, subscriber): (usize, usize),
     rec: Arc<Recorder>,
     mut stop: watch::Receiver<bool>,
     drop_every: Option<u64>,
@@ -258,7 +286,7 @@ async fn subscribe(
                     continue;
                 }
                 let q = sequence(outcome).unwrap_or_default();
-                rec.received(stream, q, outcome.input_offset, at);
+                rec.received(stream, subscriber, q, outcome.input_offset, at);
             }
             Frame::Ack(ack) if ack.seq > 0 => rec.acked(stream, ack.seq - 1, 1, at),
             Frame::Nack(nack) => {

@@ -57,6 +57,10 @@ pub struct Args {
     /// How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets).
     #[arg(long, value_enum, default_value_t = Transport::Http)]
     pub transport: Transport,
+    /// Results subscribers (WebSockets) per stream: measures fan-out. Each record is then
+    /// expected once on every one of them.
+    #[arg(long, default_value_t = 1)]
+    pub subscribers: usize,
     /// Records per HTTP request (or per burst of WebSocket frames).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -132,6 +136,7 @@ pub struct Load {
     pub schedule: Schedule,
     pub payload_bytes: usize,
     pub transport: Transport,
+    pub subscribers: usize,
     pub max_in_flight: usize,
     pub drain_timeout: Duration,
     pub fault_drop_every: Option<u64>,
@@ -154,6 +159,7 @@ impl Args {
             },
             payload_bytes: self.payload_bytes,
             transport: self.transport,
+            subscribers: self.subscribers,
             max_in_flight: self.max_in_flight,
             drain_timeout: self.drain_timeout,
             fault_drop_every: self.fault_drop_every,
@@ -197,6 +203,7 @@ impl Args {
             ("--streams", self.streams as f64),
             ("--rate", self.rate),
             ("--batch", self.batch as f64),
+            ("--subscribers", self.subscribers as f64),
             ("--max-in-flight", self.max_in_flight as f64),
             ("--duration", self.duration.as_secs_f64()),
         ];
@@ -204,6 +211,11 @@ impl Args {
             if v.is_nan() || v <= 0.0 {
                 anyhow::bail!("{name} must be greater than zero");
             }
+        }
+        if self.baseline && self.subscribers > 1 {
+            anyhow::bail!(
+                "--baseline measures one consumer per stream; run --subscribers without it"
+            );
         }
         if self.find_max && self.step <= 1.0 {
             anyhow::bail!("--step must be greater than 1");

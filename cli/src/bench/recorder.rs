@@ -18,6 +18,9 @@ pub struct Recorder {
     schedule: Schedule,
     /// When batch 0 was due.
     start: Instant,
+    /// Subscribers per stream; every record is expected once on each.
+    subscribers: usize,
+    /// One per subscriber: stream `s`, subscriber `k` is `s * subscribers + k`.
     ledgers: Vec<Mutex<StreamLedger>>,
     /// Intended send → result received.
     end_to_end: Mutex<Histogram<u64>>,
@@ -40,11 +43,15 @@ fn histogram() -> Histogram<u64> {
 }
 
 impl Recorder {
-    pub fn new(schedule: Schedule, start: Instant) -> Self {
+    pub fn new(schedule: Schedule, start: Instant, subscribers: usize) -> Self {
+        let subscribers = subscribers.max(1);
         Self {
             schedule,
             start,
-            ledgers: (0..schedule.streams).map(|_| Mutex::default()).collect(),
+            subscribers,
+            ledgers: (0..schedule.streams * subscribers)
+                .map(|_| Mutex::default())
+                .collect(),
             end_to_end: Mutex::new(histogram()),
             ack: Mutex::new(histogram()),
             errors: Mutex::default(),
@@ -81,8 +88,8 @@ impl Recorder {
         if n == 0 {
             return;
         }
-        {
-            let mut ledger = self.ledgers[stream].lock().unwrap();
+        for ledger in self.of_stream(stream) {
+            let mut ledger = ledger.lock().unwrap();
             for s in seq..seq + n {
                 ledger.ack(s);
             }
@@ -97,8 +104,17 @@ impl Recorder {
     }
 
     /// Record `seq` of `stream`, stored at input `offset`, arrived as a result at `at`.
-    pub fn received(&self, stream: usize, seq: u64, offset: i64, at: Instant) {
-        let first = self.ledgers[stream].lock().unwrap().receive(seq, offset);
+    /// The ledgers of one stream's subscribers.
+    fn of_stream(&self, stream: usize) -> &[Mutex<StreamLedger>] {
+        &self.ledgers[stream * self.subscribers..(stream + 1) * self.subscribers]
+    }
+
+    /// A result arrived on subscriber `subscriber` (0-based) of `stream`.
+    pub fn received(&self, stream: usize, subscriber: usize, seq: u64, offset: i64, at: Instant) {
+        let first = self.of_stream(stream)[subscriber]
+            .lock()
+            .unwrap()
+            .receive(seq, offset);
         if first {
             let latency = self.since_due(stream, seq, at);
             self.end_to_end
@@ -157,6 +173,8 @@ impl Recorder {
     pub fn report(&self, transport: &str, payload_bytes: usize) -> RunReport {
         let t = self.totals();
         let sent = self.sent.load(Ordering::Relaxed);
+        // Every subscriber's ledger holds the stream's acks.
+        let acked = t.acked / self.subscribers as u64;
         let rate = |n: u64, last: &Mutex<Option<Instant>>| {
             let elapsed = last
                 .lock()
@@ -178,11 +196,12 @@ impl Recorder {
                 payload_bytes,
                 transport: transport.to_string(),
                 batch: self.schedule.batch,
+                subscribers: self.subscribers,
             },
             records: Records {
                 sent,
-                acked: t.acked,
-                failed: sent.saturating_sub(t.acked),
+                acked,
+                failed: sent.saturating_sub(acked),
                 received: t.received,
                 lost: t.lost,
                 duplicated: t.duplicated,
@@ -190,7 +209,7 @@ impl Recorder {
                 received_unacked: t.received_unacked,
             },
             rates: Rates {
-                send_per_s: rate(t.acked, &self.last_ack),
+                send_per_s: rate(acked, &self.last_ack),
                 receive_per_s: rate(t.received, &self.last_receive),
             },
             latency_ms: super::report::Latencies {

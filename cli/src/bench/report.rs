@@ -69,6 +69,9 @@ pub struct Target {
     /// `http`, `ws` or `kafka` (the baseline).
     pub transport: String,
     pub batch: usize,
+    /// Subscribers per stream (`--subscribers`): received, lost, duplicated and reordered
+    /// then count deliveries, a record to each of them.
+    pub subscribers: usize,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -264,8 +267,17 @@ fn run_text(out: &mut String, title: &str, r: &RunReport) {
     let t = &r.target;
     let _ = writeln!(
         out,
-        "{title}: {} streams, {} records/s for {} s, {} B records, {} batch {}",
-        t.streams, t.rate, t.duration_s, t.payload_bytes, t.transport, t.batch
+        "{title}: {} streams, {} records/s for {} s, {} B records, {} batch {}{}",
+        t.streams,
+        t.rate,
+        t.duration_s,
+        t.payload_bytes,
+        t.transport,
+        t.batch,
+        match t.subscribers {
+            1 => String::new(),
+            n => format!(", {n} subscribers per stream (received counts deliveries)"),
+        }
     );
     let c = &r.records;
     let _ = writeln!(
