@@ -16,6 +16,8 @@ pub struct Metrics {
     pub processed: IntCounter,
     pub processing_errors: IntCounter,
     pub subscribers: IntGauge,
+    /// Results partitions this instance's router reads (those with subscribers here).
+    pub results_partitions_read: IntGauge,
     pub lagged_closes: IntCounter,
     pub send_ack_seconds: Histogram,
     /// Connections open (WebSockets included), and those refused at a cap or by `accept`.
@@ -70,6 +72,12 @@ impl Metrics {
         );
         let subscribers =
             IntGauge::new("subscribers", "Open WebSocket subscribers").expect("valid metric");
+        let results_partitions_read = IntGauge::new(
+            "results_partitions_read",
+            "Results partitions this instance reads: those with subscribers here, and those \
+             left idle for less than a minute",
+        )
+        .expect("valid metric");
         let connections =
             IntGauge::new("connections_open", "Client connections open").expect("valid metric");
         let backlog_records = IntGaugeVec::new(
@@ -123,6 +131,7 @@ impl Metrics {
             Box::new(processed.clone()),
             Box::new(processing_errors.clone()),
             Box::new(subscribers.clone()),
+            Box::new(results_partitions_read.clone()),
             Box::new(lagged_closes.clone()),
             Box::new(send_ack_seconds.clone()),
             Box::new(end_to_end_seconds.clone()),
@@ -150,6 +159,7 @@ impl Metrics {
             processed,
             processing_errors,
             subscribers,
+            results_partitions_read,
             lagged_closes,
             send_ack_seconds,
             connections,

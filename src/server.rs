@@ -8,8 +8,8 @@
 //! 1. stop accepting, let in-flight requests finish (`limits.shutdown_timeout_ms`);
 //! 2. drain (`limits.drain_timeout_ms`): wait until the input producer has no record
 //!    outstanding, processing has caught up with the input topic, and the router has read
-//!    the results topic to its end; then each subscriber is sent what was routed to it and
-//!    closed with 1001;
+//!    the results partitions it reads (those with subscribers here) to their end; then each
+//!    subscriber is sent what was routed to it and closed with 1001;
 //! 3. stop processing and commit what was acknowledged, then flush the producers.
 
 use std::future::Future;
@@ -245,11 +245,7 @@ async fn drain(started: &Started, lifecycle: &Lifecycle, config: &Config) {
         {
             Ok(ends) => {
                 let router = &started.state.router;
-                until(deadline, || async {
-                    let read = router.positions();
-                    read.len() == ends.len() && read.iter().zip(&ends).all(|(r, e)| r >= e)
-                })
-                .await
+                until(deadline, || async { router.reached(&ends) }).await
             }
             Err(_) => false,
         };

@@ -474,3 +474,93 @@ async fn a_rolling_graceful_restart_loses_nothing_and_processes_nothing_twice() 
         d.stop().await.unwrap();
     }
 }
+
+/// `streamgate_results_partitions_read` of one instance.
+async fn partitions_read(d: &Daemon) -> u64 {
+    let metrics = d.metrics().await;
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("streamgate_results_partitions_read "))
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no partitions metric in {metrics}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn each_router_reads_only_the_partitions_its_subscribers_need() {
+    let tansu = Tansu::start();
+    let config = on(&tansu);
+    let partitions = config.topics.partitions;
+    let (a, b, c) = (
+        Daemon::start(config.clone()).await,
+        Daemon::start(config.clone()).await,
+        Daemon::start(config).await,
+    );
+    // Two streams whose results live in different partitions.
+    let x = a.start_stream(ALICE, None).await;
+    let px = streamgate::kafka::partition_for(&x, partitions);
+    let y = loop {
+        let y = a.start_stream(ALICE, None).await;
+        if streamgate::kafka::partition_for(&y, partitions) != px {
+            break y;
+        }
+    };
+    for d in [&a, &b, &c] {
+        assert_eq!(
+            partitions_read(d).await,
+            0,
+            "nothing is read without subscribers"
+        );
+    }
+
+    let mut on_a = a.subscribe(ALICE, &x).await;
+    let mut on_b = b.subscribe(ALICE, &y).await;
+    assert_eq!(partitions_read(&a).await, 1);
+    assert_eq!(partitions_read(&b).await, 1);
+    assert_eq!(partitions_read(&c).await, 0, "C has no subscriber");
+
+    // Delivery is unaffected: sends through any instance reach the subscribers, in order.
+    for i in 1..=10 {
+        assert_eq!(c.send_json(ALICE, &x, &json!(i)).await.0, 202);
+        assert_eq!(a.send_json(ALICE, &y, &json!(-i)).await.0, 202);
+    }
+    let data = |frames: Vec<Value>| -> Vec<i64> {
+        frames.iter().map(|f| f["data"].as_i64().unwrap()).collect()
+    };
+    assert_eq!(
+        data(results(&mut on_a, 10).await),
+        (1..=10).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        data(results(&mut on_b, 10).await),
+        (1..=10).map(|i| -i).collect::<Vec<_>>()
+    );
+
+    // A subscriber on C, which read nothing, while sends go on: replay then live, no gap,
+    // no duplicate.
+    let sender = {
+        let (url, x) = (a.url(""), x.clone());
+        tokio::spawn(async move {
+            let http = reqwest::Client::new();
+            for i in 11..=60 {
+                let resp = http
+                    .post(format!("{url}/api/stream/{x}/send"))
+                    .header("x-api-key", ALICE)
+                    .json(&i)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(resp.status(), 202);
+            }
+        })
+    };
+    let mut on_c = c.subscribe_from(ALICE, &x, "earliest").await;
+    sender.await.unwrap();
+    assert_eq!(
+        data(results(&mut on_c, 60).await),
+        (1..=60).collect::<Vec<_>>()
+    );
+    assert_eq!(partitions_read(&c).await, 1);
+    for d in [a, b, c] {
+        d.stop().await.unwrap();
+    }
+}

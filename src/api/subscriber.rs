@@ -98,6 +98,15 @@ pub(super) async fn subscriber(
             limit: state.limits.max_subscribers_per_key,
         })?;
     let live = state.router.subscribe(entry.id, on_lag);
+    // Before the replay measures where it ends, so live delivery covers everything after.
+    state
+        .router
+        .read_partition_of(&entry.id)
+        .await
+        .map_err(|e| ApiError::BrokerUnavailable {
+            message: e.to_string(),
+            acknowledged: 0,
+        })?;
     let grant = caller.grant.as_ref();
     Ok(Subscriber {
         entry,

@@ -1,6 +1,12 @@
 //! The results router: one consumer per instance over the results topic, fanning each result
 //! out to this instance's subscribers of its stream.
 //!
+//! It reads only the results partitions this instance has subscribers for, so N instances do
+//! not each read the whole topic. A partition is added when its first subscriber here
+//! arrives, at the partition's end measured then (before the subscriber's replay measures
+//! its own mark, so replay and live meet with no gap: see `replay.rs`), and released a minute
+//! (`IDLE_RELEASE`) after its last subscriber left, so a client that reconnects finds it read.
+//!
 //! Each subscriber has a bounded queue. The router never waits on one: a subscriber whose
 //! queue is full is detached and marked lagging, and its feed ends with a reason that says
 //! where to resume. So a slow client only ever hurts itself, and memory per subscriber is
@@ -9,9 +15,9 @@
 //! The subscriber table needs no broker; [`Router::start`] adds the consumer that feeds it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
@@ -88,13 +94,43 @@ impl OnLag {
 
 /// `Slot::lagged` while the subscriber keeps up.
 const NOT_LAGGED: i64 = -1;
+/// How long a results partition is still read after its last subscriber here left.
+const IDLE_RELEASE: Duration = Duration::from_secs(60);
+/// How often partitions left idle are looked for.
+const RELEASE_CHECK: Duration = Duration::from_secs(5);
+/// Longest wait for a partition's end when a first subscriber arrives.
+const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// One results partition, as the reader sees it.
+struct Partition {
+    /// The next offset to read: how far routing got.
+    next: AtomicI64,
+    /// Whether it is read now; records of a partition no longer read are ignored.
+    read: AtomicBool,
+}
+
+/// The results consumer, once started.
+struct Reader {
+    consumer: Arc<StreamConsumer>,
+    topic: String,
+    partitions: Vec<Partition>,
+}
+
+/// Why partitions are read: subscribers here per partition, and the partitions read now with
+/// when their last subscriber left (`None` while they have some).
+#[derive(Default)]
+struct Reading {
+    subscribers: HashMap<i32, usize>,
+    read: HashMap<i32, Option<Instant>>,
+}
 
 /// The subscriber table and the consumer that feeds it.
 pub struct Router {
     subscribers: RwLock<HashMap<Uuid, Vec<Slot>>>,
     next_id: AtomicU64,
-    /// Per results partition, the next offset to read (set by `start`): how far routing got.
-    position: std::sync::OnceLock<Vec<AtomicI64>>,
+    /// Set by `start`.
+    reader: std::sync::OnceLock<Reader>,
+    reading: Mutex<Reading>,
     queue: usize,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -146,17 +182,16 @@ impl Router {
         Arc::new(Self {
             subscribers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
-            position: std::sync::OnceLock::new(),
+            reader: std::sync::OnceLock::new(),
+            reading: Mutex::default(),
             queue,
             registry,
             metrics,
         })
     }
 
-    /// Starts reading every results partition at its current end, read explicitly (not
-    /// `Offset::End`, which librdkafka resolves only at the first fetch and would skip results
-    /// produced in between): nothing produced after start-up is ever skipped, which the
-    /// replay hand-over relies on. Reads until `shutdown`.
+    /// Starts the results consumer, reading nothing until a subscriber needs a partition
+    /// ([`Self::read_partition_of`]). Reads until `shutdown`.
     pub async fn start(
         self: &Arc<Self>,
         cluster: &Cluster,
@@ -171,19 +206,127 @@ impl Router {
             )
             .create()
             .map_err(|e| Error::kafka("create results consumer", e))?;
-        let ends = cluster.high_watermarks(&cluster.topics.results).await?;
-        let mut tpl = TopicPartitionList::new();
-        let _ = self
-            .position
-            .set(ends.iter().map(|e| AtomicI64::new(*e)).collect());
-        for (p, end) in ends.into_iter().enumerate() {
-            tpl.add_partition_offset(&cluster.topics.results.name, p as i32, Offset::Offset(end))
-                .map_err(|e| Error::kafka("assign results partitions", e))?;
+        let topic = &cluster.topics.results;
+        let _ = self.reader.set(Reader {
+            consumer: Arc::new(consumer),
+            topic: topic.name.clone(),
+            partitions: (0..topic.partitions)
+                .map(|_| Partition {
+                    next: AtomicI64::new(0),
+                    read: AtomicBool::new(false),
+                })
+                .collect(),
+        });
+        Ok(tokio::spawn(self.clone().run(shutdown)))
+    }
+
+    /// The results partition of `stream`, once started.
+    fn partition_of(&self, stream: &Uuid) -> Option<i32> {
+        let reader = self.reader.get()?;
+        Some(partition_for(
+            &stream.to_string(),
+            reader.partitions.len() as i32,
+        ))
+    }
+
+    /// Makes sure the partition holding `stream`'s results is read, from its current end if
+    /// it was not (read explicitly, not `Offset::End`, which librdkafka resolves only at the
+    /// first fetch and would skip results produced in between). Call after [`Self::subscribe`]
+    /// and before measuring a replay's mark: every result from then on reaches the
+    /// subscriber live.
+    pub async fn read_partition_of(&self, stream: &Uuid) -> Result<(), Error> {
+        let (Some(reader), Some(p)) = (self.reader.get(), self.partition_of(stream)) else {
+            return Ok(()); // not started: nothing to read (route tests)
+        };
+        if self
+            .reading
+            .lock()
+            .expect("reading lock")
+            .read
+            .contains_key(&p)
+        {
+            return Ok(());
         }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| Error::kafka("assign results partitions", e))?;
-        Ok(tokio::spawn(self.clone().run(consumer, shutdown)))
+        let (consumer, topic) = (reader.consumer.clone(), reader.topic.clone());
+        let high = tokio::task::spawn_blocking(move || {
+            consumer.fetch_watermarks(&topic, p, WATERMARK_TIMEOUT)
+        })
+        .await
+        .map_err(|e| Error::Startup(format!("watermark task: {e}")))?
+        .map_err(|e| Error::kafka(format!("read {} watermarks", reader.topic), e))?
+        .1;
+        let mut reading = self.reading.lock().expect("reading lock");
+        if reading.read.contains_key(&p) {
+            return Ok(()); // another subscriber added it meanwhile
+        }
+        let mut tpl = TopicPartitionList::new();
+        tpl.add_partition_offset(&reader.topic, p, Offset::Offset(high))
+            .map_err(|e| Error::kafka("assign a results partition", e))?;
+        let partition = &reader.partitions[p as usize];
+        partition.next.store(high, Ordering::Release);
+        partition.read.store(true, Ordering::Release);
+        if let Err(e) = reader.consumer.incremental_assign(&tpl) {
+            partition.read.store(false, Ordering::Release);
+            return Err(Error::kafka("assign a results partition", e));
+        }
+        let idle = (reading.subscribers.get(&p).copied().unwrap_or(0) == 0).then(Instant::now);
+        reading.read.insert(p, idle);
+        self.metrics
+            .results_partitions_read
+            .set(reading.read.len() as i64);
+        Ok(())
+    }
+
+    /// Stops reading partitions whose last subscriber left more than `IDLE_RELEASE` ago.
+    fn release_idle(&self) {
+        let Some(reader) = self.reader.get() else {
+            return;
+        };
+        let mut reading = self.reading.lock().expect("reading lock");
+        let idle: Vec<i32> = reading
+            .read
+            .iter()
+            .filter(|(_, since)| since.is_some_and(|t| t.elapsed() >= IDLE_RELEASE))
+            .map(|(p, _)| *p)
+            .collect();
+        if idle.is_empty() {
+            return;
+        }
+        let mut tpl = TopicPartitionList::new();
+        for p in &idle {
+            tpl.add_partition(&reader.topic, *p);
+        }
+        // Under the lock, so a subscriber cannot add one back in between.
+        if let Err(e) = reader.consumer.incremental_unassign(&tpl) {
+            tracing::warn!(error = %e, "idle results partitions not released");
+            return;
+        }
+        for p in idle {
+            reading.read.remove(&p);
+            reader.partitions[p as usize]
+                .read
+                .store(false, Ordering::Release);
+        }
+        self.metrics
+            .results_partitions_read
+            .set(reading.read.len() as i64);
+    }
+
+    /// Counts a subscriber of `stream`'s partition (`+1`) or one gone (`-1`).
+    fn count_subscriber(&self, stream: &Uuid, delta: isize) {
+        let Some(p) = self.partition_of(stream) else {
+            return;
+        };
+        let mut reading = self.reading.lock().expect("reading lock");
+        let n = reading.subscribers.entry(p).or_default();
+        *n = n.saturating_add_signed(delta);
+        let now_idle = *n == 0;
+        if now_idle {
+            reading.subscribers.remove(&p);
+        }
+        if let Some(since) = reading.read.get_mut(&p) {
+            *since = now_idle.then(Instant::now);
+        }
     }
 
     pub fn subscribe(self: &Arc<Self>, stream: Uuid, on_lag: OnLag) -> Subscription {
@@ -206,6 +349,7 @@ impl Router {
         if let Some(e) = self.registry.local(&stream) {
             e.stats.subscribers.fetch_add(1, Ordering::Relaxed);
         }
+        self.count_subscriber(&stream, 1);
         self.metrics.subscribers.inc();
         Subscription {
             rx,
@@ -226,6 +370,7 @@ impl Router {
                 if let Some(e) = self.registry.local(stream) {
                     e.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
                 }
+                self.count_subscriber(stream, -1);
                 self.metrics.subscribers.dec();
             }
             if slots.is_empty() {
@@ -234,16 +379,24 @@ impl Router {
         }
     }
 
-    /// Reads the results topic until `shutdown`. Results offsets are contiguous, so one past
-    /// the position expected next means the broker dropped results before this reader got
-    /// to them.
-    async fn run(self: Arc<Self>, consumer: StreamConsumer, mut shutdown: watch::Receiver<bool>) {
-        let position = self.position.get().map_or(&[][..], Vec::as_slice);
-        let partitions = position.len() as i32;
+    /// Reads the results partitions in use until `shutdown`. Results offsets are contiguous,
+    /// so one past the position expected next means the broker dropped results before this
+    /// reader got to them.
+    async fn run(self: Arc<Self>, mut shutdown: watch::Receiver<bool>) {
+        let Some(reader) = self.reader.get() else {
+            return;
+        };
+        let partitions = reader.partitions.len() as i32;
+        let mut release = tokio::time::interval(RELEASE_CHECK);
+        release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let msg = tokio::select! {
                 _ = shutdown.changed() => return,
-                msg = consumer.recv() => msg,
+                _ = release.tick() => {
+                    self.release_idle();
+                    continue;
+                }
+                msg = reader.consumer.recv() => msg,
             };
             let m = match msg {
                 Ok(m) => m,
@@ -253,13 +406,19 @@ impl Router {
                     continue;
                 }
             };
-            if let Some(next) = position.get(m.partition() as usize) {
-                let expected = next.load(Ordering::Acquire);
-                if m.offset() > expected {
-                    self.missed(m.partition(), partitions, expected, m.offset());
-                }
-                next.store(m.offset() + 1, Ordering::Release);
+            let Some(partition) = reader.partitions.get(m.partition() as usize) else {
+                continue;
+            };
+            let expected = partition.next.load(Ordering::Acquire);
+            // Fetched before the partition was released, or before it was added again at a
+            // later end: not routed (again).
+            if !partition.read.load(Ordering::Acquire) || m.offset() < expected {
+                continue;
             }
+            if m.offset() > expected {
+                self.missed(m.partition(), partitions, expected, m.offset());
+            }
+            partition.next.store(m.offset() + 1, Ordering::Release);
             let Some((stream, delivery)) = delivery_of(&m) else {
                 continue;
             };
@@ -270,12 +429,6 @@ impl Router {
                 let latency = (now_ms() - accepted).max(0) as u64;
                 self.metrics
                     .observe_end_to_end(Duration::from_millis(latency));
-            }
-            if delivery.kind == Kind::Result {
-                if let Some(e) = self.registry.local(&stream) {
-                    e.stats.records_out.fetch_add(1, Ordering::Relaxed);
-                    e.stats.touch();
-                }
             }
             self.deliver(stream, delivery);
         }
@@ -324,11 +477,20 @@ impl Router {
         }
     }
 
-    /// Per results partition, the next offset this router will read (empty before `start`).
-    pub fn positions(&self) -> Vec<i64> {
-        self.position.get().map_or_else(Vec::new, |p| {
-            p.iter().map(|o| o.load(Ordering::Acquire)).collect()
+    /// Whether every partition read now was read up to `ends` (per results partition, e.g.
+    /// the high watermarks at a point in time). Partitions not read have no subscriber here.
+    pub fn reached(&self, ends: &[i64]) -> bool {
+        let Some(reader) = self.reader.get() else {
+            return true;
+        };
+        reader.partitions.iter().zip(ends).all(|(p, end)| {
+            !p.read.load(Ordering::Acquire) || p.next.load(Ordering::Acquire) >= *end
         })
+    }
+
+    /// Results partitions read now.
+    pub fn partitions_read(&self) -> usize {
+        self.reading.lock().expect("reading lock").read.len()
     }
 
     /// Subscribers on this instance, of every stream.

@@ -30,7 +30,7 @@ use crate::ingest::Ingest;
 use crate::kafka::{now_ms, Cluster, TopicProducer, FLUSH_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
-use crate::wire::{Control, ProcessorSpec, CONTROL_HEADER, TYPE_HEADER};
+use crate::wire::{Control, Kind, ProcessorSpec, CONTROL_HEADER, TYPE_HEADER};
 
 /// Processed input records whose results may await their acks at once.
 const ACK_PIPELINE: usize = 4096;
@@ -416,6 +416,19 @@ impl Processing {
             now_ms(),
         );
         let key = stream.to_string();
+        let results = step
+            .outputs
+            .iter()
+            .filter(|(k, _)| *k == Kind::Result)
+            .count();
+        if results > 0 {
+            if let Some(e) = self.registry.local(&stream) {
+                e.stats
+                    .records_out
+                    .fetch_add(results as u64, std::sync::atomic::Ordering::Relaxed);
+                e.stats.touch();
+            }
+        }
         let mut acks = Vec::with_capacity(step.outputs.len());
         for (kind, payload) in step.outputs {
             let headers = OwnedHeaders::new().insert(Header {
