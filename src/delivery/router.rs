@@ -126,7 +126,8 @@ struct Reading {
 
 /// The subscriber table and the consumer that feeds it.
 pub struct Router {
-    subscribers: RwLock<HashMap<Uuid, Vec<Slot>>>,
+    /// Per stream, its subscribers here by id (removing one is O(1), also among 10 000).
+    subscribers: RwLock<HashMap<Uuid, HashMap<u64, Slot>>>,
     next_id: AtomicU64,
     /// Set by `start`.
     reader: std::sync::OnceLock<Reader>,
@@ -339,13 +340,16 @@ impl Router {
             .expect("router lock")
             .entry(stream)
             .or_default()
-            .push(Slot {
+            .insert(
                 id,
-                tx,
-                lagged: lagged.clone(),
-                on_lag,
-                skipped: skipped.clone(),
-            });
+                Slot {
+                    id,
+                    tx,
+                    lagged: lagged.clone(),
+                    on_lag,
+                    skipped: skipped.clone(),
+                },
+            );
         if let Some(e) = self.registry.local(&stream) {
             e.stats.subscribers.fetch_add(1, Ordering::Relaxed);
         }
@@ -364,9 +368,7 @@ impl Router {
     fn unsubscribe(&self, stream: &Uuid, id: u64) {
         let mut subs = self.subscribers.write().expect("router lock");
         if let Some(slots) = subs.get_mut(stream) {
-            let before = slots.len();
-            slots.retain(|s| s.id != id);
-            if slots.len() < before {
+            if slots.remove(&id).is_some() {
                 if let Some(e) = self.registry.local(stream) {
                     e.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
                 }
@@ -454,7 +456,7 @@ impl Router {
                 if partition_for(&stream.to_string(), partitions) != partition {
                     continue;
                 }
-                for slot in slots {
+                for slot in slots.values() {
                     match slot.on_lag {
                         OnLag::Close => {
                             slot.lagged.store(from, Ordering::Release);
@@ -496,7 +498,7 @@ impl Router {
     /// Subscribers on this instance, of every stream.
     pub fn subscriber_count(&self) -> usize {
         let subs = self.subscribers.read().expect("router lock");
-        subs.values().map(Vec::len).sum()
+        subs.values().map(HashMap::len).sum()
     }
 
     /// Frames queued for this stream's subscribers on this instance, not yet written.
@@ -504,7 +506,7 @@ impl Router {
         let subs = self.subscribers.read().expect("router lock");
         subs.get(stream).map_or(0, |slots| {
             slots
-                .iter()
+                .values()
                 .map(|s| (s.tx.max_capacity() - s.tx.capacity()) as u64)
                 .sum()
         })
@@ -518,7 +520,7 @@ impl Router {
             let Some(slots) = subs.get(&stream) else {
                 return;
             };
-            for slot in slots {
+            for slot in slots.values() {
                 if slot.on_lag == OnLag::Skip {
                     self.deliver_or_skip(stream, slot, &delivery);
                     continue;
