@@ -89,7 +89,7 @@ impl StageContext {
                         && recorded()
                 })
             }
-            Ok(_) => return, // cannot block here; the periodic commit covers it
+            Ok(_) => return, // cannot block here; the stage loop does it on the revoke
         };
         if !ok {
             tracing::warn!(
