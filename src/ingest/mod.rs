@@ -142,9 +142,6 @@ impl Ingest {
             ),
             acknowledged: 0,
         };
-        if std::env::var_os("NOFENCE").is_some() {
-            return Ok(offsets.len());
-        }
         let timeout = self.limits.order_timeout;
         self.registry.fence(timeout).await.map_err(cannot_tell)?;
         if entry.is_open() {
