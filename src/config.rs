@@ -277,6 +277,9 @@ pub struct Limits {
     pub send_timeout_ms: u64,
     /// Results buffered per WebSocket subscriber before it counts as lagging.
     pub subscriber_queue: usize,
+    /// How long an instance keeps reading a results partition after its last subscriber
+    /// there left (a client that reconnects within it finds the partition read already).
+    pub results_partition_idle_ms: u64,
     /// Records sent over one WebSocket that may await their broker ack at once.
     pub ws_max_in_flight: usize,
     /// Largest WebSocket message accepted from a client.
@@ -324,6 +327,7 @@ impl Default for Limits {
             max_subscribers_per_key: 10_000,
             send_timeout_ms: 10_000,
             subscriber_queue: 1024,
+            results_partition_idle_ms: 60_000,
             ws_max_in_flight: 1024,
             ws_max_message_bytes: 1024 * 1024,
             socket_send_buffer_bytes: None,

@@ -157,6 +157,7 @@ async fn start(
         Registry::start(&cluster, config.limits.send_timeout(), stopping.clone()).await?;
     let router = Router::new(
         config.limits.subscriber_queue,
+        Duration::from_millis(config.limits.results_partition_idle_ms),
         registry.clone(),
         metrics.clone(),
     );

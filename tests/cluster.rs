@@ -488,7 +488,8 @@ async fn partitions_read(d: &Daemon) -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn each_router_reads_only_the_partitions_its_subscribers_need() {
     let tansu = Tansu::start();
-    let config = on(&tansu);
+    let mut config = on(&tansu);
+    config.limits.results_partition_idle_ms = 300;
     let partitions = config.topics.partitions;
     let (a, b, c) = (
         Daemon::start(config.clone()).await,
@@ -560,6 +561,31 @@ async fn each_router_reads_only_the_partitions_its_subscribers_need() {
         (1..=60).collect::<Vec<_>>()
     );
     assert_eq!(partitions_read(&c).await, 1);
+
+    // B's last subscriber leaves: B stops reading its partition.
+    drop(on_b);
+    let deadline = std::time::Instant::now() + WAIT;
+    while partitions_read(&b).await != 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "B never released its partition"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // Results written while it was not read, then a subscriber that needs it again: the
+    // replay gives them, and live delivery goes on after, each once.
+    for i in 11..=20 {
+        assert_eq!(a.send_json(ALICE, &y, &json!(-i)).await.0, 202);
+    }
+    let mut again = b.subscribe_from(ALICE, &y, "earliest").await;
+    assert_eq!(partitions_read(&b).await, 1);
+    for i in 21..=25 {
+        assert_eq!(c.send_json(ALICE, &y, &json!(-i)).await.0, 202);
+    }
+    assert_eq!(
+        data(results(&mut again, 25).await),
+        (1..=25).map(|i| -i).collect::<Vec<_>>()
+    );
     for d in [a, b, c] {
         d.stop().await.unwrap();
     }

@@ -101,7 +101,12 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
             crate::ingest::Backlog::new(1, None, metrics.clone()),
             registry.clone(),
         ),
-        router: Router::new(16, registry, metrics.clone()),
+        router: Router::new(
+            16,
+            std::time::Duration::from_secs(60),
+            registry,
+            metrics.clone(),
+        ),
         archive: Arc::new(OneResult),
         broker: BrokerHealth::new(Arc::new(Reachable(reachable))),
         metrics,

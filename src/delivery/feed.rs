@@ -205,6 +205,7 @@ mod tests {
     fn router(queue: usize) -> Arc<Router> {
         Router::new(
             queue,
+            std::time::Duration::from_secs(60),
             Registry::new(Box::new(MemoryStore)),
             Arc::new(Metrics::new()),
         )

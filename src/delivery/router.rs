@@ -4,8 +4,9 @@
 //! It reads only the results partitions this instance has subscribers for, so N instances do
 //! not each read the whole topic. A partition is added when its first subscriber here
 //! arrives, at the partition's end measured then (before the subscriber's replay measures
-//! its own mark, so replay and live meet with no gap: see `replay.rs`), and released a minute
-//! (`IDLE_RELEASE`) after its last subscriber left, so a client that reconnects finds it read.
+//! its own mark, so replay and live meet with no gap: see `replay.rs`), and released
+//! `limits.results_partition_idle_ms` (a minute) after its last subscriber left, so a client
+//! that reconnects finds it read.
 //!
 //! Each subscriber has a bounded queue. The router never waits on one: a subscriber whose
 //! queue is full is detached and marked lagging, and its feed ends with a reason that says
@@ -94,9 +95,7 @@ impl OnLag {
 
 /// `Slot::lagged` while the subscriber keeps up.
 const NOT_LAGGED: i64 = -1;
-/// How long a results partition is still read after its last subscriber here left.
-const IDLE_RELEASE: Duration = Duration::from_secs(60);
-/// How often partitions left idle are looked for.
+/// Longest time between two looks for partitions left idle.
 const RELEASE_CHECK: Duration = Duration::from_secs(5);
 /// Longest wait for a partition's end when a first subscriber arrives.
 const WATERMARK_TIMEOUT: Duration = Duration::from_secs(10);
@@ -132,6 +131,8 @@ pub struct Router {
     /// Set by `start`.
     reader: std::sync::OnceLock<Reader>,
     reading: Mutex<Reading>,
+    /// How long a results partition is still read after its last subscriber here left.
+    idle_release: Duration,
     queue: usize,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
@@ -178,13 +179,20 @@ impl Drop for Subscription {
 }
 
 impl Router {
-    /// An empty subscriber table; `limits.subscriber_queue` frames per subscriber.
-    pub fn new(queue: usize, registry: Arc<Registry>, metrics: Arc<Metrics>) -> Arc<Self> {
+    /// An empty subscriber table; `limits.subscriber_queue` frames per subscriber, partitions
+    /// released `limits.results_partition_idle_ms` after their last subscriber left.
+    pub fn new(
+        queue: usize,
+        idle_release: Duration,
+        registry: Arc<Registry>,
+        metrics: Arc<Metrics>,
+    ) -> Arc<Self> {
         Arc::new(Self {
             subscribers: RwLock::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             reader: std::sync::OnceLock::new(),
             reading: Mutex::default(),
+            idle_release,
             queue,
             registry,
             metrics,
@@ -278,7 +286,7 @@ impl Router {
         Ok(())
     }
 
-    /// Stops reading partitions whose last subscriber left more than `IDLE_RELEASE` ago.
+    /// Stops reading partitions whose last subscriber left more than `idle_release` ago.
     fn release_idle(&self) {
         let Some(reader) = self.reader.get() else {
             return;
@@ -287,7 +295,7 @@ impl Router {
         let idle: Vec<i32> = reading
             .read
             .iter()
-            .filter(|(_, since)| since.is_some_and(|t| t.elapsed() >= IDLE_RELEASE))
+            .filter(|(_, since)| since.is_some_and(|t| t.elapsed() >= self.idle_release))
             .map(|(p, _)| *p)
             .collect();
         if idle.is_empty() {
@@ -389,7 +397,8 @@ impl Router {
             return;
         };
         let partitions = reader.partitions.len() as i32;
-        let mut release = tokio::time::interval(RELEASE_CHECK);
+        let check = (self.idle_release / 2).clamp(Duration::from_millis(50), RELEASE_CHECK);
+        let mut release = tokio::time::interval(check);
         release.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let msg = tokio::select! {
@@ -586,6 +595,7 @@ mod tests {
     fn results_the_broker_dropped_are_reported_to_their_partitions_subscribers() {
         let router = Router::new(
             16,
+            Duration::from_secs(60),
             Registry::new(Box::new(MemoryStore)),
             Arc::new(Metrics::new()),
         );
