@@ -80,6 +80,11 @@ fn whole_number<'de, D: Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error
     .transpose()
 }
 
+/// A required [`whole_number`].
+fn whole<'de, D: Deserializer<'de>>(d: D) -> Result<u64, D::Error> {
+    whole_number(d)?.ok_or_else(|| serde::de::Error::custom("null is not a whole number"))
+}
+
 /// A field that is present is `Some`, even when it is `null`.
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
@@ -483,6 +488,7 @@ pub enum ProcessorSpec {
     /// Tumbling-window aggregates of a number: one result per window (and group).
     Window {
         /// Window length in milliseconds (at most a day).
+        #[serde(deserialize_with = "whole")]
         #[schema(minimum = 1, maximum = 86_400_000)]
         length_ms: u64,
         /// jq expression giving the number to aggregate, e.g. `.temperature`.
@@ -491,7 +497,7 @@ pub enum ProcessorSpec {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         group_by: Option<String>,
         /// How long after a window ends it closes, for records still on their way.
-        #[serde(default = "default_grace_ms")]
+        #[serde(default = "default_grace_ms", deserialize_with = "whole")]
         #[schema(maximum = 86_400_000)]
         grace_ms: u64,
     },
@@ -571,6 +577,35 @@ mod tests {
         T: Serialize + for<'de> Deserialize<'de>,
     {
         serde_json::from_str(&serde_json::to_string(value).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn window_lengths_are_whole_numbers_however_written() {
+        let spec = |v: Value| serde_json::from_value::<ProcessorSpec>(v);
+        let parsed = spec(json!({"type": "window", "length_ms": 1000.0, "value": ".x",
+                                 "grace_ms": 0.0}))
+        .unwrap();
+        assert_eq!(
+            parsed,
+            ProcessorSpec::Window {
+                length_ms: 1000,
+                value: ".x".into(),
+                group_by: None,
+                grace_ms: 0
+            }
+        );
+        let default_grace = spec(json!({"type": "window", "length_ms": 5, "value": ".x"}));
+        assert!(matches!(
+            default_grace,
+            Ok(ProcessorSpec::Window {
+                grace_ms: 2_000,
+                ..
+            })
+        ));
+        for bad in [json!(1000.5), json!(-1), json!("1000"), Value::Null] {
+            let e = spec(json!({"type": "window", "length_ms": bad, "value": ".x"}));
+            assert!(e.is_err(), "{bad} accepted");
+        }
     }
 
     fn outcome(data: Option<Value>, error: Option<ErrorObject>) -> Outcome {
