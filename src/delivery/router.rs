@@ -131,6 +131,10 @@ pub struct Router {
     /// Set by `start`.
     reader: std::sync::OnceLock<Reader>,
     reading: Mutex<Reading>,
+    /// One partition is added at a time: however many first subscribers arrive at once (or
+    /// keep arriving while the broker is gone), one watermark request is out, holding one
+    /// blocking thread, not one each.
+    adding: tokio::sync::Mutex<()>,
     /// How long a results partition is still read after its last subscriber here left.
     idle_release: Duration,
     queue: usize,
@@ -192,6 +196,7 @@ impl Router {
             next_id: AtomicU64::new(1),
             reader: std::sync::OnceLock::new(),
             reading: Mutex::default(),
+            adding: tokio::sync::Mutex::new(()),
             idle_release,
             queue,
             registry,
@@ -256,6 +261,23 @@ impl Router {
         {
             return Ok(());
         }
+        let _adding = tokio::time::timeout(WATERMARK_TIMEOUT, self.adding.lock())
+            .await
+            .map_err(|_| {
+                Error::Startup(format!(
+                    "results partition {p} not read yet, and the broker was not reached within \
+                     {WATERMARK_TIMEOUT:?}"
+                ))
+            })?;
+        if self
+            .reading
+            .lock()
+            .expect("reading lock")
+            .read
+            .contains_key(&p)
+        {
+            return Ok(()); // added while this one waited
+        }
         let (consumer, topic) = (reader.consumer.clone(), reader.topic.clone());
         let high = tokio::task::spawn_blocking(move || {
             consumer.fetch_watermarks(&topic, p, WATERMARK_TIMEOUT)
@@ -265,9 +287,6 @@ impl Router {
         .map_err(|e| Error::kafka(format!("read {} watermarks", reader.topic), e))?
         .1;
         let mut reading = self.reading.lock().expect("reading lock");
-        if reading.read.contains_key(&p) {
-            return Ok(()); // another subscriber added it meanwhile
-        }
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&reader.topic, p, Offset::Offset(high))
             .map_err(|e| Error::kafka("assign a results partition", e))?;

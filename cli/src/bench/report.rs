@@ -219,8 +219,15 @@ impl Report {
         if let Some(r) = &self.ratio {
             let _ = writeln!(
                 out,
-                "\nGateway vs baseline: {:.2}x the receive rate, {:.2}x p50, {:.2}x p99 latency",
-                r.receive_rate, r.p50, r.p99
+                "\nGateway vs baseline: {:.2}x the receive rate, {:.2}x p50, {:.2}x p99 latency{}",
+                r.receive_rate,
+                r.p50,
+                r.p99,
+                if self.baseline_find_max.is_some() {
+                    " (each at its own highest sustainable rate)"
+                } else {
+                    ""
+                }
             );
         }
         if let Some(f) = &self.find_max {
