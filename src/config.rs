@@ -174,6 +174,14 @@ pub struct Processing {
     pub max_spec_bytes: usize,
     /// Deepest nesting of brackets and `if … end` in a jq filter or window expression.
     pub max_filter_depth: usize,
+    /// Per-record processors (identity, uppercase, jq) run on the instance that accepts a
+    /// record, which writes the results itself: one broker round trip instead of two
+    /// (`processing::at_ingest`). `false` leaves every record to the processing group.
+    pub at_ingest: bool,
+    /// How long the processing group waits for the accepting instance to confirm the
+    /// results of a record it took for one hop, before writing them itself (that instance
+    /// died, or its results write failed).
+    pub at_ingest_wait_ms: u64,
 }
 
 impl Default for Processing {
@@ -187,6 +195,8 @@ impl Default for Processing {
             worker: None,
             max_spec_bytes: 16 * 1024,
             max_filter_depth: 64,
+            at_ingest: true,
+            at_ingest_wait_ms: 5_000,
         }
     }
 }
@@ -451,6 +461,7 @@ impl Config {
             ("processing.workers", p.workers as u64, 1),
             ("processing.max_spec_bytes", p.max_spec_bytes as u64, 64),
             ("processing.max_filter_depth", p.max_filter_depth as u64, 1),
+            ("processing.at_ingest_wait_ms", p.at_ingest_wait_ms, 1),
             (
                 "limits.header_read_timeout_ms",
                 self.limits.header_read_timeout_ms,

@@ -31,6 +31,9 @@ pub struct Metrics {
     /// Input records stored after their stream's end marker (their senders got 409): no
     /// results.
     pub after_end: IntCounter,
+    /// Records processed in one hop (`processing::at_ingest`), and those the group took over.
+    pub results_at_ingest: IntCounter,
+    pub results_taken_over: IntCounter,
     /// Accepted → result at the router, since start (Prometheus).
     pub end_to_end_seconds: Histogram,
     /// The same over the last seconds, for `GET /api/stats`.
@@ -100,6 +103,15 @@ impl Metrics {
             "records_after_end_total",
             "Input records stored after their stream's end marker, refused and not processed",
         );
+        let results_at_ingest = counter(
+            "results_at_ingest_total",
+            "Input records whose results this instance wrote where it accepted them (one hop)",
+        );
+        let results_taken_over = counter(
+            "results_taken_over_total",
+            "Records accepted for one hop whose results the processing group wrote, because \
+             no confirmation came within processing.at_ingest_wait_ms",
+        );
         let cpu_seconds = prometheus::Gauge::new(
             "cpu_seconds",
             "User and system CPU seconds of the process, to 10 ms",
@@ -141,6 +153,8 @@ impl Metrics {
             Box::new(backlog_refused.clone()),
             Box::new(gaps_sent.clone()),
             Box::new(after_end.clone()),
+            Box::new(results_at_ingest.clone()),
+            Box::new(results_taken_over.clone()),
             Box::new(cpu_seconds.clone()),
         ] {
             registry.register(c).expect("metric registered once");
@@ -166,6 +180,8 @@ impl Metrics {
             connections_refused,
             backlog_records,
             after_end,
+            results_at_ingest,
+            results_taken_over,
             backlog_refused,
             gaps_sent,
             end_to_end_seconds,

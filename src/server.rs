@@ -30,7 +30,7 @@ use crate::kafka::{Cluster, EmbeddedBroker, TopicProducer, FLUSH_TIMEOUT};
 use crate::lifecycle::{Lifecycle, Phase};
 use crate::limits::{self, Limiter, Seats};
 use crate::metrics::Metrics;
-use crate::processing::Processing;
+use crate::processing::{AtIngest, Evaluator, Processing};
 use crate::registry::Registry;
 
 /// How often the drain looks again.
@@ -170,6 +170,16 @@ async fn start(
         metrics.clone(),
     );
     let following = backlog.follow(&cluster, &config.processing.group_id, stopping.clone())?;
+    let evaluator = Arc::new(Evaluator::new(&config.processing)?);
+    let at_ingest = match config.processing.at_ingest {
+        true => Some(AtIngest::start(
+            evaluator.clone(),
+            cluster.producer(&cluster.topics.results, Some(config.limits.send_timeout()))?,
+            input.clone(),
+            metrics.clone(),
+        )),
+        false => None,
+    };
     let ingest = Ingest::new(
         Arc::new(input.clone()),
         metrics.clone(),
@@ -180,12 +190,14 @@ async fn start(
         },
         backlog,
         registry.clone(),
+        at_ingest,
     );
     let (processing, processing_joined) = Processing::start(
         &cluster,
         &config.processing,
         registry.clone(),
         ingest.clone(),
+        evaluator,
         metrics.clone(),
         stopping.clone(),
     )?;

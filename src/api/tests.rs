@@ -100,6 +100,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
             },
             crate::ingest::Backlog::new(1, None, metrics.clone()),
             registry.clone(),
+            None,
         ),
         router: Router::new(
             16,

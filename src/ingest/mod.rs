@@ -22,6 +22,8 @@ use uuid::Uuid;
 use crate::error::ApiError;
 use crate::kafka::{now_ms, SendError, TopicProducer};
 use crate::metrics::Metrics;
+use crate::processing::at_ingest::{self, AtIngest};
+use crate::processing::record::Input;
 use crate::registry::{Registry, StreamEntry};
 use crate::wire::{Accepted, Control, CONTROL_HEADER};
 
@@ -29,6 +31,17 @@ pub use backlog::Backlog;
 
 /// The broker's acknowledgement of one record: its offset.
 pub type Ack = BoxFuture<'static, Result<i64, SendError>>;
+
+/// What an input record is.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Tag {
+    /// A stream's data, processed by the processing group.
+    Data,
+    /// A stream's data whose results the accepting instance writes (`processing::at_ingest`).
+    AtIngest,
+    /// A control marker (end, window close).
+    Control(Control),
+}
 
 /// Where input records go: the input topic, or memory in the route tests.
 pub trait InputLog: Send + Sync + 'static {
@@ -41,7 +54,7 @@ pub trait InputLog: Send + Sync + 'static {
         key: &'a str,
         payload: &'a [u8],
         timestamp_ms: i64,
-        control: Option<Control>,
+        tag: Tag,
     ) -> BoxFuture<'a, Result<Ack, SendError>>;
 }
 
@@ -55,15 +68,17 @@ impl InputLog for TopicProducer {
         key: &'a str,
         payload: &'a [u8],
         timestamp_ms: i64,
-        control: Option<Control>,
+        tag: Tag,
     ) -> BoxFuture<'a, Result<Ack, SendError>> {
         Box::pin(async move {
-            let headers = control.map(|c| {
-                OwnedHeaders::new().insert(Header {
+            let headers = match tag {
+                Tag::Data => None,
+                Tag::AtIngest => Some(at_ingest::tag()),
+                Tag::Control(c) => Some(OwnedHeaders::new().insert(Header {
                     key: CONTROL_HEADER,
                     value: Some(c.encode().0),
-                })
-            });
+                })),
+            };
             let ack = self
                 .enqueue_with_headers(key, payload, timestamp_ms, headers)
                 .await?;
@@ -92,7 +107,16 @@ pub struct Ingest {
     /// Tells, after a record is stored, whether its stream was ended before it (see
     /// `before_end`).
     registry: Arc<Registry>,
+    /// Processes per-record streams' records where they are accepted (one hop); `None`
+    /// leaves every record to the processing group.
+    at_ingest: Option<Arc<AtIngest>>,
 }
+
+/// The order in which one sender's records get their one-hop results: each waits until the
+/// results of the sender's previous record are handed to the producer. A WebSocket session
+/// keeps one.
+#[derive(Default)]
+pub struct ResultOrder(Option<tokio::sync::oneshot::Receiver<()>>);
 
 /// How many records a request may hold, and how large one may be.
 #[derive(Debug, Clone, Copy)]
@@ -117,6 +141,7 @@ impl Ingest {
         limits: RecordLimits,
         backlog: Arc<Backlog>,
         registry: Arc<Registry>,
+        at_ingest: Option<Arc<AtIngest>>,
     ) -> Self {
         Self {
             log,
@@ -124,7 +149,15 @@ impl Ingest {
             limits,
             backlog,
             registry,
+            at_ingest,
         }
+    }
+
+    /// The one-hop writer, if this stream's records are processed where they are accepted.
+    fn one_hop(&self, entry: &StreamEntry) -> Option<&Arc<AtIngest>> {
+        self.at_ingest
+            .as_ref()
+            .filter(|a| a.applies(&entry.processor()))
     }
 
     /// How many of a request's `offsets` (stored, in order) came before the stream's end
@@ -155,10 +188,11 @@ impl Ingest {
         Ok(offsets.iter().take_while(|o| **o < end).count())
     }
 
-    /// Appends a request body's records in order; answers once all are acknowledged.
+    /// Appends a request body's records in order; answers once all are acknowledged (and,
+    /// for one hop, their results too, or handed to the processing group).
     pub async fn append(
         &self,
-        entry: &StreamEntry,
+        entry: &Arc<StreamEntry>,
         body: &Bytes,
         content_type: Option<&str>,
     ) -> Result<Accepted, ApiError> {
@@ -168,7 +202,14 @@ impl Ingest {
         let partition = self.log.partition_for(&key);
         self.backlog.admit(partition, records.count, body.len())?;
         let started = Instant::now();
-        let result = append_all(&*self.log, &key, records.iter()).await;
+        let one_hop = self.one_hop(entry);
+        let tag = if one_hop.is_some() {
+            Tag::AtIngest
+        } else {
+            Tag::Data
+        };
+        let received_ms = now_ms();
+        let result = append_tagged(&*self.log, &key, records.iter(), received_ms, tag).await;
         let acknowledged = match &result {
             Ok(offsets) => offsets.len(),
             Err(e) => e.acknowledged,
@@ -186,6 +227,20 @@ impl Ingest {
             }
         };
         let before = self.before_end(entry, &offsets).await?;
+        if let Some(at_ingest) = one_hop {
+            let mut written = Vec::with_capacity(before);
+            for (offset, record) in offsets.iter().take(before).zip(records.iter()) {
+                let input = Input {
+                    stream: entry.id,
+                    partition,
+                    offset: *offset,
+                    received_ms,
+                    control: None,
+                };
+                written.push(at_ingest.write(entry, input, record).await);
+            }
+            futures_util::future::join_all(written).await;
+        }
         self.count(entry, before);
         if before < offsets.len() {
             return Err(ApiError::StreamEnded {
@@ -205,11 +260,13 @@ impl Ingest {
     }
 
     /// Hands one record (a WebSocket frame) to the producer and returns the future of its
-    /// answer, so a session can pipeline records and answer them in order.
+    /// answer, so a session can pipeline records and answer them in order. One-hop results
+    /// are written in the session's `order`.
     pub async fn enqueue(
         &self,
         entry: &Arc<StreamEntry>,
         frame: Bytes,
+        order: &mut ResultOrder,
     ) -> BoxFuture<'static, Result<i64, ApiError>> {
         let limit = self.limits.record_bytes;
         let record = match refuse_if_ended(entry).and_then(|()| record(&frame, limit)) {
@@ -221,7 +278,16 @@ impl Ingest {
         if let Err(e) = self.backlog.admit(partition, 1, record.len()) {
             return Box::pin(async move { Err(e) });
         }
-        match self.log.enqueue(&key, &record, now_ms(), None).await {
+        let one_hop = self.one_hop(entry).cloned();
+        let (tag, turn) = match one_hop {
+            Some(_) => {
+                let (done, next) = tokio::sync::oneshot::channel::<()>();
+                (Tag::AtIngest, Some((order.0.replace(next), done)))
+            }
+            None => (Tag::Data, None),
+        };
+        let received_ms = now_ms();
+        match self.log.enqueue(&key, &record, received_ms, tag).await {
             Ok(ack) => {
                 let (this, entry, size) = (self.clone(), entry.clone(), record.len());
                 Box::pin(async move {
@@ -232,6 +298,21 @@ impl Ingest {
                             id: entry.id.to_string(),
                             acknowledged: None,
                         });
+                    }
+                    if let (Some(at_ingest), Some((previous, done))) = (one_hop, turn) {
+                        if let Some(previous) = previous {
+                            let _ = previous.await;
+                        }
+                        let input = Input {
+                            stream: entry.id,
+                            partition,
+                            offset,
+                            received_ms,
+                            control: None,
+                        };
+                        let written = at_ingest.write(&entry, input, &record).await;
+                        drop(done); // the session's next record may write its results
+                        written.await;
                     }
                     this.count(&entry, 1);
                     Ok(offset)
@@ -245,7 +326,12 @@ impl Ingest {
     pub async fn mark(&self, stream: Uuid, control: Control) -> Result<Ack, SendError> {
         let payload = control.encode().1;
         self.log
-            .enqueue(&stream.to_string(), &payload, now_ms(), Some(control))
+            .enqueue(
+                &stream.to_string(),
+                &payload,
+                now_ms(),
+                Tag::Control(control),
+            )
             .await
     }
 
@@ -299,7 +385,17 @@ pub async fn append_all<R: AsRef<[u8]>>(
     key: &str,
     records: impl IntoIterator<Item = R>,
 ) -> Result<Vec<i64>, Unstored> {
-    let ts = now_ms();
+    append_tagged(log, key, records, now_ms(), Tag::Data).await
+}
+
+/// `append_all` with the records' timestamp and tag.
+async fn append_tagged<R: AsRef<[u8]>>(
+    log: &dyn InputLog,
+    key: &str,
+    records: impl IntoIterator<Item = R>,
+    ts: i64,
+    tag: Tag,
+) -> Result<Vec<i64>, Unstored> {
     let records = records.into_iter();
     let mut offsets = Vec::with_capacity(records.size_hint().0);
     let mut in_flight = std::collections::VecDeque::with_capacity(IN_FLIGHT);
@@ -312,7 +408,7 @@ pub async fn append_all<R: AsRef<[u8]>>(
             let ack: Ack = in_flight.pop_front().expect("a full window");
             offsets.push(ack.await.map_err(|e| unstored(e, &offsets))?);
         }
-        match log.enqueue(key, r.as_ref(), ts, None).await {
+        match log.enqueue(key, r.as_ref(), ts, tag).await {
             Ok(ack) => in_flight.push_back(ack),
             Err(e) => {
                 // Whatever was handed over before still counts if it is acknowledged.
@@ -498,8 +594,12 @@ impl InputLog for MemoryLog {
         key: &'a str,
         payload: &'a [u8],
         _: i64,
-        control: Option<Control>,
+        tag: Tag,
     ) -> BoxFuture<'a, Result<Ack, SendError>> {
+        let control = match tag {
+            Tag::Control(c) => Some(c),
+            Tag::Data | Tag::AtIngest => None,
+        };
         let mut records = self.records.lock().expect("memory log lock");
         records.push((key.to_string(), Bytes::copy_from_slice(payload), control));
         let offset = records.len() as i64 - 1;

@@ -164,7 +164,20 @@ impl TopicProducer {
         timestamp_ms: i64,
         headers: Option<OwnedHeaders>,
     ) -> Result<impl Future<Output = Result<i64, SendError>> + Send + 'static, SendError> {
-        let partition = self.partition_for(key);
+        self.enqueue_to(self.partition_for(key), key, payload, timestamp_ms, headers)
+            .await
+    }
+
+    /// `enqueue_with_headers` into a given partition, whatever the key: for records about a
+    /// partition rather than a stream (the confirmations of `processing::at_ingest`).
+    pub async fn enqueue_to(
+        &self,
+        partition: i32,
+        key: &str,
+        payload: &[u8],
+        timestamp_ms: i64,
+        headers: Option<OwnedHeaders>,
+    ) -> Result<impl Future<Output = Result<i64, SendError>> + Send + 'static, SendError> {
         let timeout = self.inner.timeout;
         let deadline = Instant::now() + timeout;
         let producer = self.current();

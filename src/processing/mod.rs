@@ -2,6 +2,9 @@
 //! processor and produces the results, at least once.
 //!
 //! - [`stage`]: the group loop (records, rebalances, window close markers).
+//! - [`at_ingest`]: one hop: per-record processors run where a record is accepted; the
+//!   group only settles those records (their protocol and failures are described there).
+//! - [`evaluate`]: runs a stream's code on a record, for the group and for `at_ingest`.
 //! - [`record`]: one record's step, pure: state + record + evaluation → results.
 //! - [`progress`]: what is committed, and when (below).
 //! - [`processor`], [`jq`], [`window`]: what a stream does to its records.
@@ -35,6 +38,8 @@
 //! acknowledged is lost or counted twice; a replay costs re-reading the partition from its
 //! oldest open window.
 
+pub mod at_ingest;
+pub mod evaluate;
 pub mod jq;
 pub mod processor;
 pub mod progress;
@@ -43,6 +48,8 @@ pub mod sandbox;
 pub mod stage;
 pub mod window;
 
+pub use at_ingest::AtIngest;
+pub use evaluate::Evaluator;
 pub use processor::SpecError;
 pub use record::RecordError;
 pub use stage::Processing;

@@ -15,18 +15,22 @@
 //! session is over by then), and records it processed after its last commit are processed
 //! again, as after any crash.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
+use super::at_ingest::{Resolution, Settle};
 use super::StageError;
 use crate::ingest::Ack;
 
+/// Records the acker holds behind the one it awaits in their partition, at most.
+const ACK_QUEUE: usize = 4096;
 /// How often the acker commits progress (next offsets, then rewind points).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a claim looks again whether the previous owner released a partition.
@@ -67,6 +71,42 @@ pub struct Pending {
     /// Where a new owner of the partition must start reading.
     pub rewind: i64,
     pub acks: Vec<Ack>,
+    /// For a record held back (`at_ingest`): settled once its results are written, or
+    /// abandoned with its partition.
+    pub settle: Option<Settle>,
+}
+
+/// How one record's wait for its acknowledgements ended.
+enum Outcome {
+    Acknowledged,
+    /// Its partition was revoked while it waited: nothing from it on is recorded here.
+    Abandoned,
+    Failed(StageError),
+}
+
+impl Pending {
+    /// Waits for the record's acknowledgements, then for its settlement.
+    async fn outcome(self) -> (i32, i64, i64, Outcome) {
+        let (partition, offset, rewind) = (self.partition, self.offset, self.rewind);
+        let done = |outcome| (partition, offset, rewind, outcome);
+        for ack in self.acks {
+            if let Err(e) = ack.await {
+                return done(Outcome::Failed(StageError::NotAcknowledged {
+                    partition,
+                    offset,
+                    reason: e.to_string(),
+                }));
+            }
+        }
+        done(match self.settle {
+            None => Outcome::Acknowledged,
+            Some(settle) => match settle.await {
+                Ok(Resolution::Written) => Outcome::Acknowledged,
+                Ok(Resolution::Abandoned) => Outcome::Abandoned,
+                Err(e) => Outcome::Failed(e),
+            },
+        })
+    }
 }
 
 /// A client of the `<group>.progress` group, which holds each partition's next unprocessed
@@ -239,9 +279,11 @@ impl Progress {
     }
 }
 
-/// Awaits each processed record's result acknowledgements in arrival order and records
-/// progress as it goes. At the first unacknowledged result it reports the failure and
-/// stops, so nothing from that record on is recorded.
+/// Awaits each processed record's result acknowledgements, in order per partition, and
+/// records progress as it goes. Partitions are awaited independently, so a record held back
+/// in one (`at_ingest`) does not hold the others' progress, nor a revoked partition's flush.
+/// At the first unacknowledged result it reports the failure and stops, so nothing from that
+/// record on is recorded.
 pub async fn ack_in_order<X, C>(
     group: Arc<C>,
     progress: Arc<Progress>,
@@ -253,45 +295,90 @@ pub async fn ack_in_order<X, C>(
 {
     // Per partition: (rewind point, next offset) not yet recorded.
     let mut latest: HashMap<i32, (i64, i64)> = HashMap::new();
+    // Per partition: records waiting behind the one being awaited (in `heads`).
+    let mut queues: HashMap<i32, VecDeque<Pending>> = HashMap::new();
+    let mut heads = FuturesUnordered::new();
+    let mut queued = 0;
+    // Partitions revoked while a record waited: nothing more is recorded for them.
+    let mut abandoned: HashSet<i32> = HashSet::new();
+    let mut flushes: Vec<(Vec<i32>, std::sync::mpsc::Sender<()>)> = Vec::new();
+    let mut open = true;
     let mut tick = tokio::time::interval(COMMIT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        let p = tokio::select! {
-            p = rx.recv() => p,
-            _ = tick.tick() => {
-                progress.record(&*group, &mut latest).await;
-                continue;
-            }
-        };
-        let p = match p {
-            Some(Work::Done(p)) => p,
-            Some(Work::Flush(revoked, done)) => {
-                progress.record(&*group, &mut latest).await;
+        // A flush answers once its partitions have nothing left to await.
+        let (ready, waiting): (Vec<_>, Vec<_>) = std::mem::take(&mut flushes)
+            .into_iter()
+            .partition(|(ps, _)| ps.iter().all(|p| !queues.contains_key(p)));
+        flushes = waiting;
+        if !ready.is_empty() {
+            progress.record(&*group, &mut latest).await;
+            for (revoked, done) in ready {
                 progress.release(Some(&revoked)).await;
+                abandoned.retain(|p| !revoked.contains(p));
                 let _ = done.send(());
-                continue;
-            }
-            None => break,
-        };
-        for ack in p.acks {
-            if let Err(e) = ack.await {
-                let why = StageError::NotAcknowledged {
-                    partition: p.partition,
-                    offset: p.offset,
-                    reason: e.to_string(),
-                };
-                tracing::error!("{why}");
-                progress.record(&*group, &mut latest).await;
-                progress.release(None).await;
-                let _ = failed.send(Some(why));
-                return;
             }
         }
-        let next = p.offset + 1;
-        latest.insert(p.partition, (p.rewind.min(next), next));
+        if !open && queues.is_empty() {
+            break;
+        }
+        tokio::select! {
+            work = rx.recv(), if open && queued < ACK_QUEUE => match work {
+                Some(Work::Done(p)) if abandoned.contains(&p.partition) => {}
+                Some(Work::Done(p)) => match queues.get_mut(&p.partition) {
+                    Some(queue) => {
+                        queue.push_back(p);
+                        queued += 1;
+                    }
+                    None => {
+                        queues.insert(p.partition, VecDeque::new());
+                        heads.push(p.outcome());
+                    }
+                },
+                Some(Work::Flush(revoked, done)) => flushes.push((revoked, done)),
+                None => open = false,
+            },
+            Some((partition, offset, rewind, outcome)) = heads.next() => {
+                match outcome {
+                    Outcome::Acknowledged => {
+                        let next = offset + 1;
+                        latest.insert(partition, (rewind.min(next), next));
+                    }
+                    Outcome::Abandoned => {
+                        abandoned.insert(partition);
+                        let dropped = queues.get_mut(&partition).map_or(0, |q| {
+                            let n = q.len();
+                            q.clear();
+                            n
+                        });
+                        queued -= dropped;
+                    }
+                    Outcome::Failed(why) => {
+                        tracing::error!("{why}");
+                        progress.record(&*group, &mut latest).await;
+                        progress.release(None).await;
+                        let _ = failed.send(Some(why));
+                        return;
+                    }
+                }
+                match queues.get_mut(&partition).and_then(VecDeque::pop_front) {
+                    Some(p) => {
+                        queued -= 1;
+                        heads.push(p.outcome());
+                    }
+                    None => {
+                        queues.remove(&partition);
+                    }
+                }
+            }
+            _ = tick.tick() => progress.record(&*group, &mut latest).await,
+        }
     }
     progress.record(&*group, &mut latest).await;
     progress.release(None).await;
+    for (_, done) in flushes {
+        let _ = done.send(());
+    }
 }
 
 #[cfg(test)]

@@ -13,15 +13,15 @@ use rdkafka::consumer::{
 };
 use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
-use serde_json::Value;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
-use super::processor::{uppercase, window_group, window_number};
+use super::at_ingest::{self, Awaiting, Settle, TakeOver};
+use super::evaluate::{parse, Evaluator};
+use super::processor::{window_group, window_number};
 use super::progress::{ack_in_order, Pending, Progress, Work, CLAIM_TIMEOUT};
 use super::record::{self, Evaluated, Input, Partitions, RecordError};
-use super::sandbox::{Sandbox, SandboxError};
 use super::window::Rule;
 use super::StageError;
 use crate::config;
@@ -61,6 +61,9 @@ struct StageContext {
     /// The acker's queue, to record progress before partitions are revoked. Weak, so that
     /// the stage dropping its sender still ends the acker.
     work: mpsc::WeakSender<Work>,
+    /// One-hop records awaiting confirmation: those of revoked partitions are abandoned
+    /// before progress is recorded (their confirmations will not be read here).
+    awaiting: Arc<Awaiting>,
 }
 
 impl ClientContext for StageContext {}
@@ -103,7 +106,9 @@ impl ConsumerContext for StageContext {
     fn pre_rebalance(&self, _: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         if let Rebalance::Revoke(tpl) = rebalance {
             if tpl.count() > 0 {
-                self.record_progress_now(tpl.elements().iter().map(|e| e.partition()).collect());
+                let revoked: Vec<i32> = tpl.elements().iter().map(|e| e.partition()).collect();
+                self.awaiting.abandon(Some(&revoked));
+                self.record_progress_now(revoked);
             }
         }
     }
@@ -131,9 +136,19 @@ struct StageState {
     /// Partitions assigned to this consumer and claimed: a record of any other partition
     /// (fetched before it was revoked) is not processed here.
     owned: std::collections::HashSet<i32>,
-    /// Streams whose code once ran past the time bound: it is not run again here (its thread
-    /// may still be busy with that record).
-    runaway: std::collections::HashSet<Uuid>,
+    /// Per stream, its last item held back (a one-hop record awaiting confirmation, or
+    /// outputs behind one): the stream's next outputs follow it.
+    held: std::collections::HashMap<Uuid, Settle>,
+}
+
+impl StageState {
+    /// The stream's last held item, if it is not settled yet.
+    fn held(&self, stream: &Uuid) -> Option<Settle> {
+        self.held
+            .get(stream)
+            .filter(|s| s.peek().is_none())
+            .cloned()
+    }
 }
 
 /// The processing stage of one instance.
@@ -145,10 +160,10 @@ pub struct Processing {
     results: TopicProducer,
     /// Writes window close markers into the input topic.
     ingest: Ingest,
-    /// Runs user code in worker processes, bounded in time, memory and stack.
-    sandbox: Sandbox,
-    /// Most results of one record.
-    max_results: usize,
+    /// Runs streams' code (shared with one-hop processing at ingest).
+    evaluator: Arc<Evaluator>,
+    /// Settles one-hop records: waits for their confirmations, or writes their results.
+    take_over: TakeOver,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     /// `true` while the current consumer is in the group (`/readyz`).
@@ -163,6 +178,7 @@ impl Processing {
         config: &config::Processing,
         registry: Arc<Registry>,
         ingest: Ingest,
+        evaluator: Arc<Evaluator>,
         metrics: Arc<Metrics>,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(JoinHandle<()>, watch::Receiver<bool>), Error> {
@@ -178,13 +194,22 @@ impl Processing {
                 ("heartbeat.interval.ms", &HEARTBEAT.as_millis().to_string()),
             ],
         );
+        let results = cluster.producer(&cluster.topics.results, None)?;
+        let take_over = TakeOver {
+            evaluator: evaluator.clone(),
+            results: results.clone(),
+            registry: registry.clone(),
+            metrics: metrics.clone(),
+            wait: Duration::from_millis(config.at_ingest_wait_ms),
+            awaiting: Arc::default(),
+        };
         let stage = Processing {
             consumer_config,
             input_topic: cluster.topics.input.name.clone(),
-            results: cluster.producer(&cluster.topics.results, None)?,
+            results,
             ingest,
-            sandbox: Sandbox::new(config)?,
-            max_results: config.max_results,
+            evaluator,
+            take_over,
             registry,
             metrics,
             joined: Arc::new(joined),
@@ -217,6 +242,7 @@ impl Processing {
             rebalances: rebalance_tx,
             joined: self.joined.clone(),
             work: tx.downgrade(),
+            awaiting: self.take_over.awaiting.clone(),
         };
         let consumer: GroupConsumer = self
             .consumer_config
@@ -250,6 +276,8 @@ impl Processing {
                 }
                 _ = window_check.tick() => {
                     self.close_due_windows(&mut state.partitions).await;
+                    self.take_over.awaiting.prune();
+                    state.held.retain(|_, s| s.peek().is_none());
                     continue;
                 }
                 msg = consumer.recv() => msg,
@@ -285,6 +313,8 @@ impl Processing {
                 }
             }
         };
+        // Confirmations are no longer read: what waits for one is abandoned, not taken over.
+        self.take_over.awaiting.abandon(None);
         drop(tx);
         let _ = acker.await;
         // Commits the stored offsets only: everything acknowledged, nothing after a failure.
@@ -308,6 +338,7 @@ impl Processing {
             Assignment::Revoked(lost) => {
                 state.partitions.revoke(&lost);
                 state.owned.retain(|p| !lost.contains(p));
+                self.take_over.awaiting.abandon(Some(&lost));
                 // Usually done already, before the revoke (`StageContext::pre_rebalance`);
                 // then this finds nothing held.
                 let (done, recorded) = std_mpsc::channel();
@@ -363,13 +394,27 @@ impl Processing {
 
     /// Processes one input record and hands its results to the producer. An error means a
     /// result could not even be queued, or the registry could not be read; the stage then
-    /// restarts.
+    /// restarts. A one-hop record is held until it is settled (`at_ingest`), and so is
+    /// every later output of its stream.
     async fn process(
         &self,
         m: &BorrowedMessage<'_>,
         state: &mut StageState,
     ) -> Result<Pending, StageError> {
         let (partition, offset) = (m.partition(), m.offset());
+        let nothing = |rewind| Pending {
+            partition,
+            offset,
+            rewind,
+            acks: Vec::new(),
+            settle: None,
+        };
+        if let Some(offsets) = at_ingest::confirmed_offsets(m.headers(), m.payload()) {
+            self.take_over.awaiting.confirm(partition, &offsets);
+            return Ok(nothing(
+                state.partitions.windows.rewind_point(partition, offset + 1),
+            ));
+        }
         let Some(stream) = m
             .key()
             .and_then(|k| std::str::from_utf8(k).ok())
@@ -380,12 +425,9 @@ impl Processing {
                 offset,
                 "skipping input record whose key is not a stream id"
             );
-            return Ok(Pending {
-                partition,
-                offset,
-                rewind: state.partitions.windows.rewind_point(partition, offset + 1),
-                acks: Vec::new(),
-            });
+            return Ok(nothing(
+                state.partitions.windows.rewind_point(partition, offset + 1),
+            ));
         };
         let input = Input {
             stream,
@@ -395,13 +437,28 @@ impl Processing {
             control: control_of(m),
         };
         let replaying = state.partitions.replaying(partition, offset);
+        if input.control.is_none()
+            && !replaying
+            && at_ingest::is_tagged(m.headers())
+            && !state.partitions.ended_before(&stream, offset)
+        {
+            let before = state.held(&stream);
+            let settle = self
+                .take_over
+                .settle(input, m.payload().map(<[u8]>::to_vec), before);
+            state.held.insert(stream, settle.clone());
+            return Ok(Pending {
+                settle: Some(settle),
+                ..nothing(state.partitions.windows.rewind_point(partition, offset + 1))
+            });
+        }
         let evaluated = match input.control {
             Some(_) => None,
             None if state.partitions.ended_before(&stream, offset) => {
                 self.metrics.after_end.inc();
                 Some(Evaluated::Skipped)
             }
-            None => Some(self.evaluate(&input, m.payload(), replaying, state).await?),
+            None => Some(self.evaluate(&input, m.payload(), replaying).await?),
         };
         if let Some(Evaluated::Failed(_)) = &evaluated {
             if !replaying {
@@ -415,7 +472,6 @@ impl Processing {
             replaying,
             now_ms(),
         );
-        let key = stream.to_string();
         let results = step
             .outputs
             .iter()
@@ -429,6 +485,23 @@ impl Processing {
                 e.stats.touch();
             }
         }
+        if !step.outputs.is_empty() {
+            if let Some(before) = state.held(&stream) {
+                let settle = self.take_over.behind(
+                    before,
+                    stream,
+                    step.outputs,
+                    input.received_ms,
+                    (partition, offset),
+                );
+                state.held.insert(stream, settle.clone());
+                return Ok(Pending {
+                    settle: Some(settle),
+                    ..nothing(step.rewind)
+                });
+            }
+        }
+        let key = stream.to_string();
         let mut acks = Vec::with_capacity(step.outputs.len());
         for (kind, payload) in step.outputs {
             let headers = OwnedHeaders::new().insert(Header {
@@ -447,10 +520,8 @@ impl Processing {
             acks.push(Box::pin(ack) as crate::ingest::Ack);
         }
         Ok(Pending {
-            partition,
-            offset,
-            rewind: step.rewind,
             acks,
+            ..nothing(step.rewind)
         })
     }
 
@@ -462,7 +533,6 @@ impl Processing {
         input: &Input,
         payload: Option<&[u8]>,
         replaying: bool,
-        state: &mut StageState,
     ) -> Result<Evaluated, StageError> {
         let spec = match self.registry.lookup(&input.stream).await {
             // Stored after the stream's end marker: not the stream's; its sender was refused.
@@ -494,84 +564,41 @@ impl Processing {
         if !replaying {
             self.metrics.processed.inc();
         }
+        let stream = input.stream;
+        let ProcessorSpec::Window {
+            length_ms,
+            value,
+            group_by,
+            grace_ms,
+        } = spec
+        else {
+            return self.evaluator.per_record(stream, &spec, payload).await;
+        };
         let data = match parse(payload) {
             Ok(data) => data,
             Err(e) => return Ok(Evaluated::Failed(e)),
         };
-        let stream = input.stream;
-        let evaluated = match spec {
-            ProcessorSpec::Identity => Ok(Evaluated::Results(vec![data])),
-            ProcessorSpec::Uppercase => Ok(Evaluated::Results(vec![uppercase(data)])),
-            ProcessorSpec::Jq { filter } => self
-                .user_code(stream, state, &filter, &data, self.max_results)
-                .await?
-                .map(Evaluated::Results),
-            ProcessorSpec::Window {
-                length_ms,
-                value,
-                group_by,
-                grace_ms,
-            } => {
-                let rule = Rule {
-                    length_ms: length_ms as i64,
-                    grace_ms: grace_ms as i64,
-                };
-                let number = self
-                    .user_code(stream, state, &value, &data, 1)
-                    .await?
-                    .and_then(|out| window_number(&value, out));
-                let group = match (&number, group_by) {
-                    (Ok(_), Some(g)) => self
-                        .user_code(stream, state, &g, &data, 1)
-                        .await?
-                        .and_then(|out| window_group(&g, out))
-                        .map(Some),
-                    _ => Ok(None),
-                };
-                number.and_then(|value| group.map(|group| Evaluated::Window { rule, group, value }))
-            }
+        let rule = Rule {
+            length_ms: length_ms as i64,
+            grace_ms: grace_ms as i64,
         };
-        Ok(evaluated.unwrap_or_else(Evaluated::Failed))
+        let code = &self.evaluator;
+        let number = code
+            .user_code(stream, &value, &data, 1)
+            .await?
+            .and_then(|out| window_number(&value, out));
+        let group = match (&number, group_by) {
+            (Ok(_), Some(g)) => code
+                .user_code(stream, &g, &data, 1)
+                .await?
+                .and_then(|out| window_group(&g, out))
+                .map(Some),
+            _ => Ok(None),
+        };
+        Ok(number
+            .and_then(|value| group.map(|group| Evaluated::Window { rule, group, value }))
+            .unwrap_or_else(Evaluated::Failed))
     }
-
-    /// Runs user code in the sandbox. Past the time bound the record gets an error result and
-    /// the stream is marked runaway: its code is not run again here, so one slow filter cannot
-    /// hold the partition up record after record. A sandbox that cannot start a worker
-    /// restarts the stage (the record is retried), rather than failing records.
-    async fn user_code(
-        &self,
-        stream: Uuid,
-        state: &mut StageState,
-        code: &str,
-        data: &Value,
-        max: usize,
-    ) -> Result<Result<Vec<Value>, RecordError>, StageError> {
-        let limit_ms = self.sandbox.limit().as_millis() as u64;
-        if state.runaway.contains(&stream) {
-            return Ok(Err(RecordError::Runaway { limit_ms }));
-        }
-        Ok(match self.sandbox.run(code, data, max).await {
-            Ok(results) => Ok(results),
-            Err(SandboxError::Code(message)) => Err(RecordError::Code(message)),
-            Err(SandboxError::Crashed(how)) => {
-                tracing::warn!(%stream, %how, "a processor worker died on a record");
-                Err(RecordError::Crashed(how))
-            }
-            Err(SandboxError::TimedOut { limit_ms }) => {
-                tracing::warn!(%stream, limit_ms, "processor ran past its time limit and was stopped; the stream's processor is disabled on this instance");
-                state.runaway.insert(stream);
-                Err(RecordError::TimedOut { limit_ms })
-            }
-            Err(e @ SandboxError::Unavailable(_)) => {
-                return Err(StageError::Sandbox(e.to_string()))
-            }
-        })
-    }
-}
-
-fn parse(payload: Option<&[u8]>) -> Result<Value, RecordError> {
-    let data = payload.ok_or(RecordError::NoValue)?;
-    serde_json::from_slice(data).map_err(|e| RecordError::NotJson(e.to_string()))
 }
 
 fn control_of(m: &BorrowedMessage<'_>) -> Option<Control> {

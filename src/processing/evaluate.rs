@@ -1,0 +1,112 @@
+//! Runs a stream's code on one record's data: the part of processing shared by the group
+//! stage and by the accepting instance (`at_ingest`), so that a result is the same whichever
+//! of them produced it.
+//!
+//! User code runs in the sandbox, bounded. A stream whose code once ran past the time bound
+//! is *runaway* on this instance: its code is not run again here (the worker that ran it was
+//! killed, but one slow filter must not hold its partition up record after record), and its
+//! records get an error result.
+
+use std::collections::HashSet;
+use std::sync::Mutex;
+
+use serde_json::Value;
+use uuid::Uuid;
+
+use super::processor::uppercase;
+use super::record::{Evaluated, RecordError};
+use super::sandbox::{Sandbox, SandboxError};
+use super::StageError;
+use crate::config;
+use crate::error::Error;
+use crate::wire::ProcessorSpec;
+
+/// The code runner of one instance.
+pub struct Evaluator {
+    /// Runs user code in worker processes, bounded in time, memory and stack.
+    sandbox: Sandbox,
+    /// Most results of one record.
+    max_results: usize,
+    /// Streams whose code ran past the time bound here.
+    runaway: Mutex<HashSet<Uuid>>,
+}
+
+impl Evaluator {
+    pub fn new(config: &config::Processing) -> Result<Self, Error> {
+        Ok(Self {
+            sandbox: Sandbox::new(config)?,
+            max_results: config.max_results,
+            runaway: Mutex::default(),
+        })
+    }
+
+    /// Whether a processor produces each record's results from that record alone (and so
+    /// can run where the record is accepted): every processor but windows.
+    pub fn is_per_record(spec: &ProcessorSpec) -> bool {
+        !matches!(spec, ProcessorSpec::Window { .. })
+    }
+
+    /// The results of one record of a per-record processor (`is_per_record`). An error means
+    /// the sandbox cannot start a worker: the record must be tried again, not failed.
+    pub async fn per_record(
+        &self,
+        stream: Uuid,
+        spec: &ProcessorSpec,
+        payload: Option<&[u8]>,
+    ) -> Result<Evaluated, StageError> {
+        let data = match parse(payload) {
+            Ok(data) => data,
+            Err(e) => return Ok(Evaluated::Failed(e)),
+        };
+        let results = match spec {
+            ProcessorSpec::Identity => Ok(vec![data]),
+            ProcessorSpec::Uppercase => Ok(vec![uppercase(data)]),
+            ProcessorSpec::Jq { filter } => {
+                self.user_code(stream, filter, &data, self.max_results)
+                    .await?
+            }
+            ProcessorSpec::Window { .. } => {
+                unreachable!("a window is not a per-record processor")
+            }
+        };
+        Ok(results.map_or_else(Evaluated::Failed, Evaluated::Results))
+    }
+
+    /// Runs user code in the sandbox. Past the time bound the record gets an error result and
+    /// the stream is marked runaway here. A sandbox that cannot start a worker is an error
+    /// (the record is retried), rather than a failed record.
+    pub async fn user_code(
+        &self,
+        stream: Uuid,
+        code: &str,
+        data: &Value,
+        max: usize,
+    ) -> Result<Result<Vec<Value>, RecordError>, StageError> {
+        let limit_ms = self.sandbox.limit().as_millis() as u64;
+        if self.runaway.lock().expect("runaway lock").contains(&stream) {
+            return Ok(Err(RecordError::Runaway { limit_ms }));
+        }
+        Ok(match self.sandbox.run(code, data, max).await {
+            Ok(results) => Ok(results),
+            Err(SandboxError::Code(message)) => Err(RecordError::Code(message)),
+            Err(SandboxError::Crashed(how)) => {
+                tracing::warn!(%stream, %how, "a processor worker died on a record");
+                Err(RecordError::Crashed(how))
+            }
+            Err(SandboxError::TimedOut { limit_ms }) => {
+                tracing::warn!(%stream, limit_ms, "processor ran past its time limit and was stopped; the stream's processor is disabled on this instance");
+                self.runaway.lock().expect("runaway lock").insert(stream);
+                Err(RecordError::TimedOut { limit_ms })
+            }
+            Err(e @ SandboxError::Unavailable(_)) => {
+                return Err(StageError::Sandbox(e.to_string()))
+            }
+        })
+    }
+}
+
+/// A record's data: its value as JSON.
+pub fn parse(payload: Option<&[u8]>) -> Result<Value, RecordError> {
+    let data = payload.ok_or(RecordError::NoValue)?;
+    serde_json::from_slice(data).map_err(|e| RecordError::NotJson(e.to_string()))
+}
