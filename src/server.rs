@@ -170,11 +170,15 @@ async fn start(
         metrics.clone(),
     );
     let following = backlog.follow(&cluster, &config.processing.group_id, stopping.clone())?;
-    let evaluator = Arc::new(Evaluator::new(&config.processing)?);
+    let results = cluster.producer(&cluster.topics.results, Some(config.limits.send_timeout()))?;
+    let evaluator = Arc::new(Evaluator::new(
+        &config.processing,
+        results.max_message_bytes().saturating_sub(RECORD_FRAMING),
+    )?);
     let at_ingest = match config.processing.at_ingest {
         true => Some(AtIngest::start(
             evaluator.clone(),
-            cluster.producer(&cluster.topics.results, Some(config.limits.send_timeout()))?,
+            results,
             input.clone(),
             metrics.clone(),
         )),

@@ -124,3 +124,34 @@ async fn specs_past_the_limits_are_refused_at_start_naming_the_limit() {
     still_serving(&d).await;
     d.stop().await.unwrap();
 }
+
+/// A result the results topic would refuse (past `message.max.bytes`) is an error frame
+/// naming the sizes, and the stream's next record is processed. Before, the producer's
+/// refusal restarted the processing stage on that record, again and again: its partition
+/// stalled for good.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_result_larger_than_the_broker_takes_is_an_error_frame_and_the_stream_goes_on() {
+    for one_hop in [true, false] {
+        let mut config = test_config();
+        config.processing.at_ingest = one_hop;
+        let d = Daemon::start(config).await;
+        let (status, body) = start_jq(&d, "if .big then [range(300000)] else .n end").await;
+        assert_eq!(status, 201, "{body}");
+        let id = body["stream_id"].as_str().unwrap().to_string();
+        let mut ws = d.subscribe(ALICE, &id).await;
+        let (status, _) = d
+            .send_ndjson(ALICE, &id, "{\"big\":true}\n{\"n\":7}\n".into())
+            .await;
+        assert_eq!(status, 202);
+        let frame = next_frame(&mut ws).await;
+        assert_eq!(frame["type"], "error", "one hop {one_hop}: {frame}");
+        let message = frame["error"]["message"].as_str().unwrap();
+        assert!(
+            message.contains("larger than the results topic takes"),
+            "{message}"
+        );
+        let next = next_frame(&mut ws).await;
+        assert_eq!(next["data"], 7, "one hop {one_hop}: {next}");
+        d.stop().await.unwrap();
+    }
+}

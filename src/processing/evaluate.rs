@@ -27,15 +27,20 @@ pub struct Evaluator {
     sandbox: Sandbox,
     /// Most results of one record.
     max_results: usize,
+    /// Largest result (its data as JSON) the results topic takes with its frame around it.
+    max_result_bytes: usize,
     /// Streams whose code ran past the time bound here.
     runaway: Mutex<HashSet<Uuid>>,
 }
 
 impl Evaluator {
-    pub fn new(config: &config::Processing) -> Result<Self, Error> {
+    /// `max_result_bytes`: the results producer's `message.max.bytes` less room for the
+    /// frame's other fields, key and headers.
+    pub fn new(config: &config::Processing, max_result_bytes: usize) -> Result<Self, Error> {
         Ok(Self {
             sandbox: Sandbox::new(config)?,
             max_results: config.max_results,
+            max_result_bytes,
             runaway: Mutex::default(),
         })
     }
@@ -59,7 +64,8 @@ impl Evaluator {
             Err(e) => return Ok(Evaluated::Failed(e)),
         };
         let results = match spec {
-            ProcessorSpec::Identity => Ok(vec![data]),
+            // No larger than its record, which the input topic took.
+            ProcessorSpec::Identity => return Ok(Evaluated::Results(vec![data])),
             ProcessorSpec::Uppercase => Ok(vec![uppercase(data)]),
             ProcessorSpec::Jq { filter } => {
                 self.user_code(stream, filter, &data, self.max_results)
@@ -69,7 +75,20 @@ impl Evaluator {
                 unreachable!("a window is not a per-record processor")
             }
         };
-        Ok(results.map_or_else(Evaluated::Failed, Evaluated::Results))
+        let fits = |results: Vec<Value>| match results
+            .iter()
+            .map(json_len)
+            .find(|n| *n > self.max_result_bytes)
+        {
+            Some(size) => Err(RecordError::ResultTooLarge {
+                size,
+                limit: self.max_result_bytes,
+            }),
+            None => Ok(results),
+        };
+        Ok(results
+            .and_then(fits)
+            .map_or_else(Evaluated::Failed, Evaluated::Results))
     }
 
     /// Runs user code in the sandbox. Past the time bound the record gets an error result and
@@ -103,6 +122,23 @@ impl Evaluator {
             }
         })
     }
+}
+
+/// The length of a value written as JSON, without writing it anywhere.
+fn json_len(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    serde_json::to_writer(&mut count, value).expect("a JSON value serializes");
+    count.0
 }
 
 /// A record's data: its value as JSON.

@@ -39,6 +39,11 @@ pub enum RecordError {
          recursed too deeply"
     )]
     Crashed(String),
+    #[error(
+        "a result of {size} bytes is larger than the results topic takes ({limit} bytes: the \
+         producer's message.max.bytes less 1 KiB for the frame around it)"
+    )]
+    ResultTooLarge { size: usize, limit: usize },
     #[error("arrived after its window (start {window_start_ms} ms) closed; not counted")]
     Late { window_start_ms: i64 },
 }
