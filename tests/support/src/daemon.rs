@@ -418,7 +418,15 @@ pub async fn check_outage(d: &Daemon, down: impl FnOnce(), up: impl FnOnce()) {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     while next_frame(&mut ws).await["data"] != "after" {}
-    // Ready again as soon as sends succeed, and it stays so (no flapping) for two seconds.
+    // Ready again once the processing stage is back in its group (one-hop results may come
+    // before that), and it stays so (no flapping) for two seconds.
+    while d.get_status("/readyz").await != 200 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not ready again after the broker came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     for _ in 0..20 {
         assert_eq!(d.get_status("/readyz").await, 200);
         tokio::time::sleep(Duration::from_millis(100)).await;
