@@ -1,6 +1,8 @@
 //! A processing instance that goes away mid-stream loses no acknowledged record: its
 //! partitions move to the surviving instance, which resumes from the committed offsets.
-//! Checked in the results topic itself with a plain Kafka consumer.
+//! An instance killed while it accepts records (one hop: it writes their results itself)
+//! loses none either: every record it stored gets its result, from it or, unconfirmed, from
+//! the processing group. Checked in the topics themselves with a plain Kafka consumer.
 //!
 //! SIGKILL runs on the embedded (librdkafka mock) broker, whose group coordinator evicts a
 //! dead member after its session timeout and tells the others to rebalance, as Kafka and
@@ -119,6 +121,8 @@ enum Stop {
 async fn failover(bootstrap: String, stop: Stop) {
     let mut config = test_config();
     config.brokers = Brokers::Bootstrap(bootstrap.clone());
+    // Every record through the processing group, which is what fails over here.
+    config.processing.at_ingest = false;
     let a = Daemon::start(config).await;
     let b_port = free_port();
     let b_url = format!("http://127.0.0.1:{b_port}");
@@ -186,4 +190,133 @@ async fn sigkill_of_a_processing_daemon_loses_no_acknowledged_record() {
 async fn a_stopped_processing_daemon_hands_over_its_partitions_on_tansu() {
     let tansu = Tansu::start();
     failover(tansu.bootstrap(), Stop::Term).await;
+}
+
+/// Sends rounds of records through the daemon at `url` (another process) until it stops
+/// answering; returns what it acknowledged and counts it in `answered` as it goes.
+async fn send_until_gone(
+    url: String,
+    streams: Vec<String>,
+    answered: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+) -> Acked {
+    let http = reqwest::Client::new();
+    let mut acked = Acked::new();
+    for value in 1_000.. {
+        for id in &streams {
+            let sent = http
+                .post(format!("{url}/api/stream/{id}/send"))
+                .header("x-api-key", ALICE)
+                .json(&Value::from(value))
+                .timeout(Duration::from_secs(10))
+                .send()
+                .await;
+            let Ok(resp) = sent else { return acked };
+            let (status, body) = status_and_json(resp).await;
+            if status != 202 {
+                return acked;
+            }
+            let offset = body["offsets"][0].as_i64().unwrap();
+            acked.entry(id.clone()).or_default().push((value, offset));
+            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+    acked
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_an_accepting_daemon_loses_no_stored_record() {
+    let topics = Topics {
+        partitions: 3,
+        ..Topics::default()
+    };
+    let broker = EmbeddedBroker::start(&topics).unwrap();
+    let bootstrap = broker.bootstrap_servers().to_string();
+    let mut config = test_config();
+    config.brokers = Brokers::Bootstrap(bootstrap.clone());
+    config.processing.at_ingest_wait_ms = 1_000;
+    let a = Daemon::start(config).await;
+    let b_port = free_port();
+    // B with A's settings: the same key, no rate limits.
+    let dir = tempfile::tempdir().unwrap();
+    let b_config = dir.path().join("b.yaml");
+    std::fs::write(
+        &b_config,
+        format!(
+            "listen: 127.0.0.1:{b_port}\nbrokers: {bootstrap}\n\
+             api_keys: [{{name: alice, key: {ALICE}}}]\n\
+             rate_limits: {{per_ip: null, per_key: null, per_ip_public: null}}\n\
+             topics: {{partitions: 3}}\nprocessing: {{at_ingest_wait_ms: 1000}}\n"
+        ),
+    )
+    .unwrap();
+    let mut b = Command::new(env!("CARGO_BIN_EXE_streamctl"))
+        .arg("serve")
+        .arg("--config")
+        .arg(&b_config)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let b_url = format!("http://127.0.0.1:{b_port}");
+    let http = reqwest::Client::new();
+    let ready = tokio::time::Instant::now() + Duration::from_secs(30);
+    while http
+        .get(format!("{b_url}/readyz"))
+        .send()
+        .await
+        .map_or(true, |r| r.status() != 200)
+    {
+        assert!(tokio::time::Instant::now() < ready, "B never became ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let mut streams = Vec::new();
+    for _ in 0..6 {
+        streams.push(a.start_stream(ALICE, None).await);
+    }
+
+    // B accepts records (and writes their results) until it is killed mid-stream.
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let sender = tokio::spawn(send_until_gone(
+        b_url.clone(),
+        streams.clone(),
+        answered.clone(),
+    ));
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while answered.load(std::sync::atomic::Ordering::Relaxed) < 60 {
+        assert!(tokio::time::Instant::now() < deadline, "B answered too few");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    b.start_kill().unwrap();
+    b.wait().await.unwrap();
+    let acked_by_b = sender.await.unwrap();
+
+    // Every record stored in the input topic has its result: those B acknowledged, and those
+    // it stored without answering or without writing their results (A's processing group
+    // takes B's partitions over and writes what B did not confirm).
+    let b2 = bootstrap.clone();
+    let input = tokio::task::spawn_blocking(move || read_topic(&b2, "streamgate.input"))
+        .await
+        .unwrap();
+    let mut stored = Acked::new();
+    for r in input {
+        if let Some(id) = r.key.as_ref().filter(|k| streams.contains(k)) {
+            let value = r.json().as_i64().unwrap();
+            stored
+                .entry(id.clone())
+                .or_default()
+                .push((value, r.offset));
+        }
+    }
+    for (id, recs) in &acked_by_b {
+        for rec in recs {
+            assert!(
+                stored[id].contains(rec),
+                "{id}: {rec:?} acknowledged, not stored"
+            );
+        }
+    }
+    wait_for_all_results(&bootstrap, &stored).await;
+    a.stop().await.unwrap();
 }

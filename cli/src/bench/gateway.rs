@@ -58,11 +58,17 @@ fn sequence(outcome: &Outcome) -> Option<u64> {
     Data::deserialize(data).ok()?.q
 }
 
-pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result<RunReport> {
+/// One run through the daemon, on fresh streams with `processor` (identity by default).
+pub async fn run(
+    client: &Client,
+    load: &Load,
+    processor: Option<&str>,
+    progress: bool,
+) -> anyhow::Result<RunReport> {
     let schedule = load.schedule;
     let ids: Vec<String> = futures_util::stream::iter(0..schedule.streams)
         .map(|_| async {
-            let created = start_stream(client, None).await?;
+            let created = start_stream(client, processor).await?;
             anyhow::Ok(created.stream_id.to_string())
         })
         .buffered(SETUP_CONCURRENCY)
@@ -144,7 +150,9 @@ pub async fn run(client: &Client, load: &Load, progress: bool) -> anyhow::Result
     while tasks.join_next().await.is_some() {}
     end_streams(client, &ids).await;
     sent?;
-    Ok(rec.report(load.transport.as_str(), load.payload_bytes))
+    let mut report = rec.report(load.transport.as_str(), load.payload_bytes);
+    report.target.processor = processor.map(str::to_string);
+    Ok(report)
 }
 
 /// Opens one results WebSocket, with buffers sized as the daemon sizes its own (a frame the

@@ -57,6 +57,11 @@ pub struct Args {
     /// How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets).
     #[arg(long, value_enum, default_value_t = Transport::Http)]
     pub transport: Transport,
+    /// The bench streams' processor, as for `streamctl start` (a name or a JSON spec); it must
+    /// keep the record's `q` field (e.g. `{"type":"jq","filter":". + {seen: true}"}`), which
+    /// matches results to records. Default: identity.
+    #[arg(long, value_name = "SPEC")]
+    pub processor: Option<String>,
     /// Results subscribers (WebSockets) per stream: measures fan-out. Each record is then
     /// expected once on every one of them.
     #[arg(long, default_value_t = 1)]
@@ -258,15 +263,19 @@ impl Args {
             None => (None, None),
         };
         let before = cost::Sample::take(client, self.broker_pid).await;
+        let processor = self.processor.as_deref();
         let (gateway, find_max) = if self.find_max {
             let (best, f) = self
                 .find_max(load, |load| async move {
-                    gateway::run(client, &load, progress).await
+                    gateway::run(client, &load, processor, progress).await
                 })
                 .await?;
             (best, Some(f))
         } else {
-            (gateway::run(client, &load, progress).await?, None)
+            (
+                gateway::run(client, &load, processor, progress).await?,
+                None,
+            )
         };
         // The cost of one run (with --find-max, of every step together).
         let after = cost::Sample::take(client, self.broker_pid).await;

@@ -197,6 +197,7 @@ impl Recorder {
                 transport: transport.to_string(),
                 batch: self.schedule.batch,
                 subscribers: self.subscribers,
+                processor: None,
             },
             records: Records {
                 sent,

@@ -72,6 +72,9 @@ pub struct Target {
     /// Subscribers per stream (`--subscribers`): received, lost, duplicated and reordered
     /// then count deliveries, a record to each of them.
     pub subscribers: usize,
+    /// The streams' processor (`--processor`); absent for identity and for the baseline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub processor: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -274,13 +277,17 @@ fn run_text(out: &mut String, title: &str, r: &RunReport) {
     let t = &r.target;
     let _ = writeln!(
         out,
-        "{title}: {} streams, {} records/s for {} s, {} B records, {} batch {}{}",
+        "{title}: {} streams, {} records/s for {} s, {} B records, {} batch {}{}{}",
         t.streams,
         t.rate,
         t.duration_s,
         t.payload_bytes,
         t.transport,
         t.batch,
+        match &t.processor {
+            Some(p) => format!(", processor {p}"),
+            None => String::new(),
+        },
         match t.subscribers {
             1 => String::new(),
             n => format!(", {n} subscribers per stream (received counts deliveries)"),
