@@ -137,8 +137,8 @@ struct StageState {
     /// (fetched before it was revoked) is not processed here.
     owned: std::collections::HashSet<i32>,
     /// Per stream, its last item held back (a one-hop record awaiting confirmation, or
-    /// outputs behind one): the stream's next outputs follow it.
-    held: std::collections::HashMap<Uuid, Settle>,
+    /// outputs behind one) and its partition: the stream's next outputs follow it.
+    held: std::collections::HashMap<Uuid, (i32, Settle)>,
 }
 
 impl StageState {
@@ -146,8 +146,16 @@ impl StageState {
     fn held(&self, stream: &Uuid) -> Option<Settle> {
         self.held
             .get(stream)
-            .filter(|s| s.peek().is_none())
-            .cloned()
+            .filter(|(_, s)| s.peek().is_none())
+            .map(|(_, s)| s.clone())
+    }
+
+    /// Partitions lost: their held items are abandoned, and nothing gained later may wait
+    /// behind them.
+    fn revoke(&mut self, lost: &[i32]) {
+        self.partitions.revoke(lost);
+        self.owned.retain(|p| !lost.contains(p));
+        self.held.retain(|_, (p, _)| !lost.contains(p));
     }
 }
 
@@ -277,7 +285,7 @@ impl Processing {
                 _ = window_check.tick() => {
                     self.close_due_windows(&mut state.partitions).await;
                     self.take_over.awaiting.prune();
-                    state.held.retain(|_, s| s.peek().is_none());
+                    state.held.retain(|_, (_, s)| s.peek().is_none());
                     continue;
                 }
                 msg = consumer.recv() => msg,
@@ -336,8 +344,7 @@ impl Processing {
     ) -> Result<(), StageError> {
         match assignment {
             Assignment::Revoked(lost) => {
-                state.partitions.revoke(&lost);
-                state.owned.retain(|p| !lost.contains(p));
+                state.revoke(&lost);
                 self.take_over.awaiting.abandon(Some(&lost));
                 // Usually done already, before the revoke (`StageContext::pre_rebalance`);
                 // then this finds nothing held.
@@ -446,7 +453,7 @@ impl Processing {
             let settle = self
                 .take_over
                 .settle(input, m.payload().map(<[u8]>::to_vec), before);
-            state.held.insert(stream, settle.clone());
+            state.held.insert(stream, (partition, settle.clone()));
             return Ok(Pending {
                 settle: Some(settle),
                 ..nothing(state.partitions.windows.rewind_point(partition, offset + 1))
@@ -494,7 +501,7 @@ impl Processing {
                     input.received_ms,
                     (partition, offset),
                 );
-                state.held.insert(stream, settle.clone());
+                state.held.insert(stream, (partition, settle.clone()));
                 return Ok(Pending {
                     settle: Some(settle),
                     ..nothing(step.rewind)
