@@ -170,7 +170,9 @@ async fn start(
         metrics.clone(),
     );
     let following = backlog.follow(&cluster, &config.processing.group_id, stopping.clone())?;
-    let results = cluster.producer(&cluster.topics.results, Some(config.limits.send_timeout()))?;
+    // One-hop results share the input's producer session: a result and the next sends'
+    // records travel in one produce request.
+    let results = input.for_topic(&cluster.topics.results);
     let evaluator = Arc::new(Evaluator::new(
         &config.processing,
         results.max_message_bytes().saturating_sub(RECORD_FRAMING),

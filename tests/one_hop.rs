@@ -23,6 +23,7 @@ const RESULTS: &str = "streamgate.results";
 fn on(tansu: &Tansu, wait_ms: u64) -> Config {
     let mut c = test_config();
     c.brokers = Brokers::Bootstrap(tansu.bootstrap());
+    c.processing.at_ingest = true;
     c.processing.at_ingest_wait_ms = wait_ms;
     c
 }

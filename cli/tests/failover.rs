@@ -24,10 +24,24 @@ use tokio::process::Command;
 type Acked = HashMap<String, Vec<(i64, i64)>>;
 
 fn spawn_daemon(bootstrap: &str, port: u16) -> tokio::process::Child {
+    let listen = format!("127.0.0.1:{port}");
+    spawn_serve(&[
+        "--brokers",
+        bootstrap,
+        "--listen",
+        &listen,
+        "--api-key",
+        ALICE,
+        "--log-format",
+        "json",
+    ])
+}
+
+/// `streamctl serve ARGS` as a process of its own, quiet, killed with the test.
+fn spawn_serve(args: &[&str]) -> tokio::process::Child {
     Command::new(env!("CARGO_BIN_EXE_streamctl"))
-        .args(["serve", "--brokers", bootstrap, "--listen"])
-        .arg(format!("127.0.0.1:{port}"))
-        .args(["--api-key", ALICE, "--log-format", "json"])
+        .arg("serve")
+        .args(args)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -233,6 +247,7 @@ async fn sigkill_of_an_accepting_daemon_loses_no_stored_record() {
     let bootstrap = broker.bootstrap_servers().to_string();
     let mut config = test_config();
     config.brokers = Brokers::Bootstrap(bootstrap.clone());
+    config.processing.at_ingest = true;
     config.processing.at_ingest_wait_ms = 1_000;
     let a = Daemon::start(config).await;
     let b_port = free_port();
@@ -245,20 +260,11 @@ async fn sigkill_of_an_accepting_daemon_loses_no_stored_record() {
             "listen: 127.0.0.1:{b_port}\nbrokers: {bootstrap}\n\
              api_keys: [{{name: alice, key: {ALICE}}}]\n\
              rate_limits: {{per_ip: null, per_key: null, per_ip_public: null}}\n\
-             topics: {{partitions: 3}}\nprocessing: {{at_ingest_wait_ms: 1000}}\n"
+             topics: {{partitions: 3}}\nprocessing: {{at_ingest: true, at_ingest_wait_ms: 1000}}\n"
         ),
     )
     .unwrap();
-    let mut b = Command::new(env!("CARGO_BIN_EXE_streamctl"))
-        .arg("serve")
-        .arg("--config")
-        .arg(&b_config)
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
+    let mut b = spawn_serve(&["--config", b_config.to_str().unwrap()]);
     let b_url = format!("http://127.0.0.1:{b_port}");
     let http = reqwest::Client::new();
     let ready = tokio::time::Instant::now() + Duration::from_secs(30);

@@ -25,7 +25,6 @@ use super::upgrade::Socket;
 use super::AppState;
 use crate::delivery::Item;
 use crate::error::ApiError;
-use crate::ingest::ResultOrder;
 use crate::lifecycle::Phase;
 use crate::wire::{Ack, Close, Frame, Nack};
 
@@ -56,7 +55,6 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
-    let mut order = ResultOrder::default();
     let max_in_flight = state.limits.ws_max_in_flight;
     let opened = Instant::now();
     let mut frames_out: u64 = 0;
@@ -111,7 +109,7 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
                         } else if state.phase.at_least(Phase::Draining) {
                             futures_util::future::ready(Err(ApiError::ShuttingDown)).boxed()
                         } else {
-                            state.ingest.enqueue(&entry, m.into_data(), &mut order).await
+                            state.ingest.enqueue(&entry, m.into_data()).await
                         };
                         answers.push_back(answer.map(move |r| (n, r)).boxed());
                     }

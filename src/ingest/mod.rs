@@ -17,6 +17,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use rdkafka::message::{Header, OwnedHeaders};
 use serde::de::IgnoredAny;
+use tokio::sync::oneshot;
 use uuid::Uuid;
 
 use crate::error::ApiError;
@@ -110,13 +111,71 @@ pub struct Ingest {
     /// Processes per-record streams' records where they are accepted (one hop); `None`
     /// leaves every record to the processing group.
     at_ingest: Option<Arc<AtIngest>>,
+    turns: Arc<Turns>,
 }
 
-/// The order in which one sender's records get their one-hop results: each waits until the
-/// results of the sender's previous record are handed to the producer. A WebSocket session
-/// keeps one.
+/// One-hop results of a stream are written, on this instance, in the order its records were
+/// handed to the producer (their input order): a send takes a turn when it hands its records
+/// over, and writes their results once the previous turn's are handed over too. Otherwise
+/// two sends in flight at once could have their results written in the order their
+/// acknowledgements happened to be processed.
 #[derive(Default)]
-pub struct ResultOrder(Option<tokio::sync::oneshot::Receiver<()>>);
+struct Turns {
+    /// Per stream, the last turn taken: its number, and what ends it.
+    last: std::sync::Mutex<std::collections::HashMap<Uuid, (u64, oneshot::Receiver<()>)>>,
+    taken: std::sync::atomic::AtomicU64,
+}
+
+/// A send's turn to write one-hop results.
+struct Turn {
+    previous: Option<oneshot::Receiver<()>>,
+    /// Dropped with the turn, once its results are handed over: the next turn goes.
+    _done: oneshot::Sender<()>,
+    stream: Uuid,
+    number: u64,
+    turns: Arc<Turns>,
+}
+
+impl Turns {
+    fn take(self: &Arc<Self>, stream: Uuid) -> Turn {
+        let (done, next) = oneshot::channel();
+        let number = self.taken.fetch_add(1, Ordering::Relaxed);
+        let previous = self
+            .last
+            .lock()
+            .expect("turns lock")
+            .insert(stream, (number, next))
+            .map(|(_, previous)| previous);
+        Turn {
+            previous,
+            _done: done,
+            stream,
+            number,
+            turns: self.clone(),
+        }
+    }
+}
+
+impl Turn {
+    /// Waits for the previous turn's results to be handed over.
+    async fn wait(&mut self) {
+        if let Some(previous) = self.previous.take() {
+            let _ = previous.await;
+        }
+    }
+}
+
+impl Drop for Turn {
+    fn drop(&mut self) {
+        let mut last = self.turns.last.lock().expect("turns lock");
+        if last
+            .get(&self.stream)
+            .is_some_and(|(n, _)| *n == self.number)
+        {
+            last.remove(&self.stream); // no later turn: forget the stream
+        }
+    }
+}
 
 /// How many records a request may hold, and how large one may be.
 #[derive(Debug, Clone, Copy)]
@@ -150,6 +209,7 @@ impl Ingest {
             backlog,
             registry,
             at_ingest,
+            turns: Arc::default(),
         }
     }
 
@@ -209,6 +269,7 @@ impl Ingest {
             Tag::Data
         };
         let received_ms = now_ms();
+        let turn = one_hop.map(|_| self.turns.take(entry.id));
         let result = append_tagged(&*self.log, &key, records.iter(), received_ms, tag).await;
         let acknowledged = match &result {
             Ok(offsets) => offsets.len(),
@@ -227,7 +288,8 @@ impl Ingest {
             }
         };
         let before = self.before_end(entry, &offsets).await?;
-        if let Some(at_ingest) = one_hop {
+        if let (Some(at_ingest), Some(mut turn)) = (one_hop, turn) {
+            turn.wait().await;
             let mut written = Vec::with_capacity(before);
             for (offset, record) in offsets.iter().take(before).zip(records.iter()) {
                 let input = Input {
@@ -239,6 +301,7 @@ impl Ingest {
                 };
                 written.push(at_ingest.write(entry, input, record).await);
             }
+            drop(turn);
             futures_util::future::join_all(written).await;
         }
         self.count(entry, before);
@@ -260,13 +323,11 @@ impl Ingest {
     }
 
     /// Hands one record (a WebSocket frame) to the producer and returns the future of its
-    /// answer, so a session can pipeline records and answer them in order. One-hop results
-    /// are written in the session's `order`.
+    /// answer, so a session can pipeline records and answer them in order.
     pub async fn enqueue(
         &self,
         entry: &Arc<StreamEntry>,
         frame: Bytes,
-        order: &mut ResultOrder,
     ) -> BoxFuture<'static, Result<i64, ApiError>> {
         let limit = self.limits.record_bytes;
         let record = match refuse_if_ended(entry).and_then(|()| record(&frame, limit)) {
@@ -280,10 +341,7 @@ impl Ingest {
         }
         let one_hop = self.one_hop(entry).cloned();
         let (tag, turn) = match one_hop {
-            Some(_) => {
-                let (done, next) = tokio::sync::oneshot::channel::<()>();
-                (Tag::AtIngest, Some((order.0.replace(next), done)))
-            }
+            Some(_) => (Tag::AtIngest, Some(self.turns.take(entry.id))),
             None => (Tag::Data, None),
         };
         let received_ms = now_ms();
@@ -299,10 +357,8 @@ impl Ingest {
                             acknowledged: None,
                         });
                     }
-                    if let (Some(at_ingest), Some((previous, done))) = (one_hop, turn) {
-                        if let Some(previous) = previous {
-                            let _ = previous.await;
-                        }
+                    if let (Some(at_ingest), Some(mut turn)) = (one_hop, turn) {
+                        turn.wait().await;
                         let input = Input {
                             stream: entry.id,
                             partition,
@@ -311,7 +367,7 @@ impl Ingest {
                             control: None,
                         };
                         let written = at_ingest.write(&entry, input, &record).await;
-                        drop(done); // the session's next record may write its results
+                        drop(turn);
                         written.await;
                     }
                     this.count(&entry, 1);

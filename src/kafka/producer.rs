@@ -20,15 +20,19 @@ use crate::error::Error;
 /// `REPLACE_INTERVAL`: an idempotent session with a failed record in it (a timeout, a broker
 /// that lost the session, a fatal idempotence error) is not reused, and a fresh session
 /// works with every broker.
+///
+/// Producers for several topics may share one session (`for_topic`): their records then
+/// travel in the same produce requests, which costs the broker fewer requests than two
+/// sessions would.
 #[derive(Clone)]
 pub struct TopicProducer {
     inner: Arc<ProducerInner>,
+    topic: TopicInfo,
 }
 
 struct ProducerInner {
     producer: RwLock<FutureProducer>,
     config: ClientConfig,
-    topic: TopicInfo,
     /// Bound on waiting for the local queue and for the broker's ack.
     timeout: Duration,
     replaced_at: Mutex<Instant>,
@@ -91,11 +95,19 @@ impl TopicProducer {
             inner: Arc::new(ProducerInner {
                 producer: RwLock::new(producer),
                 config: c,
-                topic,
                 timeout: timeout.unwrap_or(Duration::from_secs(3600)),
                 replaced_at: Mutex::new(Instant::now()),
             }),
+            topic,
         })
+    }
+
+    /// A producer for `topic` on this producer's session (settings, timeout, replacement).
+    pub fn for_topic(&self, topic: &TopicInfo) -> Self {
+        Self {
+            inner: self.inner.clone(),
+            topic: topic.clone(),
+        }
     }
 
     /// The largest message this producer sends (`message.max.bytes`: the operator's setting,
@@ -109,11 +121,11 @@ impl TopicProducer {
     }
 
     pub fn topic(&self) -> &TopicInfo {
-        &self.inner.topic
+        &self.topic
     }
 
     pub fn partition_for(&self, key: &str) -> i32 {
-        partition_for(key, self.inner.topic.partitions)
+        partition_for(key, self.topic.partitions)
     }
 
     fn current(&self) -> FutureProducer {
@@ -132,14 +144,14 @@ impl TopicProducer {
         }
         match inner.config.create::<FutureProducer>() {
             Ok(fresh) => {
-                tracing::warn!(topic = %inner.topic.name, "starting a new producer session after a failed delivery");
+                tracing::warn!(topic = %self.topic.name, "starting a new producer session after a failed delivery");
                 let old =
                     std::mem::replace(&mut *inner.producer.write().expect("producer lock"), fresh);
                 // Destroying a librdkafka client can block while it tears down connections.
                 tokio::task::spawn_blocking(move || drop(old));
             }
             Err(e) => {
-                tracing::error!(topic = %inner.topic.name, error = %e, "cannot replace the producer")
+                tracing::error!(topic = %self.topic.name, error = %e, "cannot replace the producer")
             }
         }
     }
@@ -182,7 +194,7 @@ impl TopicProducer {
         let deadline = Instant::now() + timeout;
         let producer = self.current();
         let delivery: DeliveryFuture = loop {
-            let mut record = FutureRecord::to(&self.inner.topic.name)
+            let mut record = FutureRecord::to(&self.topic.name)
                 .key(key)
                 .payload(payload)
                 .partition(partition)
@@ -231,7 +243,7 @@ impl TopicProducer {
     pub fn flush(&self, timeout: Duration) {
         use rdkafka::producer::Producer;
         if let Err(e) = self.current().flush(timeout) {
-            tracing::warn!(error = %e, topic = %self.inner.topic.name, "producer flush incomplete");
+            tracing::warn!(error = %e, topic = %self.topic.name, "producer flush incomplete");
         }
     }
 }

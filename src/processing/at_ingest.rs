@@ -112,6 +112,17 @@ async fn enqueue_outputs(
     Ok(acks)
 }
 
+/// The frames of a per-record processor's evaluation (its step keeps no state), counted as
+/// processed.
+fn outputs_of(input: &Input, evaluated: Evaluated, metrics: &Metrics) -> Vec<(Kind, Vec<u8>)> {
+    metrics.processed.inc();
+    if let Evaluated::Failed(_) = &evaluated {
+        metrics.processing_errors.inc();
+    }
+    let mut stateless = Partitions::default();
+    record::step(&mut stateless, input, Some(evaluated), false, now_ms()).outputs
+}
+
 /// Counts a record's results on its stream (what `streamctl top` shows).
 fn count_results(entry: &StreamEntry, outputs: &[(Kind, Vec<u8>)]) {
     let results = outputs.iter().filter(|(k, _)| *k == Kind::Result).count();
@@ -127,7 +138,8 @@ fn count_results(entry: &StreamEntry, outputs: &[(Kind, Vec<u8>)]) {
 /// The accepting side: evaluates records and writes their results and confirmations.
 pub struct AtIngest {
     evaluator: Arc<Evaluator>,
-    /// Gives up after `limits.send_timeout_ms`: a client waits for these acks.
+    /// Gives up after `limits.send_timeout_ms`: a client waits for these acks. Shares the
+    /// input producer's session.
     results: TopicProducer,
     confirmations: mpsc::UnboundedSender<(i32, i64)>,
     metrics: Arc<Metrics>,
@@ -178,18 +190,7 @@ impl AtIngest {
             Ok(evaluated) => evaluated,
             Err(e) => return failed(&e),
         };
-        self.metrics.processed.inc();
-        if let Evaluated::Failed(_) = &evaluated {
-            self.metrics.processing_errors.inc();
-        }
-        let outputs = record::step(
-            &mut Partitions::default(),
-            &input,
-            Some(evaluated),
-            false,
-            now_ms(),
-        )
-        .outputs;
+        let outputs = outputs_of(&input, evaluated, &self.metrics);
         let key = input.stream.to_string();
         let counted = outputs.clone();
         let acks = match enqueue_outputs(&self.results, &key, outputs, input.received_ms).await {
@@ -405,15 +406,7 @@ impl TakeOver {
                 }
                 None => Evaluated::Failed(RecordError::UnknownStream(input.stream)),
             };
-            metrics.processed.inc();
-            let outputs = record::step(
-                &mut Partitions::default(),
-                &input,
-                Some(evaluated),
-                false,
-                now_ms(),
-            )
-            .outputs;
+            let outputs = outputs_of(&input, evaluated, &metrics);
             if let Some(e) = &entry {
                 count_results(e, &outputs);
             }
