@@ -208,3 +208,35 @@ async fn fan_out_expects_every_record_on_every_subscriber() {
     assert!(report["gateway"]["records"]["lost"].as_u64() > Some(0));
     d.stop().await.unwrap();
 }
+
+/// `--processor` opens the bench streams with it: a jq filter that keeps `q` (here, adding a
+/// field) is measured like identity, every record accounted for, and the report names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bench_streams_take_the_given_processor() {
+    let d = Daemon::start(test_config()).await;
+    let env = daemon_env(&d);
+    let spec = r#"{"type":"jq","filter":". + {seen: true}"}"#;
+    let args = [
+        "--streams",
+        "4",
+        "--rate",
+        "200",
+        "--duration",
+        "1s",
+        "--processor",
+        spec,
+    ];
+    let (status, report, stderr) = bench(&args, &env).await;
+    assert!(status.success(), "{stderr}");
+    assert_clean_run(&report["gateway"], "http", 200);
+    assert_eq!(report["gateway"]["target"]["processor"], spec);
+    let streams = d.get_json(ALICE, "/api/streams").await;
+    let with_filter = streams["streams"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["processor"]["filter"] == ". + {seen: true}")
+        .count();
+    assert_eq!(with_filter, 4, "{streams}");
+    d.stop().await.unwrap();
+}
