@@ -29,8 +29,6 @@ use super::at_ingest::{Resolution, Settle};
 use super::StageError;
 use crate::ingest::Ack;
 
-/// Records the acker holds behind the one it awaits in their partition, at most.
-const ACK_QUEUE: usize = 4096;
 /// How often the acker commits progress (next offsets, then rewind points).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a claim looks again whether the previous owner released a partition.
@@ -298,7 +296,6 @@ pub async fn ack_in_order<X, C>(
     // Per partition: records waiting behind the one being awaited (in `heads`).
     let mut queues: HashMap<i32, VecDeque<Pending>> = HashMap::new();
     let mut heads = FuturesUnordered::new();
-    let mut queued = 0;
     // Partitions revoked while a record waited: nothing more is recorded for them.
     let mut abandoned: HashSet<i32> = HashSet::new();
     let mut flushes: Vec<(Vec<i32>, std::sync::mpsc::Sender<()>)> = Vec::new();
@@ -323,13 +320,13 @@ pub async fn ack_in_order<X, C>(
             break;
         }
         tokio::select! {
-            work = rx.recv(), if open && queued < ACK_QUEUE => match work {
+            // Always read: a record held for its one-hop confirmation is settled only once the
+            // stage reads further in its partition, which it cannot while its hand-offs here
+            // wait. The queues stay within what the backlog gate lets into the input topic.
+            work = rx.recv(), if open => match work {
                 Some(Work::Done(p)) if abandoned.contains(&p.partition) => {}
                 Some(Work::Done(p)) => match queues.get_mut(&p.partition) {
-                    Some(queue) => {
-                        queue.push_back(p);
-                        queued += 1;
-                    }
+                    Some(queue) => queue.push_back(p),
                     None => {
                         queues.insert(p.partition, VecDeque::new());
                         heads.push(p.outcome());
@@ -346,12 +343,9 @@ pub async fn ack_in_order<X, C>(
                     }
                     Outcome::Abandoned => {
                         abandoned.insert(partition);
-                        let dropped = queues.get_mut(&partition).map_or(0, |q| {
-                            let n = q.len();
-                            q.clear();
-                            n
-                        });
-                        queued -= dropped;
+                        if let Some(queue) = queues.get_mut(&partition) {
+                            queue.clear();
+                        }
                     }
                     Outcome::Failed(why) => {
                         tracing::error!("{why}");
@@ -362,10 +356,7 @@ pub async fn ack_in_order<X, C>(
                     }
                 }
                 match queues.get_mut(&partition).and_then(VecDeque::pop_front) {
-                    Some(p) => {
-                        queued -= 1;
-                        heads.push(p.outcome());
-                    }
+                    Some(p) => heads.push(p.outcome()),
                     None => {
                         queues.remove(&partition);
                     }
