@@ -106,6 +106,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'How long to send, e.g. 30s, 2m')
             [CompletionResult]::new('--payload-bytes', '--payload-bytes', [CompletionResultType]::ParameterName, 'Size of each JSON record')
             [CompletionResult]::new('--transport', '--transport', [CompletionResultType]::ParameterName, 'How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets)')
+            [CompletionResult]::new('--processor', '--processor', [CompletionResultType]::ParameterName, 'The bench streams'' processor, as for `streamctl start` (a name or a JSON spec); it must keep the record''s `q` field (e.g. `{"type":"jq","filter":". + {seen: true}"}`), which matches results to records. Default: identity')
             [CompletionResult]::new('--subscribers', '--subscribers', [CompletionResultType]::ParameterName, 'Results subscribers (WebSockets) per stream: measures fan-out. Each record is then expected once on every one of them')
             [CompletionResult]::new('--batch', '--batch', [CompletionResultType]::ParameterName, 'Records per HTTP request (or per burst of WebSocket frames)')
             [CompletionResult]::new('--max-in-flight', '--max-in-flight', [CompletionResultType]::ParameterName, 'HTTP requests awaiting their answer at once; beyond it, sends queue (and their latency, counted from the schedule, grows)')

@@ -98,6 +98,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --duration 'How long to send, e.g. 30s, 2m'
             cand --payload-bytes 'Size of each JSON record'
             cand --transport 'How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets)'
+            cand --processor 'The bench streams'' processor, as for `streamctl start` (a name or a JSON spec); it must keep the record''s `q` field (e.g. `{"type":"jq","filter":". + {seen: true}"}`), which matches results to records. Default: identity'
             cand --subscribers 'Results subscribers (WebSockets) per stream: measures fan-out. Each record is then expected once on every one of them'
             cand --batch 'Records per HTTP request (or per burst of WebSocket frames)'
             cand --max-in-flight 'HTTP requests awaiting their answer at once; beyond it, sends queue (and their latency, counted from the schedule, grows)'

@@ -80,6 +80,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l duration -
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l payload-bytes -d 'Size of each JSON record' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l transport -d 'How records are sent: http (NDJSON requests) or ws (frames on the subscriber sockets)' -r -f -a "http\t''
 ws\t''"
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l processor -d 'The bench streams\' processor, as for `streamctl start` (a name or a JSON spec); it must keep the record\'s `q` field (e.g. `{"type":"jq","filter":". + {seen: true}"}`), which matches results to records. Default: identity' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l subscribers -d 'Results subscribers (WebSockets) per stream: measures fan-out. Each record is then expected once on every one of them' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l batch -d 'Records per HTTP request (or per burst of WebSocket frames)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l max-in-flight -d 'HTTP requests awaiting their answer at once; beyond it, sends queue (and their latency, counted from the schedule, grows)' -r

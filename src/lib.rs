@@ -17,7 +17,8 @@
 //! - [`api`]: warp routes, quotas, authentication, CORS, the WebSocket and Server-Sent Events
 //!   transports (one delivery feed), stats; a thin shell.
 //! - [`ingest`]: request bodies and frames become records in the input topic; end markers.
-//! - [`processing`]: the consumer group that runs each stream's processor, at least once.
+//! - [`processing`]: the consumer group that runs each stream's processor, at least once;
+//!   with one hop (`processing.at_ingest`), also the accepting instance's side of it.
 //! - [`delivery`]: the results router, replays, and one subscriber's feed (replay, then live).
 //! - [`registry`]: the stream registry, kept in a compacted topic and followed in memory.
 //! - [`kafka`]: client settings, the embedded broker, topics and partitioning, the producer.
