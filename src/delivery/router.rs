@@ -243,6 +243,15 @@ impl Router {
         ))
     }
 
+    /// Whether this instance reads results partition `p` now.
+    fn is_read(&self, p: i32) -> bool {
+        self.reading
+            .lock()
+            .expect("reading lock")
+            .read
+            .contains_key(&p)
+    }
+
     /// Makes sure the partition holding `stream`'s results is read, from its current end if
     /// it was not (read explicitly, not `Offset::End`, which librdkafka resolves only at the
     /// first fetch and would skip results produced in between). Call after [`Self::subscribe`]
@@ -252,13 +261,7 @@ impl Router {
         let (Some(reader), Some(p)) = (self.reader.get(), self.partition_of(stream)) else {
             return Ok(()); // not started: nothing to read (route tests)
         };
-        if self
-            .reading
-            .lock()
-            .expect("reading lock")
-            .read
-            .contains_key(&p)
-        {
+        if self.is_read(p) {
             return Ok(());
         }
         let _adding = tokio::time::timeout(WATERMARK_TIMEOUT, self.adding.lock())
@@ -269,13 +272,7 @@ impl Router {
                      {WATERMARK_TIMEOUT:?}"
                 ))
             })?;
-        if self
-            .reading
-            .lock()
-            .expect("reading lock")
-            .read
-            .contains_key(&p)
-        {
+        if self.is_read(p) {
             return Ok(()); // added while this one waited
         }
         let (consumer, topic) = (reader.consumer.clone(), reader.topic.clone());
