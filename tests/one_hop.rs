@@ -244,3 +244,31 @@ async fn instances_with_and_without_one_hop_serve_the_same_streams() {
     one_hop.stop().await.unwrap();
     group_only.stop().await.unwrap();
 }
+
+/// A tagged record of a window stream (only a client writing straight to the broker could
+/// make one) gets an error result from the group; the stage goes on. Before, it panicked the
+/// settling task and restarted the stage on that record again and again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tagged_record_of_a_window_stream_is_an_error_not_a_stalled_stage() {
+    let tansu = Tansu::start();
+    let a = Daemon::start(on(&tansu, 300)).await;
+    let spec = json!({"type": "window", "length_ms": 60000, "value": ".n"});
+    let id = a
+        .start_stream(ALICE, Some(json!({"processor": spec})))
+        .await;
+    let mut tail = a.subscribe(ALICE, &id).await;
+    let (_, offset) = produce(
+        &tansu,
+        INPUT,
+        &id,
+        &json!({"n": 1}),
+        (AT_INGEST_HEADER, "1"),
+    )
+    .await;
+    let error = next_frame(&mut tail).await;
+    assert_eq!(error["type"], "error", "{error}");
+    assert_eq!(error["input_offset"], offset);
+    assert_eq!(a.end_stream(ALICE, &id).await, 200);
+    assert_eq!(next_frame(&mut tail).await["type"], "end");
+    a.stop().await.unwrap();
+}

@@ -71,9 +71,11 @@ impl Evaluator {
                 self.user_code(stream, filter, &data, self.max_results)
                     .await?
             }
-            ProcessorSpec::Window { .. } => {
-                unreachable!("a window is not a per-record processor")
-            }
+            // Only a record written straight to the broker could ask this: it gets an
+            // error result rather than taking the stage down.
+            ProcessorSpec::Window { .. } => Err(RecordError::Code(
+                "a window stream's record cannot be processed on its own".into(),
+            )),
         };
         let fits = |results: Vec<Value>| match results
             .iter()
