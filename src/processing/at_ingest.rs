@@ -91,8 +91,8 @@ pub fn confirmed_offsets(
     Some(serde_json::from_slice(payload?).unwrap_or_default())
 }
 
-/// Hands one result output to the producer with its type header.
-async fn enqueue_outputs(
+/// Hands a record's outputs to the producer, each with its type header; returns their acks.
+pub(super) async fn enqueue_outputs(
     results: &TopicProducer,
     key: &str,
     outputs: Vec<(Kind, Vec<u8>)>,
@@ -124,7 +124,7 @@ fn outputs_of(input: &Input, evaluated: Evaluated, metrics: &Metrics) -> Vec<(Ki
 }
 
 /// Counts a record's results on its stream (what `streamctl top` shows).
-fn count_results(entry: &StreamEntry, outputs: &[(Kind, Vec<u8>)]) {
+pub(super) fn count_results(entry: &StreamEntry, outputs: &[(Kind, Vec<u8>)]) {
     let results = outputs.iter().filter(|(k, _)| *k == Kind::Result).count();
     if results > 0 {
         entry

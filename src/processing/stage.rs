@@ -11,7 +11,7 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Header, Headers, OwnedHeaders};
+use rdkafka::message::{BorrowedMessage, Headers};
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -30,7 +30,7 @@ use crate::ingest::Ingest;
 use crate::kafka::{now_ms, Cluster, TopicProducer, FLUSH_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError};
-use crate::wire::{Control, Kind, ProcessorSpec, CONTROL_HEADER, TYPE_HEADER};
+use crate::wire::{Control, ProcessorSpec, CONTROL_HEADER};
 
 /// Processed input records whose results may await their acks at once.
 const ACK_PIPELINE: usize = 4096;
@@ -479,18 +479,11 @@ impl Processing {
             replaying,
             now_ms(),
         );
-        let results = step
-            .outputs
-            .iter()
-            .filter(|(k, _)| *k == Kind::Result)
-            .count();
-        if results > 0 {
-            if let Some(e) = self.registry.local(&stream) {
-                e.stats
-                    .records_out
-                    .fetch_add(results as u64, std::sync::atomic::Ordering::Relaxed);
-                e.stats.touch();
-            }
+        let counted = (!step.outputs.is_empty())
+            .then(|| self.registry.local(&stream))
+            .flatten();
+        if let Some(e) = counted {
+            at_ingest::count_results(&e, &step.outputs);
         }
         if !step.outputs.is_empty() {
             if let Some(before) = state.held(&stream) {
@@ -509,23 +502,13 @@ impl Processing {
             }
         }
         let key = stream.to_string();
-        let mut acks = Vec::with_capacity(step.outputs.len());
-        for (kind, payload) in step.outputs {
-            let headers = OwnedHeaders::new().insert(Header {
-                key: TYPE_HEADER,
-                value: Some(kind.as_str()),
-            });
-            let ack = self
-                .results
-                .enqueue_with_headers(&key, &payload, input.received_ms, Some(headers))
-                .await
-                .map_err(|e| StageError::Produce {
-                    partition,
-                    offset,
-                    reason: e.to_string(),
-                })?;
-            acks.push(Box::pin(ack) as crate::ingest::Ack);
-        }
+        let acks = at_ingest::enqueue_outputs(&self.results, &key, step.outputs, input.received_ms)
+            .await
+            .map_err(|e| StageError::Produce {
+                partition,
+                offset,
+                reason: e.to_string(),
+            })?;
         Ok(Pending {
             acks,
             ..nothing(step.rewind)
