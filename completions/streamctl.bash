@@ -484,7 +484,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__send)
-            opts="-h -V --url --api-key --new --processor --strict --batch-bytes --batch-records --connect-timeout --help --version"
+            opts="-h -V --url --api-key --new --processor --strict --batch-bytes --batch-records --connect-timeout --idempotency-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -511,6 +511,10 @@ _streamctl() {
                     return 0
                     ;;
                 --connect-timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --idempotency-prefix)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

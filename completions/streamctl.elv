@@ -66,6 +66,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --batch-bytes 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes'
             cand --batch-records 'Most lines in one request; keep it under the daemon''s limits.max_records_per_request'
             cand --connect-timeout 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m'
+            cand --idempotency-prefix 'Start of each batch''s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers): running the same input again with the same prefix stores nothing twice [default: a random one per run]'
             cand --new 'Start a new stream first and print its id on stdout'
             cand --strict 'Refuse lines that are not valid JSON instead of sending them as strings'
             cand -h 'Print help'
@@ -76,8 +77,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;tail'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
-            cand -f 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t; each result ends with one newline'
-            cand --format 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \n and \t; each result ends with one newline'
+            cand -f 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \n and \t; each result ends with one newline'
+            cand --format 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \n and \t; each result ends with one newline'
             cand -o 'Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results. kcat''s words work too: `-o beginning`, `-o end`, `-o -10`'
             cand --from 'Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results. kcat''s words work too: `-o beginning`, `-o end`, `-o -10`'
             cand -c 'Exit after printing this many results'

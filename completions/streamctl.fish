@@ -59,13 +59,14 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l processor -
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-bytes -d 'Largest NDJSON request body; keep it under the daemon\'s limits.max_body_bytes' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-records -d 'Most lines in one request; keep it under the daemon\'s limits.max_records_per_request' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l connect-timeout -d 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l idempotency-prefix -d 'Start of each batch\'s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers): running the same input again with the same prefix stores nothing twice [default: a random one per run]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l new -d 'Start a new stream first and print its id on stdout'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l strict -d 'Refuse lines that are not valid JSON instead of sending them as strings'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
-complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s f -l format -d 'json (whole frames), data (only the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type} and the escapes \\n and \\t; each result ends with one newline' -r -f
+complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s f -l format -d 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \\n and \\t; each result ends with one newline' -r -f
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s o -l from -d 'Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results. kcat\'s words work too: `-o beginning`, `-o end`, `-o -10`' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s c -l count -d 'Exit after printing this many results' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s e -l exit-on-end -d 'Exit after the results that exist now (kcat\'s -e), or at the stream\'s end frame if that comes first; without it, tail follows live results'

@@ -15,9 +15,27 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::config::ApiKey;
-use crate::error::ApiError;
 use crate::tokens::{self, Grant};
 use crate::wire::Scope;
+
+/// Why a caller was not let in, or not let do what it asked.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Denied {
+    #[error(
+        "missing API key: send it in the X-API-Key header (or a stream token as \
+         `Authorization: Bearer <token>`)"
+    )]
+    MissingKey,
+    #[error("invalid API key")]
+    InvalidKey,
+    #[error("invalid stream token (bad signature, issuer or shape, or its key no longer exists)")]
+    InvalidToken,
+    #[error("the stream token has expired; ask its owner for a new one")]
+    TokenExpired,
+    /// A stream token used for what its scope does not allow, or where only a key will do.
+    #[error("{0}")]
+    Forbidden(String),
+}
 
 /// The header every `/api` call carries.
 pub const API_KEY_HEADER: &str = "x-api-key";
@@ -70,20 +88,20 @@ impl Principal {
     /// Whether the caller may do what `need` says about `stream` (`None`: no stream). A
     /// token used for another stream is answered as that stream not existing (`Ok(false)`),
     /// so a token reveals nothing about its owner's other streams.
-    pub fn may(&self, stream: Option<uuid::Uuid>, need: Need) -> Result<bool, ApiError> {
+    pub fn may(&self, stream: Option<uuid::Uuid>, need: Need) -> Result<bool, Denied> {
         let Some(grant) = &self.grant else {
             return Ok(true);
         };
-        if stream.is_some() && stream != Some(grant.stream) {
+        if stream.is_some_and(|s| !grant.covers(&s)) {
             return Ok(false);
         }
         match need {
-            Need::Key => Err(ApiError::Forbidden(
+            Need::Key => Err(Denied::Forbidden(
                 "a stream token can only send to or subscribe to its stream; this needs the \
                  API key"
                     .into(),
             )),
-            Need::Scope(scope) if !grant.allows(scope) => Err(ApiError::Forbidden(format!(
+            Need::Scope(scope) if !grant.allows(scope) => Err(Denied::Forbidden(format!(
                 "this token's scope is {}; this needs `{}`",
                 scope_list(&grant.scopes()),
                 scope_name(scope)
@@ -143,7 +161,7 @@ impl KeyStore {
     }
 
     /// Finds the caller for a presented key. Every entry is compared, match or not.
-    pub fn authenticate(&self, presented: &str) -> Result<Principal, ApiError> {
+    pub fn authenticate(&self, presented: &str) -> Result<Principal, Denied> {
         let presented = digest(presented);
         let mut found = None;
         for entry in &self.entries {
@@ -151,11 +169,11 @@ impl KeyStore {
                 found = Some(&entry.principal);
             }
         }
-        found.cloned().ok_or(ApiError::InvalidKey)
+        found.cloned().ok_or(Denied::InvalidKey)
     }
 
     /// Authenticates from whatever the request presented, in the order of the module docs.
-    pub fn identify(&self, presented: Presented<'_>) -> Result<Principal, ApiError> {
+    pub fn identify(&self, presented: Presented<'_>) -> Result<Principal, Denied> {
         if let Some(key) = presented.api_key {
             return self.authenticate(key.trim());
         }
@@ -165,7 +183,7 @@ impl KeyStore {
                 .split_once(' ')
                 .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
                 .map(|(_, token)| token.trim())
-                .ok_or(ApiError::InvalidToken)?;
+                .ok_or(Denied::InvalidToken)?;
             return self.authenticate_token(token);
         }
         if let Some(protocols) = presented.ws_protocols {
@@ -178,15 +196,15 @@ impl KeyStore {
         }
         match presented.access_token {
             Some(token) => self.authenticate_token(token.trim()),
-            None => Err(ApiError::MissingKey),
+            None => Err(Denied::MissingKey),
         }
     }
 
     /// The caller a stream token stands for: the key that issued it (which must still be
     /// configured), with the token's grant.
-    pub fn authenticate_token(&self, token: &str) -> Result<Principal, ApiError> {
+    pub fn authenticate_token(&self, token: &str) -> Result<Principal, Denied> {
         let owner = tokens::claimed_owner(token)?;
-        let entry = self.entry(&owner).ok_or(ApiError::InvalidToken)?;
+        let entry = self.entry(&owner).ok_or(Denied::InvalidToken)?;
         let grant = tokens::verify(token, &entry.token_secret)?;
         Ok(Principal {
             name: owner,
@@ -196,10 +214,10 @@ impl KeyStore {
     }
 
     /// Signs a token for `grant`, as the key named `owner`.
-    pub fn issue(&self, owner: &str, grant: &Grant) -> Result<String, ApiError> {
+    pub fn issue(&self, owner: &str, grant: &Grant) -> Result<String, tokens::SignError> {
         let entry = self
             .entry(owner)
-            .ok_or_else(|| ApiError::Internal(format!("no key named {owner}")))?;
+            .ok_or_else(|| tokens::SignError(format!("no key named {owner}")))?;
         tokens::issue(owner, &entry.token_secret, grant)
     }
 
@@ -264,7 +282,7 @@ mod tests {
         let s = store();
         assert_eq!(s.authenticate("alice-key-123").unwrap().name, "alice");
         assert!(s.authenticate("ops-key-456789").unwrap().admin);
-        assert!(matches!(s.authenticate("nope"), Err(ApiError::InvalidKey)));
+        assert!(matches!(s.authenticate("nope"), Err(Denied::InvalidKey)));
     }
 
     fn protocols(p: &str) -> Presented<'_> {
@@ -283,11 +301,11 @@ mod tests {
         assert_eq!(p.name, "alice");
         assert!(matches!(
             s.identify(protocols("streamgate.v1")),
-            Err(ApiError::MissingKey)
+            Err(Denied::MissingKey)
         ));
         assert!(matches!(
             s.identify(Presented::default()),
-            Err(ApiError::MissingKey)
+            Err(Denied::MissingKey)
         ));
     }
 
@@ -295,7 +313,7 @@ mod tests {
     fn a_token_stands_for_its_key_with_its_grant_only() {
         let s = store();
         let grant = Grant {
-            stream: uuid::Uuid::new_v4(),
+            streams: vec![uuid::Uuid::new_v4()],
             send: true,
             subscribe: false,
             // Whole seconds, as a token carries it.
@@ -323,16 +341,15 @@ mod tests {
         ] {
             let p = s.identify(presented).unwrap();
             assert_eq!((p.name.as_str(), p.grant.as_ref()), ("alice", Some(&grant)));
-            assert!(p.may(Some(grant.stream), Need::Scope(Scope::Send)).unwrap());
+            assert!(p
+                .may(Some(grant.streams[0]), Need::Scope(Scope::Send))
+                .unwrap());
             assert!(matches!(
-                p.may(Some(grant.stream), Need::Scope(Scope::Subscribe)),
-                Err(ApiError::Forbidden(_))
+                p.may(Some(grant.streams[0]), Need::Scope(Scope::Subscribe)),
+                Err(Denied::Forbidden(_))
             ));
             assert!(!p.may(Some(uuid::Uuid::new_v4()), Need::Any).unwrap());
-            assert!(matches!(
-                p.may(None, Need::Key),
-                Err(ApiError::Forbidden(_))
-            ));
+            assert!(matches!(p.may(None, Need::Key), Err(Denied::Forbidden(_))));
         }
         // The same claims signed with another key's secret are not alice's.
         let forged = KeyStore::new(&[ApiKey {
@@ -344,14 +361,14 @@ mod tests {
         .unwrap();
         assert!(matches!(
             s.authenticate_token(&forged),
-            Err(ApiError::InvalidToken)
+            Err(Denied::InvalidToken)
         ));
         assert!(matches!(
             s.identify(Presented {
                 authorization: Some("Basic abc"),
                 ..Presented::default()
             }),
-            Err(ApiError::InvalidToken)
+            Err(Denied::InvalidToken)
         ));
     }
 

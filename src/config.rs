@@ -135,6 +135,8 @@ pub struct Topics {
     pub results: String,
     /// Compacted registry of streams (owner, processor, state).
     pub streams: String,
+    /// Compacted index of idempotency keys (kept a week).
+    pub keys: String,
     /// Partitions of the input and results topics when the daemon creates them.
     pub partitions: i32,
     pub replication_factor: i32,
@@ -146,6 +148,7 @@ impl Default for Topics {
             input: "streamgate.input".into(),
             results: "streamgate.results".into(),
             streams: "streamgate.streams".into(),
+            keys: "streamgate.keys".into(),
             partitions: 12,
             replication_factor: 1,
         }
@@ -264,48 +267,35 @@ impl Default for RateLimits {
     }
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(deny_unknown_fields, default)]
+/// Sizes, counts and timeouts, in sections by what they bound. In the YAML they are one flat
+/// `limits:` map (the keys are unique across sections); a key no section knows is refused
+/// with the list of keys there are.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Limits {
+    #[serde(flatten)]
+    pub server: ServerLimits,
+    #[serde(flatten)]
+    pub websocket: WebSocketLimits,
+    #[serde(flatten)]
+    pub delivery: DeliveryLimits,
+    #[serde(flatten)]
+    pub ingest: IngestLimits,
+    #[serde(flatten)]
+    pub tokens: TokenLimits,
+    #[serde(flatten)]
+    pub shutdown: ShutdownLimits,
+    /// Keys no section took: refused by `validate`.
+    #[serde(flatten, skip_serializing)]
+    unknown: BTreeMap<String, serde_yaml::Value>,
+}
+
+/// What the HTTP server holds a client to: connections, request heads and bodies.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ServerLimits {
     /// Largest request body accepted (413 above it).
     pub max_body_bytes: usize,
-    /// Open streams one API key may have at once (429 `too_many_streams` past it).
-    pub max_streams_per_key: usize,
-    /// Results subscribers one API key may have open at once on one instance (429
-    /// `too_many_subscribers` past it).
-    pub max_subscribers_per_key: usize,
-    /// Records stored in one input partition and not yet processed, at most: a send past it
-    /// gets 429 `backlog_full`, so nothing accepted can be dropped by the broker's retention
-    /// before it is processed. `null`: 50 000 on the embedded broker (which keeps 5 MiB
-    /// or 100 000 record batches per partition), 1 000 000 on a real one.
-    pub max_unprocessed_records: Option<u64>,
-    /// The same in bytes (counted for this instance's writes). `null`: 4 MiB on the
-    /// embedded broker, 1 GiB on a real one.
-    pub max_unprocessed_bytes: Option<u64>,
-    /// Most records in one send request (413 above it): bounds what one request costs in
-    /// memory and in its answer, however small its lines.
-    pub max_records_per_request: usize,
-    /// How long a send may wait for the broker's acknowledgement before answering 503.
-    pub send_timeout_ms: u64,
-    /// Results buffered per WebSocket subscriber before it counts as lagging.
-    pub subscriber_queue: usize,
-    /// How long an instance keeps reading a results partition after its last subscriber
-    /// there left (a client that reconnects within it finds the partition read already).
-    pub results_partition_idle_ms: u64,
-    /// Records sent over one WebSocket that may await their broker ack at once.
-    pub ws_max_in_flight: usize,
-    /// Largest WebSocket message accepted from a client.
-    pub ws_max_message_bytes: usize,
-    /// Kernel send buffer of every client connection (SO_SNDBUF). `null` leaves the kernel's
-    /// autotuning (up to `net.ipv4.tcp_wmem` max, 4 MiB by default); a fixed size bounds the
-    /// kernel memory a slow client can pin and makes it count as lagging sooner.
-    pub socket_send_buffer_bytes: Option<usize>,
-    /// How often the daemon pings each WebSocket client.
-    pub ws_ping_interval_ms: u64,
-    /// A WebSocket client silent this long (no frame, no pong), or any client that takes this
-    /// long to accept what is written to it (an SSE subscriber that stopped reading), is
-    /// considered dead and its connection is dropped.
-    pub ws_idle_timeout_ms: u64,
     /// A connection must send a whole request head within this; it also closes keep-alive
     /// connections idle this long.
     pub header_read_timeout_ms: u64,
@@ -316,48 +306,216 @@ pub struct Limits {
     /// Connections open at once (WebSockets included); new ones past it get 503. Lowered at
     /// start to what the open-files limit allows.
     pub max_connections: usize,
-    /// Connections open at once from one client address.
+    /// Connections open at once from one client address; never more than a quarter of the
+    /// connections in all (as lowered), so one address cannot take every slot.
     pub max_connections_per_ip: usize,
-    /// Longest lifetime of a scoped stream token (`POST /api/stream/{id}/tokens`); a longer
-    /// `ttl_s` is refused with 400.
-    pub max_token_ttl_s: u64,
-    /// Longest shutdown waits for in-flight requests before closing their connections.
-    pub shutdown_timeout_ms: u64,
-    /// After that, longest shutdown waits for everything acknowledged to be processed and
-    /// delivered to connected subscribers before closing them with 1001.
-    pub drain_timeout_ms: u64,
+    /// Kernel send buffer of every client connection (SO_SNDBUF). `null` leaves the kernel's
+    /// autotuning (up to `net.ipv4.tcp_wmem` max, 4 MiB by default); a fixed size bounds the
+    /// kernel memory a slow client can pin and makes it count as lagging sooner.
+    pub socket_send_buffer_bytes: Option<usize>,
 }
 
-impl Default for Limits {
+impl Default for ServerLimits {
     fn default() -> Self {
         Self {
             max_body_bytes: 1024 * 1024,
-            max_records_per_request: 100_000,
-            max_unprocessed_records: None,
-            max_unprocessed_bytes: None,
-            max_streams_per_key: 10_000,
-            max_subscribers_per_key: 10_000,
-            send_timeout_ms: 10_000,
-            subscriber_queue: 1024,
-            results_partition_idle_ms: 60_000,
-            ws_max_in_flight: 1024,
-            ws_max_message_bytes: 1024 * 1024,
-            socket_send_buffer_bytes: None,
-            ws_ping_interval_ms: 15_000,
-            ws_idle_timeout_ms: 45_000,
             header_read_timeout_ms: 10_000,
             body_read_timeout_ms: 30_000,
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             max_connections_per_ip: 2_048,
-            max_token_ttl_s: 86_400,
-            shutdown_timeout_ms: 10_000,
-            drain_timeout_ms: 10_000,
+            socket_send_buffer_bytes: None,
         }
     }
 }
 
-impl Limits {
+/// Most of the connections one address may hold: `limits.max_connections` divided by this.
+pub const PER_IP_SHARE: usize = 4;
+
+impl ServerLimits {
+    /// These limits for a process that may hold `connections` client connections (what the
+    /// open-files limit allows): the caps lowered to fit, the per-address one kept to a
+    /// quarter of the total.
+    pub fn fitted(&self, connections: usize) -> Self {
+        let max_connections = self.max_connections.min(connections).max(1);
+        Self {
+            max_connections,
+            max_connections_per_ip: self
+                .max_connections_per_ip
+                .min((max_connections / PER_IP_SHARE).max(1)),
+            ..self.clone()
+        }
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        at_least("limits.max_body_bytes", self.max_body_bytes as u64, 1)?;
+        at_least(
+            "limits.header_read_timeout_ms",
+            self.header_read_timeout_ms,
+            1,
+        )?;
+        at_least("limits.body_read_timeout_ms", self.body_read_timeout_ms, 1)?;
+        at_least(
+            "limits.max_header_bytes",
+            self.max_header_bytes as u64,
+            8192,
+        )?;
+        at_least("limits.max_connections", self.max_connections as u64, 1)?;
+        at_least(
+            "limits.max_connections_per_ip",
+            self.max_connections_per_ip as u64,
+            1,
+        )?;
+        if let Some(bytes) = self.socket_send_buffer_bytes {
+            at_least("limits.socket_send_buffer_bytes", bytes as u64, 4096)?;
+        }
+        Ok(())
+    }
+}
+
+/// What a WebSocket client may send and how it is kept honest.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct WebSocketLimits {
+    /// Records sent over one WebSocket that may await their broker ack at once.
+    pub ws_max_in_flight: usize,
+    /// Largest WebSocket message accepted from a client.
+    pub ws_max_message_bytes: usize,
+    /// How often the daemon pings each WebSocket client.
+    pub ws_ping_interval_ms: u64,
+    /// A WebSocket client silent this long (no frame, no pong), or any client that takes this
+    /// long to accept what is written to it (an SSE subscriber that stopped reading), is
+    /// considered dead and its connection is dropped.
+    pub ws_idle_timeout_ms: u64,
+}
+
+impl Default for WebSocketLimits {
+    fn default() -> Self {
+        Self {
+            ws_max_in_flight: 1024,
+            ws_max_message_bytes: 1024 * 1024,
+            ws_ping_interval_ms: 15_000,
+            ws_idle_timeout_ms: 45_000,
+        }
+    }
+}
+
+impl WebSocketLimits {
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.ws_idle_timeout_ms)
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        at_least("limits.ws_max_in_flight", self.ws_max_in_flight as u64, 1)?;
+        at_least(
+            "limits.ws_max_message_bytes",
+            self.ws_max_message_bytes as u64,
+            1,
+        )?;
+        at_least("limits.ws_ping_interval_ms", self.ws_ping_interval_ms, 1)?;
+        at_least("limits.ws_idle_timeout_ms", self.ws_idle_timeout_ms, 1)
+    }
+}
+
+/// What a results subscriber may hold.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct DeliveryLimits {
+    /// Results buffered per subscriber before it counts as lagging.
+    pub subscriber_queue: usize,
+    /// Results subscribers one API key may have open at once on one instance (429
+    /// `too_many_subscribers` past it).
+    pub max_subscribers_per_key: usize,
+    /// How long an instance keeps reading a results partition after its last subscriber
+    /// there left (a client that reconnects within it finds the partition read already).
+    pub results_partition_idle_ms: u64,
+    /// Streams one `/api/connect` socket (or one `/api/events` request) may follow at once
+    /// (`refused` `too_many_subscriptions` past it). Each counts as a subscriber of its key.
+    pub max_subscriptions_per_connection: usize,
+}
+
+impl Default for DeliveryLimits {
+    fn default() -> Self {
+        Self {
+            subscriber_queue: 1024,
+            max_subscribers_per_key: 10_000,
+            results_partition_idle_ms: 60_000,
+            max_subscriptions_per_connection: 1_000,
+        }
+    }
+}
+
+impl DeliveryLimits {
+    fn validate(&self) -> Result<(), Error> {
+        at_least("limits.subscriber_queue", self.subscriber_queue as u64, 1)?;
+        at_least(
+            "limits.max_subscribers_per_key",
+            self.max_subscribers_per_key as u64,
+            1,
+        )?;
+        at_least(
+            "limits.results_partition_idle_ms",
+            self.results_partition_idle_ms,
+            1,
+        )?;
+        at_least(
+            "limits.max_subscriptions_per_connection",
+            self.max_subscriptions_per_connection as u64,
+            1,
+        )
+    }
+}
+
+/// What a send may carry and how long it may wait, and how many streams a key may open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct IngestLimits {
+    /// Most records in one send request (413 above it): bounds what one request costs in
+    /// memory and in its answer, however small its lines.
+    pub max_records_per_request: usize,
+    /// Records stored in one input partition and not yet processed, at most: a send past it
+    /// gets 429 `backlog_full`, so nothing accepted can be dropped by the broker's retention
+    /// before it is processed. `null`: 50 000 on the embedded broker (which keeps 5 MiB
+    /// or 100 000 record batches per partition), 1 000 000 on a real one.
+    pub max_unprocessed_records: Option<u64>,
+    /// The same in bytes (counted for this instance's writes). `null`: 4 MiB on the
+    /// embedded broker, 1 GiB on a real one.
+    pub max_unprocessed_bytes: Option<u64>,
+    /// How long a send may wait for the broker's acknowledgement before answering 503.
+    pub send_timeout_ms: u64,
+    /// Open streams one API key may have at once (429 `too_many_streams` past it).
+    pub max_streams_per_key: usize,
+    /// How long an idempotency key is remembered, from its first record's acceptance: a
+    /// request sent again with it within this is stored and processed once; past it, the key
+    /// is new again. At most 604 800 (a week, what the key index topic keeps).
+    pub idempotency_window_s: u64,
+    /// Most idempotency keys one stream remembers (about 200 bytes each, on every instance);
+    /// past it the stream's oldest keys are forgotten first, and are new again.
+    pub idempotency_keys_per_stream: usize,
+}
+
+impl Default for IngestLimits {
+    fn default() -> Self {
+        Self {
+            max_records_per_request: 100_000,
+            max_unprocessed_records: None,
+            max_unprocessed_bytes: None,
+            send_timeout_ms: 10_000,
+            max_streams_per_key: 10_000,
+            idempotency_window_s: 86_400,
+            idempotency_keys_per_stream: 10_000,
+        }
+    }
+}
+
+/// The longest idempotency window, and how long the key index topic keeps a key.
+pub const MAX_IDEMPOTENCY_WINDOW_S: u64 = 7 * 86_400;
+
+impl IngestLimits {
+    pub fn idempotency_window(&self) -> Duration {
+        Duration::from_secs(self.idempotency_window_s)
+    }
+
     pub fn send_timeout(&self) -> Duration {
         Duration::from_millis(self.send_timeout_ms)
     }
@@ -376,6 +534,133 @@ impl Limits {
             self.max_unprocessed_records.unwrap_or(records),
             self.max_unprocessed_bytes.unwrap_or(bytes),
         )
+    }
+
+    fn validate(&self) -> Result<(), Error> {
+        at_least(
+            "limits.max_records_per_request",
+            self.max_records_per_request as u64,
+            1,
+        )?;
+        at_least("limits.send_timeout_ms", self.send_timeout_ms, 1)?;
+        at_least(
+            "limits.max_streams_per_key",
+            self.max_streams_per_key as u64,
+            1,
+        )?;
+        at_least(
+            "limits.idempotency_keys_per_stream",
+            self.idempotency_keys_per_stream as u64,
+            1,
+        )?;
+        at_least("limits.idempotency_window_s", self.idempotency_window_s, 1)?;
+        if self.idempotency_window_s > MAX_IDEMPOTENCY_WINDOW_S {
+            return Err(invalid(
+                "limits.idempotency_window_s",
+                &self.idempotency_window_s,
+                &format!("must be at most {MAX_IDEMPOTENCY_WINDOW_S} (a week)"),
+            ));
+        }
+        if let Some(records) = self.max_unprocessed_records {
+            at_least("limits.max_unprocessed_records", records, 1)?;
+        }
+        if let Some(bytes) = self.max_unprocessed_bytes {
+            at_least("limits.max_unprocessed_bytes", bytes, 1024)?;
+        }
+        Ok(())
+    }
+}
+
+/// Stream tokens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct TokenLimits {
+    /// Longest lifetime of a scoped stream token (`POST /api/stream/{id}/tokens`); a longer
+    /// `ttl_s` is refused with 400.
+    pub max_token_ttl_s: u64,
+}
+
+impl Default for TokenLimits {
+    fn default() -> Self {
+        Self {
+            max_token_ttl_s: 86_400,
+        }
+    }
+}
+
+impl TokenLimits {
+    fn validate(&self) -> Result<(), Error> {
+        at_least("limits.max_token_ttl_s", self.max_token_ttl_s, 1)
+    }
+}
+
+/// How long a graceful stop may take.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ShutdownLimits {
+    /// Longest shutdown waits for in-flight requests before closing their connections.
+    pub shutdown_timeout_ms: u64,
+    /// After that, longest shutdown waits for everything acknowledged to be processed and
+    /// delivered to connected subscribers before closing them with 1001.
+    pub drain_timeout_ms: u64,
+}
+
+impl Default for ShutdownLimits {
+    fn default() -> Self {
+        Self {
+            shutdown_timeout_ms: 10_000,
+            drain_timeout_ms: 10_000,
+        }
+    }
+}
+
+impl ShutdownLimits {
+    fn validate(&self) -> Result<(), Error> {
+        at_least("limits.shutdown_timeout_ms", self.shutdown_timeout_ms, 1)?;
+        at_least("limits.drain_timeout_ms", self.drain_timeout_ms, 1)
+    }
+}
+
+impl Limits {
+    fn validate(&self) -> Result<(), Error> {
+        if let Some(key) = self.unknown.keys().next() {
+            let known = serde_yaml::to_value(Limits::default())
+                .ok()
+                .and_then(|v| match v {
+                    serde_yaml::Value::Mapping(m) => Some(
+                        m.keys()
+                            .filter_map(|k| k.as_str().map(str::to_string))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    ),
+                    _ => None,
+                })
+                .unwrap_or_default();
+            return Err(Error::Config {
+                message: format!("limits: unknown field `{key}`, expected one of {known}"),
+            });
+        }
+        self.server.validate()?;
+        self.websocket.validate()?;
+        self.delivery.validate()?;
+        self.ingest.validate()?;
+        self.tokens.validate()?;
+        self.shutdown.validate()
+    }
+}
+
+/// `key: `value` must be at least least`, the shape of every range error.
+fn at_least(key: &str, value: u64, least: u64) -> Result<(), Error> {
+    if value < least {
+        return Err(invalid(key, &value, &format!("must be at least {least}")));
+    }
+    Ok(())
+}
+
+/// The error for `key` holding `value`, and why that is wrong.
+fn invalid(key: &str, value: &dyn fmt::Display, why: &str) -> Error {
+    Error::Config {
+        message: format!("{key}: `{value}` {why}"),
     }
 }
 
@@ -441,75 +726,40 @@ impl Config {
         Ok(config)
     }
 
-    /// Checks values serde cannot: ranges, duplicates, empty strings.
+    /// Checks values serde cannot: ranges, duplicates, empty strings. Each section checks
+    /// its own keys.
     pub fn validate(&self) -> Result<(), Error> {
-        let bad = |key: &str, value: &dyn fmt::Display, why: &str| {
-            Err(Error::Config {
-                message: format!("{key}: `{value}` {why}"),
-            })
-        };
-        if self.topics.partitions < 1 {
-            return bad(
-                "topics.partitions",
-                &self.topics.partitions,
-                "must be at least 1",
-            );
+        self.topics.validate()?;
+        self.processing.validate()?;
+        validate_keys(&self.api_keys)?;
+        self.rate_limits.validate()?;
+        self.limits.validate()?;
+        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            return Err(invalid(
+                "log.level",
+                &self.log.level,
+                &format!("is not a valid filter: {e}"),
+            ));
         }
-        let p = &self.processing;
-        for (key, value, least) in [
-            ("processing.max_record_ms", p.max_record_ms, 1),
-            ("processing.max_results", p.max_results as u64, 1),
-            ("processing.max_memory_mb", p.max_memory_mb, 64),
-            ("processing.workers", p.workers as u64, 1),
-            ("processing.max_spec_bytes", p.max_spec_bytes as u64, 64),
-            ("processing.max_filter_depth", p.max_filter_depth as u64, 1),
-            ("processing.at_ingest_wait_ms", p.at_ingest_wait_ms, 1),
-            (
-                "limits.header_read_timeout_ms",
-                self.limits.header_read_timeout_ms,
-                1,
-            ),
-            (
-                "limits.max_records_per_request",
-                self.limits.max_records_per_request as u64,
-                1,
-            ),
-            (
-                "limits.body_read_timeout_ms",
-                self.limits.body_read_timeout_ms,
-                1,
-            ),
-            (
-                "limits.max_header_bytes",
-                self.limits.max_header_bytes as u64,
-                8192,
-            ),
-            (
-                "limits.max_connections",
-                self.limits.max_connections as u64,
-                1,
-            ),
-            (
-                "limits.max_connections_per_ip",
-                self.limits.max_connections_per_ip as u64,
-                1,
-            ),
+        Ok(())
+    }
+}
+
+impl Topics {
+    fn validate(&self) -> Result<(), Error> {
+        for (key, value) in [
+            ("topics.partitions", self.partitions),
+            ("topics.replication_factor", self.replication_factor),
         ] {
-            if value < least {
-                return bad(key, &value, &format!("must be at least {least}"));
+            if value < 1 {
+                return Err(invalid(key, &value, "must be at least 1"));
             }
         }
-        if self.topics.replication_factor < 1 {
-            return bad(
-                "topics.replication_factor",
-                &self.topics.replication_factor,
-                "must be at least 1",
-            );
-        }
         for (key, name) in [
-            ("topics.input", &self.topics.input),
-            ("topics.results", &self.topics.results),
-            ("topics.streams", &self.topics.streams),
+            ("topics.input", &self.input),
+            ("topics.results", &self.results),
+            ("topics.streams", &self.streams),
+            ("topics.keys", &self.keys),
         ] {
             let valid = !name.is_empty()
                 && name.len() <= 249
@@ -517,87 +767,82 @@ impl Config {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
             if !valid {
-                return bad(key, name, "is not a valid Kafka topic name");
+                return Err(invalid(key, name, "is not a valid Kafka topic name"));
             }
         }
-        if self.processing.group_id.is_empty() {
-            return bad("processing.group_id", &"", "must not be empty");
+        Ok(())
+    }
+}
+
+impl Processing {
+    fn validate(&self) -> Result<(), Error> {
+        if self.group_id.is_empty() {
+            return Err(invalid("processing.group_id", &"", "must not be empty"));
         }
-        let mut names = std::collections::HashSet::new();
-        let mut keys = std::collections::HashSet::new();
-        for (i, k) in self.api_keys.iter().enumerate() {
-            if k.name.is_empty() {
-                return bad(&format!("api_keys[{i}].name"), &"", "must not be empty");
-            }
-            if k.key.len() < 8 {
-                return Err(Error::Config {
-                    message: format!(
-                        "api_keys[{i}].key (name `{}`): must be at least 8 characters",
-                        k.name
-                    ),
-                });
-            }
-            if !names.insert(k.name.as_str()) {
-                return bad(&format!("api_keys[{i}].name"), &k.name, "is used twice");
-            }
-            if !keys.insert(k.key.as_str()) {
-                return Err(Error::Config {
-                    message: format!(
-                        "api_keys[{i}].key (name `{}`): same key as another entry",
-                        k.name
-                    ),
-                });
-            }
+        at_least("processing.max_record_ms", self.max_record_ms, 1)?;
+        at_least("processing.max_results", self.max_results as u64, 1)?;
+        at_least("processing.max_memory_mb", self.max_memory_mb, 64)?;
+        at_least("processing.workers", self.workers as u64, 1)?;
+        at_least("processing.max_spec_bytes", self.max_spec_bytes as u64, 64)?;
+        at_least(
+            "processing.max_filter_depth",
+            self.max_filter_depth as u64,
+            1,
+        )?;
+        at_least("processing.at_ingest_wait_ms", self.at_ingest_wait_ms, 1)
+    }
+}
+
+/// Names and keys are each unique; keys long enough to be worth guessing.
+fn validate_keys(keys: &[ApiKey]) -> Result<(), Error> {
+    let mut names = std::collections::HashSet::new();
+    let mut secrets = std::collections::HashSet::new();
+    for (i, k) in keys.iter().enumerate() {
+        if k.name.is_empty() {
+            return Err(invalid(
+                &format!("api_keys[{i}].name"),
+                &"",
+                "must not be empty",
+            ));
         }
+        // The key itself is never quoted, only the entry's name.
+        let about_key = |why: &str| Error::Config {
+            message: format!("api_keys[{i}].key (name `{}`): {why}", k.name),
+        };
+        if k.key.len() < 8 {
+            return Err(about_key("must be at least 8 characters"));
+        }
+        if !names.insert(k.name.as_str()) {
+            return Err(invalid(
+                &format!("api_keys[{i}].name"),
+                &k.name,
+                "is used twice",
+            ));
+        }
+        if !secrets.insert(k.key.as_str()) {
+            return Err(about_key("same key as another entry"));
+        }
+    }
+    Ok(())
+}
+
+impl RateLimits {
+    fn validate(&self) -> Result<(), Error> {
         for (key, rate) in [
-            ("rate_limits.per_ip", self.rate_limits.per_ip),
-            ("rate_limits.per_key", self.rate_limits.per_key),
+            ("rate_limits.per_ip", self.per_ip),
+            ("rate_limits.per_key", self.per_key),
+            ("rate_limits.per_ip_public", self.per_ip_public),
         ] {
             if let Some(rate) = rate {
                 if rate.per_second == 0 {
-                    return bad(
+                    return Err(invalid(
                         &format!("{key}.per_second"),
                         &0,
                         "must be at least 1 (use null to disable the limit)",
-                    );
+                    ));
                 }
-                if rate.burst == 0 {
-                    return bad(&format!("{key}.burst"), &0, "must be at least 1");
-                }
+                at_least(&format!("{key}.burst"), rate.burst as u64, 1)?;
             }
-        }
-        let limits = [
-            ("limits.max_body_bytes", self.limits.max_body_bytes),
-            ("limits.subscriber_queue", self.limits.subscriber_queue),
-            ("limits.ws_max_in_flight", self.limits.ws_max_in_flight),
-            (
-                "limits.ws_max_message_bytes",
-                self.limits.ws_max_message_bytes,
-            ),
-            (
-                "limits.send_timeout_ms",
-                self.limits.send_timeout_ms as usize,
-            ),
-            (
-                "limits.ws_ping_interval_ms",
-                self.limits.ws_ping_interval_ms as usize,
-            ),
-            (
-                "limits.ws_idle_timeout_ms",
-                self.limits.ws_idle_timeout_ms as usize,
-            ),
-        ];
-        for (key, value) in limits {
-            if value == 0 {
-                return bad(key, &value, "must be greater than 0");
-            }
-        }
-        if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
-            return bad(
-                "log.level",
-                &self.log.level,
-                &format!("is not a valid filter: {e}"),
-            );
         }
         Ok(())
     }
@@ -628,6 +873,48 @@ mod tests {
         );
         let err = Config::from_yaml("brokers: 'localhost'\n").unwrap_err();
         assert!(err.to_string().contains("`localhost`"), "{err}");
+    }
+
+    #[test]
+    fn limits_keep_their_flat_keys_in_sections() {
+        let c = Config::from_yaml(
+            "limits:\n  ws_max_message_bytes: 2048\n  drain_timeout_ms: 5\n  \
+             max_unprocessed_records: null\n  max_streams_per_key: 3\n",
+        )
+        .unwrap();
+        assert_eq!(c.limits.websocket.ws_max_message_bytes, 2048);
+        assert_eq!(c.limits.shutdown.drain_timeout_ms, 5);
+        assert_eq!(c.limits.ingest.max_streams_per_key, 3);
+        assert_eq!(
+            c.limits.server.max_body_bytes,
+            1024 * 1024,
+            "the rest default"
+        );
+        let err = Config::from_yaml("limits:\n  ws_max_mesage_bytes: 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("`ws_max_mesage_bytes`") && err.contains("ws_max_message_bytes"),
+            "{err}"
+        );
+        for key in ["drain_timeout_ms", "max_streams_per_key", "max_token_ttl_s"] {
+            let err = Config::from_yaml(&format!("limits:\n  {key}: 0\n")).unwrap_err();
+            assert!(err.to_string().contains(&format!("limits.{key}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn one_address_never_gets_more_than_a_quarter_of_the_connections() {
+        let fitted = ServerLimits::default().fitted(512);
+        assert_eq!(fitted.max_connections, 512);
+        assert_eq!(fitted.max_connections_per_ip, 128);
+        let roomy = ServerLimits::default().fitted(1 << 20);
+        assert_eq!(
+            (roomy.max_connections, roomy.max_connections_per_ip),
+            (10_000, 2_048),
+            "the configured caps when they fit"
+        );
+        assert_eq!(ServerLimits::default().fitted(1).max_connections_per_ip, 1);
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Default for Lifecycle {
 
 impl PhaseWatch {
     /// A phase that stays `Running` (for route tests and stand-alone feeds).
+    #[cfg(test)]
     pub fn running() -> Self {
         let (tx, rx) = watch::channel(Phase::Running);
         // The sender is gone: the phase can never change.

@@ -9,42 +9,26 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
-use rdkafka::{Message, Offset, TopicPartitionList};
-use serde::{Deserialize, Serialize};
+use rdkafka::Message;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use crate::auth::Principal;
 use crate::error::Error;
-use crate::kafka::{now_ms, Cluster, SendError, TopicInfo, TopicProducer};
+pub use crate::kafka::records::StreamRecord;
+use crate::kafka::records::{decode_registry, RegistryRecord};
+use crate::kafka::{now_ms, Cluster, Follower, SendError, TopicProducer};
 use crate::wire::{ProcessorSpec, StreamState, StreamView};
 
 /// How long a lookup of an unknown id may wait for the registry to catch up.
 const CATCH_UP_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a send waits again for an ending stream's end offset (a rare, short wait).
 const END_OFFSET_POLL: Duration = Duration::from_millis(20);
-
-/// A stream as stored in the registry topic.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StreamRecord {
-    /// Name of the API key that started the stream.
-    pub owner: String,
-    pub processor: ProcessorSpec,
-    pub state: StreamState,
-    pub created_ms: i64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ended_ms: Option<i64>,
-    /// Where the end marker landed in the stream's input partition: records before it are
-    /// the stream's, records after it are refused. Written once the marker is stored.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub end_offset: Option<i64>,
-}
 
 /// Live counters of one stream on this instance. They are not shared between instances.
 #[derive(Debug, Default)]
@@ -154,35 +138,26 @@ impl Registry {
     ) -> Result<(Arc<Self>, JoinHandle<()>), Error> {
         let topic = cluster.topics.streams.clone();
         let producer = cluster.producer(&topic, Some(write_timeout))?;
-        let consumer: StreamConsumer = cluster
-            .consumer(&format!("streamgate-registry-{}", Uuid::new_v4()))
-            .create()
-            .map_err(|e| Error::kafka("create registry consumer", e))?;
-        let mut tpl = TopicPartitionList::new();
-        for p in 0..topic.partitions {
-            tpl.add_partition_offset(&topic.name, p, Offset::Beginning)
-                .map_err(|e| Error::kafka("assign registry partitions", e))?;
-        }
-        consumer
-            .assign(&tpl)
-            .map_err(|e| Error::kafka("assign registry partitions", e))?;
-        let (applied, _) = watch::channel(vec![0; topic.partitions as usize]);
-        let watermarks: BaseConsumer = cluster
-            .client()
-            .create()
-            .map_err(|e| Error::kafka("create registry watermark client", e))?;
-        let follower = Arc::new(Follower {
-            consumer,
-            watermarks,
-            topic,
-            applied,
-            rounds: Mutex::default(),
-        });
+        let follower = Arc::new(Follower::new(cluster, &topic, "streamgate-registry")?);
         let registry = Self::new(Box::new(KafkaStore {
             producer,
             follower: follower.clone(),
         }));
-        let task = tokio::spawn(follower.run(registry.clone(), shutdown));
+        let applying = registry.clone();
+        let task = tokio::spawn(follower.clone().run(
+            move |m| match decode_registry(m) {
+                RegistryRecord::Stream(id, record) => applying.apply(id, Some(record)),
+                RegistryRecord::Tombstone(id) => applying.apply(id, None),
+                RegistryRecord::Unreadable(id, why) => {
+                    tracing::warn!(%id, error = %why, "skipping unreadable registry record")
+                }
+                RegistryRecord::Foreign => tracing::warn!(
+                    offset = m.offset(),
+                    "skipping registry record without a stream id key"
+                ),
+            },
+            shutdown,
+        ));
         registry
             .store
             .catch_up(REGISTRY_LOAD_TIMEOUT)
@@ -383,7 +358,7 @@ impl Store for KafkaStore {
         record: &'a StreamRecord,
     ) -> BoxFuture<'a, Result<(), RegistryError>> {
         Box::pin(async move {
-            let payload = serde_json::to_vec(record).expect("registry records serialize");
+            let payload = record.encode();
             let ack = self
                 .producer
                 .enqueue(&id.to_string(), &payload, now_ms())
@@ -394,148 +369,8 @@ impl Store for KafkaStore {
     }
 
     fn catch_up(&self, timeout: Duration) -> BoxFuture<'_, Result<(), RegistryError>> {
-        Box::pin(self.follower.clone().fence(timeout))
-    }
-}
-
-/// Callers waiting for the next catch-up round.
-#[derive(Default)]
-struct Rounds {
-    waiting: Vec<tokio::sync::oneshot::Sender<Result<(), String>>>,
-    running: bool,
-}
-
-/// Reads the registry topic into the registry, and says how far it got.
-struct Follower {
-    consumer: StreamConsumer,
-    /// Asks for the watermarks on a connection of its own: a broker may answer requests of
-    /// one connection in order, and the follower's connection mostly has a fetch waiting
-    /// (tansu holds it for `fetch.wait.max.ms`).
-    watermarks: BaseConsumer,
-    topic: TopicInfo,
-    /// Next offset to apply, per partition; lets lookups wait for a catch-up.
-    applied: watch::Sender<Vec<i64>>,
-    rounds: Mutex<Rounds>,
-}
-
-impl Follower {
-    async fn run(self: Arc<Self>, registry: Arc<Registry>, mut shutdown: watch::Receiver<bool>) {
-        loop {
-            let m = tokio::select! {
-                _ = shutdown.changed() => return,
-                m = self.consumer.recv() => m,
-            };
-            let m = match m {
-                Ok(m) => m,
-                Err(e) => {
-                    tracing::warn!(error = %e, "registry follower error");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            let id = m
-                .key()
-                .and_then(|k| std::str::from_utf8(k).ok())
-                .and_then(|k| Uuid::parse_str(k).ok());
-            match (id, m.payload()) {
-                (Some(id), Some(payload)) => {
-                    match serde_json::from_slice::<StreamRecord>(payload) {
-                        Ok(record) => registry.apply(id, Some(record)),
-                        Err(e) => {
-                            tracing::warn!(%id, error = %e, "skipping unreadable registry record")
-                        }
-                    }
-                }
-                // A tombstone: the stream was deleted by compaction.
-                (Some(id), None) => registry.apply(id, None),
-                (None, _) => tracing::warn!(
-                    offset = m.offset(),
-                    "skipping registry record without a stream id key"
-                ),
-            }
-            let (p, next) = (m.partition() as usize, m.offset() + 1);
-            self.applied.send_modify(|v| {
-                if p < v.len() && v[p] < next {
-                    v[p] = next
-                }
-            });
-        }
-    }
-
-    /// Waits until everything in the registry topic up to now has been applied. Callers at
-    /// once share one round (one watermark request): a round serves those who were waiting
-    /// when it began, so each is served by a watermark read after its call.
-    async fn fence(self: Arc<Self>, timeout: Duration) -> Result<(), RegistryError> {
-        let (tx, rx) = tokio::sync::oneshot::channel();
-        let start = {
-            let mut rounds = self.rounds.lock().expect("rounds lock");
-            rounds.waiting.push(tx);
-            !std::mem::replace(&mut rounds.running, true)
-        };
-        if start {
-            tokio::spawn(self.clone().run_rounds(timeout));
-        }
-        match tokio::time::timeout(timeout, rx).await {
-            Ok(Ok(result)) => result.map_err(RegistryError::Behind),
-            Ok(Err(_)) => Err(RegistryError::Behind("registry catch-up abandoned".into())),
-            Err(_) => Err(RegistryError::Behind(format!(
-                "the registry did not catch up within {timeout:?}"
-            ))),
-        }
-    }
-
-    /// Runs catch-up rounds while callers wait.
-    async fn run_rounds(self: Arc<Self>, timeout: Duration) {
-        loop {
-            let waiting = {
-                let mut rounds = self.rounds.lock().expect("rounds lock");
-                if rounds.waiting.is_empty() {
-                    rounds.running = false;
-                    return;
-                }
-                std::mem::take(&mut rounds.waiting)
-            };
-            let result = self
-                .clone()
-                .catch_up(timeout)
-                .await
-                .map_err(|e| e.to_string());
-            for tx in waiting {
-                let _ = tx.send(result.clone());
-            }
-        }
-    }
-
-    /// One catch-up: reads the watermarks, then waits until they are applied.
-    async fn catch_up(self: Arc<Self>, timeout: Duration) -> Result<(), RegistryError> {
-        let this = self.clone();
-        let highs = tokio::task::spawn_blocking(move || {
-            (0..this.topic.partitions)
-                .map(|p| {
-                    this.watermarks
-                        .fetch_watermarks(&this.topic.name, p, Duration::from_secs(5))
-                        .map(|(_, high)| high)
-                })
-                .collect::<Result<Vec<i64>, _>>()
-        })
-        .await
-        .map_err(|e| RegistryError::Behind(format!("registry watermark task: {e}")))?
-        .map_err(|e| RegistryError::Behind(format!("read registry watermarks: {e}")))?;
-        let mut rx = self.applied.subscribe();
-        let caught_up = async {
-            rx.wait_for(|applied| applied.iter().zip(&highs).all(|(a, h)| a >= h))
-                .await
-                .map(|_| ())
-        };
-        match tokio::time::timeout(timeout, caught_up).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(RegistryError::Behind(
-                "the registry follower stopped".into(),
-            )),
-            Err(_) => Err(RegistryError::Behind(format!(
-                "the registry did not catch up within {timeout:?}"
-            ))),
-        }
+        let fence = self.follower.clone().fence(timeout);
+        Box::pin(async move { fence.await.map_err(RegistryError::Behind) })
     }
 }
 

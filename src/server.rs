@@ -19,19 +19,24 @@ use std::time::{Duration, Instant};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
+use futures_util::future::BoxFuture;
+
 use crate::api::{self, App, AppState};
 use crate::auth::KeyStore;
 use crate::config::{Brokers, Config};
 use crate::delivery::{Replays, Router};
 use crate::error::Error;
+use crate::idempotency::KeyIndex;
 use crate::ingest::backlog::{Bound as BacklogBound, ProgressReader};
-use crate::ingest::{Backlog, Ingest, RecordLimits, RECORD_FRAMING};
+use crate::ingest::{Backlog, Ingest, OneHop, RecordLimits, RECORD_FRAMING};
+use crate::kafka::records::Input;
 use crate::kafka::{Cluster, EmbeddedBroker, TopicProducer, FLUSH_TIMEOUT};
 use crate::lifecycle::{Lifecycle, Phase};
-use crate::limits::{self, Limiter, Seats};
 use crate::metrics::Metrics;
-use crate::processing::{AtIngest, Evaluator, Processing};
-use crate::registry::Registry;
+use crate::processing::{AtIngest, Evaluator, Stage, StageWith};
+use crate::quota::{self, Limiter, Seats};
+use crate::registry::{Registry, StreamEntry};
+use crate::wire::ProcessorSpec;
 
 /// How often the drain looks again.
 const DRAIN_POLL: Duration = Duration::from_millis(50);
@@ -61,7 +66,7 @@ pub async fn run_embedded(
 ) -> Result<(), Error> {
     config.validate()?;
     let mut config = config;
-    config.limits.max_connections = connections_allowed(config.limits.max_connections);
+    config.limits.server = config.limits.server.fitted(connections_allowed());
     prepare_listener(&listener, &config)?;
     let addr = listener
         .local_addr()
@@ -153,17 +158,26 @@ async fn start(
         );
     }
     let stopping = lifecycle.stopping();
-    let (registry, follower) =
-        Registry::start(&cluster, config.limits.send_timeout(), stopping.clone()).await?;
+    let limits = &config.limits;
+    let send_timeout = limits.ingest.send_timeout();
+    let (registry, follower) = Registry::start(&cluster, send_timeout, stopping.clone()).await?;
+    let (keys, mut keys_tasks) = KeyIndex::start(
+        &cluster,
+        limits.ingest.idempotency_window(),
+        limits.ingest.idempotency_keys_per_stream,
+        send_timeout,
+        stopping.clone(),
+    )
+    .await?;
     let router = Router::new(
-        config.limits.subscriber_queue,
-        Duration::from_millis(config.limits.results_partition_idle_ms),
+        limits.delivery.subscriber_queue,
+        Duration::from_millis(limits.delivery.results_partition_idle_ms),
         registry.clone(),
         metrics.clone(),
     );
     let routing = router.start(&cluster, stopping.clone()).await?;
-    let input = cluster.producer(&cluster.topics.input, Some(config.limits.send_timeout()))?;
-    let (records, bytes) = config.limits.unprocessed_bound(embedded.is_some());
+    let input = cluster.producer(&cluster.topics.input, Some(send_timeout))?;
+    let (records, bytes) = limits.ingest.unprocessed_bound(embedded.is_some());
     let backlog = Backlog::new(
         cluster.topics.input.partitions,
         Some(BacklogBound { records, bytes }),
@@ -177,63 +191,61 @@ async fn start(
         &config.processing,
         results.max_message_bytes().saturating_sub(RECORD_FRAMING),
     )?);
-    let at_ingest = match config.processing.at_ingest {
-        true => Some(AtIngest::start(
+    let one_hop = match config.processing.at_ingest {
+        true => Some(Arc::new(OneHopAtIngest(AtIngest::start(
             evaluator.clone(),
             results,
             input.clone(),
             metrics.clone(),
-        )),
+        ))) as Arc<dyn OneHop>),
         false => None,
     };
     let ingest = Ingest::new(
         Arc::new(input.clone()),
         metrics.clone(),
         RecordLimits {
-            per_request: config.limits.max_records_per_request,
+            per_request: limits.ingest.max_records_per_request,
             record_bytes: input.max_message_bytes().saturating_sub(RECORD_FRAMING),
-            order_timeout: config.limits.send_timeout(),
+            order_timeout: send_timeout,
         },
         backlog,
         registry.clone(),
-        at_ingest,
+        one_hop,
+        keys.clone(),
     );
-    let (processing, processing_joined) = Processing::start(
-        &cluster,
-        &config.processing,
-        registry.clone(),
-        ingest.clone(),
+    let stage_with = StageWith {
+        registry: registry.clone(),
+        input: input.clone(),
         evaluator,
-        metrics.clone(),
-        stopping.clone(),
-    )?;
+        keys: keys.clone(),
+        metrics: metrics.clone(),
+    };
+    let (processing, processing_joined) =
+        Stage::start(&cluster, &config.processing, stage_with, stopping.clone())?;
     let state = Arc::new(AppState {
-        limits: config.limits.clone(),
-        allowed_origins: config.http.allowed_origins.clone(),
-        processing: config.processing.clone(),
-        brokers: cluster.bootstrap().to_string(),
-        embedded: embedded.is_some(),
+        config: Arc::new(config.clone()),
         keys: KeyStore::new(&config.api_keys),
         limiter: Limiter::new(&config.rate_limits),
-        subscriber_seats: Seats::new(config.limits.max_subscribers_per_key),
+        subscriber_seats: Seats::new(limits.delivery.max_subscribers_per_key),
         registry,
         ingest,
         router,
         archive: Arc::new(Replays::new(cluster.clone(), metrics.clone())),
-        broker: cluster.health()?,
+        broker: cluster.health(embedded.is_some())?,
         metrics,
         stats: Default::default(),
         phase: lifecycle.watch(),
         processing_joined,
         started: Instant::now(),
     });
-    let janitor = forget_idle_callers(state.clone(), stopping);
+    let janitor = forget_idle(state.clone(), keys, stopping);
+    keys_tasks.extend([processing, routing, follower, janitor, following]);
     Ok(Started {
         progress: ProgressReader::new(&cluster, &config.processing.group_id)?,
         state,
         cluster,
         input,
-        tasks: vec![processing, routing, follower, janitor, following],
+        tasks: keys_tasks,
     })
 }
 
@@ -241,7 +253,7 @@ async fn start(
 /// the log which step it did not finish.
 async fn drain(started: &Started, lifecycle: &Lifecycle, config: &Config) {
     let began = Instant::now();
-    let deadline = began + Duration::from_millis(config.limits.drain_timeout_ms);
+    let deadline = began + Duration::from_millis(config.limits.shutdown.drain_timeout_ms);
     let input = started.input.clone();
     let left = deadline.saturating_duration_since(Instant::now());
     let _ = tokio::task::spawn_blocking(move || input.flush(left)).await;
@@ -313,34 +325,55 @@ where
 const RESERVED_FDS: u64 = 512;
 
 /// Raises the open-files limit to its hard limit (idle connections must not be able to deny
-/// service by exhausting it), and lowers `max_connections` to what the limit allows.
-fn connections_allowed(configured: usize) -> usize {
+/// service by exhausting it), and says how many client connections it leaves room for.
+fn connections_allowed() -> usize {
     let (before, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
     let soft = rlimit::increase_nofile_limit(u64::MAX).unwrap_or(before);
     let allowed = soft.saturating_sub(RESERVED_FDS).max(1) as usize;
-    tracing::info!(soft_before = before, soft, hard, "open-files limit");
-    if configured > allowed {
-        tracing::warn!(
-            configured,
-            allowed,
-            "limits.max_connections is more than the open-files limit allows; using {allowed}"
-        );
-        return allowed;
-    }
-    configured
+    tracing::info!(
+        soft_before = before,
+        soft,
+        hard,
+        connections = allowed,
+        "open-files limit"
+    );
+    allowed
 }
 
-/// Drops the rate-limit state of callers that have been quiet for a while.
-fn forget_idle_callers(
+/// One hop, as ingest sees it: the processing stage's accepting side.
+struct OneHopAtIngest(Arc<AtIngest>);
+
+impl OneHop for OneHopAtIngest {
+    fn applies(&self, spec: &ProcessorSpec) -> bool {
+        self.0.applies(spec)
+    }
+
+    fn write<'a>(
+        &'a self,
+        entry: &'a Arc<StreamEntry>,
+        input: Input,
+        payload: &'a [u8],
+    ) -> BoxFuture<'a, BoxFuture<'static, bool>> {
+        Box::pin(self.0.write(entry, input, payload))
+    }
+}
+
+/// Drops the rate-limit state of callers that have been quiet for a while, and idempotency
+/// keys past their window.
+fn forget_idle(
     state: Arc<AppState>,
+    keys: Arc<KeyIndex>,
     mut stopping: tokio::sync::watch::Receiver<bool>,
 ) -> JoinHandle<()> {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(limits::FORGET_INTERVAL);
+        let mut tick = tokio::time::interval(quota::FORGET_INTERVAL);
         loop {
             tokio::select! {
                 _ = stopping.changed() => return,
-                _ = tick.tick() => state.limiter.forget_idle(),
+                _ = tick.tick() => {
+                    state.limiter.forget_idle();
+                    keys.sweep();
+                }
             }
         }
     })
@@ -354,7 +387,7 @@ fn prepare_listener(listener: &TcpListener, config: &Config) -> Result<(), Error
     socket
         .set_tcp_nodelay(true)
         .map_err(|e| Error::io("set TCP_NODELAY on the listener", e))?;
-    if let Some(bytes) = config.limits.socket_send_buffer_bytes {
+    if let Some(bytes) = config.limits.server.socket_send_buffer_bytes {
         socket
             .set_send_buffer_size(bytes)
             .map_err(|e| Error::io("set the listener's send buffer size", e))?;

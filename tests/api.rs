@@ -178,7 +178,7 @@ async fn websocket_key_in_subprotocol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn errors_have_status_and_json_body() {
     let mut config = test_config();
-    config.limits.max_body_bytes = 1024;
+    config.limits.server.max_body_bytes = 1024;
     let d = Daemon::start(config).await;
     let id = d.start_stream(ALICE, None).await;
     let send_url = d.url(&format!("/api/stream/{id}/send"));

@@ -101,7 +101,7 @@ async fn a_restarted_daemon_serves_the_streams_it_had() {
 async fn broker_outage_gives_503_and_not_ready_then_recovers() {
     let tansu = std::cell::RefCell::new(Tansu::start());
     let mut config = on(&tansu.borrow());
-    config.limits.send_timeout_ms = 2000;
+    config.limits.ingest.send_timeout_ms = 2000;
     let d = Daemon::start(config).await;
     check_outage(
         &d,
@@ -502,7 +502,7 @@ async fn partitions_read(d: &Daemon) -> u64 {
 async fn each_router_reads_only_the_partitions_its_subscribers_need() {
     let tansu = Tansu::start();
     let mut config = on(&tansu);
-    config.limits.results_partition_idle_ms = 300;
+    config.limits.delivery.results_partition_idle_ms = 300;
     let partitions = config.topics.partitions;
     let (a, b, c) = (
         Daemon::start(config.clone()).await,

@@ -69,7 +69,10 @@ fn config_with(tune: impl FnOnce(&mut Config)) -> Config {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_sent_and_idle_connections_are_closed_after_the_header_timeout() {
-    let d = Daemon::start(config_with(|c| c.limits.header_read_timeout_ms = 300)).await;
+    let d = Daemon::start(config_with(|c| {
+        c.limits.server.header_read_timeout_ms = 300
+    }))
+    .await;
     let started = Instant::now();
     let mut slow = connect_from([127, 0, 0, 1], d.addr).await;
     slow.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
@@ -88,7 +91,7 @@ async fn half_sent_and_idle_connections_are_closed_after_the_header_timeout() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn past_the_per_ip_cap_connections_get_503_and_others_are_served() {
-    let d = Daemon::start(config_with(|c| c.limits.max_connections_per_ip = 5)).await;
+    let d = Daemon::start(config_with(|c| c.limits.server.max_connections_per_ip = 5)).await;
     let mut held = Vec::new();
     for _ in 0..5 {
         held.push(connect_from([127, 0, 0, 1], d.addr).await);
@@ -155,7 +158,7 @@ async fn oversized_heads_get_431_and_h2c_is_not_spoken() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_body_gets_408() {
-    let d = Daemon::start(config_with(|c| c.limits.body_read_timeout_ms = 300)).await;
+    let d = Daemon::start(config_with(|c| c.limits.server.body_read_timeout_ms = 300)).await;
     let head = format!(
         "POST /api/stream/start HTTP/1.1\r\nHost: x\r\nX-API-Key: {ALICE}\r\n\
          Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{{"
@@ -169,9 +172,9 @@ async fn a_slow_body_gets_408() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_completes_within_its_bound_whatever_a_client_holds() {
     let d = Daemon::start(config_with(|c| {
-        c.limits.shutdown_timeout_ms = 500;
-        c.limits.header_read_timeout_ms = 60_000;
-        c.limits.body_read_timeout_ms = 60_000;
+        c.limits.shutdown.shutdown_timeout_ms = 500;
+        c.limits.server.header_read_timeout_ms = 60_000;
+        c.limits.server.body_read_timeout_ms = 60_000;
     }))
     .await;
     let mut half = connect_from([127, 0, 0, 1], d.addr).await;
@@ -243,7 +246,10 @@ async fn unknown_routes_and_metrics_cost_a_public_token() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversized_websocket_message_closes_with_1009() {
-    let d = Daemon::start(config_with(|c| c.limits.ws_max_message_bytes = 1024)).await;
+    let d = Daemon::start(config_with(|c| {
+        c.limits.websocket.ws_max_message_bytes = 1024
+    }))
+    .await;
     let id = d.start_stream(ALICE, None).await;
     let mut ws = d.subscribe(ALICE, &id).await;
     ws.send(Message::text(format!("\"{}\"", "x".repeat(4096))))
@@ -280,8 +286,8 @@ async fn the_key_is_never_echoed_as_the_subprotocol() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn streams_and_subscribers_per_key_are_capped() {
     let d = Daemon::start(config_with(|c| {
-        c.limits.max_streams_per_key = 2;
-        c.limits.max_subscribers_per_key = 1;
+        c.limits.ingest.max_streams_per_key = 2;
+        c.limits.delivery.max_subscribers_per_key = 1;
     }))
     .await;
     let a = d.start_stream(ALICE, None).await;

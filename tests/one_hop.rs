@@ -12,9 +12,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::ClientConfig;
 use serde_json::{json, Value};
 use streamgate::config::{Brokers, Config};
+use streamgate::kafka::records::{AT_INGEST_HEADER, TYPE_HEADER};
 use streamgate::kafka::{now_ms, partition_for};
-use streamgate::processing::at_ingest::AT_INGEST_HEADER;
-use streamgate::wire::TYPE_HEADER;
 use streamgate_testkit::*;
 
 const INPUT: &str = "streamgate.input";

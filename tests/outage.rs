@@ -10,7 +10,7 @@ async fn broker_outage_gives_503_then_recovers() {
     let mut config = test_config();
     let broker = EmbeddedBroker::start(&config.topics).unwrap();
     config.brokers = Brokers::Bootstrap(broker.bootstrap_servers().to_string());
-    config.limits.send_timeout_ms = 2000;
+    config.limits.ingest.send_timeout_ms = 2000;
     let d = Daemon::start(config).await;
     check_outage(&d, || broker.broker_down(), || broker.broker_up()).await;
     d.stop().await.unwrap();

@@ -6,8 +6,8 @@ use streamgate_testkit::*;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_is_closed_and_fast_reader_gets_everything() {
     let mut config = test_config();
-    config.limits.subscriber_queue = 64;
-    config.limits.socket_send_buffer_bytes = Some(16 * 1024);
+    config.limits.delivery.subscriber_queue = 64;
+    config.limits.server.socket_send_buffer_bytes = Some(16 * 1024);
     let d = Daemon::start(config).await;
     let id = d.start_stream(ALICE, None).await;
     let mut slow = d.subscribe_small_buffer(ALICE, &id).await; // never read until the end
@@ -49,8 +49,8 @@ async fn slow_reader_is_closed_and_fast_reader_gets_everything() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn skip_policy_reports_exact_gaps_and_keeps_the_socket() {
     let mut config = test_config();
-    config.limits.subscriber_queue = 64;
-    config.limits.socket_send_buffer_bytes = Some(16 * 1024);
+    config.limits.delivery.subscriber_queue = 64;
+    config.limits.server.socket_send_buffer_bytes = Some(16 * 1024);
     let d = Daemon::start(config).await;
     let id = d.start_stream(ALICE, None).await;
     let mut slow = d
@@ -110,8 +110,8 @@ async fn skip_policy_reports_exact_gaps_and_keeps_the_socket() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_peer_is_reaped_within_the_idle_timeout() {
     let mut config = test_config();
-    config.limits.ws_ping_interval_ms = 100;
-    config.limits.ws_idle_timeout_ms = 500;
+    config.limits.websocket.ws_ping_interval_ms = 100;
+    config.limits.websocket.ws_idle_timeout_ms = 500;
     let d = Daemon::start(config).await;
     let id = d.start_stream(ALICE, None).await;
     // Connected, then never read again: pings go unanswered.

@@ -69,8 +69,8 @@ async fn start(http: &reqwest::Client, d: &Daemon, key: &str, processor: Value) 
 async fn a_normal_client_is_unharmed_by_a_minute_of_abuse() {
     let mut config = test_config();
     config.processing.max_record_ms = 200;
-    config.limits.max_connections_per_ip = 100;
-    config.limits.header_read_timeout_ms = 2_000;
+    config.limits.server.max_connections_per_ip = 100;
+    config.limits.server.header_read_timeout_ms = 2_000;
     let d = Arc::new(Daemon::start(config).await);
     // The normal client, warmed up first: its path works end to end (the processing group
     // has joined) before the measurement starts, as `streamctl bench` does.

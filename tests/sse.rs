@@ -38,7 +38,7 @@ async fn replay_then_live_and_a_last_event_id_resume() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reader_too_slow_for_its_queue_gets_a_lagged_event_with_the_resume_cursor() {
     let mut config = test_config();
-    config.limits.subscriber_queue = 4;
+    config.limits.delivery.subscriber_queue = 4;
     let d = Daemon::start(config).await;
     let id = d.start_stream(ALICE, None).await;
     let mut events = Events::open(&d, &id, "", None).await;
@@ -78,9 +78,9 @@ async fn a_reader_too_slow_for_its_queue_gets_a_lagged_event_with_the_resume_cur
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_subscriber_that_stops_reading_is_cut_and_its_seat_freed() {
     let mut config = test_config();
-    config.limits.ws_idle_timeout_ms = 1_000;
-    config.limits.max_subscribers_per_key = 1;
-    config.limits.socket_send_buffer_bytes = Some(4096);
+    config.limits.websocket.ws_idle_timeout_ms = 1_000;
+    config.limits.delivery.max_subscribers_per_key = 1;
+    config.limits.server.socket_send_buffer_bytes = Some(4096);
     let d = Daemon::start(config).await;
     let id = d.start_stream(ALICE, None).await;
     d.wait_until_ready().await;

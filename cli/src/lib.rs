@@ -3,7 +3,9 @@
 //! # Layout
 //!
 //! - [`serve`]: runs the daemon.
-//! - [`client`]: connection settings and the HTTP client every other command uses.
+//! - [`client`]: connection settings, made into the `streamgate-client` library's client
+//!   (its HTTP calls, its one connection for many streams, its retries) every other command
+//!   uses.
 //! - [`start`], [`send`], [`tail`], [`streams`], [`token`], [`bench`], [`top`]: one module per client
 //!   command.
 //! - [`version`]: client and daemon versions.

@@ -3,15 +3,12 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use streamgate::processing::sandbox;
+use streamgate::{worker_main, WORKER_ARG};
 
 fn main() -> ExitCode {
     // The daemon runs user code in copies of this executable (not a subcommand for people).
-    if std::env::args_os()
-        .nth(1)
-        .is_some_and(|a| a == sandbox::WORKER_ARG)
-    {
-        return sandbox::worker_main();
+    if std::env::args_os().nth(1).is_some_and(|a| a == WORKER_ARG) {
+        return worker_main();
     }
     let cli = streamctl::Cli::parse();
     streamctl::exit::report(streamctl::run(cli))

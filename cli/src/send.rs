@@ -4,21 +4,24 @@
 //! refuses it instead). Lines are batched while more are waiting (up to `--batch-bytes`), so a
 //! pipe of a million lines takes a few requests and an interactive line goes out at once.
 //!
-//! Delivery: a 429 waits for `Retry-After`; a 503 says how many leading records were stored,
-//! so only the rest is sent again; a connection that could not be opened is retried with
-//! backoff, as nothing can have been stored. A request that failed after it may have reached
-//! the daemon is *not* retried (that could duplicate lines): the command stops and says which
-//! lines were acknowledged. So a line reported as sent was stored exactly once, in order.
+//! Delivery is exactly once: every batch is sent with an idempotency key (the run's prefix
+//! and the batch's line numbers), and any failure that may pass (no answer, a connection
+//! refused or cut, a 429 or 503) is retried with the same key by the client library, waiting
+//! as `Retry-After` says; the daemon stores and processes each line once whatever happened.
+//! A line reported as sent was stored exactly once, in order. After `--connect-timeout`
+//! without success, the command stops and names the key, so running it again with the same
+//! `--idempotency-prefix` finishes the job without duplicates.
 
 use std::collections::VecDeque;
 use std::io::{BufRead, IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use reqwest::{Method, StatusCode};
+use reqwest::StatusCode;
 use serde::de::IgnoredAny;
-use streamgate::wire::Accepted;
 use tokio::sync::mpsc;
+
+use uuid::Uuid;
 
 use crate::client::{Client, ClientError, ConnectionArgs};
 
@@ -48,6 +51,11 @@ pub struct Args {
     /// Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
+    /// Start of each batch's idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers):
+    /// running the same input again with the same prefix stores nothing twice [default: a
+    /// random one per run].
+    #[arg(long, value_name = "PREFIX")]
+    pub idempotency_prefix: Option<String>,
 }
 
 /// One stdin line, ready to send.
@@ -56,14 +64,12 @@ struct Line {
     record: String,
 }
 
-/// Longest pause between retries.
-const MAX_BACKOFF: Duration = Duration::from_secs(10);
 /// How long a partial batch waits for more lines before it is sent.
 const LINGER: Duration = Duration::from_millis(20);
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let client = Client::new(&self.conn)?;
+        let client = crate::client::connect(&self.conn)?;
         let stream_id = match (&self.stream_id, self.new) {
             (Some(id), _) => id.clone(),
             (None, _) => {
@@ -86,9 +92,17 @@ impl Args {
 
         let started = Instant::now();
         let progress = std::io::stderr().is_terminal();
+        let Ok(stream) = Uuid::parse_str(&stream_id) else {
+            bail!("stream_not_found: stream {stream_id} not found");
+        };
+        let prefix = self
+            .idempotency_prefix
+            .clone()
+            .unwrap_or_else(|| Uuid::new_v4().simple().to_string());
         let mut sender = Sender {
             client,
-            path: format!("/api/stream/{stream_id}/send"),
+            stream,
+            prefix,
             batch_bytes: self.batch_bytes.max(1),
             batch_records: self.batch_records.max(1),
             acknowledged: 0,
@@ -173,7 +187,9 @@ fn pending_bytes(pending: &VecDeque<Line>) -> usize {
 
 struct Sender {
     client: Client,
-    path: String,
+    stream: Uuid,
+    /// Of every batch's idempotency key (`--idempotency-prefix`).
+    prefix: String,
     batch_bytes: usize,
     batch_records: usize,
     acknowledged: u64,
@@ -182,11 +198,11 @@ struct Sender {
 }
 
 impl Sender {
-    /// Sends the lines at the front of `pending` that fit in one batch, removing those the
-    /// daemon acknowledged; retries until all of that batch is acknowledged.
+    /// Sends the lines at the front of `pending` that fit in one batch, removing them once
+    /// the daemon acknowledged them. The batch is named by an idempotency key made of the
+    /// run's prefix and its lines, and the client library sends it again with that key
+    /// after any failure that may pass: stored and processed once, whatever happened.
     async fn send_batch(&mut self, pending: &mut VecDeque<Line>) -> anyhow::Result<()> {
-        let mut backoff = Duration::from_millis(200);
-        let mut unreachable_since: Option<Instant> = None;
         loop {
             let mut body = Vec::new();
             let mut count = 0;
@@ -201,15 +217,13 @@ impl Sender {
                 count += 1;
             }
             let first = pending[0].number;
-            match self
+            let last = first + count as u64 - 1;
+            let key = format!("{}-{first}-{last}", self.prefix);
+            let answer = self
                 .client
-                .call::<Accepted>(
-                    Method::POST,
-                    &self.path,
-                    Some(("application/x-ndjson", body)),
-                )
-                .await
-            {
+                .send_batch_within(self.stream, body, &key, self.connect_timeout)
+                .await;
+            match answer {
                 Ok(answer) => {
                     let stored = answer.records;
                     if stored != count {
@@ -221,33 +235,7 @@ impl Sender {
                     return Ok(());
                 }
                 Err(ClientError::Server {
-                    status: StatusCode::TOO_MANY_REQUESTS,
-                    retry_after,
-                    code,
-                    ..
-                }) => {
-                    // Said once: the daemon asked to wait (rate limit or backlog).
-                    let wait = retry_after.unwrap_or(Duration::from_secs(1));
-                    crate::client::waiting_notice(&code, wait);
-                    tokio::time::sleep(wait).await;
-                }
-                Err(ClientError::Server {
-                    status: StatusCode::SERVICE_UNAVAILABLE,
-                    acknowledged,
-                    message,
-                    ..
-                }) => {
-                    // The stored prefix is done; only the rest goes again.
-                    self.take(pending, acknowledged.unwrap_or(0).min(count));
-                    if pending.is_empty() {
-                        return Ok(());
-                    }
-                    eprintln!("streamctl: broker unavailable ({message}); retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(ClientError::Server {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    status: Some(StatusCode::PAYLOAD_TOO_LARGE),
                     ..
                 }) if count > 1 => {
                     // Smaller batches until they fit (in bytes and in records).
@@ -255,45 +243,31 @@ impl Sender {
                     self.batch_records = (count / 2).max(1);
                 }
                 Err(ClientError::Server {
-                    status: StatusCode::PAYLOAD_TOO_LARGE,
+                    status: Some(StatusCode::PAYLOAD_TOO_LARGE),
                     message,
                     ..
                 }) => bail!("line {first}: {message}"),
                 Err(ClientError::Server {
-                    status: StatusCode::BAD_REQUEST,
+                    status: Some(StatusCode::BAD_REQUEST),
                     code,
                     message,
+                    line,
                     ..
                 }) => {
                     // The daemon names the line of the batch; translate it to stdin's.
-                    let line = message
-                        .strip_prefix("line ")
-                        .and_then(|rest| rest.split(':').next())
-                        .and_then(|n| n.parse::<u64>().ok())
-                        .map_or(first, |n| first + n - 1);
+                    let line = line.map_or(first, |n| first + n as u64 - 1);
                     bail!(
                         "line {line}: {code}: {message} ({} records acknowledged before it)",
                         self.acknowledged
                     );
                 }
-                Err(e @ ClientError::Connect { .. }) => {
-                    let since = *unreachable_since.get_or_insert_with(Instant::now);
-                    if since.elapsed() >= self.connect_timeout {
-                        return Err(anyhow::Error::new(e).context(format!(
-                            "gave up after --connect-timeout {}; {} records acknowledged",
-                            humantime::format_duration(self.connect_timeout),
-                            self.acknowledged
-                        )));
-                    }
-                    eprintln!("streamctl: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                }
-                Err(e @ ClientError::Transport { .. }) => {
-                    let last = first + count as u64 - 1;
+                Err(e) if e.is_transient() => {
                     return Err(anyhow::Error::new(e).context(format!(
-                        "lines {first}..={last} may or may not have been stored (not retried, to \
-                         avoid duplicates); {} records acknowledged before them",
+                        "gave up after --connect-timeout {}: lines {first}..={last} were sent \
+                         with idempotency key {key}; send them again with the same \
+                         --idempotency-prefix to store them exactly once; {} records \
+                         acknowledged before them",
+                        humantime::format_duration(self.connect_timeout),
                         self.acknowledged
                     )));
                 }

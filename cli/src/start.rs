@@ -20,7 +20,7 @@ pub struct Args {
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let client = Client::new(&self.conn)?;
+        let client = crate::client::connect(&self.conn)?;
         let created = start_stream(&client, self.processor.as_deref()).await?;
         if self.json {
             println!("{}", serde_json::to_string(&created)?);
@@ -52,6 +52,7 @@ pub async fn start_stream(client: &Client, processor: Option<&str>) -> anyhow::R
         Some(name) => json!({ "processor": name }),
     };
     let created = client
+        .http()
         .call(
             Method::POST,
             "/api/stream/start",

@@ -7,7 +7,7 @@ use reqwest::Method;
 use streamgate::kafka::now_ms;
 use streamgate::wire::{StreamList, StreamView};
 
-use crate::client::{Client, ConnectionArgs};
+use crate::client::ConnectionArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -35,11 +35,14 @@ pub enum Command {
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let client = Client::new(&self.conn)?;
+        let client = crate::client::connect(&self.conn)?;
         let path = |id: &str| format!("/api/stream/{id}");
         let out = match self.command.unwrap_or(Command::List) {
             Command::List => {
-                let list: StreamList = client.call(Method::GET, "/api/streams", None).await?;
+                let list: StreamList = client
+                    .http()
+                    .call(Method::GET, "/api/streams", None)
+                    .await?;
                 match (self.json, self.quiet) {
                     (true, _) => pretty(&list)?,
                     (_, true) => list
@@ -51,11 +54,17 @@ impl Args {
                 }
             }
             Command::Info { stream_id } => {
-                let view = client.call(Method::GET, &path(&stream_id), None).await?;
+                let view = client
+                    .http()
+                    .call(Method::GET, &path(&stream_id), None)
+                    .await?;
                 show(&view, self.json)?
             }
             Command::End { stream_id } => {
-                let view = client.call(Method::DELETE, &path(&stream_id), None).await?;
+                let view = client
+                    .http()
+                    .call(Method::DELETE, &path(&stream_id), None)
+                    .await?;
                 show(&view, self.json)?
             }
         };

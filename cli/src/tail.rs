@@ -1,31 +1,33 @@
-//! `streamctl tail`: prints a stream's results as they arrive.
+//! `streamctl tail`: prints streams' results as they arrive, one stream or several over one
+//! connection.
 //!
-//! When the connection drops (daemon restart, network, too slow a reader), tail reconnects
-//! with `from=<last printed cursor + 1>`, so the daemon replays exactly what was missed: no
-//! gap, no duplicate. A closed stdout (`| head`) ends it successfully.
+//! The connection is the client library's: when it drops (daemon restart, network, too slow
+//! a reader), it reconnects and resumes every stream after its last printed cursor, so the
+//! daemon replays exactly what was missed: no gap, no duplicate. A closed stdout (`| head`)
+//! ends it successfully.
 
 use std::io::Write;
-use std::time::Duration;
 
 use anyhow::bail;
 use futures_util::StreamExt;
-use streamgate::wire::{Close, Frame, Outcome};
-use tokio_tungstenite::tungstenite::{self, Message};
+use streamgate::wire::{Frame, Outcome, StartFrom};
+use streamgate_client::Subscribe;
+use uuid::Uuid;
 
-use crate::client::{
-    retry_after, server_error, waiting_notice, Client, ClientError, ConnectionArgs,
-};
+use crate::client::ConnectionArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// The stream's id, as `streamctl start` printed it.
-    #[arg(value_name = "STREAM_ID")]
-    pub stream_id: String,
-    /// json (whole frames), data (only the data), or a template with placeholders {data},
-    /// {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms},
-    /// {stream_id}, {type} and the escapes \n and \t; each result ends with one newline.
+    /// The streams' ids, as `streamctl start` printed them: several are followed over one
+    /// connection, each from its own cursor.
+    #[arg(value_name = "STREAM_ID", required = true, num_args = 1..)]
+    pub stream_ids: Vec<String>,
+    /// json (whole frames), data (only the data; with several streams, the stream id, a tab,
+    /// then the data), or a template with placeholders {data}, {cursor}, {input_offset},
+    /// {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type},
+    /// {idempotency_key} and the escapes \n and \t; each result ends with one newline.
     #[arg(long, short, default_value = "json", value_parser = Format::parse_checked,
           value_hint = clap::ValueHint::Other)]
     pub format: Format,
@@ -67,9 +69,6 @@ fn from_arg(s: &str) -> Result<String, String> {
     }
 }
 
-/// Longest pause between reconnection attempts.
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
-
 /// How a frame is printed.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Format {
@@ -79,7 +78,7 @@ pub enum Format {
 }
 
 /// The placeholders a template may use.
-const PLACEHOLDERS: [&str; 8] = [
+const PLACEHOLDERS: [&str; 9] = [
     "data",
     "cursor",
     "input_offset",
@@ -88,6 +87,7 @@ const PLACEHOLDERS: [&str; 8] = [
     "processed_ms",
     "stream_id",
     "type",
+    "idempotency_key",
 ];
 
 impl Format {
@@ -124,23 +124,37 @@ impl Format {
     }
 
     /// The text for one result or error frame (without the trailing newline).
-    pub fn render(&self, raw: &str, frame: &Outcome) -> String {
+    pub fn render(&self, frame: &Outcome, several: bool) -> String {
         // For an error frame, `{data}` is its error object.
         let data = || match (&frame.data, &frame.error) {
             (Some(data), _) => data.to_string(),
             (None, Some(error)) => serde_json::to_string(error).unwrap_or_default(),
             (None, None) => "null".to_string(),
         };
+        let kind = if frame.error.is_some() {
+            "error"
+        } else {
+            "result"
+        };
         match self {
-            Format::Json => raw.to_string(),
+            // The frame as the daemon sent it: `cursor` first, then `type`.
+            Format::Json => {
+                let fields = serde_json::to_string(frame).unwrap_or_default();
+                let rest = fields.strip_prefix('{').unwrap_or("}");
+                match frame.cursor {
+                    Some(c) => {
+                        let rest = rest
+                            .strip_prefix(&format!("\"cursor\":{c},"))
+                            .unwrap_or(rest);
+                        format!("{{\"cursor\":{c},\"type\":\"{kind}\",{rest}")
+                    }
+                    None => format!("{{\"type\":\"{kind}\",{rest}"),
+                }
+            }
+            Format::Data if several => format!("{}\t{}", frame.stream_id, data()),
             Format::Data => data(),
             Format::Template(t) => {
-                let kind = if frame.error.is_some() {
-                    "error"
-                } else {
-                    "result"
-                };
-                let fields: [(&str, String); 8] = [
+                let fields: [(&str, String); 9] = [
                     ("data", data()),
                     (
                         "cursor",
@@ -152,6 +166,10 @@ impl Format {
                     ("processed_ms", frame.processed_ms.to_string()),
                     ("stream_id", frame.stream_id.to_string()),
                     ("type", kind.to_string()),
+                    (
+                        "idempotency_key",
+                        frame.idempotency_key.clone().unwrap_or_default(),
+                    ),
                 ];
                 let mut out = t.clone();
                 for (name, value) in fields {
@@ -163,154 +181,69 @@ impl Format {
     }
 }
 
-/// Why a connection ended.
-enum Ended {
-    /// Done: the count was reached or the stream ended.
-    Finished,
-    /// Try again from the last cursor.
-    Reconnect(String),
-}
-
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let client = Client::new(&self.conn)?;
-        let format = self.format.clone();
-        let mut state = TailState {
-            printed: 0,
-            gaps: 0,
-            next_from: self.from.clone(),
-        };
-        let mut backoff = Duration::from_millis(100);
-        let mut connected_once = false;
-        loop {
-            let path = format!(
-                "/api/stream/{}/results?from={}{}",
-                self.stream_id,
-                state.next_from,
-                if self.exit_on_end { "&until=now" } else { "" }
-            );
-            let request = client.ws_request(&path)?;
-            let ws = match tokio_tungstenite::connect_async_with_config(request, None, true).await {
-                Ok((ws, _)) => ws,
-                Err(tungstenite::Error::Http(resp)) => {
-                    let body = resp.body().as_deref().unwrap_or_default();
-                    let retry_after = retry_after(resp.headers());
-                    let err = server_error(resp.status(), body, retry_after);
-                    // Refusals (auth, unknown stream, bad cursor) will not get better; a 429
-                    // or 503 might: wait as the daemon asks, saying so once.
-                    if !matches!(resp.status().as_u16(), 429 | 503) {
-                        return Err(err.into());
-                    }
-                    let wait = retry_after.unwrap_or(backoff);
-                    match &err {
-                        ClientError::Server { code, .. } => waiting_notice(code, wait),
-                        _ => eprintln!("streamctl: {err}; retrying in {wait:?}"),
-                    }
-                    tokio::time::sleep(wait).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-                Err(e) if connected_once => {
-                    eprintln!("streamctl: reconnecting: {e}; retrying in {backoff:?}");
-                    tokio::time::sleep(backoff).await;
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
-                    continue;
-                }
-                Err(e) => bail!("cannot connect to {}: {e}", client.url("")),
-            };
-            connected_once = true;
-            backoff = Duration::from_millis(100);
-            match self.follow(ws, &format, &mut state).await? {
-                Ended::Finished => {
-                    if state.gaps > 0 {
-                        eprintln!(
-                            "streamctl: printed {} results; {} cursors were missing (see above)",
-                            state.printed, state.gaps
-                        );
-                    }
-                    return Ok(());
-                }
-                Ended::Reconnect(why) => {
-                    eprintln!(
-                        "streamctl: connection closed ({why}); resuming from {}",
-                        state.next_from
-                    );
-                }
+        let client = crate::client::connect(&self.conn)?;
+        let mut ids = Vec::with_capacity(self.stream_ids.len());
+        for id in &self.stream_ids {
+            match Uuid::parse_str(id) {
+                Ok(uuid) => ids.push(uuid),
+                Err(_) => bail!("stream_not_found: stream {id} not found"),
             }
         }
-    }
-
-    /// Prints frames from one connection until it ends.
-    async fn follow(
-        &self,
-        mut ws: tokio_tungstenite::WebSocketStream<
-            tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
-        >,
-        format: &Format,
-        state: &mut TailState,
-    ) -> anyhow::Result<Ended> {
+        let options = Subscribe {
+            from: Some(StartFrom::Named(self.from.clone())),
+            until_now: self.exit_on_end,
+            ..Subscribe::default()
+        };
+        let several = ids.len() > 1;
+        let mut frames = futures_util::stream::select_all(
+            ids.iter()
+                .map(|id| client.subscribe(*id, options.clone()).boxed()),
+        );
         let stdout = std::io::stdout();
-        while let Some(msg) = ws.next().await {
-            let text = match msg {
-                Ok(Message::Text(t)) => t,
-                Ok(Message::Close(frame)) => {
-                    let (code, reason) = frame
-                        .map(|f| (u16::from(f.code), f.reason.to_string()))
-                        .unwrap_or((1005, String::new()));
-                    if matches!(Close::parse(code, &reason), Close::Ended | Close::CaughtUp) {
-                        return Ok(Ended::Finished);
-                    }
-                    return Ok(Ended::Reconnect(format!("{code} {reason}")));
-                }
-                Ok(_) => continue,
-                Err(e) => return Ok(Ended::Reconnect(e.to_string())),
-            };
-            let frame: Frame = serde_json::from_str(&text)?;
-            match &frame {
+        let (mut printed, mut gaps) = (0u64, 0u64);
+        while let Some(frame) = frames.next().await {
+            match frame? {
                 Frame::Result(outcome) | Frame::Error(outcome) => {
                     let mut out = stdout.lock();
-                    writeln!(out, "{}", format.render(&text, outcome))?;
+                    writeln!(out, "{}", self.format.render(&outcome, several))?;
                     out.flush()?;
-                    if let Some(c) = outcome.cursor {
-                        state.next_from = (c + 1).to_string();
-                    }
-                    state.printed += 1;
-                    if self.count.is_some_and(|n| state.printed >= n) {
-                        return Ok(Ended::Finished);
+                    printed += 1;
+                    if self.count.is_some_and(|n| printed >= n) {
+                        break;
                     }
                 }
                 Frame::Gap(gap) => {
                     let last = gap.from_cursor + gap.skipped as i64 - 1;
                     eprintln!(
-                        "streamctl: results at cursors {}..={last} are no longer held by the broker \
-                         and were not printed",
-                        gap.from_cursor
+                        "streamctl: results at cursors {}..={last}{} are no longer held by the \
+                         broker and were not printed",
+                        gap.from_cursor,
+                        if several {
+                            format!(" of {}", gap.stream_id)
+                        } else {
+                            String::new()
+                        },
                     );
-                    state.gaps += gap.skipped;
-                    state.next_from = (last + 1).to_string();
+                    gaps += gap.skipped;
                     if self.no_gaps {
                         bail!("a gap in the stream's results (--no-gaps)");
                     }
                 }
-                Frame::End(_) => {
-                    if !self.exit_on_end {
-                        eprintln!("streamctl: stream {} has ended", self.stream_id);
-                    }
-                    return Ok(Ended::Finished);
+                Frame::End(end) if !self.exit_on_end => {
+                    eprintln!("streamctl: stream {} has ended", end.stream_id);
                 }
                 _ => {}
             }
         }
-        Ok(Ended::Reconnect("connection lost".into()))
+        if gaps > 0 {
+            eprintln!(
+                "streamctl: printed {printed} results; {gaps} cursors were missing (see above)"
+            );
+        }
+        Ok(())
     }
-}
-
-struct TailState {
-    printed: u64,
-    /// Cursors reported missing by gap frames.
-    gaps: u64,
-    /// The `from` of the next connection: after the last printed cursor.
-    next_from: String,
 }
 
 #[cfg(test)]
@@ -323,17 +256,21 @@ mod tests {
         let Frame::Result(frame) = serde_json::from_str(raw).unwrap() else {
             panic!("a result frame")
         };
-        assert_eq!(Format::parse("json").render(raw, &frame), raw);
-        assert_eq!(Format::parse("data").render(raw, &frame), r#"{"t":1}"#);
+        assert_eq!(Format::parse("json").render(&frame, false), raw);
+        assert_eq!(Format::parse("data").render(&frame, false), r#"{"t":1}"#);
         assert_eq!(
-            Format::parse("{cursor}\\t{input_offset} {data}").render(raw, &frame),
+            Format::parse("data").render(&frame, true),
+            "00000000-0000-0000-0000-000000000001\t{\"t\":1}"
+        );
+        assert_eq!(
+            Format::parse("{cursor}\\t{input_offset} {data}").render(&frame, false),
             "7\t3 {\"t\":1}"
         );
         let err = r#"{"type":"error","stream_id":"00000000-0000-0000-0000-000000000001","input_partition":0,"input_offset":3,"received_ms":1,"processed_ms":2,"error":{"code":"processing_failed","message":"boom"}}"#;
         let Frame::Error(err) = serde_json::from_str(err).unwrap() else {
             panic!("an error frame")
         };
-        assert!(Format::Data.render("", &err).contains("boom"));
+        assert!(Format::Data.render(&err, false).contains("boom"));
     }
 
     #[test]

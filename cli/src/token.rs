@@ -1,18 +1,21 @@
 //! `streamctl token`: asks the daemon for a scoped stream token and prints it alone, so
 //! `TOKEN=$(streamctl token $ID)` works; hand it to a web page or a pipeline instead of the key.
+//! With several streams, one token for all of them (`POST /api/tokens`), for one
+//! `/api/connect` or `/api/events` connection.
 
 use reqwest::Method;
 use streamgate::wire::{Scope, TokenIssued, TokenRequest};
 
-use crate::client::{Client, ConnectionArgs};
+use crate::client::ConnectionArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
     pub conn: ConnectionArgs,
-    /// The stream the token is for.
-    #[arg(value_name = "STREAM_ID", value_hint = clap::ValueHint::Other)]
-    pub stream: String,
+    /// The streams the token is for (1 to 100).
+    #[arg(value_name = "STREAM_ID", value_hint = clap::ValueHint::Other, required = true,
+          num_args = 1..)]
+    pub streams: Vec<String>,
     /// What the token may do; repeat or separate with commas for both.
     #[arg(
         long,
@@ -40,7 +43,7 @@ pub enum ScopeArg {
 
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
-        let client = Client::new(&self.conn)?;
+        let client = crate::client::connect(&self.conn)?;
         let mut scope: Vec<Scope> = self
             .scope
             .iter()
@@ -50,17 +53,32 @@ impl Args {
             })
             .collect();
         scope.dedup();
-        let request = TokenRequest {
-            scope,
-            ttl_s: Some(self.ttl),
+        let issued: TokenIssued = match &self.streams[..] {
+            [one] => {
+                let request = TokenRequest {
+                    scope,
+                    ttl_s: Some(self.ttl),
+                };
+                client
+                    .http()
+                    .call(
+                        Method::POST,
+                        &format!("/api/stream/{one}/tokens"),
+                        Some(("application/json", serde_json::to_vec(&request)?)),
+                    )
+                    .await?
+            }
+            several => {
+                let mut streams = Vec::with_capacity(several.len());
+                for id in several {
+                    match uuid::Uuid::parse_str(id) {
+                        Ok(id) => streams.push(id),
+                        Err(_) => anyhow::bail!("stream_not_found: stream {id} not found"),
+                    }
+                }
+                client.token(&streams, &scope, Some(self.ttl)).await?
+            }
         };
-        let issued: TokenIssued = client
-            .call(
-                Method::POST,
-                &format!("/api/stream/{}/tokens", self.stream),
-                Some(("application/json", serde_json::to_vec(&request)?)),
-            )
-            .await?;
         if self.json {
             println!("{}", serde_json::to_string(&issued)?);
         } else {

@@ -4,7 +4,7 @@
 use reqwest::Method;
 use streamgate::wire::Status;
 
-use crate::client::{Client, ConnectionArgs};
+use crate::client::ConnectionArgs;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -15,15 +15,19 @@ pub struct Args {
 impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
         println!("streamctl {}", env!("CARGO_PKG_VERSION"));
-        let client = Client::new(&self.conn)?;
-        match client.call::<Status>(Method::GET, "/healthz", None).await {
+        let client = crate::client::connect(&self.conn)?;
+        match client
+            .http()
+            .call::<Status>(Method::GET, "/healthz", None)
+            .await
+        {
             Ok(status) => println!(
                 "daemon    {} at {}",
                 status
                     .version
                     .as_deref()
                     .unwrap_or("unknown (older than 0.1)"),
-                client.url("")
+                client.http().url("")
             ),
             // The client's version is still worth printing; the reason goes to stderr.
             Err(e) => eprintln!("streamctl: daemon version unknown: {e}"),

@@ -61,7 +61,12 @@ async fn a_daemon_that_is_not_running_is_named_once() {
     assert_eq!(err.matches(&url).count(), 1, "{err}");
 
     let mut send = Command::new(env!("CARGO_BIN_EXE_streamctl"))
-        .args(["send", "some-id", "--connect-timeout", "1s"])
+        .args([
+            "send",
+            "6f1c0000-0000-4000-8000-000000000000",
+            "--connect-timeout",
+            "1s",
+        ])
         .env("STREAMCTL_URL", &url)
         .env("STREAMCTL_API_KEY", ALICE)
         .stdin(Stdio::piped())

@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
+use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Need, Principal};
-use crate::error::ApiError;
 use crate::registry::StreamEntry;
 
 /// The stream `id` if the caller owns it and may do what `need` says there; 404 for unknown

@@ -1,7 +1,8 @@
-//! The results channel described as AsyncAPI 3.0: the WebSocket and the Server-Sent Events
-//! stream of `GET /api/stream/{id}/results`, every frame as a message, the records a client
-//! sends on the socket with their `ack`/`nack` replies, the query parameters and the close
-//! codes. Served at `/api/asyncapi.json`; `docs/asyncapi.json` is the committed copy.
+//! The push channels described as AsyncAPI 3.0: the WebSocket and the Server-Sent Events
+//! stream of `GET /api/stream/{id}/results`, and `GET /api/connect`, one WebSocket for many
+//! streams; every frame as a message, what a client sends with its replies, the query
+//! parameters and the close codes. Served at `/api/asyncapi.json`; `docs/asyncapi.json` is
+//! the committed copy.
 //!
 //! The message payloads are the wire types' own schemas (the same `utoipa` output as the
 //! OpenAPI document's components), and the close codes come from `wire::Close`, so neither
@@ -11,14 +12,27 @@ use serde_json::{json, Value};
 
 use crate::wire::Close;
 
-/// Frames the daemon sends, in the order the README's table gives them.
-const FRAMES: [(&str, &str); 6] = [
+/// Frames the daemon sends, in the order `docs/api.md` gives them.
+const FRAMES: [(&str, &str); 12] = [
     ("result", "One processed result. `cursor` increases per stream; resume after it with `from=cursor+1`."),
     ("error", "Processing failed for one record; the stream goes on."),
     ("end", "The stream ended; every result before it was delivered. The socket closes with 1000."),
     ("gap", "Results from `from_cursor` on were not delivered: skipped for a slow reader (`on_lag=skip`) or no longer held by the broker."),
     ("ack", "The `seq`-th record sent on this socket (1-based) is stored at `offset`."),
     ("nack", "The `seq`-th record sent on this socket was refused; `error` says why."),
+    ("subscribed", "/api/connect: the stream's frames follow."),
+    ("refused", "/api/connect: the subscription was not made; `error` says why (`stream_not_found` for another key's stream as for a missing one)."),
+    ("unsubscribed", "/api/connect: no frame of the stream follows. With `error`, the daemon ended the subscription: subscribe again from the last cursor + 1."),
+    ("lagged", "/api/connect: the subscriber read too slowly (`on_lag: close`); subscribe again with `from: resume_from`."),
+    ("caught_up", "/api/connect with `until: now`: everything that existed at subscribe was sent."),
+    ("invalid", "/api/connect: a frame the daemon could not read; the connection goes on."),
+];
+
+/// Frames a client sends on `/api/connect`.
+const CLIENT_FRAMES: [(&str, &str); 3] = [
+    ("subscribe", "Follow a stream: `{\"type\": \"subscribe\", \"stream_id\", \"from\", \"on_lag\", \"until\"}`; answered by `subscribed` or `refused`."),
+    ("unsubscribe", "Stop following a stream; answered by `unsubscribed`, after which nothing of it comes."),
+    ("send", "A record: `{\"type\": \"send\", \"stream_id\", \"seq\", \"data\"}`; answered by `ack` or `nack` with the same `stream_id` and `seq`, in order per stream."),
 ];
 
 /// The document, built around the OpenAPI document's schemas (`openapi` is what
@@ -38,6 +52,23 @@ pub fn document(openapi: &Value) -> Value {
             }),
         );
     }
+    for (name, summary) in CLIENT_FRAMES {
+        messages.insert(
+            name.to_string(),
+            json!({
+                "name": name,
+                "title": name,
+                "summary": summary,
+                "contentType": "application/json",
+                "payload": {
+                    "allOf": [
+                        {"$ref": "#/components/schemas/ClientFrame"},
+                        {"type": "object", "required": ["type"], "properties": {"type": {"const": name}}},
+                    ]
+                },
+            }),
+        );
+    }
     messages.insert(
         "record".into(),
         json!({
@@ -48,21 +79,42 @@ pub fn document(openapi: &Value) -> Value {
             "payload": {},
         }),
     );
-    let refs = |names: &[&str]| -> Vec<Value> {
+    let refs = |channel: &str, names: &[&str]| -> Vec<Value> {
         names
             .iter()
-            .map(|n| json!({"$ref": format!("#/channels/results/messages/{n}")}))
+            .map(|n| json!({"$ref": format!("#/channels/{channel}/messages/{n}")}))
             .collect()
     };
-    let channel_messages: serde_json::Map<String, Value> = messages
-        .keys()
-        .map(|n| {
-            (
-                n.clone(),
-                json!({"$ref": format!("#/components/messages/{n}")}),
-            )
-        })
-        .collect();
+    let channel_messages = |names: &[&str]| -> serde_json::Map<String, Value> {
+        names
+            .iter()
+            .map(|n| {
+                (
+                    n.to_string(),
+                    json!({"$ref": format!("#/components/messages/{n}")}),
+                )
+            })
+            .collect()
+    };
+    let stream_frames = ["result", "error", "end", "gap", "ack", "nack"];
+    let connect_frames = [
+        "result",
+        "error",
+        "end",
+        "gap",
+        "ack",
+        "nack",
+        "subscribed",
+        "refused",
+        "unsubscribed",
+        "lagged",
+        "caught_up",
+        "invalid",
+    ];
+    let mut results_messages = channel_messages(&stream_frames);
+    results_messages.extend(channel_messages(&["record"]));
+    let mut connect_messages = channel_messages(&connect_frames);
+    connect_messages.extend(channel_messages(&["subscribe", "unsubscribe", "send"]));
     json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -93,7 +145,7 @@ pub fn document(openapi: &Value) -> Value {
                 "parameters": {
                     "stream_id": {"description": "The stream id (from `POST /api/stream/start`)."},
                 },
-                "messages": channel_messages,
+                "messages": results_messages,
                 "bindings": {
                     "ws": {
                         "method": "GET",
@@ -117,6 +169,24 @@ pub fn document(openapi: &Value) -> Value {
                 },
                 "x-close-codes": close_codes(),
             },
+            "connect": {
+                "address": "/api/connect",
+                "title": "Many streams on one WebSocket",
+                "description": "One WebSocket for many streams: the client sends `subscribe`, `unsubscribe` and `send` frames naming a `stream_id`; every frame the daemon sends names its stream. Each subscription has its own cursor, lag policy and queue; a stream's `end`, `lagged` or `caught_up` ends that subscription only. Opened with a key (its streams) or a stream token (the streams it names). Close codes as on the results channel; 4401 when the token expires, 1001 when the daemon stops.",
+                "messages": connect_messages,
+                "bindings": {
+                    "ws": {
+                        "method": "GET",
+                        "headers": {
+                            "type": "object",
+                            "properties": {
+                                "X-API-Key": {"type": "string"},
+                                "Sec-WebSocket-Protocol": {"type": "string", "description": "`streamgate.v1`, plus `apikey.<KEY>` or `token.<TOKEN>` from a browser."},
+                            },
+                        },
+                    },
+                },
+            },
         },
         "operations": {
             "receiveResults": {
@@ -124,18 +194,32 @@ pub fn document(openapi: &Value) -> Value {
                 "title": "Receive results",
                 "summary": "Frames the daemon pushes: results, errors, the end, gaps, and the answers to records sent on the socket.",
                 "channel": {"$ref": "#/channels/results"},
-                "messages": refs(&["result", "error", "end", "gap", "ack", "nack"]),
+                "messages": refs("results", &stream_frames),
             },
             "sendRecords": {
                 "action": "send",
                 "title": "Send records on the socket",
                 "summary": "Each text or binary frame is one record; at most `limits.ws_max_in_flight` await their acknowledgement at once.",
                 "channel": {"$ref": "#/channels/results"},
-                "messages": refs(&["record"]),
+                "messages": refs("results", &["record"]),
                 "reply": {
                     "channel": {"$ref": "#/channels/results"},
-                    "messages": refs(&["ack", "nack"]),
+                    "messages": refs("results", &["ack", "nack"]),
                 },
+            },
+            "receiveConnect": {
+                "action": "receive",
+                "title": "Receive frames of many streams",
+                "summary": "Every stream's frames, each naming its stream, and the connection's answers.",
+                "channel": {"$ref": "#/channels/connect"},
+                "messages": refs("connect", &connect_frames),
+            },
+            "sendConnect": {
+                "action": "send",
+                "title": "Subscribe, unsubscribe and send",
+                "summary": "Client frames of `/api/connect`; at most `limits.ws_max_in_flight` records await their answer at once.",
+                "channel": {"$ref": "#/channels/connect"},
+                "messages": refs("connect", &["subscribe", "unsubscribe", "send"]),
             },
         },
         "components": {
@@ -156,7 +240,11 @@ fn frame_payload(name: &str, schemas: &Value) -> Value {
         "result" | "error" | "end" => "Outcome",
         "gap" => "Gap",
         "ack" => "Ack",
-        _ => "Nack",
+        "nack" => "Nack",
+        "subscribed" | "caught_up" => "StreamRef",
+        "refused" | "unsubscribed" => "Refusal",
+        "lagged" => "Lagged",
+        _ => "Invalid",
     };
     debug_assert!(schemas.get(body).is_some(), "{body} is in the schemas");
     json!({

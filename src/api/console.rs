@@ -11,6 +11,8 @@ use warp::http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use warp::reply::Response;
 use warp::{Filter, Reply};
 
+use super::routes::{self, on};
+
 const INDEX: &str = include_str!("console/index.html");
 const SCRIPT: &str = include_str!("console/console.js");
 const STYLE: &str = include_str!("console/console.css");
@@ -21,12 +23,20 @@ const POLICY: &str = "default-src 'none'; script-src 'self'; style-src 'self'; \
 
 /// `GET /`, `/console.js` and `/console.css`.
 pub fn routes() -> BoxedFilter<(Response,)> {
-    let index = warp::path::end().map(|| asset(INDEX, "text/html; charset=utf-8"));
-    let script = warp::path!("console.js").map(|| asset(SCRIPT, "text/javascript; charset=utf-8"));
-    let style = warp::path!("console.css").map(|| asset(STYLE, "text/css; charset=utf-8"));
-    warp::get()
-        .and(index.or(script).unify().or(style).unify())
-        .boxed()
+    let index = on(&routes::CONSOLE).map(index);
+    let script =
+        on(&routes::CONSOLE_SCRIPT).map(|| asset(SCRIPT, "text/javascript; charset=utf-8"));
+    let style = on(&routes::CONSOLE_STYLE).map(|| asset(STYLE, "text/css; charset=utf-8"));
+    index.or(script).unify().or(style).unify().boxed()
+}
+
+/// The console page.
+#[utoipa::path(
+    get, path = routes::CONSOLE.path, tag = "operations", operation_id = "console", security(()),
+    responses((status = 200, description = "HTML.", content_type = "text/html", body = String))
+)]
+pub fn index() -> Response {
+    asset(INDEX, "text/html; charset=utf-8")
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -1,17 +1,22 @@
-//! The HTTP and WebSocket API as warp filters: routing, per-IP and per-key quotas,
-//! authentication, body limits and CORS. A thin shell: handlers (`handlers.rs`) call into
-//! `ingest`, `registry` and `delivery`, after the one access check (`access.rs`); a results
-//! subscriber is opened once (`subscriber.rs`) and written out by the WebSocket session
-//! (`ws.rs`) or the Server-Sent Events response (`sse.rs`); the accept loop (`serve.rs`)
-//! writes the request log; the stats of `streamctl top` are in `stats.rs`; the console page
-//! is `console.rs`; the API's descriptions are `openapi.rs` and `asyncapi.rs`; every rejection
-//! is turned into JSON by `error::recover`.
+//! The HTTP and WebSocket API, the only part of the daemon that speaks HTTP. Routes are
+//! declared once in `routes.rs` and assembled here with the filters every call shares:
+//! per-IP and per-key quotas, authentication, body limits and CORS. Handlers
+//! (`handlers.rs`) call into `ingest`, `registry` and `delivery` after the one access check
+//! (`access.rs`); a results subscriber is opened once (`subscriber.rs`) and written out by
+//! the WebSocket session (`ws.rs`) or the Server-Sent Events response (`sse.rs`); the accept
+//! loop (`serve.rs`) writes the request log; the stats of `streamctl top` are `stats.rs`; the
+//! console page is `console.rs`; the API's descriptions are `openapi.rs` and `asyncapi.rs`;
+//! every error becomes a status and a JSON body in `error.rs`.
 
 mod access;
 mod asyncapi;
+mod connect;
 mod console;
+mod error;
+mod events;
 mod handlers;
-pub mod openapi;
+mod openapi;
+mod routes;
 mod serve;
 mod sse;
 mod stalled;
@@ -24,6 +29,7 @@ mod ws;
 #[cfg(test)]
 mod tests;
 
+pub use error::{status_of, ApiError};
 pub use serve::{serve, App, Client};
 pub use state::AppState;
 
@@ -33,45 +39,19 @@ use std::sync::Arc;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures_util::TryStreamExt;
+use warp::filters::path::FullPath;
 use warp::filters::BoxedFilter;
 use warp::reply::Response;
 use warp::{Filter, Rejection, Reply};
 
 use crate::auth::{Need, Presented, Principal, ACCESS_TOKEN_PARAM, API_KEY_HEADER};
-use crate::error::{recover, ApiError};
-use crate::limits::Limiter;
 use crate::metrics::Metrics;
-use crate::wire::Status;
-
-/// A JSON response: the body ends with a newline, so `curl` output ends its line.
-pub fn json(status: warp::http::StatusCode, body: &impl serde::Serialize) -> Response {
-    let mut text = serde_json::to_string(body).unwrap_or_else(|_| "null".into());
-    text.push('\n');
-    warp::reply::with_status(
-        warp::reply::with_header(text, "content-type", "application/json"),
-        status,
-    )
-    .into_response()
-}
+use crate::quota::{Limited, Limiter};
+use error::{recover, reject};
+use routes::{on, on_stream};
 
 /// A complete set of routes, as the accept loop serves them.
 pub type Routes = BoxedFilter<(Response,)>;
-
-/// `GET /healthz`: 200 with `status` whenever the process runs; never limited.
-fn healthz(status: &'static str) -> BoxedFilter<(Response,)> {
-    warp::path!("healthz")
-        .and(warp::get())
-        .map(move || {
-            json(
-                warp::http::StatusCode::OK,
-                &Status {
-                    status: status.into(),
-                    version: Some(env!("CARGO_PKG_VERSION").into()),
-                },
-            )
-        })
-        .boxed()
-}
 
 /// What is served while start-up waits for the broker: `/healthz` answers, everything else
 /// is 503 `not_ready` with Retry-After.
@@ -80,28 +60,39 @@ pub fn starting() -> Routes {
         ApiError::NotReady("starting: waiting for the broker (see the daemon's log)".into())
             .into_response()
     });
-    healthz("starting").or(not_ready).unify().boxed()
+    on(&routes::HEALTHZ)
+        .map(|| handlers::healthz("starting"))
+        .or(not_ready)
+        .unify()
+        .boxed()
 }
 
 /// Every route of the daemon, with errors mapped and requests logged.
 pub fn routes(state: Arc<AppState>) -> Routes {
-    let healthz = healthz("ok");
-    let readyz = warp::path!("readyz")
-        .and(warp::get())
+    let healthz = on(&routes::HEALTHZ).map(|| handlers::healthz("ok"));
+    let readyz = on(&routes::READYZ)
         .and(public_quota(&state))
         .and(with_state(&state))
         .then(handlers::ready);
-    let metrics = warp::path!("metrics")
-        .and(warp::get())
+    let metrics = on(&routes::METRICS)
         .and(public_quota(&state))
         .and(with_state(&state))
         .then(handlers::metrics);
     let console = console::routes().and(public_quota(&state));
     let docs = api_documents().and(public_quota(&state));
     // Tried last: a path no route knows still costs the client a token, so probing is cheap
-    // for the daemon and throttled for the prober.
+    // for the daemon and throttled for the prober; a known path with another method is 405.
     let unknown = public_quota(&state)
-        .and_then(|| async { Err::<warp::reply::Response, _>(warp::reject::not_found()) });
+        .and(warp::method())
+        .and(warp::path::full())
+        .and_then(|method, path: FullPath| async move {
+            let known = routes::label(&method, path.as_str()).0.is_some();
+            Err::<Response, _>(match routes::allowed_methods(path.as_str()) {
+                Some(_) if !known => reject(ApiError::MethodNotAllowed),
+                // No such path, or a route of it refused the request and says why.
+                _ => warp::reject::not_found(),
+            })
+        });
 
     // Path and method first, so only the one matching route charges the quotas and checks
     // the key.
@@ -110,70 +101,74 @@ pub fn routes(state: Arc<AppState>) -> Routes {
     let key_holder = caller
         .clone()
         .and_then(|caller: Principal| async move {
-            caller
-                .may(None, Need::Key)
-                .map(|_| caller)
-                .map_err(warp::reject::custom)
+            caller.may(None, Need::Key).map(|_| caller).map_err(reject)
         })
         .boxed();
-    let start = warp::path!("api" / "stream" / "start")
-        .and(warp::post())
+    let start = on(&routes::START)
         .and(key_holder.clone())
         .and(with_state(&state))
         .and(body(&state))
         .and_then(handlers::start);
-    let send = warp::path!("api" / "stream" / String / "send")
-        .and(warp::post())
+    let send = on_stream(&routes::SEND)
         .and(caller.clone())
         .and(with_state(&state))
         .and(warp::header::optional::<String>("content-type"))
+        .and(warp::header::optional::<String>("idempotency-key"))
         .and(body(&state))
         .and_then(handlers::send);
-    let tokens = warp::path!("api" / "stream" / String / "tokens")
-        .and(warp::post())
+    let tokens = on_stream(&routes::TOKENS)
         .and(caller.clone())
         .and(with_state(&state))
         .and(body(&state))
         .and_then(handlers::tokens);
-    // The same path as Server-Sent Events, when the client asks for them (tried first; the
+    // The same route as Server-Sent Events, when the client asks for them (tried first; the
     // Accept check comes before the quotas, so a WebSocket request is charged once).
-    let events = warp::path!("api" / "stream" / String / "results")
-        .and(warp::get())
+    let events = on_stream(&routes::RESULTS)
         .and(accepts_event_stream())
         .and(caller.clone())
         .and(with_state(&state))
         .and(warp::query::<HashMap<String, String>>())
         .and(warp::header::optional::<String>("last-event-id"))
         .and_then(handlers::events);
-    let results = warp::path!("api" / "stream" / String / "results")
-        .and(warp::get())
+    let results = on_stream(&routes::RESULTS)
         .and(caller.clone())
         .and(with_state(&state))
         .and(websocket_request())
         .and_then(handlers::subscribe);
-    let list = warp::path!("api" / "streams")
-        .and(warp::get())
+    let tokens_for_streams = on(&routes::TOKENS_FOR_STREAMS)
+        .and(key_holder.clone())
+        .and(with_state(&state))
+        .and(body(&state))
+        .and_then(handlers::tokens_for_streams);
+    let connect = on(&routes::CONNECT)
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(websocket_request())
+        .and_then(handlers::connect);
+    let events_of_streams = on(&routes::EVENTS)
+        .and(caller.clone())
+        .and(with_state(&state))
+        .and(warp::query::<Vec<(String, String)>>())
+        .and(warp::header::optional::<String>("last-event-id"))
+        .and_then(handlers::events_of_streams);
+    let list = on(&routes::LIST)
         .and(key_holder.clone())
         .and(with_state(&state))
         .and_then(handlers::list);
-    let stats = warp::path!("api" / "stats")
-        .and(warp::get())
+    let stats = on(&routes::STATS)
         .and(key_holder.clone())
         .and(with_state(&state))
         .and_then(stats::once);
-    let stats_live = warp::path!("api" / "stats" / "live")
-        .and(warp::get())
+    let stats_live = on(&routes::STATS_LIVE)
         .and(key_holder)
         .and(with_state(&state))
         .and(websocket_request())
         .and_then(stats::live);
-    let describe = warp::path!("api" / "stream" / String)
-        .and(warp::get())
+    let describe = on_stream(&routes::DESCRIBE)
         .and(caller.clone())
         .and(with_state(&state))
         .and_then(handlers::describe);
-    let end = warp::path!("api" / "stream" / String)
-        .and(warp::delete())
+    let end = on_stream(&routes::END)
         .and(caller)
         .and(with_state(&state))
         .and_then(handlers::end);
@@ -181,6 +176,12 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .or(send)
         .unify()
         .or(tokens)
+        .unify()
+        .or(tokens_for_streams)
+        .unify()
+        .or(connect)
+        .unify()
+        .or(events_of_streams)
         .unify()
         .or(events)
         .unify()
@@ -197,7 +198,7 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .or(end)
         .unify();
 
-    let api = with_cors(&state.allowed_origins, api.boxed());
+    let api = with_cors(&state.config.http.allowed_origins, api.boxed());
     healthz
         .or(readyz)
         .unify()
@@ -216,39 +217,36 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .boxed()
 }
 
-/// The methods `path` is routed for, as a 405's `Allow` header says (the route table above,
-/// by path shape).
-pub(super) fn allowed_methods(path: &str) -> &'static str {
-    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    match parts.as_slice() {
-        ["", "api", "stream", "start"] => "POST",
-        ["", "api", "stream", _, "send" | "tokens"] => "POST",
-        ["", "api", "stream", _] => "GET, DELETE",
-        _ => "GET",
-    }
-}
-
 /// The API's own descriptions, without a key: `/api/openapi.json` and `/api/asyncapi.json`
 /// (built and serialized once; warp clones a route's closure for every request that reaches
 /// it, so the closure holds only an `Arc`).
 fn api_documents() -> BoxedFilter<(Response,)> {
     let openapi = openapi::document();
-    let asyncapi = asyncapi::document(&openapi);
-    let serve = |doc: serde_json::Value| {
-        let text: Arc<str> = (serde_json::to_string(&doc).unwrap_or_default() + "\n").into();
-        move || {
-            warp::reply::with_header(text.to_string(), "content-type", "application/json")
-                .into_response()
-        }
+    let text = |doc: &serde_json::Value| -> Arc<str> {
+        (serde_json::to_string(doc).unwrap_or_default() + "\n").into()
     };
-    let openapi = warp::path!("api" / "openapi.json").map(serve(openapi));
-    let asyncapi = warp::path!("api" / "asyncapi.json").map(serve(asyncapi));
-    warp::get().and(openapi.or(asyncapi).unify()).boxed()
+    let (asyncapi, openapi) = (text(&asyncapi::document(&openapi)), text(&openapi));
+    let openapi = on(&routes::OPENAPI).map(move || openapi_json(&openapi));
+    let asyncapi = on(&routes::ASYNCAPI).map(move || asyncapi_json(&asyncapi));
+    openapi.or(asyncapi).unify().boxed()
 }
 
-/// The AsyncAPI document, as served (for the committed copy's test).
-pub fn asyncapi_document() -> serde_json::Value {
-    asyncapi::document(&openapi::document())
+/// This document.
+#[utoipa::path(
+    get, path = routes::OPENAPI.path, tag = "operations", operation_id = "openapi", security(()),
+    responses((status = 200, description = "OpenAPI 3.1.", content_type = "application/json", body = Object))
+)]
+fn openapi_json(text: &str) -> Response {
+    warp::reply::with_header(text.to_string(), "content-type", "application/json").into_response()
+}
+
+/// The results channel (WebSocket and Server-Sent Events) as AsyncAPI 3.
+#[utoipa::path(
+    get, path = routes::ASYNCAPI.path, tag = "operations", operation_id = "asyncapi", security(()),
+    responses((status = 200, description = "AsyncAPI 3.0.", content_type = "application/json", body = Object))
+)]
+fn asyncapi_json(text: &str) -> Response {
+    openapi_json(text)
 }
 
 /// A WebSocket handshake: the upgrade, the offered subprotocols (to answer the one we
@@ -277,6 +275,7 @@ fn with_cors(origins: &[String], api: BoxedFilter<(Response,)>) -> BoxedFilter<(
             "content-type",
             "last-event-id",
             "authorization",
+            "idempotency-key",
         ])
         .max_age(600);
     api.with(cors).map(Reply::into_response).boxed()
@@ -319,13 +318,13 @@ fn public_quota(state: &Arc<AppState>) -> impl Filter<Extract = (), Error = Reje
 
 fn ip_quota(
     state: &Arc<AppState>,
-    check: fn(&Limiter, IpAddr) -> Result<(), ApiError>,
+    check: fn(&Limiter, IpAddr) -> Result<(), Limited>,
 ) -> impl Filter<Extract = (), Error = Rejection> + Clone {
     let state = state.clone();
     client_ip()
         .and_then(move |ip| {
             let state = state.clone();
-            async move { check(&state.limiter, ip).map_err(warp::reject::custom) }
+            async move { check(&state.limiter, ip).map_err(reject) }
         })
         .untuple_one()
 }
@@ -355,17 +354,11 @@ fn authenticate(
                         ws_protocols: protocols.as_deref(),
                         access_token: query.get(ACCESS_TOKEN_PARAM).map(String::as_str),
                     };
-                    let caller = state
-                        .keys
-                        .identify(presented)
-                        .map_err(warp::reject::custom)?;
+                    let caller = state.keys.identify(presented).map_err(reject)?;
                     if let Some(client) = client {
                         client.authenticated_as(&caller.name);
                     }
-                    state
-                        .limiter
-                        .check_key(&caller.name)
-                        .map_err(warp::reject::custom)?;
+                    state.limiter.check_key(&caller.name).map_err(reject)?;
                     Ok::<_, Rejection>(caller)
                 }
             },
@@ -376,14 +369,15 @@ fn authenticate(
 /// sent a Content-Length (chunked uploads are counted as they arrive), and with 408 when it
 /// takes longer than `limits.body_read_timeout_ms` to arrive.
 fn body(state: &Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    let limit = state.limits.max_body_bytes;
-    let timeout = std::time::Duration::from_millis(state.limits.body_read_timeout_ms);
+    let limits = &state.config.limits.server;
+    let limit = limits.max_body_bytes;
+    let timeout = std::time::Duration::from_millis(limits.body_read_timeout_ms);
     warp::header::optional::<u64>("content-length")
         .and(warp::body::stream())
         .and_then(move |length, stream| async move {
             tokio::time::timeout(timeout, collect_limited(length, stream, limit))
                 .await
-                .unwrap_or_else(|_| Err(warp::reject::custom(ApiError::BodyTimeout { timeout })))
+                .unwrap_or_else(|_| Err(reject(ApiError::BodyTimeout { timeout })))
         })
 }
 
@@ -397,42 +391,40 @@ where
     B: Buf,
 {
     if length.is_some_and(|l| l > limit as u64) {
-        return Err(warp::reject::custom(ApiError::TooLarge { limit }));
+        return Err(reject(ApiError::TooLarge { limit }));
     }
     let mut stream = std::pin::pin!(stream);
     let mut buf = BytesMut::new();
-    while let Some(chunk) = stream.try_next().await.map_err(|e| {
-        warp::reject::custom(ApiError::InvalidInput(format!("cannot read body: {e}")))
-    })? {
+    while let Some(chunk) = stream
+        .try_next()
+        .await
+        .map_err(|e| reject(ApiError::InvalidInput(format!("cannot read body: {e}"))))?
+    {
         if buf.len() + chunk.remaining() > limit {
-            return Err(warp::reject::custom(ApiError::TooLarge { limit }));
+            return Err(reject(ApiError::TooLarge { limit }));
         }
         buf.put(chunk);
     }
     Ok(buf.freeze())
 }
 
-/// One line per request: method, path, status, latency and stream id. Headers (and so keys)
-/// are never logged.
-/// One line per request (the accept loop calls it when the response is ready): who (client
-/// address, key name, never the key), what, the status and the latency in ms to 3 decimals.
-/// Also counts it by method and status; a made-up method counts as `other`, so it cannot
-/// become a new series.
+/// One line per request, written by the accept loop when the response is ready: who (client
+/// address, key name, never the key), what (method, path without its query, the route it
+/// matched and the stream id in it), the status and the latency in ms to 3 decimals. Also
+/// counts it by method and status; a made-up method counts as `other`, so it cannot become a
+/// new series.
 pub(super) fn log_request(metrics: &Metrics, request: &RequestLine, status: u16, client: &Client) {
     let method = match request.method.as_str() {
         m @ ("GET" | "POST" | "PUT" | "DELETE" | "HEAD" | "OPTIONS" | "PATCH") => m,
         _ => "other",
     };
     metrics
+        .http
         .requests
         .with_label_values(&[method, &status.to_string()])
         .inc();
     let path = request.path.as_str();
-    // Only on requests about a stream.
-    let stream_id = path
-        .strip_prefix("/api/stream/")
-        .and_then(|rest| rest.split('/').next())
-        .filter(|id| *id != "start");
+    let (route, stream_id) = routes::label(&request.method, path);
     let ms = request.started.elapsed().as_secs_f64() * 1000.0;
     tracing::info!(
         target: "streamgate::request",
@@ -440,6 +432,7 @@ pub(super) fn log_request(metrics: &Metrics, request: &RequestLine, status: u16,
         key = client.key_name(),
         method,
         path,
+        route,
         status,
         latency_ms = (ms * 1000.0).round() / 1000.0,
         stream_id,

@@ -3,20 +3,23 @@
 //! Served at `/api/openapi.json` without a key; `docs/openapi.json` is the committed copy and
 //! a test fails when the two differ (bless with `STREAMGATE_BLESS=1`).
 //!
-//! Each operation is declared on a stub function here rather than on its handler: the
-//! handlers stay warp code, and the whole contract reads in one place. The route table in
-//! `mod.rs` and this one are checked against each other by the schemathesis run (every
-//! documented operation is called, every answer checked against the document) and by
-//! `tests.rs` (every documented path is routed).
+//! Each operation is declared on the handler that serves it, with its path from the route
+//! table (`routes.rs`); a test checks that the document has exactly the table's operations.
+//! What every operation can answer (401 for a bad credential, 429 over a rate limit, 503
+//! while the daemon starts) is added here once ([`Common`]), so a handler states only what
+//! is its own. The schemathesis run calls every documented operation and checks every
+//! answer against the document.
 
 use serde_json::Value;
 use utoipa::openapi::security::{ApiKey, ApiKeyValue, HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi, ToSchema};
 
+use super::{console, handlers, stats};
 use crate::wire::{
-    Accepted, Ack, BrokerView, ErrorBody, ErrorObject, Frame, Gap, Nack, Outcome, Percentiles,
-    ProcessorSpec, Scope, Started, Stats, StatsRow, Status, StreamList, StreamState, StreamView,
-    TokenIssued, TokenRequest, Totals,
+    Accepted, Ack, BrokerView, ClientFrame, ErrorBody, ErrorCode, ErrorObject, Frame, Gap, Invalid,
+    LagPolicy, Lagged, Nack, Outcome, Percentiles, ProcessorSpec, Refusal, Scope, StartFrom,
+    Started, Stats, StatsRow, Status, StreamList, StreamRef, StreamState, StreamView, TokenIssued,
+    TokenRequest, TokensRequest, Totals,
 };
 
 /// Body of `POST /api/stream/start` (optional: an empty body starts an identity stream).
@@ -47,15 +50,19 @@ pub enum ProcessorArg {
                        in `/api/asyncapi.json`."
     ),
     paths(
-        start, send, tokens, results, list, describe, end, stats, stats_live, healthz, readyz,
-        metrics, openapi_json, asyncapi_json, console
+        handlers::start, handlers::send, handlers::tokens, handlers::tokens_for_streams,
+        handlers::connect, handlers::events_of_streams, handlers::subscribe, handlers::list,
+        handlers::describe, handlers::end, stats::once, stats::live, handlers::healthz,
+        handlers::ready, handlers::metrics, super::openapi_json, super::asyncapi_json,
+        console::index
     ),
     components(schemas(
-        StartRequest, ProcessorArg, ProcessorSpec, Started, Accepted, TokenRequest,
+        StartRequest, ProcessorArg, ProcessorSpec, Started, Accepted, TokenRequest, TokensRequest,
         TokenIssued, Scope, StreamView, StreamState, StreamList, Stats, BrokerView, Totals,
-        Percentiles, StatsRow, Status, ErrorBody, ErrorObject, Frame, Outcome, Gap, Ack, Nack
+        Percentiles, StatsRow, Status, ErrorBody, ErrorObject, ErrorCode, Frame, Outcome, Gap,
+        Ack, Nack, StreamRef, Refusal, Lagged, Invalid, ClientFrame, StartFrom, LagPolicy
     )),
-    modifiers(&Security),
+    modifiers(&Security, &Common),
     security(("api_key" = []), ("bearer" = []), ("access_token" = [])),
     tags(
         (name = "streams", description = "Streams, records and results"),
@@ -99,6 +106,53 @@ impl Modify for Security {
     }
 }
 
+/// The answers every operation shares, added where the operation does not state its own:
+/// an operation that takes a credential can answer 401, and every operation 429 (a rate
+/// limit) and 503 (`not_ready` while start-up waits for the broker).
+struct Common;
+
+impl Modify for Common {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let answer = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("ErrorBody")))
+                        .build(),
+                )
+                .build()
+        };
+        for item in openapi.paths.paths.values_mut() {
+            for op in [&mut item.get, &mut item.post, &mut item.delete]
+                .into_iter()
+                .flatten()
+            {
+                // `security(())` marks what needs no credential.
+                let public = op.security.as_ref().is_some_and(|s| {
+                    s.iter()
+                        .all(|r| serde_json::to_value(r).is_ok_and(|v| v == serde_json::json!({})))
+                });
+                let responses = &mut op.responses.responses;
+                if !public {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        answer("`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.")
+                            .into()
+                    });
+                }
+                responses
+                    .entry("429".into())
+                    .or_insert_with(|| answer("`rate_limited`; see Retry-After.").into());
+                responses
+                    .entry("503".into())
+                    .or_insert_with(|| answer("`not_ready`; see Retry-After.").into());
+            }
+        }
+    }
+}
+
 /// The document, as served and committed: utoipa's output with the links that make
 /// start → send → get → delete a sequence for stateful testing.
 pub fn document() -> Value {
@@ -120,246 +174,48 @@ pub fn document() -> Value {
 }
 
 /// The stream id in a path.
-const ID: &str = "The stream id (from `start`).";
+pub(super) const ID: &str = "The stream id (from `start`).";
 
-/// Open a stream.
-///
-/// The body is optional: without one the stream's processor is `identity`.
-#[utoipa::path(
-    post, path = "/api/stream/start", tag = "streams", operation_id = "start",
-    request_body(content = Option<StartRequest>, content_type = "application/json"),
-    responses(
-        (status = 201, description = "The stream is open.", body = Started),
-        (status = 400, description = "`invalid_input`: not JSON, unknown field or processor, a spec past its limits.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: a stream token cannot start streams.", body = ErrorBody),
-        (status = 408, description = "`request_timeout`: the body did not arrive in time.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited` or `too_many_streams`; see Retry-After.", body = ErrorBody),
-        (status = 503, description = "`not_ready` or `broker_unavailable`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn start() {}
+#[cfg(test)]
+mod tests {
+    use super::super::routes;
 
-/// Send records into a stream.
-///
-/// One JSON value as `application/json` (also the default without a Content-Type), or many
-/// as `application/x-ndjson`, one per line. Answered once the broker acknowledged every
-/// record.
-#[utoipa::path(
-    post, path = "/api/stream/{id}/send", tag = "streams", operation_id = "send",
-    params(("id" = String, Path, description = ID)),
-    request_body(content(
-        (Value = "application/json"),
-        (String = "application/x-ndjson"),
-    )),
-    responses(
-        (status = 202, description = "Every record is stored.", body = Accepted),
-        (status = 400, description = "`invalid_input`: a record is not JSON (the message names the line).", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: a token without `send`.", body = ErrorBody),
-        (status = 404, description = "`stream_not_found`: unknown, or not the caller's.", body = ErrorBody),
-        (status = 408, description = "`request_timeout`.", body = ErrorBody),
-        (status = 409, description = "`stream_ended`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`, `record_too_large`, `too_many_records`.", body = ErrorBody),
-        (status = 415, description = "`unsupported_media_type`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited` or `backlog_full`; see Retry-After.", body = ErrorBody),
-        (status = 503, description = "`broker_unavailable` (with `acknowledged`) or `not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn send() {}
+    #[test]
+    fn the_document_has_exactly_the_route_tables_operations() {
+        let doc = super::document();
+        let mut documented: Vec<(String, String)> = Vec::new();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for method in item.as_object().unwrap().keys() {
+                documented.push((method.to_uppercase(), path.clone()));
+            }
+        }
+        documented.sort();
+        let mut table: Vec<(String, String)> = routes::ALL
+            .iter()
+            .filter(|r| {
+                ![routes::CONSOLE_SCRIPT.path, routes::CONSOLE_STYLE.path].contains(&r.path)
+            })
+            .map(|r| (r.method.to_string(), r.path.to_string()))
+            .collect();
+        table.sort();
+        assert_eq!(documented, table);
+    }
 
-/// Issue a scoped stream token.
-///
-/// For one stream, with `subscribe`, `send` or both, until it expires. Only the key may
-/// issue one.
-#[utoipa::path(
-    post, path = "/api/stream/{id}/tokens", tag = "streams", operation_id = "tokens",
-    params(("id" = String, Path, description = ID)),
-    request_body(content = TokenRequest, content_type = "application/json"),
-    responses(
-        (status = 201, description = "The token.", body = TokenIssued),
-        (status = 400, description = "`invalid_input`: no scope, an unknown one, or `ttl_s` out of range.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: a token cannot issue tokens.", body = ErrorBody),
-        (status = 404, description = "`stream_not_found`.", body = ErrorBody),
-        (status = 408, description = "`request_timeout`.", body = ErrorBody),
-        (status = 413, description = "`payload_too_large`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn tokens() {}
-
-/// Results, pushed as they are produced.
-///
-/// A WebSocket (upgrade) or, with `Accept: text/event-stream`, Server-Sent Events. The
-/// frames, close codes and events are described in `/api/asyncapi.json`.
-#[utoipa::path(
-    get, path = "/api/stream/{id}/results", tag = "streams", operation_id = "results",
-    params(
-        ("id" = String, Path, description = ID),
-        ("from" = Option<String>, Query, description = "`latest` (default), `earliest`, a cursor, or `-N` for the last N results."),
-        ("on_lag" = Option<String>, Query, description = "`close` (default) or `skip`."),
-        ("until" = Option<String>, Query, description = "`now`: only what exists at connect, then close."),
-        ("Last-Event-ID" = Option<String>, Header, description = "SSE: resume after this cursor (wins over `from`)."),
-    ),
-    responses(
-        (status = 101, description = "WebSocket: the results socket."),
-        (status = 200, description = "Server-Sent Events: one event per frame.", content_type = "text/event-stream", body = String),
-        (status = 400, description = "`invalid_input`: a bad parameter, or neither a WebSocket upgrade nor `Accept: text/event-stream`.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden` (a token without `subscribe`) or `origin_not_allowed`.", body = ErrorBody),
-        (status = 404, description = "`stream_not_found`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited` or `too_many_subscribers`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn results() {}
-
-/// The caller's streams (all streams for an admin key), newest first.
-#[utoipa::path(
-    get, path = "/api/streams", tag = "streams", operation_id = "list",
-    responses(
-        (status = 200, description = "The streams.", body = StreamList),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: a token cannot list.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn list() {}
-
-/// One stream: owner, processor, state and counters.
-#[utoipa::path(
-    get, path = "/api/stream/{id}", tag = "streams", operation_id = "describe",
-    params(("id" = String, Path, description = ID)),
-    responses(
-        (status = 200, description = "The stream.", body = StreamView),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 404, description = "`stream_not_found`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn describe() {}
-
-/// End a stream: later sends get 409; subscribers get every result, then `end`.
-#[utoipa::path(
-    delete, path = "/api/stream/{id}", tag = "streams", operation_id = "end",
-    params(("id" = String, Path, description = ID)),
-    responses(
-        (status = 200, description = "The stream, ended (also when it already was).", body = StreamView),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: a token cannot end a stream.", body = ErrorBody),
-        (status = 404, description = "`stream_not_found`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`broker_unavailable` or `not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn end() {}
-
-/// What `streamctl top` shows, once.
-#[utoipa::path(
-    get, path = "/api/stats", tag = "operations", operation_id = "stats",
-    responses(
-        (status = 200, description = "A snapshot.", body = Stats),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`: a token cannot read stats.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn stats() {}
-
-/// The stats pushed over a WebSocket every `interval_ms`.
-#[utoipa::path(
-    get, path = "/api/stats/live", tag = "operations", operation_id = "stats_live",
-    params(("interval_ms" = Option<u64>, Query, description = "At least 200 (default 1000).")),
-    responses(
-        (status = 101, description = "WebSocket: one `Stats` text frame per interval."),
-        (status = 400, description = "`invalid_input`: not a WebSocket upgrade, or a bad interval.", body = ErrorBody),
-        (status = 401, description = "`missing_api_key`, `invalid_api_key`, `invalid_token`, `token_expired`.", body = ErrorBody),
-        (status = 403, description = "`forbidden`.", body = ErrorBody),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn stats_live() {}
-
-/// The process is up (also while start-up waits for the broker: `starting`).
-#[utoipa::path(
-    get, path = "/healthz", tag = "operations", operation_id = "healthz", security(()),
-    responses((status = 200, description = "`ok` or `starting`, with the version.", body = Status))
-)]
-#[allow(dead_code)]
-fn healthz() {}
-
-/// Ready for traffic: the broker answers and processing joined its group.
-#[utoipa::path(
-    get, path = "/readyz", tag = "operations", operation_id = "readyz", security(()),
-    responses(
-        (status = 200, description = "`ready`.", body = Status),
-        (status = 429, description = "`rate_limited` (`rate_limits.per_ip_public`).", body = ErrorBody),
-        (status = 503, description = "`not_ready`, naming what is missing.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn readyz() {}
-
-/// Prometheus metrics of this instance.
-#[utoipa::path(
-    get, path = "/metrics", tag = "operations", operation_id = "metrics", security(()),
-    responses(
-        (status = 200, description = "Prometheus text format.", content_type = "text/plain", body = String),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn metrics() {}
-
-/// This document.
-#[utoipa::path(
-    get, path = "/api/openapi.json", tag = "operations", operation_id = "openapi", security(()),
-    responses(
-        (status = 200, description = "OpenAPI 3.1.", content_type = "application/json", body = Object),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn openapi_json() {}
-
-/// The results channel (WebSocket and Server-Sent Events) as AsyncAPI 3.
-#[utoipa::path(
-    get, path = "/api/asyncapi.json", tag = "operations", operation_id = "asyncapi", security(()),
-    responses(
-        (status = 200, description = "AsyncAPI 3.0.", content_type = "application/json", body = Object),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn asyncapi_json() {}
-
-/// The console page.
-#[utoipa::path(
-    get, path = "/", tag = "operations", operation_id = "console", security(()),
-    responses(
-        (status = 200, description = "HTML.", content_type = "text/html", body = String),
-        (status = 429, description = "`rate_limited`.", body = ErrorBody),
-        (status = 503, description = "`not_ready`.", body = ErrorBody),
-    )
-)]
-#[allow(dead_code)]
-fn console() {}
+    #[test]
+    fn every_operation_says_what_a_refused_credential_and_a_rate_limit_answer() {
+        let doc = super::document();
+        for (path, item) in doc["paths"].as_object().unwrap() {
+            for (method, op) in item.as_object().unwrap() {
+                let responses = op["responses"].as_object().unwrap();
+                for status in ["429", "503"] {
+                    assert!(
+                        responses.contains_key(status),
+                        "{method} {path} lacks {status}"
+                    );
+                }
+                let public = op["security"] == serde_json::json!([{}]);
+                assert_eq!(responses.contains_key("401"), !public, "{method} {path}");
+            }
+        }
+    }
+}

@@ -29,11 +29,12 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 
+use super::routes::allowed_methods;
 use super::stalled::StallBound;
-use super::{allowed_methods, log_request, starting, RequestLine, Routes};
+use super::{log_request, starting, RequestLine, Routes};
 use crate::config::Limits;
 use crate::metrics::Metrics;
-use crate::wire::{ErrorBody, ErrorObject};
+use crate::wire::{ErrorBody, ErrorCode, ErrorObject};
 
 /// The daemon's routes, set once start-up is done.
 pub type App = Arc<std::sync::OnceLock<Routes>>;
@@ -71,9 +72,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()>,
 ) {
     let admission = Arc::new(Admission::new(
-        limits.max_connections,
-        limits.max_connections_per_ip,
-        metrics.connections.clone(),
+        limits.server.max_connections,
+        limits.server.max_connections_per_ip,
+        metrics.http.connections.clone(),
     ));
     let starting = starting();
     let graceful = GracefulShutdown::new();
@@ -92,17 +93,16 @@ pub async fn serve(
                 // Out of file descriptors (or a connection reset before accept): keep
                 // serving the connections we have; try again shortly.
                 tracing::warn!(error = %e, "cannot accept a connection");
-                metrics.connections_refused.inc();
+                metrics.http.connections_refused.inc();
                 tokio::time::sleep(Duration::from_millis(50)).await;
                 continue;
             }
         };
         let Some(admitted) = admission.admit(addr.ip()) else {
-            metrics.connections_refused.inc();
+            metrics.http.connections_refused.inc();
             tokio::spawn(answer(
                 stream,
-                503,
-                "too_many_connections",
+                ErrorCode::TooManyConnections,
                 "too many connections (limits.max_connections, limits.max_connections_per_ip); \
                  retry shortly",
             ));
@@ -133,9 +133,11 @@ pub async fn serve(
                 if let Ok(r) = &mut response {
                     if r.status() == hyper::StatusCode::METHOD_NOT_ALLOWED {
                         // RFC 9110: a 405 says which methods the path has.
-                        let allow =
-                            hyper::header::HeaderValue::from_static(allowed_methods(&line.path));
-                        r.headers_mut().insert(hyper::header::ALLOW, allow);
+                        let allow = allowed_methods(&line.path)
+                            .and_then(|m| hyper::header::HeaderValue::from_str(&m).ok());
+                        if let Some(allow) = allow {
+                            r.headers_mut().insert(hyper::header::ALLOW, allow);
+                        }
                     }
                     log_request(&metrics, &line, r.status().as_u16(), &client);
                 }
@@ -144,10 +146,10 @@ pub async fn serve(
         });
         let watcher = graceful.watcher();
         let (header_timeout, max_head) = (
-            Duration::from_millis(limits.header_read_timeout_ms),
-            limits.max_header_bytes.max(8192),
+            Duration::from_millis(limits.server.header_read_timeout_ms),
+            limits.server.max_header_bytes.max(8192),
         );
-        let write_stall = Duration::from_millis(limits.ws_idle_timeout_ms);
+        let write_stall = limits.websocket.idle_timeout();
         connections.spawn(async move {
             // hyper's header timer starts at the first byte of a request; a connection that
             // never sends one is held to the same bound here. And hyper-util serves HTTP/2
@@ -155,7 +157,7 @@ pub async fn serve(
             let mut first = [0u8; 3];
             match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
                 Ok(Ok(3)) if &first == b"PRI" => {
-                    answer(stream, 505, "http_version_not_supported", "HTTP/1.1 only").await;
+                    answer(stream, ErrorCode::HttpVersionNotSupported, "HTTP/1.1 only").await;
                     return;
                 }
                 Ok(Ok(n)) if n > 0 => {}
@@ -175,14 +177,14 @@ pub async fn serve(
         });
     }
     drop(listener);
-    let bound = Duration::from_millis(limits.shutdown_timeout_ms);
+    let bound = Duration::from_millis(limits.shutdown.shutdown_timeout_ms);
     if tokio::time::timeout(bound, graceful.shutdown())
         .await
         .is_err()
     {
         tracing::warn!(
             connections = connections.len(),
-            timeout_ms = limits.shutdown_timeout_ms,
+            timeout_ms = limits.shutdown.shutdown_timeout_ms,
             "shutdown: dropping connections still open after limits.shutdown_timeout_ms"
         );
     }
@@ -191,23 +193,18 @@ pub async fn serve(
 
 /// Answers a connection that will not be served (over a cap, or not HTTP/1) with a JSON
 /// error and closes it, spending at most a second on it.
-async fn answer(mut stream: TcpStream, status: u16, code: &str, message: &str) {
+async fn answer(mut stream: TcpStream, code: ErrorCode, message: &str) {
+    let status = super::status_of(&code);
     let body = serde_json::to_string(&ErrorBody {
-        error: ErrorObject {
-            code: code.into(),
-            message: message.into(),
-            acknowledged: None,
-        },
+        error: ErrorObject::new(code, message),
     })
     .unwrap_or_default()
         + "\n";
-    let reason = match status {
-        503 => "Service Unavailable",
-        _ => "HTTP Version Not Supported",
-    };
     let answer = format!(
-        "HTTP/1.1 {status} {reason}\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
+        "HTTP/1.1 {} {}\r\ncontent-type: application/json\r\nretry-after: 1\r\n\
          connection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        status.as_u16(),
+        status.canonical_reason().unwrap_or(""),
         body.len()
     );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {

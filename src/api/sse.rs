@@ -17,11 +17,11 @@ use serde_json::json;
 use warp::sse::Event;
 
 use crate::delivery::{Feed, Item};
-use crate::limits::Seat;
+use crate::quota::Seat;
 use crate::wire::{Close, Kind};
 
 /// What `EventSource` waits before it reconnects.
-const RETRY: Duration = Duration::from_secs(1);
+pub(super) const RETRY: Duration = Duration::from_secs(1);
 /// Longest silence before a keep-alive comment.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 
@@ -53,7 +53,14 @@ pub fn respond(feed: Feed, seat: Seat) -> warp::reply::Response {
         let _held = &seat;
         Ok::<_, Infallible>(e)
     });
-    // warp wants a `Sync` stream; the feed is only `Send`, and is polled from one place.
+    reply(events)
+}
+
+/// An SSE response of `events`, with keep-alive comments when idle.
+pub(super) fn reply(
+    events: impl futures_util::Stream<Item = Result<Event, Infallible>> + Send + 'static,
+) -> warp::reply::Response {
+    // warp wants a `Sync` stream; ours are only `Send`, and are polled from one place.
     let events = sync_wrapper::SyncStream::new(events);
     warp::reply::Reply::into_response(warp::sse::reply(
         warp::sse::keep_alive().interval(KEEP_ALIVE).stream(events),
@@ -61,7 +68,7 @@ pub fn respond(feed: Feed, seat: Seat) -> warp::reply::Response {
 }
 
 /// The last event: why the feed ended.
-fn closing(close: &Close) -> Event {
+pub(super) fn closing(close: &Close) -> Event {
     match close {
         Close::Lagged { resume } => Event::default()
             .event("lagged")

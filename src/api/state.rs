@@ -1,34 +1,26 @@
-//! What every handler shares: handles to the components, no logic. Built by `server.rs` over
-//! the broker, or over in-memory stand-ins by the route tests.
+//! What every handler shares: handles to the components and to the configuration, no logic
+//! and no copies. Built by `server.rs` over the broker, or over in-memory stand-ins by the
+//! route tests.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use tokio::sync::watch;
 
+use super::stats::SharedStats;
 use crate::auth::KeyStore;
-use crate::config::{self, Limits};
+use crate::config::Config;
 use crate::delivery::{Archive, Router};
 use crate::ingest::Ingest;
 use crate::kafka::BrokerHealth;
 use crate::lifecycle::PhaseWatch;
-use crate::limits::{Limiter, Seats};
 use crate::metrics::Metrics;
-
-use super::stats::SharedStats;
+use crate::quota::{Limiter, Seats};
 use crate::registry::Registry;
 
 pub struct AppState {
-    /// Body, WebSocket and timeout limits (`limits:` in the config).
-    pub limits: Limits,
-    /// Browser origins allowed to call the API (`http.allowed_origins`); empty: no CORS.
-    pub allowed_origins: Vec<String>,
-    /// Processor settings; start requests are checked against their spec limits.
-    pub processing: config::Processing,
-    /// The broker's bootstrap address, as `/api/stats` shows it.
-    pub brokers: String,
-    /// Whether it is the embedded broker.
-    pub embedded: bool,
+    /// The configuration the daemon runs with (limits, processing bounds, origins).
+    pub config: Arc<Config>,
     pub keys: KeyStore,
     pub limiter: Limiter,
     /// Results subscribers per key on this instance (`limits.max_subscribers_per_key`).
@@ -40,6 +32,7 @@ pub struct AppState {
     pub router: Arc<Router>,
     /// Past results, for subscribers that resume.
     pub archive: Arc<dyn Archive>,
+    /// Where the broker is and whether it answers.
     pub broker: BrokerHealth,
     pub metrics: Arc<Metrics>,
     /// The stats snapshot shared by every `/api/stats` caller and live watcher.

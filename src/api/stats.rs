@@ -15,13 +15,14 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Rejection;
 
+use super::error::{json, reject, ApiError};
+use super::routes;
 use super::upgrade::{Socket, Upgrade};
 use super::ws::Peer;
 use super::AppState;
 use crate::auth::{self, Principal};
-use crate::error::ApiError;
 use crate::lifecycle::Phase;
-use crate::wire::{BrokerView, Close, Percentiles, Stats, StatsRow, Totals};
+use crate::wire::{BrokerView, Close, ErrorBody, Percentiles, Stats, StatsRow, Totals};
 
 /// Push interval of the live feed unless the client asks: `?interval_ms=`.
 const DEFAULT_INTERVAL_MS: u64 = 1_000;
@@ -71,11 +72,14 @@ async fn compute(state: &AppState) -> Stats {
         version: env!("CARGO_PKG_VERSION").to_string(),
         uptime_s: state.started.elapsed().as_secs(),
         broker: BrokerView {
-            bootstrap: state.brokers.clone(),
-            embedded: state.embedded,
+            bootstrap: state.broker.bootstrap().to_string(),
+            embedded: state.broker.embedded(),
             reachable: state.broker.reachable().await,
         },
-        totals: totals(&streams, state.metrics.recent_end_to_end.snapshot()),
+        totals: totals(
+            &streams,
+            state.metrics.delivery.recent_end_to_end.snapshot(),
+        ),
         streams,
     }
 }
@@ -112,13 +116,32 @@ pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
     }
 }
 
-/// `GET /api/stats`.
+/// What `streamctl top` shows, once.
+#[utoipa::path(
+    get, path = routes::STATS.path, tag = "operations", operation_id = "stats",
+    responses(
+        (status = 200, description = "A snapshot.", body = Stats),
+        (status = 403, description = "`forbidden`: a token cannot read stats.", body = ErrorBody),
+    )
+)]
 pub async fn once(caller: Principal, state: Arc<AppState>) -> Result<Response, Rejection> {
     let body = snapshot(&caller, &state).await;
-    Ok(super::json(StatusCode::OK, &body))
+    Ok(json(StatusCode::OK, &body))
 }
-/// `GET /api/stats/live?interval_ms=N`: a snapshot now and every interval after, until the
-/// client closes or the daemon shuts down (1001).
+
+/// The stats pushed over a WebSocket every `interval_ms`.
+///
+/// A snapshot now and every interval after, until the client closes or the daemon shuts
+/// down (1001).
+#[utoipa::path(
+    get, path = routes::STATS_LIVE.path, tag = "operations", operation_id = "stats_live",
+    params(("interval_ms" = Option<u64>, Query, description = "At least 200 (default 1000).")),
+    responses(
+        (status = 101, description = "WebSocket: one `Stats` text frame per interval."),
+        (status = 400, description = "`invalid_input`: not a WebSocket upgrade, or a bad interval.", body = ErrorBody),
+        (status = 403, description = "`forbidden`.", body = ErrorBody),
+    )
+)]
 pub async fn live(
     caller: Principal,
     state: Arc<AppState>,
@@ -129,13 +152,13 @@ pub async fn live(
     let interval_ms = match query.get("interval_ms") {
         None => DEFAULT_INTERVAL_MS,
         Some(v) => v.parse::<u64>().ok().filter(|ms| *ms >= MIN_INTERVAL_MS).ok_or_else(|| {
-            ApiError::InvalidInput(format!(
+            reject(ApiError::InvalidInput(format!(
                 "interval_ms: `{v}` must be a whole number of milliseconds, at least {MIN_INTERVAL_MS}"
-            ))
+            )))
         })?,
     };
     let protocol = auth::ws_response_protocol(protocols.as_deref());
-    let max_message = state.limits.ws_max_message_bytes;
+    let max_message = state.config.limits.websocket.ws_max_message_bytes;
     Ok(upgrade.respond(protocol, max_message, move |socket| {
         push(socket, state, caller, Duration::from_millis(interval_ms))
     }))
@@ -143,7 +166,7 @@ pub async fn live(
 
 async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval: Duration) {
     let (sink, mut source) = socket.split();
-    let idle_timeout = Duration::from_millis(state.limits.ws_idle_timeout_ms);
+    let idle_timeout = state.config.limits.websocket.idle_timeout();
     let mut peer = Peer { sink, idle_timeout };
     let mut tick = tokio::time::interval(interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

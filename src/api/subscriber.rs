@@ -7,16 +7,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use super::access::owned;
+use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Need, Principal};
 use crate::delivery::replay::Replayed;
 use crate::delivery::{Feed, InvalidParam, OnLag, StartAt, Subscription};
-use crate::error::ApiError;
 use crate::lifecycle::PhaseWatch;
-use crate::limits::Seat;
+use crate::quota::Seat;
 use crate::registry::StreamEntry;
 use crate::tokens::Grant;
-use crate::wire::Scope;
+use crate::wire::{LagPolicy, Scope, StartFrom};
 
 /// A results subscriber, as both transports open it: the stream, its place under the key's
 /// cap, whether it may also send (a key, or a token with `send`), and its feed to open.
@@ -40,11 +40,7 @@ impl FeedRequest {
     /// Opens the replay, then makes the feed: replay, then live results unless `until=now`;
     /// it closes (4401) when the token expires.
     pub async fn open(self, state: &AppState, stream: uuid::Uuid) -> Result<Feed, ApiError> {
-        let replay: Replayed = state
-            .archive
-            .replay(stream, self.start)
-            .await
-            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        let replay: Replayed = state.archive.replay(stream, self.start).await?;
         let phase: PhaseWatch = state.phase.clone();
         let feed = match self.until_now {
             true => Feed::until_now(Some(replay), self.live, phase),
@@ -57,66 +53,121 @@ impl FeedRequest {
     }
 }
 
-/// Checks the query (`from`, `on_lag`, `until`; for SSE also `Last-Event-ID`, the last
-/// cursor the client got) and subscribes.
+/// Where a subscription starts, what happens when it lags, whether it follows live results:
+/// from a results request's query, or from a `subscribe` frame, with one meaning.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SubscribeArgs {
+    pub start: StartAt,
+    pub on_lag: OnLag,
+    pub until_now: bool,
+}
+
+fn invalid(e: InvalidParam) -> ApiError {
+    ApiError::InvalidInput(e.to_string())
+}
+
+fn until_now(until: Option<&str>) -> Result<bool, ApiError> {
+    match until {
+        None => Ok(false),
+        Some("now") => Ok(true),
+        Some(other) => Err(ApiError::InvalidInput(format!(
+            "until: `{other}` is not `now` (the only end there is)"
+        ))),
+    }
+}
+
+impl SubscribeArgs {
+    /// From the query (`from`, `on_lag`, `until`) and, for SSE, `Last-Event-ID` (the last
+    /// cursor the client got), which wins over `from`: it is what `EventSource` sends when it
+    /// reconnects to the URL it was opened with, so `?from=earliest` must not replay
+    /// everything again.
+    pub fn from_query(
+        query: &HashMap<String, String>,
+        last_event_id: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let start = match (query.get("from"), last_event_id) {
+            (_, Some(last)) => match last.trim().parse::<i64>() {
+                Ok(cursor) if cursor >= 0 => StartAt::Cursor(cursor + 1),
+                _ => {
+                    return Err(ApiError::InvalidInput(format!(
+                        "Last-Event-ID: `{last}` is not a cursor"
+                    )))
+                }
+            },
+            (from, None) => StartAt::parse(from.map(String::as_str)).map_err(invalid)?,
+        };
+        Ok(Self {
+            start,
+            on_lag: OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?,
+            until_now: until_now(query.get("until").map(String::as_str))?,
+        })
+    }
+
+    /// From a `subscribe` frame of `/api/connect`.
+    pub fn from_frame(
+        from: Option<&StartFrom>,
+        on_lag: LagPolicy,
+        until: Option<&str>,
+    ) -> Result<Self, ApiError> {
+        let from = from.map(StartFrom::as_param);
+        Ok(Self {
+            start: StartAt::parse(from.as_deref()).map_err(invalid)?,
+            on_lag: match on_lag {
+                LagPolicy::Close => OnLag::Close,
+                LagPolicy::Skip => OnLag::Skip,
+            },
+            until_now: until_now(until)?,
+        })
+    }
+}
+
+/// Subscribes `caller` to stream `id`: the stream is the caller's (and within a token's
+/// scope), a seat is free under the key's cap, the live subscription is taken and the
+/// stream's results partition read, all before the feed (the replay) is opened.
 pub(super) async fn subscriber(
     id: &str,
     caller: &Principal,
     state: &AppState,
-    query: &HashMap<String, String>,
-    last_event_id: Option<&str>,
+    args: SubscribeArgs,
 ) -> Result<Subscriber, ApiError> {
     let entry = owned(state, id, caller, Need::Scope(Scope::Subscribe)).await?;
-    let invalid = |e: InvalidParam| ApiError::InvalidInput(e.to_string());
-    // `Last-Event-ID` wins over `from`: it is what `EventSource` sends when it reconnects to
-    // the URL it was opened with, so `?from=earliest` must not replay everything again.
-    let start = match (query.get("from"), last_event_id) {
-        (_, Some(last)) => match last.trim().parse::<i64>() {
-            Ok(cursor) if cursor >= 0 => StartAt::Cursor(cursor + 1),
-            _ => {
-                return Err(ApiError::InvalidInput(format!(
-                    "Last-Event-ID: `{last}` is not a cursor"
-                )))
-            }
-        },
-        (from, None) => StartAt::parse(from.map(String::as_str)).map_err(invalid)?,
-    };
-    let on_lag = OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?;
-    let until_now = match query.get("until").map(String::as_str) {
-        None => false,
-        Some("now") => true,
-        Some(other) => {
-            return Err(ApiError::InvalidInput(format!(
-                "until: `{other}` is not `now` (the only end there is)"
-            )))
-        }
-    };
     let seat = state
         .subscriber_seats
         .take(&caller.name)
         .ok_or(ApiError::TooManySubscribers {
-            limit: state.limits.max_subscribers_per_key,
+            limit: state.config.limits.delivery.max_subscribers_per_key,
         })?;
-    let live = state.router.subscribe(entry.id, on_lag);
+    let live = state.router.subscribe(entry.id, args.on_lag);
     // Before the replay measures where it ends, so live delivery covers everything after.
-    state
-        .router
-        .read_partition_of(&entry.id)
-        .await
-        .map_err(|e| ApiError::BrokerUnavailable {
-            message: e.to_string(),
-            acknowledged: 0,
-        })?;
+    state.router.read_partition_of(&entry.id).await?;
     let grant = caller.grant.as_ref();
     Ok(Subscriber {
         entry,
         seat,
         may_send: grant.is_none_or(|g| g.allows(Scope::Send)),
         feed: FeedRequest {
-            start,
-            until_now,
+            start: args.start,
+            until_now: args.until_now,
             live,
             expires_in: grant.map(Grant::remaining),
         },
     })
+}
+
+/// A subscription of a many-stream connection being opened, and its stream.
+pub(super) type Opening =
+    futures_util::future::BoxFuture<'static, (uuid::Uuid, Result<(Feed, Seat), ApiError>)>;
+
+/// A subscription of a connection that follows many streams (`/api/connect`,
+/// `/api/events`), opened all the way: subscribed, then its replay opened. Owns what it
+/// needs, so connections open several at once.
+pub(super) async fn open(
+    state: Arc<AppState>,
+    caller: Principal,
+    stream: uuid::Uuid,
+    args: SubscribeArgs,
+) -> Result<(Feed, Seat), ApiError> {
+    let sub = subscriber(&stream.to_string(), &caller, &state, args).await?;
+    let feed = sub.feed.open(&state, stream).await?;
+    Ok((feed, sub.seat))
 }

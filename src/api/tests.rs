@@ -15,17 +15,17 @@ use warp::hyper::body::Bytes;
 
 use super::{routes, AppState};
 use crate::auth::KeyStore;
-use crate::config::{ApiKey, Limits, Rate, RateLimits};
+use crate::config::{ApiKey, Config, Limits, Rate, RateLimits};
 use crate::delivery::replay::Replayed;
 use crate::delivery::{Archive, Delivery, DeliveryError, Router, StartAt};
-use crate::ingest::{Ingest, MemoryLog};
-use crate::kafka::{BrokerHealth, Probe};
-use crate::limits::Limiter;
+use crate::ingest::Ingest;
+use crate::kafka::records::{Control, InputKind};
+use crate::kafka::{BrokerHealth, MemoryLog, Probe};
 use crate::metrics::Metrics;
+use crate::quota::Limiter;
 use crate::registry::{MemoryStore, Registry};
 use crate::wire::{
-    Accepted, Control, ErrorBody, Frame, Kind, ProcessorSpec, Started, StreamList, StreamState,
-    StreamView,
+    Accepted, ErrorBody, Frame, Kind, ProcessorSpec, Started, StreamList, StreamState, StreamView,
 };
 
 const ALICE: &str = "alice-key-0123456789";
@@ -70,7 +70,7 @@ struct Fixture {
 }
 
 fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fixture {
-    let seats = limits.max_subscribers_per_key;
+    let seats = limits.delivery.max_subscribers_per_key;
     let metrics = Arc::new(Metrics::new());
     let registry = Registry::new(Box::new(MemoryStore));
     let log = Arc::new(MemoryLog::default());
@@ -80,15 +80,16 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
         key: key.into(),
         admin: false,
     };
-    let state = Arc::new(AppState {
+    let mut config = Config {
         limits,
-        allowed_origins: vec!["https://app.example".into()],
-        processing: Default::default(),
-        brokers: "127.0.0.1:9092".into(),
-        embedded: false,
+        ..Config::default()
+    };
+    config.http.allowed_origins = vec!["https://app.example".into()];
+    let state = Arc::new(AppState {
+        config: Arc::new(config),
         keys: KeyStore::new(&[key("alice", ALICE), key("bob", BOB)]),
         limiter: Limiter::new(&rate_limits),
-        subscriber_seats: crate::limits::Seats::new(seats),
+        subscriber_seats: crate::quota::Seats::new(seats),
         registry: registry.clone(),
         ingest: Ingest::new(
             log.clone(),
@@ -101,6 +102,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
             crate::ingest::Backlog::new(1, None, metrics.clone()),
             registry.clone(),
             None,
+            crate::idempotency::KeyIndex::memory(std::time::Duration::from_secs(60), 100),
         ),
         router: Router::new(
             16,
@@ -109,7 +111,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
             metrics.clone(),
         ),
         archive: Arc::new(OneResult),
-        broker: BrokerHealth::new(Arc::new(Reachable(reachable))),
+        broker: BrokerHealth::new(Arc::new(Reachable(reachable)), "127.0.0.1:9092", false),
         metrics,
         stats: Default::default(),
         phase: crate::lifecycle::PhaseWatch::running(),
@@ -178,7 +180,7 @@ impl Response {
 
     /// The error code, asserting the body is the documented error shape.
     fn code(&self) -> String {
-        self.json::<ErrorBody>().error.code
+        self.json::<ErrorBody>().error.code.to_string()
     }
 }
 
@@ -279,7 +281,7 @@ async fn start_send_describe_end() {
     assert_eq!(records.len(), 4);
     assert_eq!(
         records[3].2,
-        Some(Control::End),
+        InputKind::Control(Control::End),
         "the end marker follows the records"
     );
     assert!(records.iter().all(|(key, _, _)| *key == id.to_string()));
@@ -293,14 +295,9 @@ async fn start_send_describe_end() {
 
 #[tokio::test]
 async fn bad_input_is_refused_with_a_reason_and_nothing_is_stored() {
-    let f = fixture_with(
-        Limits {
-            max_body_bytes: 64,
-            ..Limits::default()
-        },
-        unlimited(),
-        true,
-    );
+    let mut limits = Limits::default();
+    limits.server.max_body_bytes = 64;
+    let f = fixture_with(limits, unlimited(), true);
     let id = f.start(ALICE).await;
     let send = format!("/api/stream/{id}/send");
 

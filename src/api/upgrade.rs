@@ -13,8 +13,8 @@ use tokio_tungstenite::WebSocketStream;
 use warp::http::{HeaderValue, StatusCode};
 use warp::{Filter, Rejection, Reply};
 
+use super::error::{reject, ApiError};
 use super::serve::Client;
-use crate::error::ApiError;
 
 /// The server side of an upgraded connection.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
@@ -58,7 +58,7 @@ pub fn websocket() -> impl Filter<Extract = (Upgrade,), Error = Rejection> + Clo
                         on_upgrade,
                         client,
                     }),
-                    _ => Err(warp::reject::custom(ApiError::InvalidInput(
+                    _ => Err(reject(ApiError::InvalidInput(
                         "this endpoint is a WebSocket: send a version 13 upgrade request".into(),
                     ))),
                 }

@@ -20,16 +20,18 @@ use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::{self, Message};
 
+use super::error::ApiError;
 use super::subscriber::Subscriber;
 use super::upgrade::Socket;
 use super::AppState;
+use crate::auth::Denied;
 use crate::delivery::Item;
-use crate::error::ApiError;
+use crate::ingest::Acked;
 use crate::lifecycle::Phase;
 use crate::wire::{Ack, Close, Frame, Nack};
 
 /// A record sent on the socket, answered in order: its sequence number and the outcome.
-type Answer = BoxFuture<'static, (u64, Result<i64, ApiError>)>;
+type Answer = BoxFuture<'static, (u64, Result<Acked, ApiError>)>;
 
 /// Runs one session: the replay (if any) is opened now, after the live subscription. The
 /// subscriber's seat is held until the session ends.
@@ -41,7 +43,8 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
         feed,
     } = sub;
     let (sink, mut source) = socket.split();
-    let idle_timeout = Duration::from_millis(state.limits.ws_idle_timeout_ms);
+    let limits = &state.config.limits.websocket;
+    let idle_timeout = limits.idle_timeout();
     let mut peer = Peer { sink, idle_timeout };
     let mut feed = match feed.open(&state, entry.id).await {
         Ok(feed) => feed,
@@ -50,12 +53,13 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
             return;
         }
     };
-    let every = Duration::from_millis(state.limits.ws_ping_interval_ms);
+    let every = Duration::from_millis(limits.ws_ping_interval_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_heard = Instant::now();
     let mut answers: FuturesOrdered<Answer> = FuturesOrdered::new();
-    let max_in_flight = state.limits.ws_max_in_flight;
+    let max_in_flight = limits.ws_max_in_flight;
+    let max_message = limits.ws_max_message_bytes;
     let opened = Instant::now();
     let mut frames_out: u64 = 0;
     let mut seq: u64 = 0;
@@ -84,8 +88,13 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
             },
             Some((n, result)) = answers.next(), if !answers.is_empty() => {
                 let frame = match result {
-                    Ok(offset) => Frame::Ack(Ack { seq: n, offset }),
-                    Err(e) => Frame::Nack(Nack { seq: n, error: e.to_object() }),
+                    Ok(acked) => Frame::Ack(Ack {
+                        stream_id: None,
+                        seq: n,
+                        offset: acked.offset,
+                        replayed: acked.replayed,
+                    }),
+                    Err(e) => Frame::Nack(Nack { stream_id: None, seq: n, error: e.to_object() }),
                 };
                 if peer.send(Message::text(frame.to_json())).await.is_err() {
                     break None;
@@ -102,14 +111,19 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
                         seq += 1;
                         let n = seq;
                         let answer = if !may_send {
-                            futures_util::future::ready(Err(ApiError::Forbidden(
+                            futures_util::future::ready(Err(ApiError::from(Denied::Forbidden(
                                 "this token's scope does not include `send`".into(),
-                            )))
+                            ))))
                             .boxed()
                         } else if state.phase.at_least(Phase::Draining) {
                             futures_util::future::ready(Err(ApiError::ShuttingDown)).boxed()
                         } else {
-                            state.ingest.enqueue(&entry, m.into_data()).await
+                            state
+                                .ingest
+                                .enqueue(&entry, m.into_data(), None)
+                                .await
+                                .map(|r| r.map_err(ApiError::from))
+                                .boxed()
                         };
                         answers.push_back(answer.map(move |r| (n, r)).boxed());
                     }
@@ -122,7 +136,7 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
                     }
                     Some(Ok(_)) => {} // ping/pong: answered by the protocol layer
                     Some(Err(tungstenite::Error::Capacity(_))) => {
-                        break Some(Close::TooBig { limit: state.limits.ws_max_message_bytes });
+                        break Some(Close::TooBig { limit: max_message });
                     }
                     Some(Err(_)) | None => break None,
                 }
@@ -158,6 +172,23 @@ pub struct Peer {
 impl Peer {
     pub async fn send(&mut self, m: Message) -> Result<(), ()> {
         match tokio::time::timeout(self.idle_timeout, self.sink.send(m)).await {
+            Ok(Ok(())) => Ok(()),
+            _ => Err(()),
+        }
+    }
+
+    /// Writes `texts` as text frames with one flush at the end (nothing for none).
+    pub async fn write_all(&mut self, texts: Vec<String>) -> Result<(), ()> {
+        if texts.is_empty() {
+            return Ok(());
+        }
+        let write = async {
+            for text in texts {
+                self.sink.feed(Message::text(text)).await?;
+            }
+            self.sink.flush().await
+        };
+        match tokio::time::timeout(self.idle_timeout, write).await {
             Ok(Ok(())) => Ok(()),
             _ => Err(()),
         }

@@ -1,21 +1,25 @@
 //! Delivery: how results reach subscribers. The [`router`] reads the results topic and fans
 //! each result out to this instance's subscribers; [`replay`] reads a stream's past results
 //! back from the broker (resume cursors); a [`feed`] is one subscriber's sequence of frames,
-//! replay then live, which every transport (WebSocket today) writes out unchanged.
+//! replay then live, which every transport (WebSocket, Server-Sent Events) writes out
+//! unchanged; a [`mux`] puts many feeds on one connection.
 
 pub mod feed;
+pub mod mux;
 pub mod replay;
 pub mod router;
 
-use rdkafka::message::{Headers, Message};
+use rdkafka::message::Message;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
 pub use feed::{Feed, Item};
+pub use mux::Mux;
 pub use replay::{Archive, Replays, StartAt};
 pub use router::{OnLag, Router, Subscription};
 
-use crate::wire::{self, Kind};
+use crate::kafka::records::decode_result;
+use crate::wire::Kind;
 
 /// One frame for a subscriber, already serialized and shared by all subscribers of a stream.
 #[derive(Debug, Clone)]
@@ -27,7 +31,7 @@ pub struct Delivery {
     pub frame: Utf8Bytes,
 }
 
-/// Why a replay could not be read.
+/// Why a subscriber's past or live results could not be read.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum DeliveryError {
     #[error("cannot read the results topic: {0}")]
@@ -44,22 +48,13 @@ pub struct InvalidParam(String);
 /// The stream and frame of a results-topic record; `None` for a record that is not one of
 /// ours. Shared by the live router and replays, so both deliver identical frames.
 pub fn delivery_of(m: &impl Message) -> Option<(Uuid, Delivery)> {
-    let stream = m
-        .key()
-        .and_then(|k| std::str::from_utf8(k).ok())
-        .and_then(|k| Uuid::parse_str(k).ok())?;
-    let kind = m
-        .headers()
-        .and_then(|hs| hs.iter().find(|h| h.key == wire::TYPE_HEADER))
-        .and_then(|h| h.value)
-        .map_or(Kind::Result, Kind::from_header);
-    let frame = m.payload().and_then(|p| wire::with_cursor(m.offset(), p))?;
+    let stored = decode_result(m)?;
     Some((
-        stream,
+        stored.stream,
         Delivery {
-            kind,
-            cursor: m.offset(),
-            frame: Utf8Bytes::from(frame),
+            kind: stored.kind,
+            cursor: stored.cursor,
+            frame: Utf8Bytes::from(stored.frame),
         },
     ))
 }

@@ -128,7 +128,7 @@ impl Replays {
         // saying which offsets are gone (they may include other streams' results).
         let gone = match start {
             Some(from) if from < low => {
-                self.metrics.gaps_sent.inc();
+                self.metrics.delivery.gaps_sent.inc();
                 let gap = Gap {
                     stream_id: stream,
                     from_cursor: from,

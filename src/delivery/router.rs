@@ -27,7 +27,7 @@ use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use uuid::Uuid;
 
-use super::{delivery_of, Delivery, InvalidParam};
+use super::{delivery_of, Delivery, DeliveryError, InvalidParam};
 use crate::error::Error;
 use crate::kafka::{now_ms, partition_for, Cluster};
 use crate::metrics::Metrics;
@@ -170,7 +170,7 @@ impl Subscription {
             .expect("skipped lock")
             .report(self.stream);
         if gap.is_some() {
-            self.router.metrics.gaps_sent.inc();
+            self.router.metrics.delivery.gaps_sent.inc();
         }
         gap
     }
@@ -257,7 +257,7 @@ impl Router {
     /// first fetch and would skip results produced in between). Call after [`Self::subscribe`]
     /// and before measuring a replay's mark: every result from then on reaches the
     /// subscriber live.
-    pub async fn read_partition_of(&self, stream: &Uuid) -> Result<(), Error> {
+    pub async fn read_partition_of(&self, stream: &Uuid) -> Result<(), DeliveryError> {
         let (Some(reader), Some(p)) = (self.reader.get(), self.partition_of(stream)) else {
             return Ok(()); // not started: nothing to read (route tests)
         };
@@ -267,7 +267,7 @@ impl Router {
         let _adding = tokio::time::timeout(WATERMARK_TIMEOUT, self.adding.lock())
             .await
             .map_err(|_| {
-                Error::Startup(format!(
+                DeliveryError::Unavailable(format!(
                     "results partition {p} not read yet, and the broker was not reached within \
                      {WATERMARK_TIMEOUT:?}"
                 ))
@@ -280,23 +280,26 @@ impl Router {
             consumer.fetch_watermarks(&topic, p, WATERMARK_TIMEOUT)
         })
         .await
-        .map_err(|e| Error::Startup(format!("watermark task: {e}")))?
-        .map_err(|e| Error::kafka(format!("read {} watermarks", reader.topic), e))?
+        .map_err(|e| DeliveryError::Internal(format!("watermark task: {e}")))?
+        .map_err(|e| DeliveryError::Unavailable(format!("read {} watermarks: {e}", reader.topic)))?
         .1;
         let mut reading = self.reading.lock().expect("reading lock");
         let mut tpl = TopicPartitionList::new();
         tpl.add_partition_offset(&reader.topic, p, Offset::Offset(high))
-            .map_err(|e| Error::kafka("assign a results partition", e))?;
+            .map_err(|e| DeliveryError::Internal(format!("assign a results partition: {e}")))?;
         let partition = &reader.partitions[p as usize];
         partition.next.store(high, Ordering::Release);
         partition.read.store(true, Ordering::Release);
         if let Err(e) = reader.consumer.incremental_assign(&tpl) {
             partition.read.store(false, Ordering::Release);
-            return Err(Error::kafka("assign a results partition", e));
+            return Err(DeliveryError::Internal(format!(
+                "assign a results partition: {e}"
+            )));
         }
         let idle = (reading.subscribers.get(&p).copied().unwrap_or(0) == 0).then(Instant::now);
         reading.read.insert(p, idle);
         self.metrics
+            .delivery
             .results_partitions_read
             .set(reading.read.len() as i64);
         Ok(())
@@ -333,6 +336,7 @@ impl Router {
                 .store(false, Ordering::Release);
         }
         self.metrics
+            .delivery
             .results_partitions_read
             .set(reading.read.len() as i64);
     }
@@ -378,7 +382,7 @@ impl Router {
             e.stats.subscribers.fetch_add(1, Ordering::Relaxed);
         }
         self.count_subscriber(&stream, 1);
-        self.metrics.subscribers.inc();
+        self.metrics.delivery.subscribers.inc();
         Subscription {
             rx,
             lagged,
@@ -397,7 +401,7 @@ impl Router {
                     e.stats.subscribers.fetch_sub(1, Ordering::Relaxed);
                 }
                 self.count_subscriber(stream, -1);
-                self.metrics.subscribers.dec();
+                self.metrics.delivery.subscribers.dec();
             }
             if slots.is_empty() {
                 subs.remove(stream);
@@ -455,6 +459,7 @@ impl Router {
             {
                 let latency = (now_ms() - accepted).max(0) as u64;
                 self.metrics
+                    .delivery
                     .observe_end_to_end(Duration::from_millis(latency));
             }
             self.deliver(stream, delivery);
@@ -485,7 +490,7 @@ impl Router {
                     match slot.on_lag {
                         OnLag::Close => {
                             slot.lagged.store(from, Ordering::Release);
-                            self.metrics.lagged_closes.inc();
+                            self.metrics.delivery.lagged_closes.inc();
                             dropped.push((*stream, slot.id));
                         }
                         OnLag::Skip => {
@@ -513,11 +518,6 @@ impl Router {
         reader.partitions.iter().zip(ends).all(|(p, end)| {
             !p.read.load(Ordering::Acquire) || p.next.load(Ordering::Acquire) >= *end
         })
-    }
-
-    /// Results partitions read now.
-    pub fn partitions_read(&self) -> usize {
-        self.reading.lock().expect("reading lock").read.len()
     }
 
     /// Subscribers on this instance, of every stream.
@@ -551,11 +551,11 @@ impl Router {
                     continue;
                 }
                 match slot.tx.try_send(delivery.clone()) {
-                    Ok(()) => self.metrics.results_out.inc(),
+                    Ok(()) => self.metrics.delivery.results_out.inc(),
                     Err(e) => {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
                             slot.lagged.store(delivery.cursor, Ordering::Release);
-                            self.metrics.lagged_closes.inc();
+                            self.metrics.delivery.lagged_closes.inc();
                         }
                         dropped.push(slot.id);
                     }
@@ -575,7 +575,7 @@ impl Router {
         if skipped.count > 0 {
             let (count, from) = (skipped.count, skipped.from);
             match skipped.report(stream).map(|gap| slot.tx.try_send(gap)) {
-                Some(Ok(())) => self.metrics.gaps_sent.inc(),
+                Some(Ok(())) => self.metrics.delivery.gaps_sent.inc(),
                 _ => {
                     // Still no room: this result is skipped too.
                     skipped.count = count + 1;
@@ -585,7 +585,7 @@ impl Router {
             }
         }
         match slot.tx.try_send(delivery.clone()) {
-            Ok(()) => self.metrics.results_out.inc(),
+            Ok(()) => self.metrics.delivery.results_out.inc(),
             Err(_) => {
                 skipped.count = 1;
                 skipped.from = delivery.cursor;

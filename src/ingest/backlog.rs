@@ -18,10 +18,11 @@ use rdkafka::{Offset, TopicPartitionList};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-use crate::error::{ApiError, Error};
+use super::Refused;
+use crate::error::Error;
+use crate::kafka::records::{decode_progress, progress_group};
 use crate::kafka::Cluster;
 use crate::metrics::Metrics;
-use crate::processing::progress::{decode, progress_group};
 
 /// How often the processing progress and the watermarks are read.
 const REFRESH: Duration = Duration::from_millis(500);
@@ -88,7 +89,7 @@ impl Backlog {
     }
 
     /// Whether `records` records of `bytes` payload bytes may be appended to `partition` now.
-    pub fn admit(&self, partition: i32, records: usize, bytes: usize) -> Result<(), ApiError> {
+    pub fn admit(&self, partition: i32, records: usize, bytes: usize) -> Result<(), Refused> {
         let Some(bound) = self.bound else {
             return Ok(());
         };
@@ -99,8 +100,8 @@ impl Backlog {
         // An empty partition takes any one request, however large, so nothing is refused
         // forever; the body limit bounds it.
         if (over_records || over_bytes) && p.records() > 0 {
-            self.metrics.backlog_refused.inc_by(records as u64);
-            return Err(ApiError::BacklogFull {
+            self.metrics.ingest.backlog_refused.inc_by(records as u64);
+            return Err(Refused::BacklogFull {
                 partition,
                 records: p.records(),
                 bytes: p.bytes,
@@ -126,6 +127,7 @@ impl Backlog {
         p.high = p.high.max(high);
         p.forget_processed();
         self.metrics
+            .ingest
             .backlog_records
             .with_label_values(&[&partition.to_string()])
             .set(p.records() as i64);
@@ -232,7 +234,7 @@ fn read_progress(
     for e in committed.elements() {
         let (low, high) = reader.fetch_watermarks(topic, e.partition(), Duration::from_secs(2))?;
         let processed = match e.offset() {
-            Offset::Offset(committed) => decode(committed).0.max(low),
+            Offset::Offset(committed) => decode_progress(committed).0.max(low),
             _ => low,
         };
         out.push((e.partition(), processed, high));
@@ -257,7 +259,7 @@ mod tests {
         }
         assert!(matches!(
             b.admit(0, 3, 30),
-            Err(ApiError::BacklogFull { records: 8, .. })
+            Err(Refused::BacklogFull { records: 8, .. })
         ));
         b.admit(1, 3, 30)
             .expect("another partition has its own backlog");

@@ -51,6 +51,7 @@ impl EmbeddedBroker {
                     (&topics.input, topics.partitions),
                     (&topics.results, topics.partitions),
                     (&topics.streams, 1),
+                    (&topics.keys, topics.partitions),
                 ] {
                     if let Err(e) = cluster.create_topic(name, partitions, 1) {
                         let _ = ready_tx.send(Err(Error::kafka(format!("create topic {name}"), e)));

@@ -47,18 +47,33 @@ impl Probe for MetadataProbe {
     }
 }
 
-/// The broker's reachability, probed at most once per `REACHABILITY_TTL`.
+/// Where the broker is, and its reachability, probed at most once per `REACHABILITY_TTL`.
 pub struct BrokerHealth {
     probe: Arc<dyn Probe>,
     last: Mutex<Option<(Instant, bool)>>,
+    bootstrap: String,
+    embedded: bool,
 }
 
 impl BrokerHealth {
-    pub fn new(probe: Arc<dyn Probe>) -> Self {
+    /// The health of the broker at `bootstrap` (`embedded`: the in-process one), by `probe`.
+    pub fn new(probe: Arc<dyn Probe>, bootstrap: &str, embedded: bool) -> Self {
         Self {
             probe,
             last: Mutex::new(None),
+            bootstrap: bootstrap.to_string(),
+            embedded,
         }
+    }
+
+    /// The bootstrap address (for the embedded broker, its loopback address).
+    pub fn bootstrap(&self) -> &str {
+        &self.bootstrap
+    }
+
+    /// Whether it is the embedded broker.
+    pub fn embedded(&self) -> bool {
+        self.embedded
     }
 
     pub async fn reachable(&self) -> bool {

@@ -1,12 +1,16 @@
 //! Everything that talks to Kafka as such: how clients are configured, the embedded broker,
-//! Streamgate's topics and partitioning, the acknowledged producer, and the broker's health.
+//! Streamgate's topics and partitioning, what is stored in them (`records`), the acknowledged
+//! producer and the input log over it, and the broker's health.
 //!
 //! [`Cluster`] is what the components build their own clients from, so wiring the daemon
 //! (`server.rs`) is handing each component the cluster, not configuring its clients for it.
 
 mod embedded;
+mod follow;
 mod health;
+mod input;
 mod producer;
+pub mod records;
 mod topics;
 
 use std::collections::BTreeMap;
@@ -17,8 +21,12 @@ use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
 pub use embedded::EmbeddedBroker;
+pub use follow::Follower;
 pub use health::{BrokerHealth, MetadataProbe, Probe};
-pub use producer::{SendError, TopicProducer};
+#[cfg(test)]
+pub use input::MemoryLog;
+pub use input::{append, append_all, InputLog, Unstored};
+pub use producer::{Receipt, SendError, TopicProducer};
 pub use topics::{ensure_topics, murmur2, partition_for, TopicInfo, TopicLayout};
 
 use crate::config::{Brokers, Config};
@@ -179,8 +187,12 @@ impl Cluster {
     }
 
     /// The health of this broker, probed through the input topic's metadata.
-    pub fn health(&self) -> Result<BrokerHealth, Error> {
+    pub fn health(&self, embedded: bool) -> Result<BrokerHealth, Error> {
         let probe = MetadataProbe::new(self.client(), &self.topics.input.name)?;
-        Ok(BrokerHealth::new(Arc::new(probe)))
+        Ok(BrokerHealth::new(
+            Arc::new(probe),
+            &self.bootstrap,
+            embedded,
+        ))
     }
 }

@@ -38,6 +38,10 @@ struct ProducerInner {
     replaced_at: Mutex<Instant>,
 }
 
+/// The broker's acknowledgement of one record, to come: its offset (a receipt, not yet
+/// the `ack` a client is sent).
+pub type Receipt = futures_util::future::BoxFuture<'static, Result<i64, SendError>>;
+
 /// Minimum time between two replacements of a producer.
 const REPLACE_INTERVAL: Duration = Duration::from_secs(2);
 
@@ -48,6 +52,9 @@ pub enum SendError {
     Kafka(#[from] KafkaError),
     #[error("no acknowledgement from the broker within {0:?}")]
     Timeout(Duration),
+    /// Not the producer's own failure: what a write depended on (the key index writer).
+    #[error("{0}")]
+    Other(String),
 }
 
 impl SendError {
@@ -181,7 +188,7 @@ impl TopicProducer {
     }
 
     /// `enqueue_with_headers` into a given partition, whatever the key: for records about a
-    /// partition rather than a stream (the confirmations of `processing::at_ingest`).
+    /// partition rather than a stream (one-hop confirmations, see `records`).
     pub async fn enqueue_to(
         &self,
         partition: i32,

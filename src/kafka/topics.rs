@@ -17,6 +17,9 @@ use super::client_config;
 use crate::config::{Brokers, Config};
 use crate::error::Error;
 
+/// How long the key index topic keeps a key: the longest idempotency window.
+const KEYS_RETENTION_MS: &str = "604800000";
+
 /// How long start-up waits for a real broker before giving up with an error.
 const STARTUP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest one metadata request waits.
@@ -68,12 +71,13 @@ pub struct TopicInfo {
     pub partitions: i32,
 }
 
-/// The three topics as they exist on the broker.
+/// Streamgate's topics as they exist on the broker.
 #[derive(Debug, Clone)]
 pub struct TopicLayout {
     pub input: TopicInfo,
     pub results: TopicInfo,
     pub streams: TopicInfo,
+    pub keys: TopicInfo,
 }
 
 /// Creates the topics that are missing (the embedded broker has them already, and an
@@ -90,6 +94,7 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<TopicLayo
         topics.input.clone(),
         topics.results.clone(),
         topics.streams.clone(),
+        topics.keys.clone(),
     ];
     let deadline = Instant::now() + STARTUP_TIMEOUT;
     let missing = retry(deadline, &consumer, &names, missing_topics, |e| {
@@ -111,6 +116,10 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<TopicLayo
             .map(|name| {
                 if *name == topics.streams {
                     NewTopic::new(name, 1, repl()).set("cleanup.policy", "compact")
+                } else if *name == topics.keys {
+                    NewTopic::new(name, topics.partitions, repl())
+                        .set("cleanup.policy", "compact,delete")
+                        .set("retention.ms", KEYS_RETENTION_MS)
                 } else {
                     NewTopic::new(name, topics.partitions, repl())
                 }
@@ -151,6 +160,10 @@ pub async fn ensure_topics(config: &Config, bootstrap: &str) -> Result<TopicLayo
         streams: TopicInfo {
             name: topics.streams.clone(),
             partitions: counts[2],
+        },
+        keys: TopicInfo {
+            name: topics.keys.clone(),
+            partitions: counts[3],
         },
     })
 }

@@ -46,50 +46,21 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::{BoxFuture, FutureExt, Shared};
-use rdkafka::message::{Header, Headers, OwnedHeaders};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
 use super::evaluate::Evaluator;
-use super::record::{self, Evaluated, Input, Partitions, RecordError};
+use super::record::{self, Evaluated, Partitions};
 use super::StageError;
-use crate::ingest::Ack;
-use crate::kafka::{now_ms, TopicProducer};
+use crate::kafka::records::{self as stored, Input};
+use crate::kafka::{now_ms, Receipt, TopicProducer};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryError, StreamEntry};
-use crate::wire::{Kind, ProcessorSpec, TYPE_HEADER};
+use crate::registry::{Registry, StreamEntry};
+use crate::wire::{Kind, ProcessorSpec};
 
-/// Header of an input record whose results its accepting instance writes.
-pub const AT_INGEST_HEADER: &str = "streamgate-at-ingest";
-/// Header of a confirmation record; its payload is the JSON array of confirmed offsets.
-pub const CONFIRMED_HEADER: &str = "streamgate-confirmed";
-/// Key of confirmation records (they are about a partition, not a stream).
-const CONFIRM_KEY: &str = "streamgate-confirmed";
 /// How long confirmations gather before they are written, one record per partition: a
 /// confirmation is off the client's path, and fewer records cost the broker less.
 const CONFIRM_LINGER: Duration = Duration::from_millis(10);
-
-/// The headers of a tagged input record.
-pub fn tag() -> OwnedHeaders {
-    OwnedHeaders::new().insert(Header {
-        key: AT_INGEST_HEADER,
-        value: Some("1"),
-    })
-}
-
-/// Whether an input record is tagged for one hop.
-pub fn is_tagged(headers: Option<&rdkafka::message::BorrowedHeaders>) -> bool {
-    headers.is_some_and(|h| h.iter().any(|h| h.key == AT_INGEST_HEADER))
-}
-
-/// The offsets a confirmation record confirms; `None` for any other record.
-pub fn confirmed_offsets(
-    headers: Option<&rdkafka::message::BorrowedHeaders>,
-    payload: Option<&[u8]>,
-) -> Option<Vec<i64>> {
-    headers?.iter().find(|h| h.key == CONFIRMED_HEADER)?;
-    Some(serde_json::from_slice(payload?).unwrap_or_default())
-}
 
 /// Hands a record's outputs to the producer, each with its type header; returns their acks.
 pub(super) async fn enqueue_outputs(
@@ -97,17 +68,14 @@ pub(super) async fn enqueue_outputs(
     key: &str,
     outputs: Vec<(Kind, Vec<u8>)>,
     timestamp_ms: i64,
-) -> Result<Vec<Ack>, crate::kafka::SendError> {
+) -> Result<Vec<Receipt>, crate::kafka::SendError> {
     let mut acks = Vec::with_capacity(outputs.len());
     for (kind, payload) in outputs {
-        let headers = OwnedHeaders::new().insert(Header {
-            key: TYPE_HEADER,
-            value: Some(kind.as_str()),
-        });
+        let headers = stored::result_headers(kind);
         let ack = results
             .enqueue_with_headers(key, &payload, timestamp_ms, Some(headers))
             .await?;
-        acks.push(Box::pin(ack) as Ack);
+        acks.push(Box::pin(ack) as Receipt);
     }
     Ok(acks)
 }
@@ -115,9 +83,9 @@ pub(super) async fn enqueue_outputs(
 /// The frames of a per-record processor's evaluation (its step keeps no state), counted as
 /// processed.
 fn outputs_of(input: &Input, evaluated: Evaluated, metrics: &Metrics) -> Vec<(Kind, Vec<u8>)> {
-    metrics.processed.inc();
+    metrics.processing.processed.inc();
     if let Evaluated::Failed(_) = &evaluated {
-        metrics.processing_errors.inc();
+        metrics.processing.processing_errors.inc();
     }
     let mut stateless = Partitions::default();
     record::step(&mut stateless, input, Some(evaluated), false, now_ms()).outputs
@@ -210,7 +178,7 @@ impl AtIngest {
                 }
             }
             count_results(&entry, &counted);
-            metrics.results_at_ingest.inc();
+            metrics.processing.results_at_ingest.inc();
             let _ = confirmations.send((input.partition, input.offset));
             true
         }
@@ -230,13 +198,9 @@ async fn write_confirmations(input: TopicProducer, mut rx: mpsc::UnboundedReceiv
             add(c);
         }
         for (partition, offsets) in by_partition {
-            let payload = serde_json::to_vec(&offsets).expect("offsets serialize");
-            let headers = OwnedHeaders::new().insert(Header {
-                key: CONFIRMED_HEADER,
-                value: Some("1"),
-            });
+            let (key, payload, headers) = stored::confirmation(&offsets);
             match input
-                .enqueue_to(partition, CONFIRM_KEY, &payload, now_ms(), Some(headers))
+                .enqueue_to(partition, key, &payload, now_ms(), Some(headers))
                 .await
             {
                 Ok(ack) => {
@@ -388,30 +352,31 @@ impl TakeOver {
             self.metrics.clone(),
         );
         async move {
-            let entry = match registry.lookup(&input.stream).await {
-                Ok(entry) => entry,
-                Err(e @ RegistryError::Behind(_)) | Err(e @ RegistryError::NotStored(_)) => {
-                    return Err(StageError::Registry(e.to_string()))
-                }
-            };
-            let evaluated = match &entry {
-                Some(e) if e.record().end_offset.is_some_and(|end| end < input.offset) => {
-                    metrics.after_end.inc();
-                    return Ok(Resolution::Written);
-                }
-                Some(e) => {
-                    evaluator
-                        .per_record(input.stream, &e.processor(), payload.as_deref())
-                        .await?
-                }
-                None => Evaluated::Failed(RecordError::UnknownStream(input.stream)),
-            };
-            let outputs = outputs_of(&input, evaluated, &metrics);
+            let evaluated = evaluator
+                .stored(
+                    &registry,
+                    &metrics,
+                    &input,
+                    payload.as_deref(),
+                    false,
+                    false,
+                )
+                .await?;
+            match evaluated {
+                // Stored after its stream's end: not the stream's.
+                Evaluated::Skipped => return Ok(Resolution::Written),
+                Evaluated::Failed(_) => metrics.processing.processing_errors.inc(),
+                _ => {}
+            }
+            let entry = registry.local(&input.stream);
+            let mut stateless = Partitions::default();
+            let outputs =
+                record::step(&mut stateless, &input, Some(evaluated), false, now_ms()).outputs;
             if let Some(e) = &entry {
                 count_results(e, &outputs);
             }
             tracing::info!(stream = %input.stream, partition = input.partition, offset = input.offset, "no confirmation of a one-hop record's results; the processing group writes them");
-            metrics.results_taken_over.inc();
+            metrics.processing.results_taken_over.inc();
             let at = (input.partition, input.offset);
             write_all(&results, input.stream, outputs, input.received_ms, at).await?;
             Ok(Resolution::Written)

@@ -1,6 +1,8 @@
 //! Runs a stream's code on one record's data: the part of processing shared by the group
 //! stage and by the accepting instance (`at_ingest`), so that a result is the same whichever
-//! of them produced it.
+//! of them produced it. [`Evaluator::stored`] is the one evaluation of a record read back
+//! from the input topic (the group's, and one hop's take-over): the stream's processor from
+//! the registry, nothing for a record stored after its stream's end.
 //!
 //! User code runs in the sandbox, bounded. A stream whose code once ran past the time bound
 //! is *runaway* on this instance: its code is not run again here (the worker that ran it was
@@ -13,12 +15,16 @@ use std::sync::Mutex;
 use serde_json::Value;
 use uuid::Uuid;
 
-use super::processor::uppercase;
+use super::processor::{uppercase, window_group, window_number};
 use super::record::{Evaluated, RecordError};
 use super::sandbox::{Sandbox, SandboxError};
+use super::window::Rule;
 use super::StageError;
 use crate::config;
 use crate::error::Error;
+use crate::kafka::records::Input;
+use crate::metrics::Metrics;
+use crate::registry::Registry;
 use crate::wire::ProcessorSpec;
 
 /// The code runner of one instance.
@@ -91,6 +97,88 @@ impl Evaluator {
         Ok(results
             .and_then(fits)
             .map_or_else(Evaluated::Failed, Evaluated::Results))
+    }
+
+    /// What the stream's code makes of a data record read back from the input topic. Never
+    /// guesses a stream's processor: a registry that cannot be read is an error (the stage
+    /// restarts and the record is retried); a stream the registry does not have gets an
+    /// error frame; a record stored after its stream's end marker is not the stream's (its
+    /// sender was refused) and is skipped. While `replaying`, only windows are rebuilt.
+    /// `keeps_windows`: the caller keeps window state (the group); without it (one hop's
+    /// take-over) a window stream's record is evaluated on its own, which is an error.
+    /// Counts what it processes, and records after their end.
+    pub async fn stored(
+        &self,
+        registry: &Registry,
+        metrics: &Metrics,
+        input: &Input,
+        payload: Option<&[u8]>,
+        replaying: bool,
+        keeps_windows: bool,
+    ) -> Result<Evaluated, StageError> {
+        let entry = registry
+            .lookup(&input.stream)
+            .await
+            .map_err(|e| StageError::Registry(e.to_string()))?;
+        let Some(entry) = entry else {
+            if !replaying {
+                metrics.processing.processed.inc();
+            }
+            return Ok(Evaluated::Failed(RecordError::UnknownStream(input.stream)));
+        };
+        if entry
+            .record()
+            .end_offset
+            .is_some_and(|end| end < input.offset)
+        {
+            metrics.processing.after_end.inc();
+            return Ok(Evaluated::Skipped);
+        }
+        let spec = entry.processor();
+        let (
+            true,
+            ProcessorSpec::Window {
+                length_ms,
+                value,
+                group_by,
+                grace_ms,
+            },
+        ) = (keeps_windows, &spec)
+        else {
+            if replaying {
+                // Its results were produced before; nothing to rebuild.
+                return Ok(Evaluated::Skipped);
+            }
+            metrics.processing.processed.inc();
+            return self.per_record(input.stream, &spec, payload).await;
+        };
+        if !replaying {
+            metrics.processing.processed.inc();
+        }
+        let data = match parse(payload) {
+            Ok(data) => data,
+            Err(e) => return Ok(Evaluated::Failed(e)),
+        };
+        let rule = Rule {
+            length_ms: *length_ms as i64,
+            grace_ms: *grace_ms as i64,
+        };
+        let stream = input.stream;
+        let number = self
+            .user_code(stream, value, &data, 1)
+            .await?
+            .and_then(|out| window_number(value, out));
+        let group = match (&number, group_by) {
+            (Ok(_), Some(g)) => self
+                .user_code(stream, g, &data, 1)
+                .await?
+                .and_then(|out| window_group(g, out))
+                .map(Some),
+            _ => Ok(None),
+        };
+        Ok(number
+            .and_then(|value| group.map(|group| Evaluated::Window { rule, group, value }))
+            .unwrap_or_else(Evaluated::Failed))
     }
 
     /// Runs user code in the sandbox. Past the time bound the record gets an error result and

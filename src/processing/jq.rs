@@ -20,12 +20,6 @@ type Filter = jaq_core::Filter<data::JustLut<Val>>;
 #[error("{0}")]
 pub struct JqError(String);
 
-impl JqError {
-    pub fn new(message: String) -> Self {
-        Self(message)
-    }
-}
-
 /// Stack of the thread that compiles a filter: jaq's parser and compiler recurse once per
 /// nesting level, and a spec is at most `processing.max_spec_bytes` long, so this is room for
 /// any spec (it is reserved, not touched, until used).

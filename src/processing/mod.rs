@@ -50,9 +50,8 @@ pub mod window;
 
 pub use at_ingest::AtIngest;
 pub use evaluate::Evaluator;
-pub use processor::SpecError;
-pub use record::RecordError;
-pub use stage::Processing;
+pub use processor::{parse_spec, SpecError};
+pub use stage::{Stage, StageWith};
 
 /// Why a run of the stage ended early; it restarts from the committed offsets.
 #[derive(Debug, Clone, thiserror::Error)]

@@ -22,76 +22,75 @@ pub struct SpecError(String);
 /// open window, so long windows make restarts slow).
 const MAX_WINDOW_MS: u64 = 86_400_000;
 
-/// Names accepted by `ProcessorSpec::parse`, for error messages.
+/// Names accepted by `parse_spec`, for error messages.
 const NAMES: &str = "identity, uppercase, jq, window";
 
-impl ProcessorSpec {
-    /// Parses the `processor` field of a start request: a name (`"uppercase"`) or an object
-    /// (`{"type": "uppercase"}`). Errors name what was wrong.
-    pub fn parse(value: &Value, limits: &config::Processing) -> Result<Self, SpecError> {
-        let size = value.to_string().len();
-        if size > limits.max_spec_bytes {
+/// Parses the `processor` field of a start request: a name (`"uppercase"`) or an object
+/// (`{"type": "uppercase"}`). Errors name what was wrong.
+pub fn parse_spec(value: &Value, limits: &config::Processing) -> Result<ProcessorSpec, SpecError> {
+    let size = value.to_string().len();
+    if size > limits.max_spec_bytes {
+        return Err(SpecError(format!(
+            "the spec is {size} bytes; the limit is {} (processing.max_spec_bytes)",
+            limits.max_spec_bytes
+        )));
+    }
+    match value {
+        Value::String(name) => {
+            serde_json::from_value(serde_json::json!({ "type": name })).map_err(|_| {
+                SpecError(format!(
+                    "unknown processor `{name}`; expected one of: {NAMES}"
+                ))
+            })
+        }
+        Value::Object(_) => {
+            let spec: ProcessorSpec =
+                serde_json::from_value(value.clone()).map_err(|e| SpecError(e.to_string()))?;
+            validate(&spec, limits.max_filter_depth)?;
+            Ok(spec)
+        }
+        other => Err(SpecError(format!(
+            "expected a name or an object, got `{other}`"
+        ))),
+    }
+}
+
+fn validate(spec: &ProcessorSpec, max_depth: usize) -> Result<(), SpecError> {
+    let compiles = |what: &str, code: &str| {
+        let depth = jq::nesting(code);
+        if depth > max_depth {
             return Err(SpecError(format!(
-                "the spec is {size} bytes; the limit is {} (processing.max_spec_bytes)",
-                limits.max_spec_bytes
+                "{what} nests {depth} deep; the limit is {max_depth} \
+                     (processing.max_filter_depth)"
             )));
         }
-        match value {
-            Value::String(name) => serde_json::from_value(serde_json::json!({ "type": name }))
-                .map_err(|_| {
-                    SpecError(format!(
-                        "unknown processor `{name}`; expected one of: {NAMES}"
-                    ))
-                }),
-            Value::Object(_) => {
-                let spec: Self =
-                    serde_json::from_value(value.clone()).map_err(|e| SpecError(e.to_string()))?;
-                spec.validate(limits.max_filter_depth)?;
-                Ok(spec)
-            }
-            other => Err(SpecError(format!(
-                "expected a name or an object, got `{other}`"
-            ))),
-        }
-    }
-
-    fn validate(&self, max_depth: usize) -> Result<(), SpecError> {
-        let compiles = |what: &str, code: &str| {
-            let depth = jq::nesting(code);
-            if depth > max_depth {
+        jq::compile(code).map_err(|e| SpecError(format!("{what} does not compile: {e}")))
+    };
+    match spec {
+        ProcessorSpec::Jq { filter } => compiles("jq filter", filter),
+        ProcessorSpec::Window {
+            length_ms,
+            value,
+            group_by,
+            grace_ms,
+        } => {
+            if *length_ms == 0 || *length_ms > MAX_WINDOW_MS {
                 return Err(SpecError(format!(
-                    "{what} nests {depth} deep; the limit is {max_depth} \
-                     (processing.max_filter_depth)"
+                    "length_ms must be between 1 and {MAX_WINDOW_MS}, got {length_ms}"
                 )));
             }
-            jq::compile(code).map_err(|e| SpecError(format!("{what} does not compile: {e}")))
-        };
-        match self {
-            ProcessorSpec::Jq { filter } => compiles("jq filter", filter),
-            ProcessorSpec::Window {
-                length_ms,
-                value,
-                group_by,
-                grace_ms,
-            } => {
-                if *length_ms == 0 || *length_ms > MAX_WINDOW_MS {
-                    return Err(SpecError(format!(
-                        "length_ms must be between 1 and {MAX_WINDOW_MS}, got {length_ms}"
-                    )));
-                }
-                if *grace_ms > MAX_WINDOW_MS {
-                    return Err(SpecError(format!(
-                        "grace_ms must be at most {MAX_WINDOW_MS}, got {grace_ms}"
-                    )));
-                }
-                compiles("value", value)?;
-                match group_by {
-                    Some(g) => compiles("group_by", g),
-                    None => Ok(()),
-                }
+            if *grace_ms > MAX_WINDOW_MS {
+                return Err(SpecError(format!(
+                    "grace_ms must be at most {MAX_WINDOW_MS}, got {grace_ms}"
+                )));
             }
-            ProcessorSpec::Identity | ProcessorSpec::Uppercase => Ok(()),
+            compiles("value", value)?;
+            match group_by {
+                Some(g) => compiles("group_by", g),
+                None => Ok(()),
+            }
         }
+        ProcessorSpec::Identity | ProcessorSpec::Uppercase => Ok(()),
     }
 }
 
@@ -137,16 +136,16 @@ mod tests {
     fn parse_names_and_objects() {
         let limits = config::Processing::default();
         assert_eq!(
-            ProcessorSpec::parse(&json!("uppercase"), &limits).unwrap(),
+            parse_spec(&json!("uppercase"), &limits).unwrap(),
             ProcessorSpec::Uppercase
         );
         assert_eq!(
-            ProcessorSpec::parse(&json!({"type": "identity"}), &limits).unwrap(),
+            parse_spec(&json!({"type": "identity"}), &limits).unwrap(),
             ProcessorSpec::Identity
         );
-        let err = ProcessorSpec::parse(&json!("upcase"), &limits).unwrap_err();
+        let err = parse_spec(&json!("upcase"), &limits).unwrap_err();
         assert!(err.to_string().contains("`upcase`"), "{err}");
-        assert!(ProcessorSpec::parse(&json!(3), &limits).is_err());
+        assert!(parse_spec(&json!(3), &limits).is_err());
     }
 
     #[test]
@@ -159,7 +158,7 @@ mod tests {
     fn specs_past_the_limits_are_refused_naming_the_limit() {
         let limits = config::Processing::default();
         let deep = format!("{}.{}", "[".repeat(1_000), "]".repeat(1_000));
-        let err = ProcessorSpec::parse(&json!({"type": "jq", "filter": deep}), &limits)
+        let err = parse_spec(&json!({"type": "jq", "filter": deep}), &limits)
             .unwrap_err()
             .to_string();
         assert!(err.contains("processing.max_filter_depth"), "{err}");
@@ -168,10 +167,10 @@ mod tests {
             max_filter_depth: 3,
             ..limits.clone()
         };
-        assert!(ProcessorSpec::parse(&window, &tight).is_err());
-        assert!(ProcessorSpec::parse(&window, &limits).is_ok());
+        assert!(parse_spec(&window, &tight).is_err());
+        assert!(parse_spec(&window, &limits).is_ok());
         let big = json!({"type": "jq", "filter": format!(".a // {}", "1 + ".repeat(5_000) + "1")});
-        let err = ProcessorSpec::parse(&big, &limits).unwrap_err().to_string();
+        let err = parse_spec(&big, &limits).unwrap_err().to_string();
         assert!(err.contains("processing.max_spec_bytes"), "{err}");
     }
 

@@ -27,7 +27,8 @@ use tokio::sync::{mpsc, watch};
 
 use super::at_ingest::{Resolution, Settle};
 use super::StageError;
-use crate::ingest::Ack;
+use crate::kafka::records::{decode_progress as decode, encode_progress as encode, progress_group};
+use crate::kafka::Receipt;
 
 /// How often the acker commits progress (next offsets, then rewind points).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
@@ -36,22 +37,6 @@ const CLAIM_POLL: Duration = Duration::from_millis(100);
 /// Longest a claim waits for a release: the processing group's session timeout, after which
 /// the coordinator has dropped a previous owner that stopped heartbeating.
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// The group whose commits hold the processing group's progress.
-pub fn progress_group(group: &str) -> String {
-    format!("{group}.progress")
-}
-
-/// One committed value: the next unprocessed offset and whether an instance holds the
-/// partition (commit metadata would carry the flag, but tansu 0.6.0 does not return it).
-fn encode(next: i64, held: bool) -> i64 {
-    next * 2 + i64::from(held)
-}
-
-/// A committed value read back: the next unprocessed offset, and whether it is held.
-pub fn decode(value: i64) -> (i64, bool) {
-    (value / 2, value % 2 == 1)
-}
 
 /// What the acker is handed, in order.
 pub enum Work {
@@ -68,7 +53,7 @@ pub struct Pending {
     pub offset: i64,
     /// Where a new owner of the partition must start reading.
     pub rewind: i64,
-    pub acks: Vec<Ack>,
+    pub acks: Vec<Receipt>,
     /// For a record held back (`at_ingest`): settled once its results are written, or
     /// abandoned with its partition.
     pub settle: Option<Settle>,
@@ -377,14 +362,6 @@ mod tests {
     use super::*;
     use crate::config::Topics;
     use crate::kafka::{client_config, EmbeddedBroker};
-
-    #[test]
-    fn a_committed_value_carries_the_offset_and_the_hold() {
-        for next in [0, 1, 7, 1 << 40] {
-            assert_eq!(decode(encode(next, true)), (next, true));
-            assert_eq!(decode(encode(next, false)), (next, false));
-        }
-    }
 
     /// The hand-over fence on a real (embedded) broker: a claim waits for the holder's
     /// release, then starts exactly where the holder's last commit says.

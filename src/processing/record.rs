@@ -12,7 +12,8 @@ use serde_json::Value;
 use uuid::Uuid;
 
 use super::window::{Added, Rule, Windows};
-use crate::wire::{Control, ErrorObject, Frame, Kind, Outcome, PROCESSING_FAILED};
+use crate::kafka::records::{Control, Input};
+use crate::wire::{ErrorCode, ErrorObject, Frame, Kind, Outcome};
 
 /// Why one record produced an error frame instead of results. The stage goes on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -46,17 +47,6 @@ pub enum RecordError {
     ResultTooLarge { size: usize, limit: usize },
     #[error("arrived after its window (start {window_start_ms} ms) closed; not counted")]
     Late { window_start_ms: i64 },
-}
-
-/// An input record as the step sees it.
-#[derive(Debug, Clone, Copy)]
-pub struct Input {
-    pub stream: Uuid,
-    pub partition: i32,
-    pub offset: i64,
-    /// When the daemon accepted it (the input record's timestamp).
-    pub received_ms: i64,
-    pub control: Option<Control>,
 }
 
 /// What the stream's code made of a data record, computed by the stage before the step.
@@ -148,11 +138,8 @@ pub fn step(
             received_ms: input.received_ms,
             processed_ms,
             data,
-            error: error.map(|e| ErrorObject {
-                code: PROCESSING_FAILED.into(),
-                message: e.to_string(),
-                acknowledged: None,
-            }),
+            error: error.map(|e| ErrorObject::new(ErrorCode::ProcessingFailed, e.to_string())),
+            idempotency_key: input.keyed.as_ref().map(|k| k.key.clone()),
         };
         let frame = match kind {
             Kind::Error => Frame::Error(outcome),
@@ -231,6 +218,7 @@ mod tests {
             offset,
             received_ms,
             control,
+            keyed: None,
         }
     }
 
@@ -283,7 +271,7 @@ mod tests {
             panic!("expected an error frame")
         };
         let e = o.error.as_ref().unwrap();
-        assert_eq!(e.code, PROCESSING_FAILED);
+        assert_eq!(e.code, ErrorCode::ProcessingFailed);
         assert!(e.message.contains("5 ms"), "{}", e.message);
     }
 

@@ -11,27 +11,27 @@ use rdkafka::client::ClientContext;
 use rdkafka::consumer::{
     BaseConsumer, CommitMode, Consumer, ConsumerContext, Rebalance, StreamConsumer,
 };
-use rdkafka::message::{BorrowedMessage, Headers};
+use rdkafka::message::BorrowedMessage;
 use rdkafka::{ClientConfig, Message, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use uuid::Uuid;
 
 use super::at_ingest::{self, Awaiting, Settle, TakeOver};
-use super::evaluate::{parse, Evaluator};
-use super::processor::{window_group, window_number};
+use super::evaluate::Evaluator;
 use super::progress::{ack_in_order, Pending, Progress, Work, CLAIM_TIMEOUT};
-use super::record::{self, Evaluated, Input, Partitions, RecordError};
-use super::window::Rule;
+use super::record::{self, Evaluated, Partitions};
 use super::StageError;
 use crate::config;
 use crate::error::Error;
-use crate::ingest::Ingest;
+use crate::idempotency::{KeyIndex, Verdict};
+use crate::kafka::records::{decode_input, Control, InputKind, InputRecord};
 use crate::kafka::{now_ms, Cluster, TopicProducer, FLUSH_TIMEOUT};
 use crate::metrics::Metrics;
-use crate::registry::{Registry, RegistryError};
-use crate::wire::{Control, ProcessorSpec, CONTROL_HEADER};
+use crate::registry::Registry;
 
+/// Longest a gained partition waits for the key index to catch up.
+const KEYS_CATCH_UP: Duration = Duration::from_secs(30);
 /// Processed input records whose results may await their acks at once.
 const ACK_PIPELINE: usize = 4096;
 /// Pause before restarting the stage after a failure.
@@ -159,37 +159,53 @@ impl StageState {
     }
 }
 
+/// What the stage works with, from the rest of the daemon.
+pub struct StageWith {
+    pub registry: Arc<Registry>,
+    /// The input topic's producer: window close markers are written through it.
+    pub input: TopicProducer,
+    pub evaluator: Arc<Evaluator>,
+    pub keys: Arc<KeyIndex>,
+    pub metrics: Arc<Metrics>,
+}
+
 /// The processing stage of one instance.
-pub struct Processing {
+pub struct Stage {
     /// Settings of the group consumer; a fresh consumer is made for every (re)start.
     consumer_config: ClientConfig,
     input_topic: String,
     /// Never gives up on a result (`message.timeout.ms=0`), so nothing is skipped.
     results: TopicProducer,
     /// Writes window close markers into the input topic.
-    ingest: Ingest,
+    input: TopicProducer,
     /// Runs streams' code (shared with one-hop processing at ingest).
     evaluator: Arc<Evaluator>,
     /// Settles one-hop records: waits for their confirmations, or writes their results.
     take_over: TakeOver,
+    /// The idempotency rule's memory, shared with ingest.
+    keys: Arc<KeyIndex>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
     /// `true` while the current consumer is in the group (`/readyz`).
     joined: Arc<watch::Sender<bool>>,
 }
 
-impl Processing {
+impl Stage {
     /// Joins the processing group and runs until `shutdown`, restarting after failures.
     /// Also returns whether it is in the group now.
     pub fn start(
         cluster: &Cluster,
         config: &config::Processing,
-        registry: Arc<Registry>,
-        ingest: Ingest,
-        evaluator: Arc<Evaluator>,
-        metrics: Arc<Metrics>,
+        with: StageWith,
         shutdown: watch::Receiver<bool>,
     ) -> Result<(JoinHandle<()>, watch::Receiver<bool>), Error> {
+        let StageWith {
+            registry,
+            input,
+            evaluator,
+            keys,
+            metrics,
+        } = with;
         let (joined, in_group) = watch::channel(false);
         let consumer_config = cluster.consumer_with(
             &config.group_id,
@@ -211,13 +227,14 @@ impl Processing {
             wait: Duration::from_millis(config.at_ingest_wait_ms),
             awaiting: Arc::default(),
         };
-        let stage = Processing {
+        let stage = Stage {
             consumer_config,
             input_topic: cluster.topics.input.name.clone(),
             results,
-            ingest,
+            input,
             evaluator,
             take_over,
+            keys,
             registry,
             metrics,
             joined: Arc::new(joined),
@@ -365,6 +382,11 @@ impl Processing {
                     tracing::debug!(partition, until, "records before this were processed");
                     state.partitions.replay_until.insert(partition, until);
                 }
+                // What the previous owners decided of idempotency keys, before deciding on.
+                self.keys
+                    .fence(KEYS_CATCH_UP)
+                    .await
+                    .map_err(StageError::Registry)?;
                 state.owned.extend(gained);
             }
         }
@@ -384,7 +406,17 @@ impl Processing {
             {
                 continue;
             }
-            match self.ingest.mark(stream, Control::CloseWindow(start)).await {
+            let control = Control::CloseWindow(start);
+            let marker = self
+                .input
+                .enqueue_with_headers(
+                    &stream.to_string(),
+                    &control.payload(),
+                    now_ms(),
+                    InputKind::Control(control).headers(None),
+                )
+                .await;
+            match marker {
                 Ok(ack) => {
                     state.closing.insert((stream, start), now);
                     // Not awaited here: the stage goes on; a lost marker is written again.
@@ -416,60 +448,75 @@ impl Processing {
             acks: Vec::new(),
             settle: None,
         };
-        if let Some(offsets) = at_ingest::confirmed_offsets(m.headers(), m.payload()) {
-            self.take_over.awaiting.confirm(partition, &offsets);
-            return Ok(nothing(
-                state.partitions.windows.rewind_point(partition, offset + 1),
-            ));
-        }
-        let Some(stream) = m
-            .key()
-            .and_then(|k| std::str::from_utf8(k).ok())
-            .and_then(|k| Uuid::parse_str(k).ok())
-        else {
-            tracing::warn!(
-                partition,
-                offset,
-                "skipping input record whose key is not a stream id"
-            );
-            return Ok(nothing(
-                state.partitions.windows.rewind_point(partition, offset + 1),
-            ));
+        let (input, payload, tagged) = match decode_input(m, now_ms()) {
+            InputRecord::Confirmation(offsets) => {
+                self.take_over.awaiting.confirm(partition, &offsets);
+                return Ok(nothing(
+                    state.partitions.windows.rewind_point(partition, offset + 1),
+                ));
+            }
+            InputRecord::Foreign => {
+                tracing::warn!(
+                    partition,
+                    offset,
+                    "skipping input record whose key is not a stream id"
+                );
+                return Ok(nothing(
+                    state.partitions.windows.rewind_point(partition, offset + 1),
+                ));
+            }
+            InputRecord::Stream {
+                input,
+                payload,
+                at_ingest,
+            } => (input, payload, at_ingest),
         };
-        let input = Input {
-            stream,
-            partition,
-            offset,
-            received_ms: m.timestamp().to_millis().unwrap_or_else(now_ms),
-            control: control_of(m),
-        };
+        let stream = input.stream;
         let replaying = state.partitions.replaying(partition, offset);
-        if input.control.is_none()
-            && !replaying
-            && at_ingest::is_tagged(m.headers())
-            && !state.partitions.ended_before(&stream, offset)
-        {
+        if tagged && !replaying && !state.partitions.ended_before(&stream, offset) {
             let before = state.held(&stream);
             let settle = self
                 .take_over
-                .settle(input, m.payload().map(<[u8]>::to_vec), before);
+                .settle(input, payload.map(<[u8]>::to_vec), before);
             state.held.insert(stream, (partition, settle.clone()));
             return Ok(Pending {
                 settle: Some(settle),
                 ..nothing(state.partitions.windows.rewind_point(partition, offset + 1))
             });
         }
+        // The idempotency rule, on every read of the record (a replay decides the same).
+        let (verdict, index_ack) = match (&input.keyed, input.control) {
+            (Some(keyed), None) => self.keys.decide(&input, keyed),
+            _ => (Verdict::First, None),
+        };
         let evaluated = match input.control {
             Some(_) => None,
             None if state.partitions.ended_before(&stream, offset) => {
-                self.metrics.after_end.inc();
+                self.metrics.processing.after_end.inc();
                 Some(Evaluated::Skipped)
             }
-            None => Some(self.evaluate(&input, m.payload(), replaying).await?),
+            None if verdict == Verdict::Repeat => {
+                if !replaying {
+                    self.metrics.processing.repeats.inc();
+                }
+                Some(Evaluated::Skipped)
+            }
+            None => Some(
+                self.evaluator
+                    .stored(
+                        &self.registry,
+                        &self.metrics,
+                        &input,
+                        payload,
+                        replaying,
+                        true,
+                    )
+                    .await?,
+            ),
         };
         if let Some(Evaluated::Failed(_)) = &evaluated {
             if !replaying {
-                self.metrics.processing_errors.inc();
+                self.metrics.processing.processing_errors.inc();
             }
         }
         let step = record::step(
@@ -497,105 +544,25 @@ impl Processing {
                 state.held.insert(stream, (partition, settle.clone()));
                 return Ok(Pending {
                     settle: Some(settle),
+                    acks: index_ack.into_iter().collect(),
                     ..nothing(step.rewind)
                 });
             }
         }
         let key = stream.to_string();
-        let acks = at_ingest::enqueue_outputs(&self.results, &key, step.outputs, input.received_ms)
-            .await
-            .map_err(|e| StageError::Produce {
-                partition,
-                offset,
-                reason: e.to_string(),
-            })?;
+        let mut acks =
+            at_ingest::enqueue_outputs(&self.results, &key, step.outputs, input.received_ms)
+                .await
+                .map_err(|e| StageError::Produce {
+                    partition,
+                    offset,
+                    reason: e.to_string(),
+                })?;
+        // Progress goes past a keyed record only once the index says what it decided.
+        acks.extend(index_ack);
         Ok(Pending {
             acks,
             ..nothing(step.rewind)
         })
     }
-
-    /// Runs the stream's code on a data record. Never guesses a stream's processor: a
-    /// registry that cannot be read restarts the stage (the record is retried); a stream the
-    /// registry does not have gets an error frame.
-    async fn evaluate(
-        &self,
-        input: &Input,
-        payload: Option<&[u8]>,
-        replaying: bool,
-    ) -> Result<Evaluated, StageError> {
-        let spec = match self.registry.lookup(&input.stream).await {
-            // Stored after the stream's end marker: not the stream's; its sender was refused.
-            Ok(Some(entry))
-                if entry
-                    .record()
-                    .end_offset
-                    .is_some_and(|end| end < input.offset) =>
-            {
-                self.metrics.after_end.inc();
-                return Ok(Evaluated::Skipped);
-            }
-            Ok(Some(entry)) => entry.processor(),
-            Ok(None) => {
-                if !replaying {
-                    self.metrics.processed.inc();
-                }
-                return Ok(Evaluated::Failed(RecordError::UnknownStream(input.stream)));
-            }
-            Err(e @ RegistryError::Behind(_)) | Err(e @ RegistryError::NotStored(_)) => {
-                return Err(StageError::Registry(e.to_string()))
-            }
-        };
-        let is_window = matches!(spec, ProcessorSpec::Window { .. });
-        if replaying && !is_window {
-            // Its results were produced before; nothing to rebuild.
-            return Ok(Evaluated::Skipped);
-        }
-        if !replaying {
-            self.metrics.processed.inc();
-        }
-        let stream = input.stream;
-        let ProcessorSpec::Window {
-            length_ms,
-            value,
-            group_by,
-            grace_ms,
-        } = spec
-        else {
-            return self.evaluator.per_record(stream, &spec, payload).await;
-        };
-        let data = match parse(payload) {
-            Ok(data) => data,
-            Err(e) => return Ok(Evaluated::Failed(e)),
-        };
-        let rule = Rule {
-            length_ms: length_ms as i64,
-            grace_ms: grace_ms as i64,
-        };
-        let code = &self.evaluator;
-        let number = code
-            .user_code(stream, &value, &data, 1)
-            .await?
-            .and_then(|out| window_number(&value, out));
-        let group = match (&number, group_by) {
-            (Ok(_), Some(g)) => code
-                .user_code(stream, &g, &data, 1)
-                .await?
-                .and_then(|out| window_group(&g, out))
-                .map(Some),
-            _ => Ok(None),
-        };
-        Ok(number
-            .and_then(|value| group.map(|group| Evaluated::Window { rule, group, value }))
-            .unwrap_or_else(Evaluated::Failed))
-    }
-}
-
-fn control_of(m: &BorrowedMessage<'_>) -> Option<Control> {
-    let header = m
-        .headers()?
-        .iter()
-        .find(|h| h.key == CONTROL_HEADER)
-        .and_then(|h| h.value)?;
-    Control::decode(header, m.payload())
 }

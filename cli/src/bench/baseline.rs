@@ -17,8 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
-use streamgate::ingest::append_all;
-use streamgate::kafka::{self, TopicInfo, TopicProducer};
+use streamgate::kafka::{self, append_all, TopicInfo, TopicProducer};
 use tokio::sync::watch;
 use uuid::Uuid;
 

@@ -15,13 +15,16 @@ use futures_util::{SinkExt, StreamExt, TryStreamExt};
 use reqwest::Method;
 use serde::de::IgnoredAny;
 use serde::Deserialize;
-use streamgate::wire::{Accepted, Frame, Kind, Outcome};
+use std::collections::HashMap;
+
+use streamgate::wire::{Accepted, ClientFrame, Frame, Kind, Outcome};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
 
 use super::drive::{drive, InFlight};
 use super::recorder::Recorder;
@@ -76,7 +79,9 @@ pub async fn run(
         .await
         .context("open the bench streams")?;
     // Per stream, its subscribers' sockets; the first also carries `--transport ws` sends.
-    let sockets: Vec<Vec<Ws>> = futures_util::stream::iter(&ids)
+    // With --mux, the streams' subscriptions share connections instead.
+    let per_stream = load.mux.is_none();
+    let sockets: Vec<Vec<Ws>> = futures_util::stream::iter(ids.iter().filter(|_| per_stream))
         .map(|id| async move {
             let mut sockets = Vec::with_capacity(load.subscribers);
             for _ in 0..load.subscribers {
@@ -88,12 +93,33 @@ pub async fn run(
         .buffered(SETUP_CONCURRENCY)
         .try_collect()
         .await?;
+    let muxed: Vec<(Ws, HashMap<Uuid, usize>)> = match load.mux {
+        Some(per) => {
+            let groups: Vec<Vec<(usize, Uuid)>> = ids
+                .iter()
+                .enumerate()
+                .map(|(i, id)| (i, Uuid::parse_str(id).expect("stream ids are UUIDs")))
+                .collect::<Vec<_>>()
+                .chunks(per)
+                .map(<[_]>::to_vec)
+                .collect();
+            futures_util::stream::iter(groups)
+                .map(|group| connect_mux(client, group))
+                .buffered(SETUP_CONCURRENCY)
+                .try_collect()
+                .await?
+        }
+        None => Vec::new(),
+    };
 
     let start = Instant::now() + LEAD;
     let rec = Arc::new(Recorder::new(schedule, start, load.subscribers));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
     let mut writers = Vec::new();
+    for (ws, streams) in muxed {
+        tasks.spawn(subscribe_mux(ws, streams, rec.clone(), stop_rx.clone()));
+    }
     for (stream, sockets) in sockets.into_iter().enumerate() {
         for (subscriber, ws) in sockets.into_iter().enumerate() {
             let (sink, source) = ws.split();
@@ -126,9 +152,13 @@ pub async fn run(
                 Transport::Http => {
                     let path = format!("/api/stream/{}/send", ids[stream]);
                     let (client, rec) = (client.clone(), rec.clone());
+                    let key = load
+                        .idempotency
+                        .then(|| format!("bench-{}-{first}", ids[stream]));
                     in_flight
                         .spawn(async move {
-                            send_http(&client, &path, records, stream, first, &rec).await
+                            let sent = (path.as_str(), key.as_deref());
+                            send_http(&client, sent, records, stream, first, &rec).await
                         })
                         .await
                 }
@@ -150,7 +180,12 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     end_streams(client, &ids).await;
     sent?;
-    let mut report = rec.report(load.transport.as_str(), load.payload_bytes);
+    let transport = match (load.mux, load.idempotency) {
+        (Some(per), _) => format!("http, results over /api/connect ({per} streams each)"),
+        (None, true) => "http with idempotency keys".to_string(),
+        (None, false) => load.transport.as_str().to_string(),
+    };
+    let mut report = rec.report(&transport, load.payload_bytes);
     report.target.processor = processor.map(str::to_string);
     Ok(report)
 }
@@ -159,7 +194,10 @@ pub async fn run(
 /// bench reads is a few hundred bytes; tungstenite's default 128 KiB read buffer per socket
 /// would take 1.3 GB for 10 000 subscribers).
 async fn connect(client: &Client, id: &str) -> anyhow::Result<Ws> {
-    let request = client.ws_request(&format!("/api/stream/{id}/results"))?;
+    let request = client
+        .http()
+        .ws_request(&format!("/api/stream/{id}/results"))
+        .await?;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
@@ -170,11 +208,124 @@ async fn connect(client: &Client, id: &str) -> anyhow::Result<Ws> {
     Ok(ws)
 }
 
+/// Opens one `/api/connect` socket for `streams` (bench index, id), subscribes to each and
+/// warms each up (a record each, its result awaited on the socket); returns the socket and
+/// which index each stream id is.
+async fn connect_mux(
+    client: &Client,
+    streams: Vec<(usize, Uuid)>,
+) -> anyhow::Result<(Ws, HashMap<Uuid, usize>)> {
+    let request = client.http().ws_request("/api/connect").await?;
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .write_buffer_size(0);
+    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+        .await
+        .context("open /api/connect")?;
+    for (_, id) in &streams {
+        let frame = ClientFrame::Subscribe {
+            stream_id: *id,
+            from: None,
+            on_lag: Default::default(),
+            until: None,
+        };
+        ws.feed(Message::text(serde_json::to_string(&frame)?))
+            .await?;
+    }
+    ws.flush().await?;
+    let mut waiting: std::collections::HashSet<Uuid> = streams.iter().map(|(_, id)| *id).collect();
+    let subscribed = async {
+        let mut left = waiting.len();
+        while left > 0 {
+            let Some(msg) = ws.next().await else {
+                anyhow::bail!("/api/connect closed while subscribing")
+            };
+            if let Message::Text(text) = msg? {
+                match serde_json::from_str::<Frame>(&text) {
+                    Ok(Frame::Subscribed(_)) => left -= 1,
+                    Ok(Frame::Refused(r)) => anyhow::bail!("subscription refused: {:?}", r.error),
+                    _ => {}
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(WARM_UP_TIMEOUT, subscribed)
+        .await
+        .context("subscribing over /api/connect")??;
+    for (_, id) in &streams {
+        client
+            .http()
+            .call::<Accepted>(
+                Method::POST,
+                &format!("/api/stream/{id}/send"),
+                Some(("application/json", WARM_UP.as_bytes().to_vec())),
+            )
+            .await
+            .with_context(|| format!("warm-up send to stream {id}"))?;
+    }
+    let warmed = async {
+        while !waiting.is_empty() {
+            let Some(msg) = ws.next().await else {
+                anyhow::bail!("/api/connect closed while warming up")
+            };
+            if let Message::Text(text) = msg? {
+                if let Ok(Frame::Result(r)) = serde_json::from_str::<Frame>(&text) {
+                    waiting.remove(&r.stream_id);
+                }
+            }
+        }
+        anyhow::Ok(())
+    };
+    tokio::time::timeout(WARM_UP_TIMEOUT, warmed)
+        .await
+        .context("warm-up over /api/connect")??;
+    Ok((ws, streams.into_iter().map(|(i, id)| (id, i)).collect()))
+}
+
+/// Reads one `/api/connect` socket's frames until told to stop, each result recorded for
+/// the stream it names.
+async fn subscribe_mux(
+    mut ws: Ws,
+    streams: HashMap<Uuid, usize>,
+    rec: Arc<Recorder>,
+    mut stop: watch::Receiver<bool>,
+) {
+    loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => return,
+            msg = ws.next() => msg,
+        };
+        let at = Instant::now();
+        let text = match msg {
+            Some(Ok(Message::Text(text))) => text,
+            Some(Ok(Message::Close(_))) | Some(Err(_)) | None => {
+                rec.error("/api/connect closed", 1);
+                return;
+            }
+            Some(Ok(_)) => continue,
+        };
+        match serde_json::from_str::<Frame>(&text) {
+            Ok(Frame::Result(outcome)) => {
+                if let (Some(q), Some(stream)) =
+                    (sequence(&outcome), streams.get(&outcome.stream_id))
+                {
+                    rec.received(*stream, 0, q, outcome.input_offset, at);
+                }
+            }
+            Ok(Frame::End(_)) => {}
+            Ok(other) => rec.error(format!("{} frame", other.kind().as_str()), 1),
+            Err(_) => rec.error("frame the bench cannot read", 1),
+        }
+    }
+}
+
 /// Sends one record that is not part of the measurement and waits for its result on every
 /// subscriber, so the run starts with every stream's path working end to end (the
 /// processing group joined, connections open) instead of timing start-up.
 async fn warm_up(client: &Client, id: &str, sockets: &mut [Ws]) -> anyhow::Result<()> {
     client
+        .http()
         .call::<Accepted>(
             Method::POST,
             &format!("/api/stream/{id}/send"),
@@ -211,7 +362,7 @@ async fn warm_up(client: &Client, id: &str, sockets: &mut [Ws]) -> anyhow::Resul
 
 async fn send_http(
     client: &Client,
-    path: &str,
+    (path, key): (&str, Option<&str>),
     records: Vec<String>,
     stream: usize,
     first: u64,
@@ -219,8 +370,15 @@ async fn send_http(
 ) {
     let n = records.len() as u64;
     let body = records.join("\n").into_bytes();
+    let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
     let result = client
-        .call::<Accepted>(Method::POST, path, Some(("application/x-ndjson", body)))
+        .http()
+        .call_with::<Accepted>(
+            Method::POST,
+            path,
+            Some(("application/x-ndjson", body)),
+            &headers,
+        )
         .await;
     let at = Instant::now();
     match result {
@@ -234,12 +392,13 @@ async fn send_http(
                     ..
                 } => (
                     acknowledged.unwrap_or(0) as u64,
-                    format!("http {} {code}", status.as_u16()),
+                    format!("http {} {code}", status.map_or(0, |s| s.as_u16())),
                 ),
                 ClientError::Connect { .. } => (0, "connect".to_string()),
                 ClientError::Transport { .. } => (0, "http transport".to_string()),
                 // The daemon answered 2xx: every record was stored.
                 ClientError::Unreadable { .. } => (n, "unreadable answer".to_string()),
+                ClientError::Closed | ClientError::Token(_) => (0, "client".to_string()),
             };
             rec.partly_stored(stream, first, n, stored, at, kind);
         }
@@ -337,6 +496,7 @@ async fn end_streams(client: &Client, ids: &[String]) {
     futures_util::stream::iter(ids)
         .for_each_concurrent(SETUP_CONCURRENCY, |id| async move {
             let _ = client
+                .http()
                 .call::<IgnoredAny>(Method::DELETE, &format!("/api/stream/{id}"), None)
                 .await;
         })

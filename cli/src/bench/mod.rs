@@ -66,6 +66,14 @@ pub struct Args {
     /// expected once on every one of them.
     #[arg(long, default_value_t = 1)]
     pub subscribers: usize,
+    /// Follow the streams over `/api/connect`, this many streams per connection, instead of
+    /// one WebSocket per stream (with --transport http and one subscriber per stream).
+    #[arg(long, value_name = "STREAMS")]
+    pub mux: Option<usize>,
+    /// Send every HTTP request with an `Idempotency-Key` of its own (what the client
+    /// libraries do): measures what the key costs.
+    #[arg(long)]
+    pub idempotency: bool,
     /// Records per HTTP request (or per burst of WebSocket frames).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -142,6 +150,10 @@ pub struct Load {
     pub payload_bytes: usize,
     pub transport: Transport,
     pub subscribers: usize,
+    /// Streams per `/api/connect` connection, instead of a socket per stream.
+    pub mux: Option<usize>,
+    /// An `Idempotency-Key` on every HTTP send.
+    pub idempotency: bool,
     pub max_in_flight: usize,
     pub drain_timeout: Duration,
     pub fault_drop_every: Option<u64>,
@@ -165,6 +177,8 @@ impl Args {
             payload_bytes: self.payload_bytes,
             transport: self.transport,
             subscribers: self.subscribers,
+            mux: self.mux,
+            idempotency: self.idempotency,
             max_in_flight: self.max_in_flight,
             drain_timeout: self.drain_timeout,
             fault_drop_every: self.fault_drop_every,
@@ -174,8 +188,8 @@ impl Args {
             false => None,
         };
         let client = match &embedded {
-            Some(d) => Client::new(&d.conn)?,
-            None => Client::new(&self.conn)?,
+            Some(d) => crate::client::connect(&d.conn)?,
+            None => crate::client::connect(&self.conn)?,
         };
         let progress = !self.no_progress && std::io::stderr().is_terminal();
         let result = self
@@ -221,6 +235,17 @@ impl Args {
             anyhow::bail!(
                 "--baseline measures one consumer per stream; run --subscribers without it"
             );
+        }
+        if let Some(mux) = self.mux {
+            if mux == 0 || self.subscribers > 1 || self.transport != Transport::Http {
+                anyhow::bail!(
+                    "--mux takes a number of streams per connection, one subscriber per stream \
+                     and --transport http"
+                );
+            }
+        }
+        if self.idempotency && self.transport != Transport::Http {
+            anyhow::bail!("--idempotency keys HTTP sends: use it with --transport http");
         }
         if self.find_max && self.step <= 1.0 {
             anyhow::bail!("--step must be greater than 1");

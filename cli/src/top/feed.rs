@@ -18,7 +18,7 @@ use crate::client::Client;
 
 /// Fetches one snapshot.
 pub async fn fetch(client: &Client) -> anyhow::Result<Stats> {
-    Ok(client.call(Method::GET, "/api/stats", None).await?)
+    Ok(client.http().call(Method::GET, "/api/stats", None).await?)
 }
 
 /// Pause before reconnecting.
@@ -32,7 +32,7 @@ pub fn watch(client: Client, interval: Duration, events: mpsc::Sender<Event>) ->
             interval.as_millis().max(200)
         );
         loop {
-            let why = match client.ws_request(&path) {
+            let why = match client.http().ws_request(&path).await {
                 Err(e) => format!("{e:#}"),
                 Ok(request) => {
                     match tokio_tungstenite::connect_async_with_config(request, None, true).await {
@@ -77,7 +77,11 @@ pub fn watch(client: Client, interval: Duration, events: mpsc::Sender<Event>) ->
 pub fn tail(client: Client, stream: String, events: mpsc::Sender<Event>) -> JoinHandle<()> {
     tokio::spawn(async move {
         loop {
-            if let Ok(request) = client.ws_request(&format!("/api/stream/{stream}/results")) {
+            if let Ok(request) = client
+                .http()
+                .ws_request(&format!("/api/stream/{stream}/results"))
+                .await
+            {
                 if let Ok((mut ws, _)) =
                     tokio_tungstenite::connect_async_with_config(request, None, true).await
                 {

@@ -52,7 +52,7 @@ impl Args {
         if self.interval.is_zero() {
             anyhow::bail!("--interval must be greater than zero");
         }
-        let client = Client::new(&self.conn)?;
+        let client = crate::client::connect(&self.conn)?;
         if self.once || self.json || !std::io::stdout().is_terminal() {
             if self.json {
                 let stats = feed::fetch(&client).await?;
@@ -69,7 +69,7 @@ impl Args {
 
 /// Two snapshots `interval` apart (rates need two), as plain text.
 async fn once(client: &Client, interval: Duration) -> anyhow::Result<String> {
-    let mut app = App::new(client.url(""));
+    let mut app = App::new(client.http().url(""));
     let first = feed::fetch(client).await?;
     app.update(Event::Snapshot(Box::new(first), Instant::now()));
     tokio::time::sleep(interval).await;
@@ -167,7 +167,7 @@ async fn interactive(client: Client, interval: Duration) -> anyhow::Result<()> {
     let stop_keys = Arc::new(AtomicBool::new(false));
     let keys = read_keys(tx.clone(), stop_keys.clone());
     let mut tui = Tui::enter()?;
-    let mut app = App::new(client.url(""));
+    let mut app = App::new(client.http().url(""));
     let mut tail: Option<JoinHandle<()>> = None;
     let result = loop {
         if let Err(e) = tui.0.draw(|f| ui::draw(&app, f)) {

@@ -42,7 +42,7 @@ pub fn test_config() -> Config {
     c.rate_limits.per_ip = None;
     c.rate_limits.per_key = None;
     c.rate_limits.per_ip_public = None;
-    c.limits.send_timeout_ms = 3000;
+    c.limits.ingest.send_timeout_ms = 3000;
     c.log.level = "warn".into();
     c
 }
@@ -257,6 +257,19 @@ impl Daemon {
         Ok((ws, answered))
     }
 
+    /// Opens `/api/connect`, the WebSocket for many streams, with `key` (a key or, as
+    /// `Bearer <token>`, a token).
+    pub async fn connect(&self, key: &str) -> Ws {
+        let mut req = self.ws_url("/api/connect").into_client_request().unwrap();
+        let header = match key.strip_prefix("Bearer ") {
+            Some(_) => "authorization",
+            None => "x-api-key",
+        };
+        req.headers_mut().insert(header, key.parse().unwrap());
+        let (ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
+        ws
+    }
+
     /// Opens the results WebSocket starting at `from` (earliest, latest or a cursor).
     pub async fn subscribe_from(&self, key: &str, id: &str, from: &str) -> Ws {
         let mut req = self
@@ -329,6 +342,21 @@ pub async fn results(ws: &mut Ws, n: usize) -> Vec<Value> {
 
 pub async fn send_text(ws: &mut Ws, text: &str) {
     ws.send(Message::text(text.to_string())).await.unwrap();
+}
+
+/// Sends one JSON frame on a socket.
+pub async fn send_frame(ws: &mut Ws, frame: &Value) {
+    send_text(ws, &frame.to_string()).await;
+}
+
+/// The next frame of `type` on a socket, skipping others.
+pub async fn next_of(ws: &mut Ws, kind: &str) -> Value {
+    loop {
+        let f = next_frame(ws).await;
+        if f["type"] == kind {
+            return f;
+        }
+    }
 }
 
 impl Daemon {

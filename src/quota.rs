@@ -13,7 +13,14 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 use nonzero_ext::nonzero;
 
 use crate::config::{Rate, RateLimits};
-use crate::error::ApiError;
+
+/// A request over a quota, and when the next one would be allowed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("rate limit exceeded ({scope}); retry in {} ms", retry_after.as_millis())]
+pub struct Limited {
+    pub scope: &'static str,
+    pub retry_after: Duration,
+}
 
 /// The quotas; each may be disabled in config.
 pub struct Limiter {
@@ -46,16 +53,16 @@ impl Limiter {
         }
     }
 
-    pub fn check_ip(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check_ip(&self, ip: IpAddr) -> Result<(), Limited> {
         self.check(&self.per_ip, &ip, "per client IP")
     }
 
     /// The quota of requests that need no key (`rate_limits.per_ip_public`).
-    pub fn check_public(&self, ip: IpAddr) -> Result<(), ApiError> {
+    pub fn check_public(&self, ip: IpAddr) -> Result<(), Limited> {
         self.check(&self.per_ip_public, &ip, "per client IP, without a key")
     }
 
-    pub fn check_key(&self, key_name: &str) -> Result<(), ApiError> {
+    pub fn check_key(&self, key_name: &str) -> Result<(), Limited> {
         self.check(&self.per_key, &key_name.to_string(), "per API key")
     }
 
@@ -64,14 +71,12 @@ impl Limiter {
         limiter: &Option<DefaultKeyedRateLimiter<K>>,
         key: &K,
         scope: &'static str,
-    ) -> Result<(), ApiError> {
+    ) -> Result<(), Limited> {
         match limiter {
-            Some(limiter) => limiter
-                .check_key(key)
-                .map_err(|not_until| ApiError::RateLimited {
-                    scope,
-                    retry_after: not_until.wait_time_from(self.clock.now()),
-                }),
+            Some(limiter) => limiter.check_key(key).map_err(|not_until| Limited {
+                scope,
+                retry_after: not_until.wait_time_from(self.clock.now()),
+            }),
             None => Ok(()),
         }
     }
@@ -172,7 +177,7 @@ mod tests {
         limiter.check_ip(ip).unwrap();
         limiter.check_ip(ip).unwrap();
         match limiter.check_ip(ip) {
-            Err(ApiError::RateLimited { retry_after, .. }) => {
+            Err(Limited { retry_after, .. }) => {
                 assert!(retry_after > Duration::ZERO && retry_after <= Duration::from_secs(1))
             }
             other => panic!("expected rate limited, got {other:?}"),

@@ -4,13 +4,13 @@
 
 use std::time::Duration;
 
+use crate::config::{self, Config};
+use crate::delivery::{OnLag, StartAt};
+use crate::ingest::{records, RecordLimits};
+use crate::wire::Close;
 use bytes::Bytes;
 use proptest::prelude::*;
 use serde_json::{json, Value};
-use streamgate::config::{self, Config};
-use streamgate::delivery::{OnLag, StartAt};
-use streamgate::ingest::{records, RecordLimits};
-use streamgate::wire::{Close, ProcessorSpec};
 
 fn limits() -> RecordLimits {
     RecordLimits {
@@ -90,15 +90,15 @@ proptest! {
 
     #[test]
     fn processor_specs_never_panic(value in json_value()) {
-        let _ = ProcessorSpec::parse(&value, &config::Processing::default());
-        let _ = ProcessorSpec::parse(&json!({"type": "jq", "filter": value.to_string()}),
+        let _ = crate::processing::parse_spec(&value, &config::Processing::default());
+        let _ = crate::processing::parse_spec(&json!({"type": "jq", "filter": value.to_string()}),
                                      &config::Processing::default());
     }
 
     #[test]
     fn jq_specs_round_trip(path in "[a-z]{1,8}") {
         let spec = json!({"type": "jq", "filter": format!(".{path}")});
-        let parsed = ProcessorSpec::parse(&spec, &config::Processing::default()).unwrap();
+        let parsed = crate::processing::parse_spec(&spec, &config::Processing::default()).unwrap();
         prop_assert_eq!(serde_json::to_value(&parsed).unwrap(), spec);
     }
 
@@ -111,12 +111,12 @@ proptest! {
     fn config_values_round_trip(max_body in 1024usize..100_000_000, ttl in 1u64..10_000_000) {
         let text = format!("limits:\n  max_body_bytes: {max_body}\n  max_token_ttl_s: {ttl}\n");
         let c = Config::from_yaml(&text).unwrap();
-        prop_assert_eq!((c.limits.max_body_bytes, c.limits.max_token_ttl_s), (max_body, ttl));
+        prop_assert_eq!((c.limits.server.max_body_bytes, c.limits.tokens.max_token_ttl_s), (max_body, ttl));
     }
 
     #[test]
     fn tokens_never_panic(text in "\\PC{0,120}") {
-        let keys = streamgate::auth::KeyStore::new(&[config::ApiKey {
+        let keys = crate::auth::KeyStore::new(&[config::ApiKey {
             name: "alice".into(),
             key: "alice-key-0123456789".into(),
             admin: false,

@@ -1,7 +1,8 @@
 //! Every shape that crosses the wire, as one set of serde types used by the daemon (which
-//! serializes them) and by `streamctl` (which deserializes the same types): the frames a
+//! serializes them) and by its clients, `streamgate-client` and `streamctl` (which
+//! deserialize the same types): the frames a
 //! subscriber receives, the close codes and reasons of a results socket, every JSON body of
-//! the HTTP API, and the records Streamgate keeps in its topics (which any Kafka tool reads).
+//! the HTTP API and their error codes. What Streamgate stores in Kafka is `kafka::records`.
 //!
 //! Nothing here does I/O; behaviour lives with the modules that own it (for example the
 //! processor spec is parsed and run in `processing::processor`).
@@ -15,11 +16,13 @@ use uuid::Uuid;
 // Frames on a results socket
 // ---------------------------------------------------------------------------------------
 
-/// One frame on a results WebSocket: what the stream produced (`result`, `error`, `end`),
-/// what a slow `on_lag=skip` reader missed (`gap`), and the answer to each record the client
-/// sent on the socket (`ack`, `nack`).
+/// One frame from the daemon on a results WebSocket or `/api/connect`: what a stream
+/// produced (`result`, `error`, `end`), what a slow `on_lag=skip` reader missed (`gap`), and
+/// the answer to each record the client sent (`ack`, `nack`). On `/api/connect` every frame
+/// names its stream, and the connection's own answers follow (`subscribed`, `refused`,
+/// `unsubscribed`, `lagged`, `caught_up`, `invalid`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
-#[serde(tag = "type", rename_all = "lowercase")]
+#[serde(tag = "type", rename_all = "snake_case")]
 pub enum Frame {
     /// A processed record's result (a record may have zero or many).
     Result(Outcome),
@@ -34,6 +37,116 @@ pub enum Frame {
     Ack(Ack),
     /// The `seq`-th record sent on this socket was not stored.
     Nack(Nack),
+    /// `/api/connect`: the stream's frames follow.
+    Subscribed(StreamRef),
+    /// `/api/connect`: the subscription was not made (not found, forbidden, a limit).
+    Refused(Refusal),
+    /// `/api/connect`: no frame of the stream follows. With an `error`, the daemon ended the
+    /// subscription (its replay failed, say); subscribe again from the last cursor + 1.
+    Unsubscribed(Refusal),
+    /// `/api/connect`: the subscriber read too slowly (`on_lag: close`) and was detached;
+    /// subscribe again with `from: resume_from` to get everything from there.
+    Lagged(Lagged),
+    /// `/api/connect` with `until: now`: every result that existed at subscribe was sent.
+    CaughtUp(StreamRef),
+    /// `/api/connect`: a frame the daemon could not read; the connection goes on.
+    Invalid(Invalid),
+}
+
+/// A frame about one stream and nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct StreamRef {
+    pub stream_id: Uuid,
+}
+
+/// Why a subscription was refused or ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Refusal {
+    pub stream_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<ErrorObject>,
+}
+
+/// A subscription detached because its subscriber fell behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Lagged {
+    pub stream_id: Uuid,
+    /// Every result before this cursor was delivered.
+    pub resume_from: i64,
+}
+
+/// A client frame that was not understood.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Invalid {
+    pub error: ErrorObject,
+}
+
+/// Where a subscription starts: `latest`, `earliest`, a cursor (0 or more), or `-N` for the
+/// last N results, as a name or a number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(untagged)]
+pub enum StartFrom {
+    /// A cursor (`n >= 0`) or the last `-n` results (`n < 0`).
+    Cursor(i64),
+    /// `latest`, `earliest`, or a number written as text.
+    Named(String),
+}
+
+impl StartFrom {
+    /// The value as the `from` query parameter writes it.
+    pub fn as_param(&self) -> String {
+        match self {
+            StartFrom::Cursor(n) => n.to_string(),
+            StartFrom::Named(name) => name.clone(),
+        }
+    }
+}
+
+/// What happens to a subscriber that falls `limits.subscriber_queue` results behind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum LagPolicy {
+    /// Detach it, saying where to resume (the default).
+    #[default]
+    Close,
+    /// Drop results while its queue is full, then say what was skipped in a `gap` frame.
+    Skip,
+}
+
+/// One frame a client sends on `/api/connect`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(
+    tag = "type",
+    rename_all = "snake_case",
+    deny_unknown_fields,
+    try_from = "RawClientFrame"
+)]
+pub enum ClientFrame {
+    /// Follow a stream: replay from `from` (default `latest`), then live.
+    Subscribe {
+        stream_id: Uuid,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        from: Option<StartFrom>,
+        #[serde(default)]
+        on_lag: LagPolicy,
+        /// `now`: only what exists at subscribe, then `caught_up`.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<String>,
+    },
+    /// Stop following a stream: `unsubscribed`, and nothing of it after.
+    Unsubscribe { stream_id: Uuid },
+    /// A record into a stream, answered by `ack` or `nack` with this `seq`, in order per
+    /// stream.
+    Send {
+        stream_id: Uuid,
+        seq: u64,
+        #[schema(value_type = Object)]
+        data: Box<serde_json::value::RawValue>,
+        /// Sent again with the same key (after a lost answer), the record is stored and
+        /// processed once.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        idempotency_key: Option<String>,
+    },
 }
 
 /// What the processing stage produced for one input record (a `result`, `error` or `end`).
@@ -62,6 +175,9 @@ pub struct Outcome {
     /// Why processing failed (for `error` frames); the code is `processing_failed`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorObject>,
+    /// The idempotency key the input record was sent with, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 /// A non-negative whole number, also when written `3600.0` (JSON Schema's `integer` allows
@@ -90,9 +206,6 @@ fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
     Value::deserialize(d).map(Some)
 }
 
-/// Code of the error object in an `error` frame.
-pub const PROCESSING_FAILED: &str = "processing_failed";
-
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Gap {
     pub stream_id: Uuid,
@@ -103,15 +216,92 @@ pub struct Gap {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Ack {
+    /// On `/api/connect`: the stream the record was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<Uuid>,
     pub seq: u64,
     pub offset: i64,
+    /// `true`: the record's idempotency key was sent before; nothing new was stored.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct Nack {
+    /// On `/api/connect`: the stream the record was sent to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<Uuid>,
     pub seq: u64,
     /// The same object as an HTTP error body's `error`.
     pub error: ErrorObject,
+}
+
+/// A client frame as read, before its `type` says which fields it must have: serde cannot
+/// read a `RawValue` (a record's bytes, kept as the client wrote them) inside an internally
+/// tagged enum, so `ClientFrame` is read through this.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawClientFrame {
+    #[serde(rename = "type")]
+    kind: String,
+    stream_id: Option<Uuid>,
+    from: Option<StartFrom>,
+    #[serde(default)]
+    on_lag: LagPolicy,
+    until: Option<String>,
+    seq: Option<u64>,
+    data: Option<Box<serde_json::value::RawValue>>,
+    idempotency_key: Option<String>,
+}
+
+impl TryFrom<RawClientFrame> for ClientFrame {
+    type Error = String;
+
+    fn try_from(raw: RawClientFrame) -> Result<Self, String> {
+        let stream_id = raw
+            .stream_id
+            .ok_or_else(|| format!("a `{}` frame needs `stream_id`", raw.kind))?;
+        let only = |allowed: &[&str]| -> Result<(), String> {
+            let present = [
+                ("from", raw.from.is_some()),
+                ("until", raw.until.is_some()),
+                ("seq", raw.seq.is_some()),
+                ("data", raw.data.is_some()),
+                ("idempotency_key", raw.idempotency_key.is_some()),
+            ];
+            match present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
+                Some((field, _)) => Err(format!("a `{}` frame has no `{field}`", raw.kind)),
+                None => Ok(()),
+            }
+        };
+        match raw.kind.as_str() {
+            "subscribe" => {
+                only(&["from", "until"])?;
+                Ok(ClientFrame::Subscribe {
+                    stream_id,
+                    from: raw.from,
+                    on_lag: raw.on_lag,
+                    until: raw.until,
+                })
+            }
+            "unsubscribe" => {
+                only(&[])?;
+                Ok(ClientFrame::Unsubscribe { stream_id })
+            }
+            "send" => {
+                only(&["seq", "data", "idempotency_key"])?;
+                Ok(ClientFrame::Send {
+                    stream_id,
+                    seq: raw.seq.ok_or("a `send` frame needs `seq`")?,
+                    data: raw.data.ok_or("a `send` frame needs `data`")?,
+                    idempotency_key: raw.idempotency_key,
+                })
+            }
+            other => Err(format!(
+                "unknown frame type `{other}`; expected subscribe, unsubscribe or send"
+            )),
+        }
+    }
 }
 
 impl Frame {
@@ -124,6 +314,12 @@ impl Frame {
             Frame::Gap(_) => Kind::Gap,
             Frame::Ack(_) => Kind::Ack,
             Frame::Nack(_) => Kind::Nack,
+            Frame::Subscribed(_) => Kind::Subscribed,
+            Frame::Refused(_) => Kind::Refused,
+            Frame::Unsubscribed(_) => Kind::Unsubscribed,
+            Frame::Lagged(_) => Kind::Lagged,
+            Frame::CaughtUp(_) => Kind::CaughtUp,
+            Frame::Invalid(_) => Kind::Invalid,
         }
     }
 
@@ -143,7 +339,7 @@ impl Frame {
 
 /// A frame's `type`, also the header that names it on a results-topic record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 pub enum Kind {
     Result,
     Error,
@@ -151,6 +347,12 @@ pub enum Kind {
     Gap,
     Ack,
     Nack,
+    Subscribed,
+    Refused,
+    Unsubscribed,
+    Lagged,
+    CaughtUp,
+    Invalid,
 }
 
 impl Kind {
@@ -162,16 +364,12 @@ impl Kind {
             Kind::Gap => "gap",
             Kind::Ack => "ack",
             Kind::Nack => "nack",
-        }
-    }
-
-    /// The kind named by a results record's `streamgate-type` header (`result` when absent
-    /// or unknown).
-    pub fn from_header(v: &[u8]) -> Kind {
-        match v {
-            b"error" => Kind::Error,
-            b"end" => Kind::End,
-            _ => Kind::Result,
+            Kind::Subscribed => "subscribed",
+            Kind::Refused => "refused",
+            Kind::Unsubscribed => "unsubscribed",
+            Kind::Lagged => "lagged",
+            Kind::CaughtUp => "caught_up",
+            Kind::Invalid => "invalid",
         }
     }
 }
@@ -298,13 +496,154 @@ pub struct ErrorBody {
 /// `error` frames.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct ErrorObject {
-    pub code: String,
+    pub code: ErrorCode,
     pub message: String,
     /// For `broker_unavailable` on a batch: how many leading records were stored, so a client
     /// retries exactly the rest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acknowledged: Option<usize>,
+    /// For a refused NDJSON batch: the line (1-based) of the record that was refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
 }
+
+impl ErrorObject {
+    /// An error object with only a code and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+            acknowledged: None,
+            line: None,
+        }
+    }
+}
+
+/// Declares [`ErrorCode`] from one list: variant, wire name, meaning.
+macro_rules! error_codes {
+    ($($(#[doc = $doc:literal])* $variant:ident = $name:literal,)*) => {
+        /// The stable, machine-readable `code` of every error the daemon answers (in HTTP
+        /// bodies, `nack` frames and `error` frames). Clients match on this type, never on
+        /// message text. A code this version does not know reads as [`ErrorCode::Other`].
+        #[derive(Debug, Clone, PartialEq, Eq, Hash)]
+        pub enum ErrorCode {
+            $($(#[doc = $doc])* $variant,)*
+            /// A code from a newer daemon, or from something between (a proxy).
+            Other(String),
+        }
+
+        impl ErrorCode {
+            /// Every code this version knows, in the order of its documentation.
+            pub const KNOWN: &'static [ErrorCode] = &[$(ErrorCode::$variant,)*];
+
+            /// The code as it is written on the wire.
+            pub fn as_str(&self) -> &str {
+                match self {
+                    $(ErrorCode::$variant => $name,)*
+                    ErrorCode::Other(code) => code,
+                }
+            }
+
+            /// The code written `name` on the wire.
+            pub fn parse(name: &str) -> ErrorCode {
+                match name {
+                    $($name => ErrorCode::$variant,)*
+                    other => ErrorCode::Other(other.to_string()),
+                }
+            }
+        }
+    };
+}
+
+error_codes! {
+    /// A body, frame, query or header that means nothing (the message says what).
+    InvalidInput = "invalid_input",
+    MissingApiKey = "missing_api_key",
+    InvalidApiKey = "invalid_api_key",
+    InvalidToken = "invalid_token",
+    TokenExpired = "token_expired",
+    /// A stream token used beyond its scope, or for what only a key may do.
+    Forbidden = "forbidden",
+    /// Unknown, or another key's (the same answer, so ids cannot be probed).
+    StreamNotFound = "stream_not_found",
+    RouteNotFound = "route_not_found",
+    MethodNotAllowed = "method_not_allowed",
+    OriginNotAllowed = "origin_not_allowed",
+    StreamEnded = "stream_ended",
+    RequestTimeout = "request_timeout",
+    PayloadTooLarge = "payload_too_large",
+    RecordTooLarge = "record_too_large",
+    TooManyRecords = "too_many_records",
+    UnsupportedMediaType = "unsupported_media_type",
+    RateLimited = "rate_limited",
+    BacklogFull = "backlog_full",
+    TooManyStreams = "too_many_streams",
+    TooManySubscribers = "too_many_subscribers",
+    /// `/api/connect`: a subscribe past `limits.max_subscriptions_per_connection`.
+    TooManySubscriptions = "too_many_subscriptions",
+    /// An idempotency key sent again with another body (nothing stored).
+    IdempotencyKeyReused = "idempotency_key_reused",
+    /// An idempotency key sent again while its first request is still being stored.
+    IdempotencyKeyInFlight = "idempotency_key_in_flight",
+    /// Answered by the accept loop, before any route: over a connection cap.
+    TooManyConnections = "too_many_connections",
+    /// Answered by the accept loop: HTTP/2 without TLS.
+    HttpVersionNotSupported = "http_version_not_supported",
+    NotReady = "not_ready",
+    ShuttingDown = "shutting_down",
+    /// The broker did not acknowledge (`acknowledged` says how much of a batch it did).
+    BrokerUnavailable = "broker_unavailable",
+    Internal = "internal",
+    /// In an `error` frame: processing failed for one record; the stream goes on.
+    ProcessingFailed = "processing_failed",
+}
+
+impl PartialEq<str> for ErrorCode {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for ErrorCode {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl Serialize for ErrorCode {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+impl<'de> Deserialize<'de> for ErrorCode {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let name = std::borrow::Cow::<str>::deserialize(d)?;
+        Ok(ErrorCode::parse(&name))
+    }
+}
+
+impl utoipa::PartialSchema for ErrorCode {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        utoipa::openapi::ObjectBuilder::new()
+            .schema_type(utoipa::openapi::schema::Type::String)
+            .enum_values(Some(
+                ErrorCode::KNOWN.iter().map(|c| c.as_str().to_string()),
+            ))
+            .description(Some(
+                "Stable machine-readable code; clients should accept codes they do not know.",
+            ))
+            .into()
+    }
+}
+
+impl ToSchema for ErrorCode {}
 
 /// `GET /healthz` and `GET /readyz` when all is well.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
@@ -350,13 +689,37 @@ pub struct TokenRequest {
     pub ttl_s: Option<u64>,
 }
 
-/// `201` answer of `POST /api/stream/{id}/tokens`.
+/// Body of `POST /api/tokens`: one token for several streams (each must be the key's).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokensRequest {
+    /// 1 to 100 streams.
+    #[schema(min_items = 1, max_items = 100)]
+    pub streams: Vec<Uuid>,
+    #[schema(min_items = 1)]
+    pub scope: Vec<Scope>,
+    /// As for one stream's token.
+    #[serde(
+        default,
+        deserialize_with = "whole_number",
+        skip_serializing_if = "Option::is_none"
+    )]
+    #[schema(minimum = 1, maximum = 86_400)]
+    pub ttl_s: Option<u64>,
+}
+
+/// `201` answer of `POST /api/stream/{id}/tokens` and `POST /api/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct TokenIssued {
     /// Present it as `Authorization: Bearer <token>`, `?access_token=<token>` or the
     /// WebSocket subprotocol `token.<token>`.
     pub token: String,
-    pub stream_id: Uuid,
+    /// The stream, for a token of `POST /api/stream/{id}/tokens`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stream_id: Option<Uuid>,
+    /// Every stream the token is for.
+    #[serde(default)]
+    pub streams: Vec<Uuid>,
     pub scope: Vec<Scope>,
     /// Unix time (seconds) at which it stops working, open connections included.
     pub expires_at: u64,
@@ -367,9 +730,15 @@ pub struct TokenIssued {
 pub struct Accepted {
     pub stream_id: Uuid,
     pub records: usize,
-    /// The stream's partition of the input topic, and each record's offset in it.
+    /// The stream's partition of the input topic, and each record's offset in it. For a
+    /// replayed request, the first attempt's offsets where this instance knows them (else
+    /// empty).
     pub partition: i32,
     pub offsets: Vec<i64>,
+    /// `true`: this `Idempotency-Key` was sent before with the same body; nothing new was
+    /// stored, and no result will come of it twice.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub replayed: bool,
 }
 
 /// Whether a stream takes records.
@@ -519,54 +888,6 @@ impl ProcessorSpec {
     }
 }
 
-// ---------------------------------------------------------------------------------------
-// Records in Streamgate's topics
-// ---------------------------------------------------------------------------------------
-
-/// Kafka header on input records that carry a control message instead of data.
-pub const CONTROL_HEADER: &str = "streamgate-control";
-/// Kafka header on results records naming the frame type, so routing needs no JSON parsing.
-pub const TYPE_HEADER: &str = "streamgate-type";
-
-/// A control record in the input topic, written behind a stream's data records.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Control {
-    /// The stream ended: the processing stage forwards it as an `end` frame.
-    End,
-    /// A window of the stream that started at this time (ms) is due and closes here.
-    CloseWindow(i64),
-}
-
-impl Control {
-    /// The `streamgate-control` header value and the record's payload.
-    pub fn encode(self) -> (&'static str, Vec<u8>) {
-        match self {
-            Control::End => ("end", b"null".to_vec()),
-            Control::CloseWindow(start) => ("close-window", start.to_string().into_bytes()),
-        }
-    }
-
-    /// The control message of an input record with this header value and payload.
-    pub fn decode(header: &[u8], payload: Option<&[u8]>) -> Option<Control> {
-        match header {
-            b"end" => Some(Control::End),
-            b"close-window" => payload
-                .and_then(|p| std::str::from_utf8(p).ok())
-                .and_then(|p| p.parse::<i64>().ok())
-                .map(Control::CloseWindow),
-            _ => None,
-        }
-    }
-}
-
-/// A delivered frame from its stored results record: the record with `cursor` first. Built
-/// once per result by the router and shared by every subscriber of the stream.
-pub fn with_cursor(cursor: i64, stored: &[u8]) -> Option<String> {
-    let text = std::str::from_utf8(stored).ok()?;
-    let rest = text.strip_prefix('{')?;
-    Some(format!("{{\"cursor\":{cursor},{rest}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -618,14 +939,16 @@ mod tests {
             processed_ms: 2,
             data,
             error,
+            idempotency_key: None,
         }
     }
 
     fn error_object() -> ErrorObject {
         ErrorObject {
-            code: "broker_unavailable".into(),
+            code: ErrorCode::BrokerUnavailable,
             message: "no ack".into(),
             acknowledged: Some(3),
+            line: None,
         }
     }
 
@@ -641,8 +964,14 @@ mod tests {
                 from_cursor: 5,
                 skipped: 9,
             }),
-            Frame::Ack(Ack { seq: 1, offset: 10 }),
+            Frame::Ack(Ack {
+                stream_id: None,
+                seq: 1,
+                offset: 10,
+                replayed: false,
+            }),
             Frame::Nack(Nack {
+                stream_id: Some(Uuid::from_u128(1)),
                 seq: 2,
                 error: error_object(),
             }),
@@ -663,19 +992,17 @@ mod tests {
                    "input_partition": 2, "input_offset": 7, "received_ms": 1,
                    "processed_ms": 2, "data": {"x": 1}})
         );
-        let v: Value =
-            serde_json::from_str(&Frame::Ack(Ack { seq: 1, offset: 3 }).to_json()).unwrap();
+        let v: Value = serde_json::from_str(
+            &Frame::Ack(Ack {
+                stream_id: None,
+                seq: 1,
+                offset: 3,
+                replayed: false,
+            })
+            .to_json(),
+        )
+        .unwrap();
         assert_eq!(v, json!({"type": "ack", "seq": 1, "offset": 3}));
-    }
-
-    #[test]
-    fn cursor_is_prepended_to_a_stored_record() {
-        let mut stored = outcome(Some(json!(1)), None);
-        stored.cursor = None;
-        let text = Frame::Result(stored).to_json();
-        let delivered: Frame =
-            serde_json::from_str(&with_cursor(9, text.as_bytes()).unwrap()).unwrap();
-        assert_eq!(delivered.outcome().unwrap().cursor, Some(9));
     }
 
     #[test]
@@ -733,6 +1060,7 @@ mod tests {
             records: 2,
             partition: 3,
             offsets: vec![4, 5],
+            replayed: false,
         };
         assert_eq!(round_trip(&accepted), accepted);
         let started = Started {
@@ -752,6 +1080,55 @@ mod tests {
     }
 
     #[test]
+    fn client_frames_keep_a_records_bytes_and_name_what_is_wrong() {
+        let id = Uuid::from_u128(5);
+        let send: ClientFrame = serde_json::from_str(&format!(
+            r#"{{"type":"send","stream_id":"{id}","seq":3,"data":{{"b":1.50,"a":2}}}}"#
+        ))
+        .unwrap();
+        let ClientFrame::Send { seq, data, .. } = send else {
+            panic!("a send frame")
+        };
+        assert_eq!((seq, data.get()), (3, r#"{"b":1.50,"a":2}"#));
+        let subscribe: ClientFrame = serde_json::from_str(&format!(
+            r#"{{"type":"subscribe","stream_id":"{id}","from":-5,"on_lag":"skip"}}"#
+        ))
+        .unwrap();
+        assert!(matches!(
+            subscribe,
+            ClientFrame::Subscribe {
+                from: Some(StartFrom::Cursor(-5)),
+                on_lag: LagPolicy::Skip,
+                ..
+            }
+        ));
+        for (bad, says) in [
+            (
+                r#"{"type":"subscrib","stream_id":"00000000-0000-0000-0000-000000000005"}"#,
+                "subscrib",
+            ),
+            (
+                r#"{"type":"send","stream_id":"00000000-0000-0000-0000-000000000005","data":1}"#,
+                "seq",
+            ),
+            (r#"{"type":"unsubscribe"}"#, "stream_id"),
+            (
+                r#"{"type":"unsubscribe","stream_id":"00000000-0000-0000-0000-000000000005","seq":1}"#,
+                "seq",
+            ),
+            (
+                r#"{"type":"send","stream_id":"00000000-0000-0000-0000-000000000005","seq":1,"data":1,"x":1}"#,
+                "x",
+            ),
+        ] {
+            let e = serde_json::from_str::<ClientFrame>(bad)
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(says), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn close_reasons_parse_back() {
         for close in [
             Close::Ended,
@@ -766,15 +1143,5 @@ mod tests {
             assert_eq!(Close::parse(close.code(), &close.reason()), close);
         }
         assert!(Close::Internal("é".repeat(100)).reason().len() <= 123);
-    }
-
-    #[test]
-    fn control_records_round_trip() {
-        for c in [Control::End, Control::CloseWindow(1_700_000_000_000)] {
-            let (header, payload) = c.encode();
-            assert_eq!(Control::decode(header.as_bytes(), Some(&payload)), Some(c));
-        }
-        assert_eq!(Control::decode(b"close-window", Some(b"x")), None);
-        assert_eq!(Control::decode(b"other", None), None);
     }
 }

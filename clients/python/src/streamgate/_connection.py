@@ -1,0 +1,596 @@
+"""The one ``/api/connect`` WebSocket of a client: a task that owns it and opens it again
+whenever it drops, with exponential back-off and jitter.
+
+What each failure does:
+
+- a cut connection, or a daemon restart (``1001``): reconnect, subscribe every stream again
+  from its last delivered cursor + 1 (or its original ``from`` when nothing was delivered
+  yet), and send again, with the same idempotency key, every record whose ``ack`` had not
+  come; a frame whose cursor is not above the last delivered is dropped, so nothing comes
+  twice;
+- ``4401`` (the token expired): ask the token source for a new token, reconnect at once and
+  resume; with a token source the token is also replaced shortly before its ``exp``;
+- ``gap``: handed on, so nothing is skipped in silence;
+- ``lagged``: subscribe again from ``resume_from``;
+- ``unsubscribed`` with an error (the daemon ended the subscription): subscribe again from the
+  last cursor + 1, after a back-off;
+- ``refused``: raised in that subscription's iterator (after back-off and again, when the
+  code says the daemon cannot serve *now*: ``not_ready``, ``shutting_down``,
+  ``broker_unavailable``);
+- a ``nack`` the daemon may take back later (``shutting_down``, ``broker_unavailable``,
+  ``backlog_full``, ``rate_limited``, ``idempotency_key_in_flight``): sent again after a
+  back-off, with the same key; any other ``nack`` is raised by ``send``;
+- a consumer that does not read: its subscription is unsubscribed while its queue is full and
+  subscribed again from its cursor once it has read half of it (the others go on).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections import deque
+from typing import Any, Union
+
+import websockets
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+
+from ._auth import Credentials
+from ._http import Http
+from ._retry import Backoff
+from .errors import (
+    ClientClosedError,
+    ErrorCode,
+    ServerError,
+    StreamgateError,
+    TokenSourceError,
+    TRANSIENT_CODES,
+    from_error_object,
+    from_http,
+    is_transient,
+    parse_retry_after,
+)
+from .frames import Ack, EndFrame, Frame, GapFrame, parse_frame
+
+log = logging.getLogger("streamgate")
+
+#: The subprotocol the daemon answers with.
+PROTOCOL = "streamgate.v1"
+#: Close code of a connection whose token expired.
+CLOSE_TOKEN_EXPIRED = 4401
+#: Longest a connection attempt may take.
+OPEN_TIMEOUT = 10.0
+
+#: ``nack`` codes after which a record is sent again (same key) after a back-off.
+RETRY_NACK = frozenset(
+    {
+        ErrorCode.SHUTTING_DOWN,
+        ErrorCode.BROKER_UNAVAILABLE,
+        ErrorCode.BACKLOG_FULL,
+        ErrorCode.RATE_LIMITED,
+        ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
+    }
+)
+#: ``refused`` codes after which a subscription is tried again after a back-off.
+RETRY_REFUSED = frozenset(
+    {ErrorCode.NOT_READY, ErrorCode.SHUTTING_DOWN, ErrorCode.BROKER_UNAVAILABLE}
+)
+
+
+class _End:
+    """Marks the end of a subscription's frames."""
+
+
+END = _End()
+Item = Union[Frame, BaseException, _End]
+
+
+class Sub:
+    """One stream followed: where it is, and the frames waiting for its consumer."""
+
+    def __init__(
+        self,
+        stream_id: str,
+        from_: str | int | None,
+        on_lag: str | None,
+        until: str | None,
+        max_queue: int,
+    ) -> None:
+        self.stream_id = stream_id
+        self.from_ = from_
+        self.on_lag = on_lag
+        self.until = until
+        self.max_queue = max_queue
+        #: The last cursor handed to the consumer: resume after it.
+        self.last: int | None = None
+        self.items: deque[Item] = deque()
+        self.ready = asyncio.Event()
+        #: On the current connection: idle (not subscribed), opening, open, closing.
+        self.state = "idle"
+        #: The consumer's queue is full: not subscribed until it has read on.
+        self.paused = False
+        self.finished = False
+        self.subscribed = asyncio.Event()
+        self.backoff = Backoff()
+        self.retry: asyncio.TimerHandle | None = None
+
+    def start(self) -> str | int | None:
+        """Where to subscribe from now."""
+        return self.last + 1 if self.last is not None else self.from_
+
+    def frame(self) -> str:
+        frame: dict[str, Any] = {"type": "subscribe", "stream_id": self.stream_id}
+        start = self.start()
+        if start is not None:
+            frame["from"] = start
+        if self.on_lag is not None:
+            frame["on_lag"] = self.on_lag
+        if self.until is not None:
+            frame["until"] = self.until
+        return json.dumps(frame)
+
+    def push(self, item: Item) -> None:
+        self.items.append(item)
+        self.ready.set()
+
+    def finish(self, item: Item) -> None:
+        """Nothing comes after ``item``."""
+        if not self.finished:
+            self.finished = True
+            self.subscribed.set()
+            if self.retry is not None:
+                self.retry.cancel()
+                self.retry = None
+            self.push(item)
+
+
+class PendingSend:
+    """A record sent and not answered yet."""
+
+    __slots__ = ("stream_id", "text", "key", "future", "order", "seq", "backoff")
+
+    def __init__(self, stream_id: str, text: str, key: str, future: asyncio.Future[Ack],
+                 order: int) -> None:
+        self.stream_id = stream_id
+        self.text = text
+        self.key = key
+        self.future = future
+        self.order = order
+        self.seq: int | None = None
+        self.backoff = Backoff()
+
+    def frame(self, seq: int) -> str:
+        # The record's text is kept as first written: a repeat carries the same bytes.
+        return (
+            f'{{"type":"send","stream_id":{json.dumps(self.stream_id)},"seq":{seq},'
+            f'"idempotency_key":{json.dumps(str(uuid.uuid4()))},"data":{self.text}}}'
+        )
+
+
+class Connection:
+    """The connection of one client, shared by all its subscriptions and sends."""
+
+    def __init__(self, http: Http, credentials: Credentials, *, queue_size: int = 1024) -> None:
+        self._http = http
+        self._credentials = credentials
+        self._queue_size = queue_size
+        self._subs: dict[str, Sub] = {}
+        #: Streams the user unsubscribed from whose ``unsubscribed`` has not come yet.
+        self._leaving: set[str] = set()
+        self._unacked: dict[tuple[str, int], PendingSend] = {}
+        self._outbox: list[PendingSend] = []
+        self._delayed: set[PendingSend] = set()
+        self._seq = 0
+        self._order = 0
+        self._out: asyncio.Queue[str] | None = None
+        self._ws: ClientConnection | None = None
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._refreshing = False
+        self._force_refresh = False
+        #: Replace a token shortly before its ``exp`` (off: only after a ``4401``).
+        self.refresh_early = True
+        #: Connections opened so far, subscriptions the daemon detached as lagging, and
+        #: subscriptions paused for a slow consumer (for diagnostics and tests).
+        self.connects = 0
+        self.lagged = 0
+        self.paused = 0
+        #: Connections the daemon closed because their token expired (``4401``).
+        self.expired = 0
+
+    # ----------------------------------------------------------------- the public side
+
+    def subscribe(self, stream_id: str, from_: str | int | None, on_lag: str | None,
+                  until: str | None) -> Sub:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        if stream_id in self._subs:
+            raise ValueError(f"stream {stream_id} is already subscribed on this client")
+        sub = Sub(stream_id, from_, on_lag, until, self._queue_size)
+        self._subs[stream_id] = sub
+        if stream_id not in self._leaving:
+            self._subscribe(sub)
+        self._ensure_running()
+        return sub
+
+    def unsubscribe(self, sub: Sub) -> None:
+        if self._subs.get(sub.stream_id) is not sub:
+            return
+        del self._subs[sub.stream_id]
+        sub.finish(END)
+        if sub.state in ("opening", "open", "closing") and self._write(
+            json.dumps({"type": "unsubscribe", "stream_id": sub.stream_id})
+        ):
+            self._leaving.add(sub.stream_id)
+
+    def consumed(self, sub: Sub) -> None:
+        """The consumer took a frame: a paused subscription goes on once half its queue is read."""
+        if sub.paused and len(sub.items) <= sub.max_queue // 2:
+            sub.paused = False
+            if sub.state == "idle" and self._subs.get(sub.stream_id) is sub:
+                self._subscribe(sub)
+
+    async def send(self, stream_id: str, data: Any) -> Ack:
+        if self._closed:
+            raise ClientClosedError("the client is closed")
+        try:
+            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False,
+                              allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise TypeError(f"the record is not JSON: {e}") from e
+        self._order += 1
+        pending = PendingSend(stream_id, text, str(uuid.uuid4()),
+                              asyncio.get_running_loop().create_future(), self._order)
+        self._dispatch(pending)
+        self._ensure_running()
+        return await pending.future
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        ws = self._ws
+        if ws is not None:
+            try:
+                await asyncio.wait_for(ws.close(), 2.0)
+            except (asyncio.TimeoutError, ConnectionClosed, OSError):
+                pass
+        if self._task is not None:
+            self._task.cancel()
+            try:
+                await self._task
+            except (asyncio.CancelledError, Exception):
+                pass
+        self._fail_all(ClientClosedError("the client is closed"))
+
+    # ----------------------------------------------------------------- the task
+
+    def _ensure_running(self) -> None:
+        if self._task is None or self._task.done():
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name="streamgate-connection"
+            )
+        self._wake.set()
+
+    def _needed(self) -> bool:
+        return bool(self._subs or self._unacked or self._outbox or self._delayed)
+
+    async def _run(self) -> None:
+        try:
+            await self._loop()
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # a bug, or a failure no retry mends: nobody is left waiting
+            log.exception("streamgate: the connection task failed")
+            error = e if isinstance(e, StreamgateError) else StreamgateError(
+                f"the connection failed: {e!r}")
+            self._fail_all(error)
+
+    async def _loop(self) -> None:
+        backoff = Backoff()
+        while not self._closed:
+            if not self._needed():
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            try:
+                ws = await self._open()
+            except ServerError as e:
+                if e.code in (ErrorCode.TOKEN_EXPIRED, ErrorCode.INVALID_TOKEN) and \
+                        self._credentials.refreshable:
+                    self._force_refresh = True
+                    pause = backoff.pause()
+                elif e.status in (429, 503) or e.code in TRANSIENT_CODES:
+                    pause = backoff.pause(e.retry_after)
+                else:
+                    log.warning("streamgate: the daemon refused the connection: %s", e)
+                    self._fail_all(e)
+                    continue
+                log.debug("streamgate: connecting refused (%s); again in %.2f s", e, pause)
+            except TokenSourceError as e:
+                cause = e.__cause__
+                if cause is not None and not is_transient(cause):
+                    self._fail_all(e)
+                    continue
+                pause = backoff.pause()
+                log.debug("streamgate: no token (%s); again in %.2f s", e, pause)
+            except (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed) as e:
+                pause = backoff.pause()
+                log.debug("streamgate: cannot connect (%r); again in %.2f s", e, pause)
+            else:
+                heard = await self._serve(ws, backoff)
+                code = ws.close_code
+                log.debug("streamgate: connection closed (%s %s)", code, ws.close_reason)
+                if self._closed:
+                    return
+                if self._refreshing:
+                    self._refreshing = False
+                    continue  # a new token is held: reconnect at once
+                if code == CLOSE_TOKEN_EXPIRED:
+                    self.expired += 1
+                    self._force_refresh = True
+                    if heard:
+                        continue
+                pause = backoff.pause()
+                log.debug("streamgate: resuming in %.2f s", pause)
+            await asyncio.sleep(pause)
+
+    async def _open(self) -> ClientConnection:
+        headers = await self._credentials.headers(fresh=self._force_refresh)
+        self._force_refresh = False
+        try:
+            return await connect(
+                self._http.ws_url("/api/connect"),
+                additional_headers=headers,
+                subprotocols=[PROTOCOL],  # type: ignore[list-item]
+                open_timeout=OPEN_TIMEOUT,
+                ping_interval=20,
+                ping_timeout=20,
+                close_timeout=2,
+                max_size=None,
+                user_agent_header=f"streamgate-python websockets/{websockets.__version__}",
+            )
+        except InvalidStatus as e:
+            resp = e.response
+            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+            raise from_http(resp.status_code, resp.body or b"", retry_after) from e
+
+    async def _serve(self, ws: ClientConnection, backoff: Backoff) -> bool:
+        """Serves one open connection until it drops; whether anything was heard on it."""
+        self.connects += 1
+        out: asyncio.Queue[str] = asyncio.Queue()
+        self._out, self._ws = out, ws
+        writer = asyncio.get_running_loop().create_task(self._writer(ws, out))
+        refresh: asyncio.TimerHandle | None = None
+        heard = False
+        try:
+            self._leaving.clear()
+            # Records first, in the order they were sent (their answers then do not wait
+            # behind the subscriptions' replays), then every subscription from its cursor.
+            resend = sorted(self._outbox, key=lambda p: p.order)
+            self._outbox = []
+            for pending in resend:
+                self._dispatch(pending)
+            for sub in list(self._subs.values()):
+                sub.state = "idle"
+                if sub.retry is not None:
+                    sub.retry.cancel()
+                    sub.retry = None
+                if not sub.paused:
+                    self._subscribe(sub)
+            at = self._credentials.refresh_at() if self.refresh_early else None
+            if at is not None:
+                refresh = asyncio.get_running_loop().call_later(
+                    max(0.0, at - time.time()), self._refresh, ws
+                )
+            async for message in ws:
+                if not heard:
+                    heard = True
+                    backoff.reset()
+                self._on_message(message)
+        except ConnectionClosed:
+            pass
+        finally:
+            self._out = self._ws = None
+            writer.cancel()
+            if refresh is not None:
+                refresh.cancel()
+            for pending in self._unacked.values():
+                pending.seq = None
+                if not pending.future.done():
+                    self._outbox.append(pending)
+            self._unacked.clear()
+            for sub in self._subs.values():
+                sub.state = "idle"
+            self._leaving.clear()
+        return heard
+
+    async def _writer(self, ws: ClientConnection, out: asyncio.Queue[str]) -> None:
+        try:
+            while True:
+                await ws.send(await out.get())
+        except ConnectionClosed:
+            pass
+        except OSError:
+            await ws.close()
+
+    def _refresh(self, ws: ClientConnection) -> None:
+        async def refresh() -> None:
+            try:
+                await self._credentials.token(fresh=True)
+            except StreamgateError as e:
+                log.warning("streamgate: replacing the token failed (%s); "
+                            "trying again when it expires", e)
+                return
+            if self._ws is ws:
+                self._refreshing = True
+                await ws.close(1000, "token refresh")
+
+        asyncio.get_running_loop().create_task(refresh())
+
+    def _write(self, text: str) -> bool:
+        """Writes a frame on the open connection; ``False`` when there is none."""
+        if self._out is None:
+            return False
+        self._out.put_nowait(text)
+        return True
+
+    def _subscribe(self, sub: Sub) -> None:
+        if self._write(sub.frame()):
+            sub.state = "opening"
+
+    def _dispatch(self, pending: PendingSend) -> None:
+        """Sends a record on the open connection, or keeps it for the next."""
+        if pending.future.done():
+            return  # its caller gave up
+        if self._out is None:
+            self._outbox.append(pending)
+            return
+        self._seq += 1
+        pending.seq = self._seq
+        self._unacked[(pending.stream_id, self._seq)] = pending
+        self._write(pending.frame(self._seq))
+
+    def _later(self, pending: PendingSend) -> None:
+        self._delayed.add(pending)
+        pause = pending.backoff.pause()
+
+        def again() -> None:
+            self._delayed.discard(pending)
+            if not self._closed:
+                self._dispatch(pending)
+                self._wake.set()
+
+        asyncio.get_running_loop().call_later(pause, again)
+
+    def _resubscribe_later(self, sub: Sub) -> None:
+        def again() -> None:
+            sub.retry = None
+            if self._subs.get(sub.stream_id) is sub and sub.state == "idle" and not sub.paused:
+                self._subscribe(sub)
+
+        if sub.retry is not None:
+            sub.retry.cancel()
+        sub.retry = asyncio.get_running_loop().call_later(sub.backoff.pause(), again)
+
+    def _fail_all(self, error: StreamgateError) -> None:
+        for sub in self._subs.values():
+            sub.finish(error)
+        self._subs.clear()
+        for pending in [*self._unacked.values(), *self._outbox, *self._delayed]:
+            if not pending.future.done():
+                pending.future.set_exception(error)
+        self._unacked.clear()
+        self._outbox.clear()
+        self._delayed.clear()
+
+    # ----------------------------------------------------------------- frames
+
+    def _on_message(self, message: str | bytes) -> None:
+        try:
+            obj = json.loads(message)
+            kind = obj["type"]
+        except (ValueError, KeyError, TypeError):
+            log.warning("streamgate: unreadable frame from the daemon: %.200r", message)
+            return
+        stream_id = obj.get("stream_id")
+        if kind in ("result", "error", "end", "gap"):
+            self._on_stream_frame(stream_id, kind, obj)
+        elif kind in ("ack", "nack"):
+            pending = self._unacked.pop((stream_id, obj.get("seq")), None)
+            if pending is None or pending.future.done():
+                return
+            if kind == "ack":
+                pending.future.set_result(Ack(
+                    stream_id=stream_id,
+                    seq=int(obj["seq"]),
+                    offset=int(obj["offset"]),
+                    replayed=bool(obj.get("replayed", False)),
+                ))
+                return
+            error = from_error_object(obj.get("error") or {})
+            if error.code in RETRY_NACK:
+                log.debug("streamgate: record nacked (%s); sending it again", error)
+                self._later(pending)
+            else:
+                pending.future.set_exception(error)
+        elif kind == "subscribed":
+            sub = self._subs.get(stream_id)
+            if sub is not None and sub.state == "opening" and stream_id not in self._leaving:
+                sub.state = "open"
+                sub.subscribed.set()
+        elif kind == "refused":
+            sub = self._subs.get(stream_id)
+            if sub is None or sub.state != "opening" or stream_id in self._leaving:
+                return
+            sub.state = "idle"
+            error = from_error_object(obj.get("error") or {})
+            if error.code in RETRY_REFUSED:
+                log.debug("streamgate: subscription refused (%s); again later", error)
+                self._resubscribe_later(sub)
+            else:
+                del self._subs[stream_id]
+                sub.finish(error)
+        elif kind == "unsubscribed":
+            if stream_id in self._leaving:
+                # The answer to the user's unsubscribe; a new subscription may wait for it.
+                self._leaving.discard(stream_id)
+                sub = self._subs.get(stream_id)
+                if sub is not None and sub.state == "idle" and not sub.paused:
+                    self._subscribe(sub)
+                return
+            sub = self._subs.get(stream_id)
+            if sub is None:
+                return
+            if obj.get("error"):
+                log.debug("streamgate: the daemon ended a subscription (%s); again from %s",
+                          obj["error"], sub.start())
+                sub.state = "idle"
+                self._resubscribe_later(sub)
+            elif sub.state == "closing":
+                sub.state = "idle"
+                if not sub.paused:
+                    self._subscribe(sub)
+        elif kind == "lagged":
+            sub = self._subs.get(stream_id)
+            if sub is None or sub.state != "open" or stream_id in self._leaving:
+                return
+            self.lagged += 1
+            resume = int(obj["resume_from"]) - 1
+            sub.last = resume if sub.last is None else max(sub.last, resume)
+            sub.state = "idle"
+            self._subscribe(sub)
+        elif kind == "caught_up":
+            sub = self._subs.pop(stream_id, None)
+            if sub is not None:
+                sub.finish(END)
+        elif kind == "invalid":
+            log.warning("streamgate: the daemon could not read a frame: %s", obj.get("error"))
+
+    def _on_stream_frame(self, stream_id: str, kind: str, obj: dict[str, Any]) -> None:
+        sub = self._subs.get(stream_id)
+        if sub is None or sub.state != "open" or stream_id in self._leaving:
+            return
+        frame = parse_frame(obj)
+        if frame is None:
+            return
+        cursor = frame.last_cursor if isinstance(frame, GapFrame) else frame.cursor
+        if sub.last is not None and cursor <= sub.last:
+            return  # delivered before
+        if not isinstance(frame, EndFrame) and len(sub.items) >= sub.max_queue:
+            # The consumer is behind: stop this subscription until it reads on.
+            sub.paused = True
+            self.paused += 1
+            sub.state = "closing"
+            self._write(json.dumps({"type": "unsubscribe", "stream_id": stream_id}))
+            return
+        sub.last = cursor
+        sub.backoff.reset()
+        sub.push(frame)
+        if isinstance(frame, EndFrame):
+            del self._subs[stream_id]
+            sub.finish(END)
