@@ -508,6 +508,18 @@ var Conn = class {
     this.heard = false;
     this.lastHeard = now();
   }
+  /**
+   * The daemon ended a stream's subscription (`lagged`, `caught_up`, `refused`, `unsubscribed`
+   * with an error): whether it was the one in use. While an `unsubscribe` of ours waits for
+   * its answer the stream stays `unsubscribing`, so nothing is subscribed again before that
+   * answer comes (it would be taken for the end of the new subscription).
+   */
+  ended(streamId) {
+    const state = this.subs.get(streamId);
+    if (state === "unsubscribing") return false;
+    this.subs.delete(streamId);
+    return state !== void 0;
+  }
 };
 var Connection = class {
   constructor(s) {
@@ -517,6 +529,8 @@ var Connection = class {
     this.waiting = [];
     /** Records `nack`ed with a code that passes, in `order`: sent again after a pause. */
     this.later = [];
+    /** When `laterTimer` fires, on the `now()` clock. */
+    this.laterAt = 0;
     /** The pause before `later` is sent: grows while nacks come, from the first step after an ack. */
     this.laterBackoff = new Backoff();
     this.sent = 0;
@@ -948,13 +962,21 @@ var Connection = class {
     while (at > 0 && this.later[at - 1].order > r.order) at--;
     this.later.splice(at, 0, r);
     if (this.laterTimer === void 0) {
+      const inMs = this.laterBackoff.pause();
+      this.laterAt = now() + inMs;
       this.laterTimer = setTimeout(() => {
         this.laterTimer = void 0;
         const records = this.later;
         this.later = [];
         for (const record of records) this.dispatch(record);
-      }, this.laterBackoff.pause());
+      }, inMs);
     }
+    this.s.onEvent?.({
+      type: "resending",
+      streamId: r.streamId,
+      code: error.code,
+      inMs: Math.max(0, Math.round(this.laterAt - now()))
+    });
   }
   // -------------------------------------------------------------------------------------
   // Frames
@@ -998,14 +1020,8 @@ var Connection = class {
         if (conn.subs.get(frame.stream_id) === "subscribing") conn.subs.set(frame.stream_id, "active");
         return;
       case "refused": {
-        const state = conn.subs.get(frame.stream_id);
-        conn.subs.delete(frame.stream_id);
-        const again = conn.resubscribe.delete(frame.stream_id);
         const sub = this.subs.get(frame.stream_id);
-        if (!sub || state === "unsubscribing") {
-          if (sub && again && !sub.paused) this.subscribeOn(conn, sub);
-          return;
-        }
+        if (!conn.ended(frame.stream_id) || !sub) return;
         const error = frame.error ?? { code: "internal", message: "refused" };
         if (RESUBSCRIBE_CODES.has(error.code)) {
           this.retryLater(sub, `refused: ${error.code}`);
@@ -1016,19 +1032,21 @@ var Connection = class {
         return;
       }
       case "unsubscribed": {
-        conn.subs.delete(frame.stream_id);
-        const again = conn.resubscribe.delete(frame.stream_id);
         const sub = this.subs.get(frame.stream_id);
-        if (!sub || sub.paused) return;
-        if (frame.error) this.retryLater(sub, `${frame.error.code}: ${frame.error.message}`);
-        else if (again) this.subscribeOn(conn, sub);
+        if (frame.error) {
+          if (conn.ended(frame.stream_id) && sub && !sub.paused) {
+            this.retryLater(sub, `${frame.error.code}: ${frame.error.message}`);
+          }
+          return;
+        }
+        if (conn.subs.get(frame.stream_id) !== "unsubscribing") return;
+        conn.subs.delete(frame.stream_id);
+        if (conn.resubscribe.delete(frame.stream_id) && sub && !sub.paused) this.subscribeOn(conn, sub);
         return;
       }
       case "lagged": {
-        conn.subs.delete(frame.stream_id);
-        conn.resubscribe.delete(frame.stream_id);
         const sub = this.subs.get(frame.stream_id);
-        if (!sub) return;
+        if (!conn.ended(frame.stream_id) || !sub) return;
         sub.resumeFrom = Math.max(sub.resumeFrom ?? frame.resume_from, frame.resume_from);
         this.s.onEvent?.({
           type: "resubscribing",
@@ -1040,9 +1058,8 @@ var Connection = class {
         return;
       }
       case "caught_up": {
-        conn.subs.delete(frame.stream_id);
         const sub = this.subs.get(frame.stream_id);
-        if (!sub) return;
+        if (!conn.ended(frame.stream_id) || !sub) return;
         this.over(sub);
         sub.sink.finish();
         return;

@@ -28,6 +28,7 @@ import { Subscription } from "./subscription.js";
 import { Backoff, byteLength, now, sleep, uuid as uuidKey } from "./util.js";
 import type {
   Ack,
+  AnyErrorCode,
   DaemonFrame,
   ErrorObject,
   LagPolicy,
@@ -57,7 +58,9 @@ export type ConnectionEvent =
   | { type: "disconnected"; code: number; reason: string }
   | { type: "reconnecting"; inMs: number; error: StreamgateError }
   | { type: "token_renewed" }
-  | { type: "resubscribing"; streamId: string; from: StartFrom | undefined; why: string };
+  | { type: "resubscribing"; streamId: string; from: StartFrom | undefined; why: string }
+  /** A record was `nack`ed with a code that passes: it is sent again (same key) in `inMs`. */
+  | { type: "resending"; streamId: string; code: AnyErrorCode; inMs: number };
 
 export interface ConnectionSettings {
   /** The `ws://…/api/connect` URL. */
@@ -108,7 +111,7 @@ interface Sub {
 }
 
 /** A record to be stored, until its `ack`. */
-interface Record_ {
+interface Outgoing {
   streamId: string;
   /** The record's JSON text. */
   data: string;
@@ -125,7 +128,7 @@ type SubState = "subscribing" | "active" | "unsubscribing";
 class Conn {
   seq = 0;
   /** Records sent on it and not answered, by `seq`. */
-  readonly pending = new Map<number, Record_>();
+  readonly pending = new Map<number, Outgoing>();
   /** Its subscriptions, as far as the daemon knows them. */
   readonly subs = new Map<string, SubState>();
   /** Streams to subscribe again once their `unsubscribed` comes. */
@@ -140,15 +143,30 @@ class Conn {
     readonly socket: Socket,
     readonly credential: Credential,
   ) {}
+
+  /**
+   * The daemon ended a stream's subscription (`lagged`, `caught_up`, `refused`, `unsubscribed`
+   * with an error): whether it was the one in use. While an `unsubscribe` of ours waits for
+   * its answer the stream stays `unsubscribing`, so nothing is subscribed again before that
+   * answer comes (it would be taken for the end of the new subscription).
+   */
+  ended(streamId: string): boolean {
+    const state = this.subs.get(streamId);
+    if (state === "unsubscribing") return false;
+    this.subs.delete(streamId);
+    return state !== undefined;
+  }
 }
 
 export class Connection {
   private readonly subs = new Map<string, Sub>();
   /** Records to send once connected, in order. */
-  private waiting: Record_[] = [];
+  private waiting: Outgoing[] = [];
   /** Records `nack`ed with a code that passes, in `order`: sent again after a pause. */
-  private later: Record_[] = [];
+  private later: Outgoing[] = [];
   private laterTimer: ReturnType<typeof setTimeout> | undefined;
+  /** When `laterTimer` fires, on the `now()` clock. */
+  private laterAt = 0;
   /** The pause before `later` is sent: grows while nacks come, from the first step after an ack. */
   private readonly laterBackoff = new Backoff();
   private sent = 0;
@@ -573,7 +591,7 @@ export class Connection {
   // Records
   // -------------------------------------------------------------------------------------
 
-  private dispatch(r: Record_): void {
+  private dispatch(r: Outgoing): void {
     if (this.closed) {
       r.reject(closedError());
       return;
@@ -586,7 +604,7 @@ export class Connection {
     }
   }
 
-  private transmit(conn: Conn, r: Record_): void {
+  private transmit(conn: Conn, r: Outgoing): void {
     const seq = ++conn.seq;
     const text =
       `{"type":"send","stream_id":${JSON.stringify(r.streamId)},"seq":${seq},` +
@@ -614,14 +632,14 @@ export class Connection {
     }
   }
 
-  private answered(conn: Conn, seq: number, streamId: string | undefined): Record_ | undefined {
+  private answered(conn: Conn, seq: number, streamId: string | undefined): Outgoing | undefined {
     const r = conn.pending.get(seq);
     if (!r || (streamId !== undefined && streamId !== r.streamId)) return undefined;
     conn.pending.delete(seq);
     return r;
   }
 
-  private nacked(r: Record_, error: ErrorObject): void {
+  private nacked(r: Outgoing, error: ErrorObject): void {
     if (!RESEND_CODES.has(error.code)) {
       r.reject(StreamgateError.fromObject(error, { streamId: r.streamId }));
       return;
@@ -631,13 +649,21 @@ export class Connection {
     while (at > 0 && this.later[at - 1]!.order > r.order) at--;
     this.later.splice(at, 0, r);
     if (this.laterTimer === undefined) {
+      const inMs = this.laterBackoff.pause();
+      this.laterAt = now() + inMs;
       this.laterTimer = setTimeout(() => {
         this.laterTimer = undefined;
         const records = this.later;
         this.later = [];
         for (const record of records) this.dispatch(record);
-      }, this.laterBackoff.pause());
+      }, inMs);
     }
+    this.s.onEvent?.({
+      type: "resending",
+      streamId: r.streamId,
+      code: error.code,
+      inMs: Math.max(0, Math.round(this.laterAt - now())),
+    });
   }
 
   // -------------------------------------------------------------------------------------
@@ -683,14 +709,8 @@ export class Connection {
         if (conn.subs.get(frame.stream_id) === "subscribing") conn.subs.set(frame.stream_id, "active");
         return;
       case "refused": {
-        const state = conn.subs.get(frame.stream_id);
-        conn.subs.delete(frame.stream_id);
-        const again = conn.resubscribe.delete(frame.stream_id);
         const sub = this.subs.get(frame.stream_id);
-        if (!sub || state === "unsubscribing") {
-          if (sub && again && !sub.paused) this.subscribeOn(conn, sub);
-          return;
-        }
+        if (!conn.ended(frame.stream_id) || !sub) return;
         const error = frame.error ?? { code: "internal", message: "refused" };
         if (RESUBSCRIBE_CODES.has(error.code)) {
           this.retryLater(sub, `refused: ${error.code}`);
@@ -701,19 +721,25 @@ export class Connection {
         return;
       }
       case "unsubscribed": {
-        conn.subs.delete(frame.stream_id);
-        const again = conn.resubscribe.delete(frame.stream_id);
         const sub = this.subs.get(frame.stream_id);
-        if (!sub || sub.paused) return;
-        if (frame.error) this.retryLater(sub, `${frame.error.code}: ${frame.error.message}`);
-        else if (again) this.subscribeOn(conn, sub);
+        if (frame.error) {
+          // The daemon ended it (its replay could not be read, say).
+          if (conn.ended(frame.stream_id) && sub && !sub.paused) {
+            this.retryLater(sub, `${frame.error.code}: ${frame.error.message}`);
+          }
+          return;
+        }
+        // The answer to our `unsubscribe`: the stream may be subscribed again on this connection.
+        if (conn.subs.get(frame.stream_id) !== "unsubscribing") return;
+        conn.subs.delete(frame.stream_id);
+        if (conn.resubscribe.delete(frame.stream_id) && sub && !sub.paused) this.subscribeOn(conn, sub);
         return;
       }
       case "lagged": {
-        conn.subs.delete(frame.stream_id);
-        conn.resubscribe.delete(frame.stream_id);
         const sub = this.subs.get(frame.stream_id);
-        if (!sub) return;
+        // Only from a live subscription is "every result before resume_from was delivered"
+        // true of what the consumer got: one being unsubscribed had its frames dropped here.
+        if (!conn.ended(frame.stream_id) || !sub) return;
         sub.resumeFrom = Math.max(sub.resumeFrom ?? frame.resume_from, frame.resume_from);
         this.s.onEvent?.({
           type: "resubscribing",
@@ -725,9 +751,9 @@ export class Connection {
         return;
       }
       case "caught_up": {
-        conn.subs.delete(frame.stream_id);
+        // From a subscription being unsubscribed it says nothing of what the consumer got.
         const sub = this.subs.get(frame.stream_id);
-        if (!sub) return;
+        if (!conn.ended(frame.stream_id) || !sub) return;
         this.over(sub);
         sub.sink.finish();
         return;
@@ -741,6 +767,6 @@ export class Connection {
   }
 }
 
-function byseq(pending: Map<number, Record_>): Record_[] {
+function byseq(pending: Map<number, Outgoing>): Outgoing[] {
   return [...pending.entries()].sort((a, b) => a[0] - b[0]).map(([, r]) => r);
 }

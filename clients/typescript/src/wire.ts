@@ -118,6 +118,10 @@ export interface Ack {
   stream_id: string;
   /** The client's number of the record on the connection that got the answer. */
   seq: number;
+  /**
+   * Where the record is in the input topic; `-1` for a repeat (`replayed`) when the instance
+   * that answered does not know where the first one was stored.
+   */
   offset: number;
   /** `true`: the record's idempotency key was sent before; nothing new was stored. */
   replayed?: boolean;

@@ -3,13 +3,16 @@
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { Client, StreamgateError, type Ack, type StreamFrame } from "../src/index.js";
+import { Client, StreamgateError, type Ack, type ConnectionEvent, type StreamFrame } from "../src/index.js";
 import { cursorOf, Daemon, KEY, replay, standardWebSocket } from "./helpers.js";
+
+/** The daemon's `limits.ws_max_message_bytes` here: small, so that a record can pass it. */
+const MAX_MESSAGE = 65_536;
 
 let daemon: Daemon;
 
 before(async () => {
-  daemon = await Daemon.start();
+  daemon = await Daemon.start({ extra: `limits: {ws_max_message_bytes: ${MAX_MESSAGE}}` });
 });
 
 after(async () => {
@@ -168,5 +171,37 @@ test("a standard (browser) WebSocket: key and token in the subprotocols", async 
     await stranger.close();
     await reader.close();
     await owner.close();
+  }
+});
+
+test("a record over limits.ws_max_message_bytes is refused record_too_large; the others are stored once", async () => {
+  const events: ConnectionEvent[] = [];
+  const client = new Client({ url: daemon.url, apiKey: KEY, onEvent: (e) => events.push(e) });
+  try {
+    const id = await client.start();
+    const tooLarge = (e: unknown) => e instanceof StreamgateError && e.code === "record_too_large" && e.streamId === id;
+    const big = { pad: "x".repeat(MAX_MESSAGE) };
+    const sends = [client.send(id, { n: 1 }), client.send(id, big), client.send(id, { n: 2 })];
+    // The daemon closes with 1009 at the big one; the client learns the limit from the close.
+    await assert.rejects(sends[1]!, tooLarge);
+    const [first, , last] = await Promise.allSettled(sends);
+    assert.equal(first!.status, "fulfilled");
+    assert.equal(last!.status, "fulfilled");
+    const closes = () => events.filter((e) => e.type === "disconnected");
+    const lastClose = closes().at(-1);
+    assert.ok(lastClose?.type === "disconnected" && lastClose.code === 1009, `closed with 1009: ${JSON.stringify(closes())}`);
+    // Known now: refused before it is sent, and the connection stays.
+    const before = closes().length;
+    await assert.rejects(client.send(id, big), tooLarge);
+    await client.send(id, { n: 3 });
+    assert.equal(closes().length, before, "no connection lost for it");
+    await client.end(id);
+    const stored = await replay(daemon.url, id);
+    assert.deepEqual(
+      stored.filter((f) => f.type === "result").map((f) => f.data),
+      [{ n: 1 }, { n: 2 }, { n: 3 }],
+    );
+  } finally {
+    await client.close();
   }
 });

@@ -182,22 +182,20 @@ export class Daemon {
     );
   }
 
+  /** The status GET /readyz answers; 0 when there is no answer. */
+  async readyz(): Promise<number> {
+    try {
+      const resp = await fetch(`${this.url}/readyz`);
+      await resp.arrayBuffer();
+      return resp.status;
+    } catch {
+      return 0;
+    }
+  }
+
   /** GET /readyz answers 200. */
   async waitReady(timeoutMs: number): Promise<void> {
-    await waitFor(
-      `${this.url}/readyz`,
-      async () => {
-        try {
-          const resp = await fetch(`${this.url}/readyz`);
-          await resp.arrayBuffer();
-          return resp.status === 200;
-        } catch {
-          return false;
-        }
-      },
-      timeoutMs,
-      50,
-    );
+    await waitFor(`${this.url}/readyz`, async () => (await this.readyz()) === 200, timeoutMs, 50);
   }
 
   /** Stops it with `signal` and waits for it to exit. */

@@ -105,7 +105,8 @@ test("resumes from the last cursor + 1, drops repeats, yields gaps, follows lagg
 });
 
 test("records: a nack that passes is sent again with the same key; a lost answer too; others reject", async () => {
-  client = new Client({ url: fake.url, apiKey: "k-123456789", WebSocket: (await import("ws")).WebSocket });
+  const events: ConnectionEvent[] = [];
+  client = new Client({ url: fake.url, apiKey: "k-123456789", WebSocket: (await import("ws")).WebSocket, onEvent: (e) => events.push(e) });
   const first = client.send(S, { a: 1 });
   const c1 = await fake.connection(0);
   const s1 = await c1.next("send");
@@ -118,6 +119,8 @@ test("records: a nack that passes is sent again with the same key; a lost answer
   assert.ok(performance.now() - nackedAt >= 90, "sent again after a pause");
   assert.equal(s2["seq"], 2);
   assert.equal(s2["idempotency_key"], s1["idempotency_key"], "the same key");
+  const resending = events.find((e) => e.type === "resending");
+  assert.ok(resending?.type === "resending" && resending.code === "backlog_full" && resending.streamId === S && resending.inMs >= 90);
   assert.deepEqual(s2["data"], { a: 1 });
   c1.send({ type: "ack", stream_id: S, seq: 999, offset: 1 }); // no such record: ignored
   c1.send({ type: "ack", stream_id: S, seq: 2, offset: 7 });
@@ -234,4 +237,54 @@ test("a consumer that does not read is unsubscribed, then subscribed again from 
   c1.send(outcome("end", 5));
   for await (const f of sub) read.push(cursorOf(f));
   assert.deepEqual(read, [0, 1, 2, 3, 4, 5]);
+});
+
+test("the daemon ends a subscription being unsubscribed: its answer is awaited, its lagged not believed", async () => {
+  client = new Client({ url: fake.url, apiKey: "k-123456789", WebSocket: (await import("ws")).WebSocket });
+  const sub = client.subscribe(S, { from: 0, highWaterMark: 2 });
+  const c1 = await fake.connection(0);
+  await c1.next("subscribe");
+  c1.send({ type: "subscribed", stream_id: S });
+  c1.send(outcome("result", 0));
+  c1.send(outcome("result", 1));
+  assert.deepEqual(await c1.next("unsubscribe"), { type: "unsubscribe", stream_id: S });
+  // Sent before the daemon read the unsubscribe: 2 and 3 are dropped by the paused client,
+  // so "every result before 4 was delivered" is not true of what its consumer got.
+  c1.send(outcome("result", 2));
+  c1.send(outcome("result", 3));
+  c1.send({ type: "lagged", stream_id: S, resume_from: 4 });
+  const read: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    const r = await sub.next();
+    if (!r.done) read.push(cursorOf(r.value));
+  }
+  c1.send({ type: "unsubscribed", stream_id: S });
+  assert.deepEqual(await c1.next("subscribe"), { type: "subscribe", stream_id: S, from: 2 }, "after the answer, from the consumer's cursor");
+  c1.send({ type: "subscribed", stream_id: S });
+  for (let cursor = 2; cursor < 4; cursor++) c1.send(outcome("result", cursor));
+  c1.send(outcome("end", 4));
+  for await (const f of sub) read.push(cursorOf(f));
+  assert.deepEqual(read, [0, 1, 2, 3, 4]);
+});
+
+test("subscribed again while the last unsubscribe is unanswered: the new subscription is not lost", async () => {
+  client = new Client({ url: fake.url, apiKey: "k-123456789", WebSocket: (await import("ws")).WebSocket });
+  const first = client.subscribe(S, { from: 0 });
+  const c1 = await fake.connection(0);
+  await c1.next("subscribe");
+  c1.send({ type: "subscribed", stream_id: S });
+  c1.send(outcome("result", 0));
+  assert.equal(cursorOf((await first.next()).value as StreamFrame), 0);
+  await first.close();
+  assert.deepEqual(await c1.next("unsubscribe"), { type: "unsubscribe", stream_id: S });
+  const { frames, done } = collect(client.subscribe(S, { from: 0 }));
+  // The old subscription lagged before the daemon read the unsubscribe; then its answer.
+  c1.send({ type: "lagged", stream_id: S, resume_from: 1 });
+  c1.send({ type: "unsubscribed", stream_id: S });
+  assert.deepEqual(await c1.next("subscribe"), { type: "subscribe", stream_id: S, from: 0 });
+  c1.send({ type: "subscribed", stream_id: S });
+  c1.send(outcome("result", 0));
+  c1.send(outcome("end", 1));
+  await done;
+  assert.deepEqual(at(frames), ["result@0", "end@1"]);
 });
