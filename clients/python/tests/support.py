@@ -282,7 +282,8 @@ async def sse_replay(url: str, stream_id: str, **headers: str) -> tuple[list[dic
             headers={"Accept": "text/event-stream", "X-API-Key": KEY, **headers},
         ) as resp:
             assert resp.status_code == 200, await resp.aread()
-            event, data = None, []
+            event: str | None = None
+            data: list[str] = []
             async for line in resp.aiter_lines():
                 if line == "":
                     if event is not None:

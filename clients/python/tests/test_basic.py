@@ -1,5 +1,5 @@
-"""The library against a daemon with nothing in the way: the README's example, the HTTP
-calls, and each refusal as its typed error."""
+"""The library against a daemon with nothing in the way: the HTTP calls, subscriptions, and
+each refusal as its typed error."""
 
 from __future__ import annotations
 
@@ -48,21 +48,45 @@ async def test_start_subscribe_send_end(daemon: Daemon) -> None:
         assert info.state == "ended" and info.owner == "alice"
         assert info.processor == {"type": "uppercase"}
         assert sid in [s.stream_id for s in await client.list()]
+        stats = await client.stats()
+        assert stats["uptime_s"] >= 0 and stats["broker"]["reachable"]
 
 
-async def test_readme_example_runs_as_written(daemon: Daemon) -> None:
-    """The README's example, verbatim but for the URL and key, ended from the side."""
-    URL = daemon.url
-    seen = []
-
-    async with streamgate.Client(URL, api_key=KEY) as client:
-        sid = await client.start(processor="uppercase")
-        ack = await client.send(sid, {"n": 1})            # after the broker ack
-        asyncio.get_running_loop().call_later(0.5, lambda: asyncio.ensure_future(client.end(sid)))
+async def test_leaving_the_loop_unsubscribes(daemon: Daemon) -> None:
+    async with streamgate.Client(daemon.url, api_key=KEY) as client:
+        sid, other = await client.start(), await client.start()
+        # Another stream followed on the connection: the daemon drops an unsubscribed feed
+        # when it next reads its feeds, and reads none while none is open (see the report).
+        following = client.subscribe(other)
+        await following.wait_subscribed()
+        await client.send_batch(sid, [1, 2, 3])
         async for frame in client.subscribe(sid, from_="earliest"):
-            seen.append(frame.type)
-    assert ack.offset >= 0
-    assert seen == ["result", "end"]
+            assert isinstance(frame, streamgate.ResultFrame) and frame.data == 1
+            break
+        # The daemon was told: it counts no subscriber of the stream any more.
+        for _ in range(250):
+            if (await client.describe(sid)).subscribers == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert (await client.describe(sid)).subscribers == 0
+        # And the stream can be followed again at once.
+        async with client.subscribe(sid, from_="earliest") as sub:
+            again = await anext(sub)
+        assert isinstance(again, streamgate.ResultFrame) and again.data == 1
+        await following.aclose()
+
+
+async def test_a_record_over_the_message_limit_is_refused_not_sent_again(daemon: Daemon) -> None:
+    async with streamgate.Client(daemon.url, api_key=KEY) as client:
+        sid = await client.start()
+        huge = {"pad": "x" * (1024 * 1024 + 1)}  # over limits.ws_max_message_bytes (1 MiB)
+        with pytest.raises(streamgate.TooLargeError) as e:
+            await asyncio.wait_for(client.send(sid, huge), 20)
+        assert e.value.code == streamgate.ErrorCode.RECORD_TOO_LARGE
+        assert "ws_max_message_bytes=1048576" in e.value.message
+        # The daemon closed the connection for it (1009) once; the next one carries on.
+        assert (await client.send(sid, {"small": 1})).stream_id == sid
+        assert client._connection.connects == 2
 
 
 async def test_send_batch_is_processed_once_per_key(daemon: Daemon) -> None:

@@ -10,11 +10,15 @@ from typing import Any, Awaitable, Callable
 
 import pytest
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
 
 import streamgate
 
 SID = "00000000-0000-0000-0000-0000000000c1"
 Script = Callable[[ServerConnection, int], Awaitable[None]]
+#: Answers the n-th handshake (from 1) with a refusal, or ``None`` to accept it.
+Refuse = Callable[[int], Response | None]
 
 
 def outcome(kind: str, cursor: int, **extra: Any) -> dict[str, Any]:
@@ -26,20 +30,27 @@ class FakeDaemon:
     """Serves ``/api/connect`` with ``script(connection, n)`` for the n-th connection (from 1),
     keeping every client frame and every handshake's headers."""
 
-    def __init__(self, script: Script) -> None:
+    def __init__(self, script: Script, refuse: Refuse | None = None) -> None:
         self.script = script
+        self.refuse = refuse
+        self.handshakes = 0
         self.frames: list[dict[str, Any]] = []
         self.headers: list[dict[str, str]] = []
         self.connections = 0
 
     async def __aenter__(self) -> FakeDaemon:
-        self._server = await serve(self._handle, "127.0.0.1", 0)
+        self._server = await serve(self._handle, "127.0.0.1", 0,
+                                   process_request=self._process_request)
         self.url = f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         self._server.close()
         await self._server.wait_closed()
+
+    def _process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        self.handshakes += 1
+        return self.refuse(self.handshakes) if self.refuse is not None else None
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
@@ -52,12 +63,17 @@ class FakeDaemon:
             ws.transport.abort()
 
     async def recv(self, ws: ServerConnection) -> dict[str, Any]:
-        frame = json.loads(await ws.recv())
+        frame: dict[str, Any] = json.loads(await ws.recv())
         self.frames.append(frame)
         return frame
 
     def sent(self, kind: str) -> list[dict[str, Any]]:
         return [f for f in self.frames if f["type"] == kind]
+
+
+def answer(status: int, body: str, **headers: str) -> Response:
+    return Response(status, "", Headers({"Content-Type": "text/plain", **headers}),
+                    body.encode())
 
 
 async def put(ws: ServerConnection, *frames: dict[str, Any]) -> None:
@@ -199,3 +215,56 @@ async def test_reconnects_back_off_and_never_spin() -> None:
     # 100 ms doubling (with up to 20 % jitter): 0.1 + 0.2 + 0.4 + 0.8 = 1.5 s, so 5 attempts
     # within 2 s, and never more than 6.
     assert 3 <= fake.connections <= 6, fake.connections
+
+
+async def test_records_nacked_for_a_while_are_sent_again_in_their_order() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        for _ in range(2):
+            frame = await fake.recv(ws)
+            await put(ws, {"type": "nack", "stream_id": SID, "seq": frame["seq"],
+                           "error": {"code": "not_ready", "message": "starting"}})
+        for offset in range(2):
+            frame = await fake.recv(ws)
+            await put(ws, {"type": "ack", "stream_id": SID, "seq": frame["seq"],
+                           "offset": offset})
+
+    async with FakeDaemon(script) as fake, streamgate.Client(fake.url, api_key="k") as client:
+        acks = await asyncio.wait_for(
+            asyncio.gather(client.send(SID, "first"), client.send(SID, "second")), 10)
+    assert [a.offset for a in acks] == [0, 1]
+    sends = fake.sent("send")
+    assert [f["data"] for f in sends] == ["first", "second", "first", "second"]
+    assert [f["idempotency_key"] for f in sends[:2]] == [f["idempotency_key"] for f in sends[2:]]
+
+
+async def test_a_refused_handshake_is_tried_again_unless_it_will_not_pass() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        await fake.recv(ws)
+        await put(ws, {"type": "subscribed", "stream_id": SID}, outcome("end", 0))
+
+    def proxy_then_daemon(n: int) -> Response | None:
+        if n == 1:
+            return answer(502, "bad gateway")
+        if n == 2:
+            return answer(503, '{"error":{"code":"not_ready","message":"starting"}}',
+                          **{"Retry-After": "1"})
+        return None
+
+    async with FakeDaemon(script, proxy_then_daemon) as fake, \
+            streamgate.Client(fake.url, api_key="k") as client:
+        start = asyncio.get_running_loop().time()
+        got = await asyncio.wait_for(frames_of(client.subscribe(SID)), 10)
+        waited = asyncio.get_running_loop().time() - start
+    assert [f.type for f in got] == ["end"] and fake.handshakes == 3
+    assert waited >= 1.0, "Retry-After: 1 was not waited out"
+
+    def bad_key(n: int) -> Response | None:
+        return answer(401, '{"error":{"code":"invalid_api_key","message":"unknown key"}}')
+
+    async with FakeDaemon(script, bad_key) as fake, \
+            streamgate.Client(fake.url, api_key="k") as client:
+        with pytest.raises(streamgate.AuthenticationError):
+            await asyncio.wait_for(frames_of(client.subscribe(SID)), 10)
+        with pytest.raises(streamgate.AuthenticationError):
+            await asyncio.wait_for(client.send(SID, 1), 10)
+    assert fake.handshakes == 2  # once for each: no spinning on a bad key

@@ -6,7 +6,7 @@ queue is paused and resumed from its cursor."""
 from __future__ import annotations
 
 import asyncio
-from typing import Iterator
+from typing import Iterator, Literal
 
 import pytest
 
@@ -31,13 +31,13 @@ def small_queues(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
 
 @pytest.mark.parametrize("on_lag", ["close", "skip"])
 async def test_a_lagging_subscription_resumes_or_reports_gaps(small_queues: Daemon,
-                                                              on_lag: str) -> None:
+                                                              on_lag: Literal["close", "skip"]) -> None:
     async with streamgate.Client(small_queues.url, api_key=KEY) as direct, \
             CuttingProxy(small_queues.port, every=0) as proxy, \
             streamgate.Client(proxy.url, api_key=KEY) as client:
         sid = await direct.start()
         frames: list[streamgate.Frame] = []
-        sub = client.subscribe(sid, from_="latest", on_lag=on_lag)  # type: ignore[arg-type]
+        sub = client.subscribe(sid, from_="latest", on_lag=on_lag)
         await asyncio.wait_for(sub.wait_subscribed(), 10)
 
         async def consume() -> None:

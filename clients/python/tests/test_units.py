@@ -1,5 +1,5 @@
 """Pieces that need no daemon: the code list against the OpenAPI document, back-off,
-Retry-After, token expiry, frame parsing."""
+Retry-After, token expiry, frame parsing, and which HTTP failures each call tries again."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import base64
 import json
 import time
 
+import httpx
 import pytest
 
 import streamgate
@@ -45,6 +46,7 @@ def test_backoff_doubles_to_five_seconds_with_jitter() -> None:
     assert FIRST_BACKOFF * 2 <= pauses[1] <= FIRST_BACKOFF * 2.4
     assert all(MAX_BACKOFF <= p <= MAX_BACKOFF * 1.2 for p in pauses[-3:])
     assert b.pause(3.0) == 3.0
+    assert b.pause(0.0) >= MAX_BACKOFF, "Retry-After: 0 is no reason to try again at once"
     b.reset()
     assert b.pause() <= FIRST_BACKOFF * 1.2
 
@@ -103,3 +105,85 @@ def test_frames_parse() -> None:
     assert parse_frame({"type": "subscribed", "stream_id": "s"}) is None
     with pytest.raises(streamgate.ProtocolError):
         parse_frame({"type": "result", "stream_id": "s"})
+
+
+def _answers(*steps: int | str) -> tuple[httpx.MockTransport, list[str]]:
+    """A transport answering each request with the next step: a status with the daemon's
+    error body for it (``Retry-After: 0``), or ``"lost"`` (no answer) or ``"refused"`` (no
+    connection). Past the steps, 200 with a stream's body."""
+    seen: list[str] = []
+    codes = {429: "rate_limited", 404: "stream_not_found", 409: "idempotency_key_in_flight"}
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(request.method)
+        step = steps[len(seen) - 1] if len(seen) <= len(steps) else 200
+        if step == "lost":
+            raise httpx.ReadError("connection reset", request=request)
+        if step == "refused":
+            raise httpx.ConnectError("connection refused", request=request)
+        if step == 200:
+            return httpx.Response(200, json={"stream_id": "s", "processor": {"type": "identity"},
+                                             "records": 1, "partition": 0, "offsets": [0]})
+        assert isinstance(step, int)
+        code = codes.get(step, "broker_unavailable")
+        return httpx.Response(step, headers={"Retry-After": "0"},
+                              json={"error": {"code": code, "message": "no"}})
+
+    return httpx.MockTransport(handle), seen
+
+
+@pytest.mark.parametrize(("steps", "requests"), [
+    ((429, 429), 3),           # any 429: nothing was done
+    (("refused",), 2),         # no connection: nothing was sent
+    ((404,), 1),
+    (("lost",), 1),            # it may have been done: not twice
+])
+async def test_start_tries_again_only_what_was_not_done(steps: tuple[int | str, ...],
+                                                        requests: int) -> None:
+    transport, seen = _answers(*steps)
+    async with httpx.AsyncClient(transport=transport) as http, \
+            streamgate.Client("http://daemon", api_key="k", http_client=http) as client:
+        if requests > len(steps):
+            assert await client.start() == "s"
+        else:
+            with pytest.raises(streamgate.StreamgateError):
+                await client.start()
+    assert len(seen) == requests
+
+
+@pytest.mark.parametrize(("code", "again"), [
+    ("not_ready", True), ("shutting_down", True), ("broker_unavailable", False),
+    ("backlog_full", False),
+])
+async def test_start_tries_a_503_again_only_when_it_says_nothing_was_done(code: str,
+                                                                          again: bool) -> None:
+    seen: list[float] = []
+
+    def handle(request: httpx.Request) -> httpx.Response:
+        seen.append(time.monotonic())
+        return httpx.Response(503, headers={"Retry-After": "0.1"},
+                              json={"error": {"code": code, "message": "no"}})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(handle)) as http, \
+            streamgate.Client("http://daemon", api_key="k", http_client=http,
+                              patience=0.35) as client:
+        with pytest.raises(streamgate.ServerError) as e:
+            await client.start()
+    assert e.value.code == code and e.value.status == 503
+    # Tried again each Retry-After (0.1 s) within its patience (0.35 s), or not at all.
+    assert len(seen) == (4 if again else 1), seen
+    assert all(b - a >= 0.1 for a, b in zip(seen, seen[1:]))
+
+
+async def test_idempotent_calls_try_again_after_a_lost_answer_and_any_503() -> None:
+    transport, seen = _answers("lost", 503, "refused", 200)
+    async with httpx.AsyncClient(transport=transport) as http, \
+            streamgate.Client("http://daemon", api_key="k", http_client=http) as client:
+        accepted = await client.send_batch("s", [1], idempotency_key="key-1")
+    assert accepted.records == 1 and len(seen) == 4
+
+    transport, seen = _answers(409, 200)  # idempotency_key_in_flight: waited out
+    async with httpx.AsyncClient(transport=transport) as http, \
+            streamgate.Client("http://daemon", api_key="k", http_client=http) as client:
+        await client.send_batch("s", [1])
+    assert len(seen) == 2

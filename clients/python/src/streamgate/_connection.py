@@ -8,8 +8,14 @@ What each failure does:
   yet), and send again, with the same idempotency key, every record whose ``ack`` had not
   come; a frame whose cursor is not above the last delivered is dropped, so nothing comes
   twice;
-- ``4401`` (the token expired): ask the token source for a new token, reconnect at once and
-  resume; with a token source the token is also replaced shortly before its ``exp``;
+- a token about to expire (with a token source): a new token, a new connection, then the
+  old one closed, so nothing is missed; ``4401`` (it expired anyway): ask the token source
+  for a new token, reconnect at once and resume;
+- a handshake refused for good (a bad key: 401, 403; any other 4xx but 408 and 429): every
+  subscription and send fails with that error; 429, 503 and the rest are waited out as
+  ``Retry-After`` says (else the back-off);
+- ``1009`` (a message over ``limits.ws_max_message_bytes``): the limit is read from the close
+  reason; a record that does not fit is refused ``record_too_large`` instead of sent again;
 - ``gap``: handed on, so nothing is skipped in silence;
 - ``lagged``: subscribe again from ``resume_from``;
 - ``unsubscribed`` with an error (the daemon ended the subscription): subscribe again from the
@@ -18,8 +24,9 @@ What each failure does:
   code says the daemon cannot serve *now*: ``not_ready``, ``shutting_down``,
   ``broker_unavailable``);
 - a ``nack`` the daemon may take back later (``shutting_down``, ``broker_unavailable``,
-  ``backlog_full``, ``rate_limited``, ``idempotency_key_in_flight``): sent again after a
-  back-off, with the same key; any other ``nack`` is raised by ``send``;
+  ``backlog_full``, ``rate_limited``, ``not_ready``, ``idempotency_key_in_flight``): sent
+  again after a back-off, with the same key, in the order the records were first sent; any
+  other ``nack`` is raised by ``send``;
 - a consumer that does not read: its subscription is unsubscribed while its queue is full and
   subscribed again from its cursor once it has read half of it (the others go on).
 """
@@ -29,14 +36,16 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import re
 import time
 import uuid
 from collections import deque
 from typing import Any, Union
 
-import websockets
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
+from websockets.typing import Subprotocol
+from websockets.version import version as websockets_version
 
 from ._auth import Credentials
 from ._http import Http
@@ -47,7 +56,7 @@ from .errors import (
     ServerError,
     StreamgateError,
     TokenSourceError,
-    TRANSIENT_CODES,
+    TooLargeError,
     from_error_object,
     from_http,
     is_transient,
@@ -58,11 +67,13 @@ from .frames import Ack, EndFrame, Frame, GapFrame, parse_frame
 log = logging.getLogger("streamgate")
 
 #: The subprotocol the daemon answers with.
-PROTOCOL = "streamgate.v1"
+PROTOCOL = Subprotocol("streamgate.v1")
 #: Close code of a connection whose token expired.
 CLOSE_TOKEN_EXPIRED = 4401
 #: Longest a connection attempt may take.
 OPEN_TIMEOUT = 10.0
+#: The daemon's default ``limits.ws_max_message_bytes``, for a 1009 whose reason names none.
+DEFAULT_MAX_MESSAGE = 1024 * 1024
 
 #: ``nack`` codes after which a record is sent again (same key) after a back-off.
 RETRY_NACK = frozenset(
@@ -71,6 +82,7 @@ RETRY_NACK = frozenset(
         ErrorCode.BROKER_UNAVAILABLE,
         ErrorCode.BACKLOG_FULL,
         ErrorCode.RATE_LIMITED,
+        ErrorCode.NOT_READY,
         ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
     }
 )
@@ -80,12 +92,12 @@ RETRY_REFUSED = frozenset(
 )
 
 
-class _End:
+class End:
     """Marks the end of a subscription's frames."""
 
 
-END = _End()
-Item = Union[Frame, BaseException, _End]
+END = End()
+Item = Union[Frame, BaseException, End]
 
 
 class Sub:
@@ -150,7 +162,7 @@ class Sub:
 class PendingSend:
     """A record sent and not answered yet."""
 
-    __slots__ = ("stream_id", "text", "key", "future", "order", "seq", "backoff")
+    __slots__ = ("stream_id", "text", "key", "future", "order", "seq")
 
     def __init__(self, stream_id: str, text: str, key: str, future: asyncio.Future[Ack],
                  order: int) -> None:
@@ -160,13 +172,13 @@ class PendingSend:
         self.future = future
         self.order = order
         self.seq: int | None = None
-        self.backoff = Backoff()
 
     def frame(self, seq: int) -> str:
-        # The record's text is kept as first written: a repeat carries the same bytes.
+        # The record's text and key are kept as first written: a repeat carries the same
+        # bytes under the same key, so the daemon stores and processes it once.
         return (
             f'{{"type":"send","stream_id":{json.dumps(self.stream_id)},"seq":{seq},'
-            f'"idempotency_key":{json.dumps(str(uuid.uuid4()))},"data":{self.text}}}'
+            f'"idempotency_key":{json.dumps(self.key)},"data":{self.text}}}'
         )
 
 
@@ -182,15 +194,24 @@ class Connection:
         self._leaving: set[str] = set()
         self._unacked: dict[tuple[str, int], PendingSend] = {}
         self._outbox: list[PendingSend] = []
-        self._delayed: set[PendingSend] = set()
+        #: Records ``nack``ed with a code that passes: sent again, in order, after a pause that
+        #: grows while nacks come and starts over after an ``ack``.
+        self._later: list[PendingSend] = []
+        self._later_timer: asyncio.TimerHandle | None = None
+        self._later_backoff = Backoff()
+        #: ``limits.ws_max_message_bytes``, once a 1009 close told it.
+        self._max_message: int | None = None
         self._seq = 0
         self._order = 0
         self._out: asyncio.Queue[str] | None = None
         self._ws: ClientConnection | None = None
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
+        #: Token renewals under way (a reference, so they are not collected mid-way).
+        self._renewals: set[asyncio.Task[None]] = set()
+        #: A connection opened with a renewed token, to be served once the old one closed.
+        self._successor: ClientConnection | None = None
         self._closed = False
-        self._refreshing = False
         self._force_refresh = False
         #: Replace a token shortly before its ``exp`` (off: only after a ``4401``).
         self.refresh_early = True
@@ -199,8 +220,10 @@ class Connection:
         self.connects = 0
         self.lagged = 0
         self.paused = 0
-        #: Connections the daemon closed because their token expired (``4401``).
+        #: Connections the daemon closed because their token expired (``4401``), and records
+        #: sent again (same key) because a connection dropped before their answer.
         self.expired = 0
+        self.resent = 0
 
     # ----------------------------------------------------------------- the public side
 
@@ -259,12 +282,15 @@ class Connection:
                 await asyncio.wait_for(ws.close(), 2.0)
             except (asyncio.TimeoutError, ConnectionClosed, OSError):
                 pass
-        if self._task is not None:
-            self._task.cancel()
+        for task in [*self._renewals, *([self._task] if self._task else [])]:
+            task.cancel()
             try:
-                await self._task
+                await task
             except (asyncio.CancelledError, Exception):
                 pass
+        if self._successor is not None:
+            await self._successor.close()
+            self._successor = None
         self._fail_all(ClientClosedError("the client is closed"))
 
     # ----------------------------------------------------------------- the task
@@ -277,7 +303,7 @@ class Connection:
         self._wake.set()
 
     def _needed(self) -> bool:
-        return bool(self._subs or self._unacked or self._outbox or self._delayed)
+        return bool(self._subs or self._unacked or self._outbox or self._later)
 
     async def _run(self) -> None:
         try:
@@ -297,67 +323,75 @@ class Connection:
                 self._wake.clear()
                 await self._wake.wait()
                 continue
-            try:
-                ws = await self._open()
-            except ServerError as e:
-                if e.code in (ErrorCode.TOKEN_EXPIRED, ErrorCode.INVALID_TOKEN) and \
-                        self._credentials.refreshable:
-                    self._force_refresh = True
-                    pause = backoff.pause()
-                elif e.status in (429, 503) or e.code in TRANSIENT_CODES:
-                    pause = backoff.pause(e.retry_after)
-                else:
-                    log.warning("streamgate: the daemon refused the connection: %s", e)
-                    self._fail_all(e)
+            ws, self._successor = self._successor, None
+            if ws is None:
+                try:
+                    ws = await self._open(fresh=self._force_refresh)
+                except Exception as e:
+                    pause = self._pause_after_refusal(e, backoff)
+                    if pause is not None:
+                        log.debug("streamgate: cannot connect (%s); again in %.2f s", e, pause)
+                        await asyncio.sleep(pause)
                     continue
-                log.debug("streamgate: connecting refused (%s); again in %.2f s", e, pause)
-            except TokenSourceError as e:
-                cause = e.__cause__
-                if cause is not None and not is_transient(cause):
-                    self._fail_all(e)
+            self._force_refresh = False
+            heard = await self._serve(ws, backoff)
+            code = ws.close_code
+            log.debug("streamgate: connection closed (%s %s)", code, ws.close_reason)
+            if self._closed:
+                return
+            if code == 1009:
+                self._max_message = _message_limit(ws.close_reason or "")
+            if self._successor is not None:
+                continue  # renewed: the new connection is open already
+            if code == CLOSE_TOKEN_EXPIRED:
+                self.expired += 1
+                self._force_refresh = True
+                if heard:
                     continue
-                pause = backoff.pause()
-                log.debug("streamgate: no token (%s); again in %.2f s", e, pause)
-            except (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed) as e:
-                pause = backoff.pause()
-                log.debug("streamgate: cannot connect (%r); again in %.2f s", e, pause)
-            else:
-                heard = await self._serve(ws, backoff)
-                code = ws.close_code
-                log.debug("streamgate: connection closed (%s %s)", code, ws.close_reason)
-                if self._closed:
-                    return
-                if self._refreshing:
-                    self._refreshing = False
-                    continue  # a new token is held: reconnect at once
-                if code == CLOSE_TOKEN_EXPIRED:
-                    self.expired += 1
-                    self._force_refresh = True
-                    if heard:
-                        continue
-                pause = backoff.pause()
-                log.debug("streamgate: resuming in %.2f s", pause)
+            pause = backoff.pause()
+            log.debug("streamgate: resuming in %.2f s", pause)
             await asyncio.sleep(pause)
 
-    async def _open(self) -> ClientConnection:
-        headers = await self._credentials.headers(fresh=self._force_refresh)
-        self._force_refresh = False
+    def _pause_after_refusal(self, error: Exception, backoff: Backoff) -> float | None:
+        """How long to wait after a connection attempt failed; ``None`` when it will not pass
+        by itself, and every subscription and send was failed with it."""
+        if isinstance(error, ServerError):
+            if error.code in (ErrorCode.TOKEN_EXPIRED, ErrorCode.INVALID_TOKEN) and \
+                    self._credentials.refreshable:
+                self._force_refresh = True
+            elif _refused_for_good(error):
+                log.warning("streamgate: the daemon refused the connection: %s", error)
+                self._fail_all(error)
+                return None
+            return backoff.pause(error.retry_after)
+        if isinstance(error, TokenSourceError):
+            cause = error.__cause__
+            if cause is not None and not is_transient(cause):
+                self._fail_all(error)
+                return None
+            return backoff.pause()
+        if isinstance(error, (OSError, asyncio.TimeoutError, InvalidHandshake, ConnectionClosed)):
+            return backoff.pause()
+        raise error
+
+    async def _open(self, *, fresh: bool = False) -> ClientConnection:
+        headers = await self._credentials.headers(fresh=fresh)
         try:
             return await connect(
                 self._http.ws_url("/api/connect"),
                 additional_headers=headers,
-                subprotocols=[PROTOCOL],  # type: ignore[list-item]
+                subprotocols=[PROTOCOL],
                 open_timeout=OPEN_TIMEOUT,
                 ping_interval=20,
                 ping_timeout=20,
                 close_timeout=2,
                 max_size=None,
-                user_agent_header=f"streamgate-python websockets/{websockets.__version__}",
+                user_agent_header=f"streamgate-python websockets/{websockets_version}",
             )
         except InvalidStatus as e:
             resp = e.response
             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            raise from_http(resp.status_code, resp.body or b"", retry_after) from e
+            raise from_http(resp.status_code, bytes(resp.body or b""), retry_after) from e
 
     async def _serve(self, ws: ClientConnection, backoff: Backoff) -> bool:
         """Serves one open connection until it drops; whether anything was heard on it."""
@@ -385,7 +419,7 @@ class Connection:
             at = self._credentials.refresh_at() if self.refresh_early else None
             if at is not None:
                 refresh = asyncio.get_running_loop().call_later(
-                    max(0.0, at - time.time()), self._refresh, ws
+                    max(0.0, at - time.time()), self._start_renewal, ws
                 )
             async for message in ws:
                 if not heard:
@@ -402,6 +436,7 @@ class Connection:
             for pending in self._unacked.values():
                 pending.seq = None
                 if not pending.future.done():
+                    self.resent += 1
                     self._outbox.append(pending)
             self._unacked.clear()
             for sub in self._subs.values():
@@ -418,19 +453,28 @@ class Connection:
         except OSError:
             await ws.close()
 
-    def _refresh(self, ws: ClientConnection) -> None:
-        async def refresh() -> None:
-            try:
-                await self._credentials.token(fresh=True)
-            except StreamgateError as e:
-                log.warning("streamgate: replacing the token failed (%s); "
-                            "trying again when it expires", e)
-                return
-            if self._ws is ws:
-                self._refreshing = True
-                await ws.close(1000, "token refresh")
+    def _start_renewal(self, ws: ClientConnection) -> None:
+        task = asyncio.get_running_loop().create_task(self._renew(ws))
+        self._renewals.add(task)
+        task.add_done_callback(self._renewals.discard)
 
-        asyncio.get_running_loop().create_task(refresh())
+    async def _renew(self, old: ClientConnection) -> None:
+        """Replaces a connection whose token is about to expire: a new token, a new
+        connection, then the old one closed; the loop serves the new one at once (every
+        stream subscribed and every unanswered record sent again there). When no new one can
+        be had, the old one runs until its ``4401`` and the usual reconnect takes over."""
+        try:
+            new = await self._open(fresh=True)
+        except (StreamgateError, OSError, asyncio.TimeoutError, InvalidHandshake,
+                ConnectionClosed) as e:
+            log.warning("streamgate: renewing the token failed (%s); "
+                        "trying again when it expires", e)
+            return
+        if self._ws is not old or self._closed:
+            await new.close()
+            return
+        self._successor = new
+        await old.close(1000, "token renewed")
 
     def _write(self, text: str) -> bool:
         """Writes a frame on the open connection; ``False`` when there is none."""
@@ -451,21 +495,30 @@ class Connection:
             self._outbox.append(pending)
             return
         self._seq += 1
+        text = pending.frame(self._seq)
+        if self._max_message is not None and len(text.encode()) > self._max_message:
+            pending.future.set_exception(TooLargeError(
+                ErrorCode.RECORD_TOO_LARGE,
+                "the record does not fit in one message (limits.ws_max_message_bytes="
+                f"{self._max_message}); send it with send_batch",
+            ))
+            return
         pending.seq = self._seq
         self._unacked[(pending.stream_id, self._seq)] = pending
-        self._write(pending.frame(self._seq))
+        self._write(text)
 
-    def _later(self, pending: PendingSend) -> None:
-        self._delayed.add(pending)
-        pause = pending.backoff.pause()
+    def _send_later(self, pending: PendingSend) -> None:
+        self._later.append(pending)
+        if self._later_timer is None:
+            self._later_timer = asyncio.get_running_loop().call_later(
+                self._later_backoff.pause(), self._send_again)
 
-        def again() -> None:
-            self._delayed.discard(pending)
-            if not self._closed:
-                self._dispatch(pending)
-                self._wake.set()
-
-        asyncio.get_running_loop().call_later(pause, again)
+    def _send_again(self) -> None:
+        self._later_timer = None
+        later, self._later = sorted(self._later, key=lambda p: p.order), []
+        for pending in later:
+            self._dispatch(pending)
+        self._wake.set()
 
     def _resubscribe_later(self, sub: Sub) -> None:
         def again() -> None:
@@ -481,12 +534,15 @@ class Connection:
         for sub in self._subs.values():
             sub.finish(error)
         self._subs.clear()
-        for pending in [*self._unacked.values(), *self._outbox, *self._delayed]:
+        for pending in [*self._unacked.values(), *self._outbox, *self._later]:
             if not pending.future.done():
                 pending.future.set_exception(error)
         self._unacked.clear()
         self._outbox.clear()
-        self._delayed.clear()
+        self._later.clear()
+        if self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
 
     # ----------------------------------------------------------------- frames
 
@@ -505,6 +561,7 @@ class Connection:
             if pending is None or pending.future.done():
                 return
             if kind == "ack":
+                self._later_backoff.reset()
                 pending.future.set_result(Ack(
                     stream_id=stream_id,
                     seq=int(obj["seq"]),
@@ -515,7 +572,7 @@ class Connection:
             error = from_error_object(obj.get("error") or {})
             if error.code in RETRY_NACK:
                 log.debug("streamgate: record nacked (%s); sending it again", error)
-                self._later(pending)
+                self._send_later(pending)
             else:
                 pending.future.set_exception(error)
         elif kind == "subscribed":
@@ -594,3 +651,16 @@ class Connection:
         if isinstance(frame, EndFrame):
             del self._subs[stream_id]
             sub.finish(END)
+
+
+def _refused_for_good(error: ServerError) -> bool:
+    """Whether a refused handshake will be refused again: a 4xx but a timeout or a 429 (a
+    renewable token's expiry is handled before)."""
+    return error.status is not None and 400 <= error.status < 500 and \
+        error.status not in (408, 429)
+
+
+def _message_limit(reason: str) -> int:
+    """The limit a 1009 close names (``...limits.ws_max_message_bytes=N``)."""
+    found = re.search(r"=(\d+)", reason)
+    return int(found.group(1)) if found else DEFAULT_MAX_MESSAGE

@@ -1,14 +1,14 @@
 """One HTTP helper for every call: the base URL, the credential on every request, the
 daemon's JSON errors as typed exceptions, and patience: a 429 or 503 is waited out as
 ``Retry-After`` says (or with back-off where it says nothing) and tried again, for at most
-``patience`` seconds in all."""
+``patience`` seconds in all. It never tries again without waiting."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from typing import Any, Mapping
+from typing import Any, Literal, Mapping
 
 import httpx
 
@@ -27,21 +27,27 @@ from .errors import (
 
 log = logging.getLogger("streamgate")
 
-#: Refusals made before anything was done: any call may be tried again after them.
-_REFUSED_BEFORE = frozenset(
-    {
-        ErrorCode.RATE_LIMITED,
-        ErrorCode.NOT_READY,
-        ErrorCode.SHUTTING_DOWN,
-        ErrorCode.TOO_MANY_CONNECTIONS,
-    }
+#: Which failures a call tries again:
+#:
+#: - ``"refused"``: only those that say nothing was done (any 429; a 503 ``not_ready``,
+#:   ``shutting_down`` or ``too_many_connections``; a connection refused): for a call that
+#:   must not be done twice (``start``);
+#: - ``"idempotent"``: any 429 or 503, ``idempotency_key_in_flight``, and a request whose
+#:   answer was lost: for reads, ``end``, tokens, and sends with an ``Idempotency-Key``.
+Retry = Literal["refused", "idempotent"]
+
+#: 503 codes that say the request was refused before anything was done.
+_REFUSED_503 = frozenset(
+    {ErrorCode.NOT_READY, ErrorCode.SHUTTING_DOWN, ErrorCode.TOO_MANY_CONNECTIONS}
 )
-#: Refusals after which an idempotent call (a read, an end, a keyed batch) may be tried again.
-_PASSING = _REFUSED_BEFORE | {
-    ErrorCode.BACKLOG_FULL,
-    ErrorCode.BROKER_UNAVAILABLE,
-    ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT,
-}
+
+
+def _may_retry(error: ServerError, retry: Retry) -> bool:
+    if error.status == 429:
+        return True
+    if error.status == 503:
+        return retry == "idempotent" or error.code in _REFUSED_503
+    return retry == "idempotent" and error.code == ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT
 
 
 class Http:
@@ -81,70 +87,51 @@ class Http:
         method: str,
         path: str,
         *,
+        retry: Retry,
         json: Any = None,
         content: bytes | None = None,
         headers: Mapping[str, str] | None = None,
-        params: Mapping[str, str] | None = None,
-        idempotent: bool = False,
-        retry_ambiguous: bool = False,
     ) -> httpx.Response:
         """Sends a request and returns the successful response, or raises the daemon's error.
 
-        A 429 or 503 that may pass is tried again after ``Retry-After`` (back-off when absent)
-        while the total stays within ``patience``; after a 503 that may have done part of the
-        work (``broker_unavailable``) only when ``idempotent``. ``retry_ambiguous``: a
-        request lost on its way (no answer) or refused at connect is tried again too: for
-        calls that are safe to repeat (an ``Idempotency-Key``).
+        A failure that ``retry`` allows is tried again after ``Retry-After`` (the back-off
+        when there is none) while the total stays within ``patience``; never without waiting.
         """
         deadline = time.monotonic() + self.patience
         backoff = Backoff()
-        refreshed = False
-        retryable = _PASSING if idempotent else _REFUSED_BEFORE
+        renewed = False
         while True:
             auth = await self.credentials.headers()
-            all_headers = {**auth, **(headers or {})}
             try:
                 resp = await self._client.request(
-                    method,
-                    self.url(path),
-                    json=json,
-                    content=content,
-                    headers=all_headers,
-                    params=params,
+                    method, self.url(path), json=json, content=content,
+                    headers={**auth, **(headers or {})},
                 )
             except httpx.ConnectError as e:
+                # No connection was made, so nothing was sent: any call may try again.
                 error: StreamgateError = ConnectError(
                     f"cannot connect to {self.base} ({e}); is `streamctl serve` running there?"
                 )
-                retry_after = None
-                if not retry_ambiguous:
-                    raise error from e
+                error.__cause__ = e
             except httpx.TransportError as e:
                 error = TransportError(f"{method} {path} failed on its way: {e!r}")
-                retry_after = None
-                if not retry_ambiguous:
+                error.__cause__ = e
+                if retry != "idempotent":
                     raise error from e
             else:
                 if resp.is_success:
                     return resp
-                retry_after = parse_retry_after(resp.headers.get("retry-after"))
-                error = from_http(resp.status_code, resp.content, retry_after)
-                assert isinstance(error, ServerError)
-                if (
-                    error.code == ErrorCode.TOKEN_EXPIRED
-                    and self.credentials.refreshable
-                    and not refreshed
-                ):
-                    refreshed = True
+                error = from_http(resp.status_code, resp.content,
+                                  parse_retry_after(resp.headers.get("retry-after")))
+                if (error.code == ErrorCode.TOKEN_EXPIRED and self.credentials.refreshable
+                        and not renewed):
+                    # It ran out between the check and the answer: once more with a new one.
+                    renewed = True
                     await self.credentials.token(fresh=True)
                     continue
-                # A code that says "not now", or a 429/503 the daemon put a time on.
-                waits = error.code in retryable or (
-                    idempotent and resp.status_code in (429, 503) and retry_after is not None
-                )
-                if not waits:
+                if not _may_retry(error, retry):
                     raise error
-            pause = backoff.pause(retry_after)
+            pause = backoff.pause(error.retry_after)
             if time.monotonic() + pause > deadline:
                 raise error
             log.debug("streamgate: %s %s: %s; trying again in %.1f s", method, path, error, pause)

@@ -23,11 +23,12 @@ class Backoff:
 
     def pause(self, retry_after: float | None = None) -> float:
         """The pause before the next attempt: ``retry_after`` when the daemon sent one, else
-        the next step of the back-off with jitter."""
+        the next step of the back-off with jitter (also for a ``Retry-After: 0``, from a
+        proxy say: never again without waiting)."""
         step = self._next
         self._next = min(self._next * 2, MAX_BACKOFF)
-        if retry_after is not None:
-            return max(retry_after, 0.0)
+        if retry_after is not None and retry_after > 0:
+            return retry_after
         return step + step * random.random() / 5
 
     def reset(self) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import uuid
 from types import TracebackType
@@ -11,7 +12,7 @@ from typing import Any, AsyncIterator, Iterable, Literal, Mapping, Sequence
 import httpx
 
 from ._auth import Credentials, TokenSource
-from ._connection import END, Connection, Sub
+from ._connection import Connection, End, Sub
 from ._http import Http
 from ._retry import PATIENCE
 from .errors import ClientClosedError, ProtocolError
@@ -28,7 +29,8 @@ class Subscription(AsyncIterator[Frame]):
     across reconnects. Iteration ends after ``end`` (or ``caught_up`` with ``until="now"``);
     a refused subscription raises its :class:`~streamgate.ServerError`.
 
-    Use it as an async iterator; ``aclose()`` (or ``async with``) unsubscribes.
+    Use it as an async iterator. ``aclose()``, leaving ``async with``, or dropping the last
+    reference (a ``break`` out of ``async for frame in client.subscribe(...)``) unsubscribes.
     """
 
     def __init__(self, connection: Connection, sub: Sub) -> None:
@@ -62,18 +64,25 @@ class Subscription(AsyncIterator[Frame]):
             await sub.ready.wait()
         item = sub.items.popleft()
         self._connection.consumed(sub)
-        if item is END:
+        if isinstance(item, End):
             self._done = True
             raise StopAsyncIteration
         if isinstance(item, BaseException):
             self._done = True
             raise item
-        return item  # type: ignore[return-value]
+        return item
 
     async def aclose(self) -> None:
         """Unsubscribes: nothing more of the stream comes."""
         self._done = True
         self._connection.unsubscribe(self._sub)
+
+    def __del__(self) -> None:
+        # Unreachable, so nobody will read it: stop the daemon sending its frames.
+        if not self._done:
+            self._done = True
+            with contextlib.suppress(RuntimeError):  # its event loop is closed already
+                self._connection.unsubscribe(self._sub)
 
     async def __aenter__(self) -> Subscription:
         return self
@@ -143,7 +152,7 @@ class Client:
         ``"uppercase"``, or a spec such as ``{"type": "jq", "filter": ".a"}``."""
         self._check_open()
         body = None if processor is None else {"processor": processor}
-        answer = await self._http.json("POST", "/api/stream/start", json=body)
+        answer = await self._http.json("POST", "/api/stream/start", json=body, retry="refused")
         try:
             return str(answer["stream_id"])
         except (KeyError, TypeError) as e:
@@ -152,23 +161,33 @@ class Client:
     async def end(self, stream_id: str) -> StreamInfo:
         """Ends a stream: later sends are refused; subscribers get every result, then ``end``."""
         self._check_open()
-        answer = await self._http.json("DELETE", f"/api/stream/{stream_id}", idempotent=True)
+        answer = await self._http.json("DELETE", f"/api/stream/{stream_id}", retry="idempotent")
         return StreamInfo.from_json(answer)
 
     async def describe(self, stream_id: str) -> StreamInfo:
+        """One stream: its owner, processor, state and this instance's counters."""
         self._check_open()
-        answer = await self._http.json("GET", f"/api/stream/{stream_id}", idempotent=True)
+        answer = await self._http.json("GET", f"/api/stream/{stream_id}", retry="idempotent")
         return StreamInfo.from_json(answer)
 
     async def list(self) -> list[StreamInfo]:
         """The key's streams (all of them for an admin key), newest first."""
         self._check_open()
-        answer = await self._http.json("GET", "/api/streams", idempotent=True)
+        answer = await self._http.json("GET", "/api/streams", retry="idempotent")
         try:
             rows = answer["streams"]
         except (KeyError, TypeError) as e:
             raise ProtocolError(f"unreadable stream list: {answer!r}") from e
         return [StreamInfo.from_json(row) for row in rows]
+
+    async def stats(self) -> dict[str, Any]:
+        """What ``streamctl top`` shows: uptime, broker, totals and the key's open streams
+        (all of them for an admin key), as the daemon's JSON."""
+        self._check_open()
+        answer = await self._http.json("GET", "/api/stats", retry="idempotent")
+        if not isinstance(answer, dict):
+            raise ProtocolError(f"unreadable stats: {answer!r}")
+        return answer
 
     async def token(
         self,
@@ -183,7 +202,7 @@ class Client:
         body: dict[str, Any] = {"streams": ids, "scope": list(scope)}
         if ttl_s is not None:
             body["ttl_s"] = ttl_s
-        answer = await self._http.json("POST", "/api/tokens", json=body, idempotent=True)
+        answer = await self._http.json("POST", "/api/tokens", json=body, retry="idempotent")
         return TokenIssued.from_json(answer)
 
     async def send_batch(
@@ -210,8 +229,7 @@ class Client:
             f"/api/stream/{stream_id}/send",
             content=body,
             headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": key},
-            idempotent=True,
-            retry_ambiguous=True,
+            retry="idempotent",
         )
         try:
             return Accepted.from_json(resp.json())

@@ -74,6 +74,12 @@ class StreamgateError(Exception):
         super().__init__(message)
         self.message = message
 
+    @property
+    def transient(self) -> bool:
+        """Whether trying again later may succeed (the daemon was busy, starting, stopping or
+        away, or could not be reached)."""
+        return is_transient(self)
+
 
 class ConnectError(StreamgateError):
     """The daemon could not be reached: nothing was sent."""

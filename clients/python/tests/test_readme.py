@@ -1,0 +1,40 @@
+"""The README's example, run as written against a daemon (only the URL and the key differ),
+so it stays true."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import sys
+from pathlib import Path
+
+from support import KEY, Daemon
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+EXAMPLE_URL = "http://127.0.0.1:8080"
+
+
+def example() -> str:
+    """The first ``python`` block of the README's ``## Example`` section."""
+    text = README.read_text()
+    section = text[text.index("## Example"):]
+    found = re.search(r"```python\n(.*?)```", section, re.S)
+    assert found, "no python block under ## Example"
+    return found.group(1)
+
+
+async def test_the_readme_example_runs_as_written(daemon: Daemon) -> None:
+    code = example()
+    assert EXAMPLE_URL in code
+    src = Path(__file__).resolve().parents[1] / "src"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code.replace(EXAMPLE_URL, daemon.url),
+        env={**os.environ, "STREAMGATE_KEY": KEY, "PYTHONPATH": str(src)},
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, err.decode()
+    lines = out.decode().splitlines()
+    assert re.fullmatch(r"stored at offset \d+", lines[0]), lines
+    assert lines[1:] == ["{'greeting': 'HELLO'}"], lines
