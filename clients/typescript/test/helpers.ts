@@ -292,13 +292,17 @@ export class Tansu {
   }
 }
 
-/** A TCP proxy in front of a port that can cut every connection through it. */
+/**
+ * A TCP proxy in front of a port that can cut every connection through it, and first hold
+ * back what the daemon answers, so that a cut surely loses answers the daemon sent.
+ */
 export class CuttingProxy {
   private readonly sockets = new Set<Socket>();
   private server: Server | undefined;
+  /** Answers held back (daemon → client) since `hold()`, as text. */
+  private held: string | undefined;
   port = 0;
   cuts = 0;
-  accepted = 0;
 
   constructor(readonly target: number) {}
 
@@ -308,7 +312,6 @@ export class CuttingProxy {
 
   async start(): Promise<void> {
     this.server = createServer((client) => {
-      this.accepted += 1;
       const upstream = connect(this.target, "127.0.0.1");
       for (const s of [client, upstream]) {
         this.sockets.add(s);
@@ -320,16 +323,30 @@ export class CuttingProxy {
         });
       }
       client.pipe(upstream);
-      upstream.pipe(client);
+      upstream.on("data", (chunk: Buffer) => {
+        if (this.held === undefined) client.write(chunk);
+        else this.held += chunk.toString("latin1");
+      });
     });
     await new Promise<void>((done) => this.server!.listen(0, "127.0.0.1", done));
     const address = this.server.address();
     this.port = typeof address === "object" && address ? address.port : 0;
   }
 
-  /** Cuts every open connection (a reset, no goodbye). */
+  /** From now on what the daemon sends is not passed on, until the next `cut()`. */
+  hold(): void {
+    this.held = "";
+  }
+
+  /** How often `text` occurs in what was held back (WebSocket frames from a server are not masked). */
+  heldCount(text: string): number {
+    return this.held === undefined ? 0 : this.held.split(text).length - 1;
+  }
+
+  /** Cuts every open connection (a reset, no goodbye); what was held back is lost. */
   cut(): void {
     this.cuts += 1;
+    this.held = undefined;
     for (const s of this.sockets) s.resetAndDestroy();
     this.sockets.clear();
   }

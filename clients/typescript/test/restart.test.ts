@@ -62,8 +62,12 @@ test(
 
       await broker.stop();
       const brokerStopped = sent;
-      const refused = () => events.some((e) => e.type === "resending" && e.code === "broker_unavailable");
-      await waitFor("a send refused broker_unavailable", refused, 30_000);
+      const seen = events.length;
+      const refused = () =>
+        events
+          .slice(seen)
+          .some((e) => e.type === "resending" && (e.code === "broker_unavailable" || e.code === "not_ready"));
+      await waitFor("a send refused for the broker's absence", refused, 30_000);
       await broker.start(); // same port, same data
       await waitFor("results after the broker's restart", () => results() >= brokerStopped + 30, 90_000);
 

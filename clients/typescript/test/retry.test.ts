@@ -80,9 +80,10 @@ test("503 not_ready while the daemon waits for its broker: waits, then gives up 
     });
     const elapsed = performance.now() - started;
     assert.equal(assertWaited(log), log.length - 1);
-    // Retry-After 1 s within 3.5 s: 4 requests, 3 waits.
-    assert.equal(log.length, 4, `${log.length} requests`);
-    assert.ok(elapsed >= 3000 && elapsed < 3500 + 1000, `gave up after ${elapsed.toFixed(0)} ms`);
+    // Retry-After 1 s within 3.5 s: 4 requests and 3 waits (3 and 2 when answers are slow),
+    // then no wait that would end past the patience.
+    assert.ok(log.length === 3 || log.length === 4, `${log.length} requests`);
+    assert.ok(elapsed >= (log.length - 1) * 1000 && elapsed < 3500 + 1000, `gave up after ${elapsed.toFixed(0)} ms`);
   } finally {
     await client.close();
   }
