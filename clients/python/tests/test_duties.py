@@ -268,3 +268,59 @@ async def test_a_refused_handshake_is_tried_again_unless_it_will_not_pass() -> N
         with pytest.raises(streamgate.AuthenticationError):
             await asyncio.wait_for(client.send(SID, 1), 10)
     assert fake.handshakes == 2  # once for each: no spinning on a bad key
+
+
+@pytest.mark.parametrize("ending", ["lagged", "caught_up"])
+async def test_the_end_of_a_paused_subscription_is_not_believed(ending: str) -> None:
+    """Frames the daemon sent before it read the unsubscribe of a paused subscription: the
+    paused client dropped some, so "everything before was delivered" is not true of what
+    its consumer got. It subscribes again from the consumer's cursor once answered."""
+    until = {"until": "now"} if ending == "caught_up" else {}
+    last = ({"type": "caught_up", "stream_id": SID} if ending == "caught_up"
+            else outcome("end", 4))
+
+    async def script(ws: ServerConnection, n: int) -> None:
+        await fake.recv(ws)
+        await put(ws, {"type": "subscribed", "stream_id": SID},
+                  *(outcome("result", c, data=c) for c in range(3)))  # 2 finds the queue full
+        assert (await fake.recv(ws))["type"] == "unsubscribe"
+        paused.set()
+        await put(ws, outcome("result", 3, data=3))
+        await put(ws, {"type": "lagged", "stream_id": SID, "resume_from": 4} if ending == "lagged"
+                  else {"type": "caught_up", "stream_id": SID})
+        await put(ws, {"type": "unsubscribed", "stream_id": SID})
+        assert await fake.recv(ws) == {"type": "subscribe", "stream_id": SID, "from": 2, **until}
+        await put(ws, {"type": "subscribed", "stream_id": SID},
+                  *(outcome("result", c, data=c) for c in (2, 3)), last)
+
+    paused = asyncio.Event()
+    async with FakeDaemon(script) as fake, \
+            streamgate.Client(fake.url, api_key="k", queue_size=2) as client:
+        sub = client.subscribe(SID, from_=0, **until)  # type: ignore[arg-type]
+        await asyncio.wait_for(paused.wait(), 10)  # read nothing until the queue filled
+        got = await asyncio.wait_for(frames_of(sub), 10)
+    cursors = [f.cursor for f in got if not isinstance(f, streamgate.GapFrame)]
+    assert cursors == ([0, 1, 2, 3] if ending == "caught_up" else [0, 1, 2, 3, 4])
+
+
+async def test_subscribed_again_while_the_unsubscribe_is_unanswered() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        await fake.recv(ws)
+        await put(ws, {"type": "subscribed", "stream_id": SID}, outcome("result", 0, data=0))
+        assert (await fake.recv(ws))["type"] == "unsubscribe"
+        await subscribed_again.wait()
+        # The old subscription lagged before the daemon read the unsubscribe; then its answer.
+        await put(ws, {"type": "lagged", "stream_id": SID, "resume_from": 1},
+                  {"type": "unsubscribed", "stream_id": SID})
+        assert await fake.recv(ws) == {"type": "subscribe", "stream_id": SID, "from": 0}
+        await put(ws, {"type": "subscribed", "stream_id": SID}, outcome("result", 0, data=0),
+                  outcome("end", 1))
+
+    subscribed_again = asyncio.Event()
+    async with FakeDaemon(script) as fake, streamgate.Client(fake.url, api_key="k") as client:
+        async with client.subscribe(SID, from_=0) as first:
+            assert (await asyncio.wait_for(anext(first), 10)).type == "result"
+        second = client.subscribe(SID, from_=0)
+        subscribed_again.set()
+        got = await asyncio.wait_for(frames_of(second), 10)
+    assert [(f.type, getattr(f, "cursor", None)) for f in got] == [("result", 0), ("end", 1)]

@@ -622,9 +622,13 @@ class Connection:
             sub.state = "idle"
             self._subscribe(sub)
         elif kind == "caught_up":
-            sub = self._subs.pop(stream_id, None)
-            if sub is not None:
-                sub.finish(END)
+            # Believed of an open subscription only: one being unsubscribed (paused) dropped
+            # frames before it, and is subscribed again from its cursor once answered.
+            sub = self._subs.get(stream_id)
+            if sub is None or sub.state != "open" or stream_id in self._leaving:
+                return
+            del self._subs[stream_id]
+            sub.finish(END)
         elif kind == "invalid":
             log.warning("streamgate: the daemon could not read a frame: %s", obj.get("error"))
 

@@ -92,7 +92,8 @@ Frame = Union[ResultFrame, ErrorFrame, GapFrame, EndFrame]
 @dataclass(frozen=True, slots=True)
 class Ack:
     """A record is stored: at ``offset`` of its stream's input partition. ``replayed``: its
-    idempotency key was sent before (a retry); nothing new was stored."""
+    idempotency key was sent before (a retry); nothing new was stored, and ``offset`` is
+    ``-1`` when the answering instance does not know where the first send was stored."""
 
     stream_id: str
     seq: int
