@@ -432,6 +432,10 @@ pub struct DeliveryLimits {
     /// Streams one `/api/connect` socket (or one `/api/events` request) may follow at once
     /// (`refused` `too_many_subscriptions` past it). Each counts as a subscriber of its key.
     pub max_subscriptions_per_connection: usize,
+    /// Bytes per second all of one key's `/api/stats/live` watchers together may be sent:
+    /// each watcher's interval is stretched to `snapshot bytes × watchers of the key / this`
+    /// when that is longer than the interval it asked for.
+    pub stats_live_bytes_per_s: u64,
 }
 
 impl Default for DeliveryLimits {
@@ -441,6 +445,7 @@ impl Default for DeliveryLimits {
             max_subscribers_per_key: 10_000,
             results_partition_idle_ms: 60_000,
             max_subscriptions_per_connection: 1_000,
+            stats_live_bytes_per_s: 4 << 20,
         }
     }
 }
@@ -462,6 +467,11 @@ impl DeliveryLimits {
             "limits.max_subscriptions_per_connection",
             self.max_subscriptions_per_connection as u64,
             1,
+        )?;
+        at_least(
+            "limits.stats_live_bytes_per_s",
+            self.stats_live_bytes_per_s,
+            1024,
         )
     }
 }
@@ -543,6 +553,13 @@ impl IngestLimits {
             1,
         )?;
         at_least("limits.send_timeout_ms", self.send_timeout_ms, 1)?;
+        if self.send_timeout_ms > MAX_SEND_TIMEOUT_MS {
+            return Err(invalid(
+                "limits.send_timeout_ms",
+                &self.send_timeout_ms,
+                &format!("must be at most {MAX_SEND_TIMEOUT_MS} (5 minutes)"),
+            ));
+        }
         at_least(
             "limits.max_streams_per_key",
             self.max_streams_per_key as u64,
@@ -650,6 +667,10 @@ impl Limits {
 }
 
 /// `key: `value` must be at least least`, the shape of every range error.
+/// The longest `limits.send_timeout_ms`: the processing stage remembers ended streams for
+/// longer than a send can be in flight (`processing::record::ENDED_MEMORY`).
+pub const MAX_SEND_TIMEOUT_MS: u64 = 300_000;
+
 fn at_least(key: &str, value: u64, least: u64) -> Result<(), Error> {
     if value < least {
         return Err(invalid(key, &value, &format!("must be at least {least}")));

@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use streamgate::config::Config;
 use streamgate_testkit::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -354,5 +354,91 @@ async fn the_open_files_limit_is_raised_at_start() {
     let d = Daemon::start(test_config()).await;
     let (soft, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap();
     assert_eq!(soft, hard);
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_far_over_the_limit_still_gets_its_1009_and_reason() {
+    // The daemon stops reading at the frame header; unless it reads on (and discards) until
+    // the client finished writing, the connection is reset and the client sees 1006.
+    let d = Daemon::start(config_with(|c| {
+        c.limits.websocket.ws_max_message_bytes = 64 * 1024
+    }))
+    .await;
+    let id = d.start_stream(ALICE, None).await;
+    let mut ws = d.subscribe(ALICE, &id).await;
+    let huge = format!("\"{}\"", "x".repeat(4 << 20));
+    ws.send(Message::text(huge))
+        .await
+        .expect("the whole message is taken, not reset");
+    let (code, reason) = next_close(&mut ws).await;
+    assert_eq!(code, 1009, "{reason}");
+    assert!(reason.contains("ws_max_message_bytes"), "{reason}");
+    d.stop().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_s_live_stats_watchers_share_a_byte_budget() {
+    let d = Daemon::start(config_with(|c| {
+        c.limits.delivery.stats_live_bytes_per_s = 1024
+    }))
+    .await;
+    for _ in 0..3 {
+        d.start_stream(ALICE, None).await;
+    }
+    let open = || async {
+        let mut req = d
+            .ws_url("/api/stats/live?interval_ms=200")
+            .into_client_request()
+            .unwrap();
+        req.headers_mut()
+            .insert("x-api-key", ALICE.parse().unwrap());
+        tokio_tungstenite::connect_async(req).await.unwrap().0
+    };
+    let (mut a, mut b) = (open().await, open().await);
+    let len = next_text(&mut a).await;
+    next_text(&mut b).await;
+    // a's first push was timed before b watched; from its second on, both count.
+    next_text(&mut a).await;
+    let second = Instant::now();
+    next_text(&mut a).await;
+    let between = second.elapsed();
+    let budgeted = Duration::from_secs_f64(2.0 * len as f64 / 1024.0);
+    assert!(
+        between >= budgeted.mul_f64(0.9) && budgeted > Duration::from_millis(500),
+        "{len}-byte snapshots {between:?} apart for two watchers, budget 1 KiB/s wants {budgeted:?} (asked 200 ms)"
+    );
+    d.stop().await.unwrap();
+}
+
+/// The length of the next text message.
+async fn next_text(ws: &mut Ws) -> usize {
+    match tokio::time::timeout(Duration::from_secs(30), ws.next()).await {
+        Ok(Some(Ok(Message::Text(t)))) => t.len(),
+        other => panic!("expected a snapshot: {other:?}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_address_cannot_take_every_slot_when_the_total_is_small() {
+    // A small total, as when a low open-files limit lowers `max_connections` at start: the
+    // per-address cap (2048 by default) is brought down to a quarter of it.
+    let d = Daemon::start(config_with(|c| c.limits.server.max_connections = 40)).await;
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        held.push(connect_from([127, 0, 0, 2], d.addr).await);
+    }
+    let mut refused = connect_from([127, 0, 0, 2], d.addr).await;
+    let answer = read_until_closed(&mut refused, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert!(answer.contains("too_many_connections"), "{answer}");
+    let health = raw(
+        &d,
+        b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert!(health.starts_with("HTTP/1.1 200"), "{health}");
+    drop(held);
     d.stop().await.unwrap();
 }

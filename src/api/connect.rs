@@ -29,7 +29,7 @@ use uuid::Uuid;
 use super::access::owned;
 use super::error::ApiError;
 use super::subscriber::{open, Opening, SubscribeArgs};
-use super::upgrade::Socket;
+use super::upgrade::{self, Socket};
 use super::ws::Peer;
 use super::AppState;
 use crate::auth::{Need, Principal};
@@ -181,6 +181,9 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
     };
     if let Some(close) = &close {
         peer.close(close).await;
+        if matches!(close, Close::TooBig { .. }) {
+            upgrade::linger(peer.sink, source).await;
+        }
     }
     let (code, reason) = close.map_or((1006, "connection lost".to_string()), |c| {
         (c.code(), c.reason())

@@ -36,7 +36,7 @@ pub struct AppState {
     pub broker: BrokerHealth,
     pub metrics: Arc<Metrics>,
     /// The stats snapshot shared by every `/api/stats` caller and live watcher.
-    pub stats: SharedStats,
+    pub stats: Arc<SharedStats>,
     /// Where the daemon is in its life: sessions watch it to refuse and close as it stops.
     pub phase: PhaseWatch,
     /// Whether this instance's processing stage is in its group (for `/readyz`).

@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_util::StreamExt;
-use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
 use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::Rejection;
@@ -30,29 +30,106 @@ const DEFAULT_INTERVAL_MS: u64 = 1_000;
 const MIN_INTERVAL_MS: u64 = 200;
 
 /// The snapshot of every open stream, computed at most once per `MIN_INTERVAL_MS` however
-/// many callers and live watchers ask, then cut down to what each caller may see: fifty
-/// dashboards cost what one does. A stream started or ended makes it stale at once, so a
-/// caller always sees its own changes.
+/// many callers and live watchers ask, then cut down to what each caller may see and
+/// serialized once per view: fifty dashboards cost what one does. A stream started or ended
+/// makes it stale at once, so a caller always sees its own changes. It also counts each
+/// key's live watchers, whose pushes share `limits.stats_live_bytes_per_s`.
 #[derive(Default)]
 pub struct SharedStats {
-    /// When it was computed, at which registry generation, and the snapshot.
-    last: tokio::sync::Mutex<Option<(Instant, u64, Arc<Stats>)>>,
+    last: tokio::sync::Mutex<Option<Arc<Snapshot>>>,
+    watchers: std::sync::Mutex<HashMap<String, usize>>,
+}
+
+/// One computed snapshot and its views as sent (`None`: an admin's, everything).
+struct Snapshot {
+    at: Instant,
+    generation: u64,
+    stats: Arc<Stats>,
+    rendered: std::sync::Mutex<HashMap<Option<String>, Utf8Bytes>>,
 }
 
 impl SharedStats {
-    async fn full(&self, state: &AppState) -> Arc<Stats> {
+    async fn full(&self, state: &AppState) -> Arc<Snapshot> {
         // Held while computing: concurrent askers wait for this one instead of computing too.
         let mut last = self.last.lock().await;
         let generation = state.registry.generation();
-        if let Some((at, seen, stats)) = &*last {
-            if at.elapsed() < Duration::from_millis(MIN_INTERVAL_MS) && *seen == generation {
-                return stats.clone();
+        if let Some(snap) = &*last {
+            let fresh = snap.at.elapsed() < Duration::from_millis(MIN_INTERVAL_MS);
+            if fresh && snap.generation == generation {
+                return snap.clone();
             }
         }
-        let stats = Arc::new(compute(state).await);
-        *last = Some((Instant::now(), generation, stats.clone()));
-        stats
+        let snap = Arc::new(Snapshot {
+            at: Instant::now(),
+            generation,
+            stats: Arc::new(compute(state).await),
+            rendered: Default::default(),
+        });
+        *last = Some(snap.clone());
+        snap
     }
+
+    /// The caller's view of the current snapshot as JSON text, serialized once per view (a
+    /// shared buffer: every watcher of the view is sent the same bytes).
+    async fn rendered(&self, caller: &Principal, state: &AppState) -> Utf8Bytes {
+        let snap = self.full(state).await;
+        let view = (!caller.admin).then(|| caller.name.clone());
+        let mut rendered = snap.rendered.lock().expect("stats views");
+        rendered
+            .entry(view)
+            .or_insert_with(|| {
+                let stats = view_of(&snap.stats, caller);
+                Utf8Bytes::from(serde_json::to_string(&stats).expect("stats serialize"))
+            })
+            .clone()
+    }
+
+    /// Counts one more live watcher of `key` until the guard drops; says how many there are.
+    fn watch(self: &Arc<Self>, key: &str) -> Watching {
+        *self
+            .watchers
+            .lock()
+            .expect("stats watchers")
+            .entry(key.to_string())
+            .or_default() += 1;
+        Watching {
+            stats: self.clone(),
+            key: key.to_string(),
+        }
+    }
+}
+
+/// One live watcher, counted in [`SharedStats`] while it lives.
+struct Watching {
+    stats: Arc<SharedStats>,
+    key: String,
+}
+
+impl Watching {
+    /// The key's live watchers now, this one included.
+    fn of_key(&self) -> usize {
+        let watchers = self.stats.watchers.lock().expect("stats watchers");
+        watchers.get(&self.key).copied().unwrap_or(1)
+    }
+}
+
+impl Drop for Watching {
+    fn drop(&mut self) {
+        let mut watchers = self.stats.watchers.lock().expect("stats watchers");
+        if let Some(n) = watchers.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                watchers.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// How long a live watcher waits before its next push: what it asked for, or longer when
+/// its key's watchers would together be sent more than `budget` bytes per second.
+fn next_push(asked: Duration, sent_bytes: usize, watchers: usize, budget: u64) -> Duration {
+    let share = sent_bytes as f64 * watchers as f64 / budget as f64;
+    asked.max(Duration::from_secs_f64(share))
 }
 
 async fn compute(state: &AppState) -> Stats {
@@ -97,9 +174,12 @@ fn totals(streams: &[StatsRow], latency_ms: Percentiles) -> Totals {
 
 /// One snapshot as the caller may see it: all streams for an admin key, else its own.
 pub async fn snapshot(caller: &Principal, state: &AppState) -> Stats {
-    let full = state.stats.full(state).await;
+    view_of(&state.stats.full(state).await.stats, caller)
+}
+
+fn view_of(full: &Stats, caller: &Principal) -> Stats {
     if caller.admin {
-        return (*full).clone();
+        return full.clone();
     }
     let streams: Vec<StatsRow> = full
         .streams
@@ -168,17 +248,19 @@ async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval:
     let (sink, mut source) = socket.split();
     let idle_timeout = state.config.limits.websocket.idle_timeout();
     let mut peer = Peer { sink, idle_timeout };
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let budget = state.config.limits.delivery.stats_live_bytes_per_s;
+    let watching = state.stats.watch(&caller.name);
+    let mut due = tokio::time::Instant::now();
     let mut phase = state.phase.clone();
     loop {
         tokio::select! {
-            _ = tick.tick() => {
-                let text = serde_json::to_string(&snapshot(&caller, &state).await)
-                    .expect("stats serialize");
-                if peer.send(Message::text(text)).await.is_err() {
+            _ = tokio::time::sleep_until(due) => {
+                let text = state.stats.rendered(&caller, &state).await;
+                let wait = next_push(interval, text.len(), watching.of_key(), budget);
+                if peer.send(Message::Text(text)).await.is_err() {
                     return;
                 }
+                due = tokio::time::Instant::now() + wait;
             }
             msg = source.next() => match msg {
                 // Pings are answered by tungstenite; anything else from the client is ignored.
@@ -190,5 +272,25 @@ async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval:
                 return;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_s_watchers_share_the_byte_budget() {
+        let asked = Duration::from_millis(200);
+        assert_eq!(
+            next_push(asked, 10_000, 50, 4 << 20),
+            asked,
+            "small: as asked"
+        );
+        // The abuse case: 50 watchers of a 1.26 MB snapshot.
+        let stretched = next_push(asked, 1_260_000, 50, 4 << 20);
+        assert!(stretched > Duration::from_secs(15), "{stretched:?}");
+        let total = 50.0 * 1_260_000.0 / stretched.as_secs_f64();
+        assert!(total <= (4 << 20) as f64 + 1.0, "{total} bytes/s");
     }
 }

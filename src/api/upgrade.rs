@@ -4,6 +4,11 @@
 //! (it grows when a large message arrives) memory follows traffic, not connection count.
 
 use std::future::Future;
+use std::time::Duration;
+
+use futures_util::stream::{SplitSink, SplitStream};
+use tokio::io::AsyncReadExt;
+use tokio_tungstenite::tungstenite::Message;
 
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
@@ -18,6 +23,26 @@ use super::serve::Client;
 
 /// The server side of an upgraded connection.
 pub type Socket = WebSocketStream<TokioIo<hyper::upgrade::Upgraded>>;
+
+/// Longest a socket closed for an oversized message is read (and discarded) after its close
+/// frame was sent.
+pub const LINGER: Duration = Duration::from_secs(2);
+
+/// After a close sent while the client may still be writing (a message over the limit):
+/// reads and discards what it sends until it closes, for at most [`LINGER`]. Closing at
+/// once would reset the connection with unread data and the client would lose the close
+/// frame, seeing 1006 instead of the 1009 and its reason.
+pub async fn linger(sink: SplitSink<Socket, Message>, source: SplitStream<Socket>) {
+    let Ok(socket) = sink.reunite(source) else {
+        return;
+    };
+    let mut io = socket.into_inner();
+    let mut scrap = vec![0u8; 16 * 1024];
+    let _ = tokio::time::timeout(LINGER, async {
+        while matches!(io.read(&mut scrap).await, Ok(n) if n > 0) {}
+    })
+    .await;
+}
 
 /// Initial read buffer per connection.
 const READ_BUFFER: usize = 4 * 1024;

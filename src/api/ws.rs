@@ -22,7 +22,7 @@ use tokio_tungstenite::tungstenite::{self, Message};
 
 use super::error::ApiError;
 use super::subscriber::Subscriber;
-use super::upgrade::Socket;
+use super::upgrade::{self, Socket};
 use super::AppState;
 use crate::auth::Denied;
 use crate::delivery::Item;
@@ -145,6 +145,9 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
     };
     if let Some(close) = &close {
         peer.close(close).await;
+        if matches!(close, Close::TooBig { .. }) {
+            upgrade::linger(peer.sink, source).await;
+        }
     }
     // One line per WebSocket, at its end: how and why it closed (a 4008 says who lags).
     let (code, reason) = close.map_or((1006, "connection lost".to_string()), |c| {

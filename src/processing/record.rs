@@ -5,7 +5,8 @@
 //! time a record reaches [`step`] its evaluation is a plain value, so everything here is
 //! tested without Kafka or threads.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
+use std::time::Duration;
 use std::time::Instant;
 
 use serde_json::Value;
@@ -65,6 +66,10 @@ pub enum Evaluated {
     Skipped,
 }
 
+/// How long the stage remembers an end marker it read: longer than any send can be in
+/// flight (`limits.send_timeout_ms` is at most [`crate::config::MAX_SEND_TIMEOUT_MS`]).
+pub const ENDED_MEMORY: Duration = Duration::from_secs(15 * 60);
+
 /// What the stage keeps between records, for the partitions it owns.
 #[derive(Default)]
 pub struct Partitions {
@@ -77,6 +82,9 @@ pub struct Partitions {
     /// Streams whose end marker was read here: its partition and offset. Records of the
     /// stream after it are not the stream's (their senders were refused): no results.
     pub ended: HashMap<Uuid, (i32, i64)>,
+    /// When (processing time, ms) each entry of `ended` was made, oldest first, so that
+    /// `forget_ended` keeps the map as small as the streams ended lately.
+    ended_at: VecDeque<(i64, Uuid)>,
 }
 
 impl Partitions {
@@ -103,6 +111,22 @@ impl Partitions {
         self.windows.retain_partitions(|p| !lost.contains(&p));
         self.replay_until.retain(|p, _| !lost.contains(p));
         self.ended.retain(|_, (p, _)| !lost.contains(p));
+        let ended = &self.ended;
+        self.ended_at.retain(|(_, s)| ended.contains_key(s));
+    }
+
+    /// Forgets the end markers read before `before_ms`. A record of an ended stream can
+    /// follow its marker only while a send that began before the end is still in flight,
+    /// which ingest bounds by `limits.send_timeout_ms`; the stage keeps markers for longer
+    /// than that ([`ENDED_MEMORY`]), so the map holds only the streams ended lately.
+    pub fn forget_ended(&mut self, before_ms: i64) {
+        while let Some(&(at, stream)) = self.ended_at.front() {
+            if at >= before_ms {
+                break;
+            }
+            self.ended_at.pop_front();
+            self.ended.remove(&stream);
+        }
     }
 
     /// Whether `stream`'s end marker was read here before `offset`.
@@ -160,6 +184,7 @@ pub fn step(
         (Some(Control::End), _) if state.ended_before(&stream, input.offset) => Vec::new(),
         (Some(Control::End), _) => {
             state.ended.insert(stream, (input.partition, input.offset));
+            state.ended_at.push_back((processed_ms, stream));
             let mut out = results(state.windows.close_all(&stream));
             out.push(frame(Kind::End, None, None));
             out
@@ -292,6 +317,23 @@ mod tests {
             !state.ended_before(&STREAM, 6),
             "forgotten with its partition"
         );
+    }
+
+    #[test]
+    fn end_markers_are_forgotten_once_no_send_of_their_stream_can_still_land() {
+        let mut state = Partitions::default();
+        for i in 0..1000u128 {
+            let mut end = input(i as i64, 1, Some(Control::End));
+            end.stream = Uuid::from_u128(i + 10);
+            step(&mut state, &end, None, false, i as i64);
+        }
+        assert_eq!(state.ended.len(), 1000);
+        state.forget_ended(500);
+        assert_eq!(state.ended.len(), 500, "the older half is forgotten");
+        assert!(state.ended_before(&Uuid::from_u128(510), 501));
+        assert!(!state.ended_before(&Uuid::from_u128(10), 1));
+        state.forget_ended(i64::MAX);
+        assert!(state.ended.is_empty() && state.ended_at.is_empty());
     }
 
     #[test]

@@ -301,6 +301,8 @@ impl Stage {
                 }
                 _ = window_check.tick() => {
                     self.close_due_windows(&mut state.partitions).await;
+                    let memory = record::ENDED_MEMORY.as_millis() as i64;
+                    state.partitions.forget_ended(now_ms() - memory);
                     self.take_over.awaiting.prune();
                     state.held.retain(|_, (_, s)| s.peek().is_none());
                     continue;
