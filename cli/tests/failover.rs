@@ -6,9 +6,9 @@
 //!
 //! SIGKILL runs on the embedded (librdkafka mock) broker, whose group coordinator evicts a
 //! dead member after its session timeout and tells the others to rebalance, as Kafka and
-//! Redpanda do. tansu 0.6.0 evicts the member without telling the survivors, so its
-//! partitions would stay unassigned; on tansu the graceful stop (which leaves the group) is
-//! tested instead.
+//! Redpanda do, and on tansu 0.6.0, which evicts the member without telling the survivors:
+//! there the survivor's orphan watch (`processing/orphans.rs`) sees the dead member's
+//! partitions stand still with records waiting and rejoins the group to take them.
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
@@ -198,6 +198,17 @@ async fn sigkill_of_a_processing_daemon_loses_no_acknowledged_record() {
     };
     let broker = EmbeddedBroker::start(&topics).unwrap();
     failover(broker.bootstrap_servers().to_string(), Stop::Kill).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_of_a_processing_daemon_loses_no_acknowledged_record_on_tansu() {
+    let tansu = Tansu::start();
+    let started = std::time::Instant::now();
+    failover(tansu.bootstrap(), Stop::Kill).await;
+    eprintln!(
+        "tansu SIGKILL failover: every result in {:?}",
+        started.elapsed()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

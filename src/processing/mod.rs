@@ -41,6 +41,7 @@
 pub mod at_ingest;
 pub mod evaluate;
 pub mod jq;
+pub mod orphans;
 pub mod processor;
 pub mod progress;
 pub mod record;
@@ -74,6 +75,8 @@ pub enum StageError {
         offset: i64,
         reason: String,
     },
+    #[error("partitions {0:?} have records waiting and nobody processes them; rejoining the group so that they are shared out again")]
+    Orphaned(Vec<i32>),
     #[error("the acker stopped")]
     AckerStopped,
     #[error("{0}")]

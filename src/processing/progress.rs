@@ -26,6 +26,7 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::at_ingest::{Resolution, Settle};
+use super::orphans::Position;
 use super::StageError;
 use crate::kafka::records::{decode_progress as decode, encode_progress as encode, progress_group};
 use crate::kafka::Receipt;
@@ -172,6 +173,34 @@ impl Progress {
         if let Err(e) = self.commit(&released, false).await {
             tracing::warn!(error = %e, "partitions not released; their next owner waits for them");
         }
+    }
+
+    /// Every partition's committed next offset (0 where none was committed) and end, for the
+    /// orphan watch (`orphans.rs`).
+    pub async fn positions(&self, partitions: i32) -> Result<Vec<Position>, StageError> {
+        let all: Vec<i32> = (0..partitions).collect();
+        let committed = self.committed(&all).await?;
+        let (c, topic) = (self.consumer.clone(), self.topic.clone());
+        let ends = tokio::task::spawn_blocking(move || {
+            (0..partitions)
+                .map(|p| {
+                    c.fetch_watermarks(&topic, p, Duration::from_secs(5))
+                        .map(|w| w.1)
+                })
+                .collect::<Result<Vec<i64>, _>>()
+        })
+        .await
+        .map_err(|e| StageError::Progress(e.to_string()))?
+        .map_err(|e| StageError::Progress(format!("read where partitions end: {e}")))?;
+        Ok(all
+            .into_iter()
+            .zip(ends)
+            .map(|(partition, end)| Position {
+                partition,
+                next: committed.get(&partition).map_or(0, |v| decode(*v).0),
+                end,
+            })
+            .collect())
     }
 
     /// The committed values of `partitions` (those that have one).

@@ -19,6 +19,7 @@ use uuid::Uuid;
 
 use super::at_ingest::{self, Awaiting, Settle, TakeOver};
 use super::evaluate::Evaluator;
+use super::orphans::{self, Orphans};
 use super::progress::{ack_in_order, Pending, Progress, Work, CLAIM_TIMEOUT};
 use super::record::{self, Evaluated, Partitions};
 use super::StageError;
@@ -174,6 +175,7 @@ pub struct Stage {
     /// Settings of the group consumer; a fresh consumer is made for every (re)start.
     consumer_config: ClientConfig,
     input_topic: String,
+    input_partitions: i32,
     /// Never gives up on a result (`message.timeout.ms=0`), so nothing is skipped.
     results: TopicProducer,
     /// Writes window close markers into the input topic.
@@ -230,6 +232,7 @@ impl Stage {
         let stage = Stage {
             consumer_config,
             input_topic: cluster.topics.input.name.clone(),
+            input_partitions: cluster.topics.input.partitions,
             results,
             input,
             evaluator,
@@ -287,6 +290,13 @@ impl Stage {
             rx,
             failed_tx,
         ));
+        let (orphaned_tx, mut orphaned) = watch::channel(Vec::new());
+        let watch = tokio::spawn(watch_orphans(
+            progress.clone(),
+            self.input_partitions,
+            orphaned_tx,
+        ));
+        let _watch = AbortOnDrop(watch);
         let mut state = StageState::default();
         let mut window_check = tokio::time::interval(WINDOW_CHECK);
         window_check.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -298,6 +308,13 @@ impl Stage {
                 _ = shutdown.changed() => continue,
                 _ = failed.changed() => {
                     break Err(failed.borrow().clone().unwrap_or(StageError::AckerStopped));
+                }
+                _ = orphaned.changed() => {
+                    let stalled = orphaned.borrow_and_update().clone();
+                    if stalled.iter().any(|p| !state.owned.contains(p)) {
+                        break Err(StageError::Orphaned(stalled));
+                    }
+                    continue;
                 }
                 _ = window_check.tick() => {
                     self.close_due_windows(&mut state.partitions).await;
@@ -566,5 +583,34 @@ impl Stage {
             acks,
             ..nothing(step.rewind)
         })
+    }
+}
+
+/// Reads every partition's progress each `orphans::CHECK_EVERY` and publishes the orphaned
+/// ones (see `orphans.rs`); a failed reading is skipped (the broker may be away).
+async fn watch_orphans(progress: Arc<Progress>, partitions: i32, out: watch::Sender<Vec<i32>>) {
+    let mut orphans = Orphans::default();
+    let mut tick = tokio::time::interval(orphans::CHECK_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match progress.positions(partitions).await {
+            Ok(reading) => {
+                let stalled = orphans.observe(&reading, Instant::now());
+                if !stalled.is_empty() {
+                    out.send_replace(stalled);
+                }
+            }
+            Err(e) => tracing::debug!(error = %e, "orphan watch: no reading"),
+        }
+    }
+}
+
+/// Aborts a task when the run that started it ends.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
