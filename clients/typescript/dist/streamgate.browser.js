@@ -219,17 +219,15 @@ var Credentials = class {
 };
 function cache(token) {
   const claims = decodeToken(token);
-  if (!claims || claims.exp === void 0) return { token, margin: MIN_MARGIN_MS };
+  if (claims?.exp === void 0) return { token, margin: MIN_MARGIN_MS };
   let remaining = claims.exp * 1e3 - Date.now();
-  if (claims.iat !== void 0 && claims.exp > claims.iat) {
-    remaining = Math.min(remaining, (claims.exp - claims.iat) * 1e3);
+  const lifetime = claims.iat !== void 0 && claims.exp > claims.iat ? (claims.exp - claims.iat) * 1e3 : void 0;
+  if (lifetime !== void 0) {
+    remaining = Math.min(Math.max(remaining, lifetime / 2), lifetime);
+  } else if (remaining <= 0) {
+    return { token, margin: MIN_MARGIN_MS };
   }
-  const lifetime = claims.iat !== void 0 && claims.exp > claims.iat ? (claims.exp - claims.iat) * 1e3 : remaining;
-  const margin = Math.min(
-    MAX_MARGIN_MS,
-    Math.max(MIN_MARGIN_MS, lifetime / 4),
-    Math.max(0, remaining / 2)
-  );
+  const margin = Math.min(MAX_MARGIN_MS, Math.max(MIN_MARGIN_MS, (lifetime ?? remaining) / 4), remaining / 2);
   return { token, expiresAt: now() + remaining, margin };
 }
 

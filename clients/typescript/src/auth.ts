@@ -106,19 +106,20 @@ export class Credentials {
 /** A token with its expiry read from its payload. */
 function cache(token: string): Cached {
   const claims = decodeToken(token);
-  if (!claims || claims.exp === undefined) return { token, margin: MIN_MARGIN_MS };
+  if (claims?.exp === undefined) return { token, margin: MIN_MARGIN_MS };
   let remaining = claims.exp * 1000 - Date.now();
-  if (claims.iat !== undefined && claims.exp > claims.iat) {
-    // Our clock and the daemon's may differ: never count on more than the token's lifetime.
-    remaining = Math.min(remaining, (claims.exp - claims.iat) * 1000);
-  }
   const lifetime =
-    claims.iat !== undefined && claims.exp > claims.iat ? (claims.exp - claims.iat) * 1000 : remaining;
-  // A fresh token is used for at least half of what is left of it, however short.
-  const margin = Math.min(
-    MAX_MARGIN_MS,
-    Math.max(MIN_MARGIN_MS, lifetime / 4),
-    Math.max(0, remaining / 2),
-  );
+    claims.iat !== undefined && claims.exp > claims.iat ? (claims.exp - claims.iat) * 1000 : undefined;
+  if (lifetime !== undefined) {
+    // The daemon's clock says when it expires, and ours may be off either way: a token just
+    // given is counted on for no more than its lifetime, and for at least half of it (a clock
+    // ahead of the daemon's would otherwise have it renewed at once, again and again; one
+    // that did expire is refused, and a new one is asked for).
+    remaining = Math.min(Math.max(remaining, lifetime / 2), lifetime);
+  } else if (remaining <= 0) {
+    // Expired by our clock, which may be wrong: used until the daemon refuses it.
+    return { token, margin: MIN_MARGIN_MS };
+  }
+  const margin = Math.min(MAX_MARGIN_MS, Math.max(MIN_MARGIN_MS, (lifetime ?? remaining) / 4), remaining / 2);
   return { token, expiresAt: now() + remaining, margin };
 }

@@ -1,16 +1,17 @@
 // On a tansu broker, while records flow into a stream the client follows: the daemon is
-// stopped (SIGTERM) and started again on the same port, then the broker is stopped and
-// started again once a send was refused for it. The subscription resumes, sends refused
-// while the broker is away are sent again with their keys, nothing is lost or delivered
-// twice, and the daemon stored each record once.
+// stopped (SIGTERM) and started again on the same port; then the broker is stopped and
+// started again once a send was refused for its absence. The subscription resumes, records
+// refused or unanswered meanwhile are sent again with their keys, nothing is lost, no frame
+// comes twice, and each record is stored once.
 
 import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
-import { Client, type Ack, type ConnectionEvent, type StreamFrame } from "../src/index.js";
+import { Client, type Ack, type ConnectionEvent, type ResultFrame, type StreamFrame } from "../src/index.js";
 import { cursorOf, Daemon, freePort, KEY, replay, sleepMs, Tansu, tansuBin, waitFor } from "./helpers.js";
 
 const bin = tansuBin();
+const skip = bin ? false : "no tansu (set TANSU_BIN)";
 let tansu: Tansu | undefined;
 let daemon: Daemon | undefined;
 
@@ -27,83 +28,141 @@ after(async () => {
   await tansu?.dispose();
 });
 
-test(
-  "daemon restarted, then broker restarted, mid-stream: nothing lost or twice",
-  { skip: bin ? false : "no tansu (set TANSU_BIN)" },
-  async (t) => {
-    const d = daemon!;
-    const broker = tansu!;
-    const events: ConnectionEvent[] = [];
-    const client = new Client({ url: d.url, apiKey: KEY, onEvent: (e) => events.push(e) });
-    try {
-      const id = await client.start({ processor: "uppercase" });
-      const frames: StreamFrame[] = [];
-      const reading = (async () => {
-        for await (const frame of client.subscribe(id, { from: "earliest" })) frames.push(frame);
-      })();
-      const results = () => frames.filter((f) => f.type === "result").length;
+/** Records sent one after another into a new stream, and its results read, over one client. */
+class Flow {
+  readonly events: ConnectionEvent[] = [];
+  readonly client: Client;
+  readonly frames: StreamFrame[] = [];
+  readonly acks: Ack[] = [];
+  sent = 0;
+  private sending = true;
+  private sender: Promise<void> | undefined;
+  private reader: Promise<void> | undefined;
 
-      let sending = true;
-      let sent = 0;
-      const acks: Ack[] = [];
-      const sender = (async () => {
-        for (let n = 0; sending; n++) {
-          sent = n + 1;
-          acks.push(await client.send(id, { n, s: `r${n}` }));
-          await sleepMs(20);
-        }
-      })();
+  constructor(readonly daemon: Daemon) {
+    this.client = new Client({ url: daemon.url, apiKey: KEY, onEvent: (e) => this.events.push(e) });
+  }
 
-      await waitFor("results before the daemon's restart", () => results() >= 30, 60_000);
-      await d.stop("SIGTERM");
-      const daemonStopped = sent;
-      await d.spawn(); // same port, same broker
-      await waitFor("results after the daemon's restart", () => results() >= daemonStopped + 30, 60_000);
+  async start(): Promise<string> {
+    const id = await this.client.start({ processor: "uppercase" });
+    this.reader = (async () => {
+      for await (const frame of this.client.subscribe(id, { from: "earliest" })) this.frames.push(frame);
+    })();
+    this.sender = (async () => {
+      for (let n = 0; this.sending; n++) {
+        this.sent = n + 1;
+        this.acks.push(await this.client.send(id, { n, s: `r${n}` }));
+        await sleepMs(20);
+      }
+    })();
+    return id;
+  }
 
-      await broker.stop();
-      const brokerStopped = sent;
-      const seen = events.length;
-      const refused = () =>
-        events
-          .slice(seen)
-          .some((e) => e.type === "resending" && (e.code === "broker_unavailable" || e.code === "not_ready"));
-      await waitFor("a send refused for the broker's absence", refused, 30_000);
-      await broker.start(); // same port, same data
-      await waitFor("results after the broker's restart", () => results() >= brokerStopped + 30, 90_000);
+  get results(): ResultFrame[] {
+    return this.frames.filter((f): f is ResultFrame => f.type === "result");
+  }
 
-      sending = false;
-      await sender;
-      await waitFor("every result", () => results() >= sent, 60_000);
-      await client.end(id);
-      await reading;
+  /** Waits for `more` results past the `sent`-th record. */
+  async resultsPast(sent: number, more: number, what: string): Promise<void> {
+    await waitFor(what, () => this.results.filter((f) => (f.data as { n: number }).n >= sent).length >= more, 90_000);
+  }
 
-      const expected = Array.from({ length: sent }, (_, k) => ({ n: k, s: `R${k}` }));
-      assert.equal(frames.at(-1)!.type, "end");
-      assert.deepEqual(
-        frames.filter((f) => f.type === "result").map((f) => (f.type === "result" ? f.data : undefined)),
-        expected,
-        "each result once, in order",
-      );
-      assert.equal(frames.length, sent + 1, "nothing but the results and the end");
-      const cursors = frames.map(cursorOf);
-      assert.ok(cursors.every((c, k) => k === 0 || c > cursors[k - 1]!), "cursors grow");
-      assert.equal(acks.length, sent, "one ack per send");
-      const stored = await replay(d.url, id);
-      assert.deepEqual(
-        stored.filter((f) => f.type === "result").map((f) => f.data),
-        expected,
-        "the daemon stored each record once",
-      );
-      const closes = events.filter((e) => e.type === "disconnected");
-      assert.ok(closes.length >= 1, "the connection was lost");
-      assert.ok(events.filter((e) => e.type === "connected").length >= 2, "and opened again");
-      t.diagnostic(
-        `${sent} records (${daemonStopped} when the daemon stopped, ${brokerStopped} when the broker did); closes: ` +
-          JSON.stringify(closes.map((e) => (e.type === "disconnected" ? `${e.code} ${e.reason}` : ""))) +
-          `; ${acks.filter((a) => a.replayed).length} acks replayed`,
-      );
-    } finally {
-      await client.close();
+  /** Stops sending, waits for every result, ends the stream; its iterator ends. */
+  async finish(id: string): Promise<void> {
+    this.sending = false;
+    await this.sender;
+    await waitFor("every result", () => new Set(this.results.map((f) => (f.data as { n: number }).n)).size >= this.sent, 60_000);
+    await this.client.end(id);
+    await this.reader;
+  }
+
+  /** What every test checks: the end last, cursors growing (no frame twice), one ack per send. */
+  assertDelivered(): void {
+    assert.equal(this.frames.at(-1)!.type, "end");
+    const cursors = this.frames.map(cursorOf);
+    assert.ok(cursors.every((c, k) => k === 0 || c > cursors[k - 1]!), "cursors grow: no frame twice");
+    assert.equal(this.acks.length, this.sent, "one ack per send");
+  }
+
+  expected(): { n: number; s: string }[] {
+    return Array.from({ length: this.sent }, (_, k) => ({ n: k, s: `R${k}` }));
+  }
+
+  closes(): string {
+    return JSON.stringify(this.events.flatMap((e) => (e.type === "disconnected" ? [`${e.code} ${e.reason}`] : [])));
+  }
+}
+
+test("daemon restarted mid-stream: the subscription resumes, nothing lost or twice", { skip }, async (t) => {
+  const d = daemon!;
+  const flow = new Flow(d);
+  try {
+    const id = await flow.start();
+    await flow.resultsPast(0, 10, "results before the restart");
+    await d.stop("SIGTERM");
+    const stopped = flow.sent;
+    await d.spawn(); // same port, same broker
+    await flow.resultsPast(stopped, 10, "results after the restart");
+    await flow.finish(id);
+
+    flow.assertDelivered();
+    // A planned stop re-processes nothing: each result exactly once.
+    assert.deepEqual(flow.results.map((f) => f.data), flow.expected(), "each result once, in order");
+    assert.equal(flow.frames.length, flow.sent + 1, "nothing but the results and the end");
+    const stored = await replay(d.url, id);
+    assert.deepEqual(
+      stored.filter((f) => f.type === "result").map((f) => f.data),
+      flow.expected(),
+      "the daemon stored each record once",
+    );
+    assert.ok(flow.events.some((e) => e.type === "disconnected"), "the connection was lost");
+    assert.ok(flow.events.filter((e) => e.type === "connected").length >= 2, "and opened again");
+    t.diagnostic(`${flow.sent} records (${stopped} when the daemon stopped); closes: ${flow.closes()}`);
+  } finally {
+    await flow.client.close();
+  }
+});
+
+test("broker restarted mid-stream: refused sends are sent again with their keys, each stored once", { skip }, async (t) => {
+  const broker = tansu!;
+  const flow = new Flow(daemon!);
+  try {
+    const id = await flow.start();
+    await flow.resultsPast(0, 10, "results before the outage");
+    await broker.stop();
+    const stopped = flow.sent;
+    const refused = () =>
+      flow.events.some((e) => e.type === "resending" && (e.code === "broker_unavailable" || e.code === "not_ready"));
+    await waitFor("a send refused for the broker's absence", refused, 30_000);
+    await broker.start(); // same port, same data
+    await flow.resultsPast(stopped, 10, "results after the outage");
+    await flow.finish(id);
+
+    flow.assertDelivered();
+    // Each record stored once (one input offset, whatever was sent again), and its result
+    // delivered. Records processed just before the broker went may be processed again after
+    // (at least once): such a repeat is a new frame, with its record's input offset and key.
+    const offsets = new Map<number, Set<number>>();
+    for (const f of flow.results) {
+      const n = (f.data as { n: number }).n;
+      offsets.set(n, (offsets.get(n) ?? new Set()).add(f.input_offset));
+      assert.ok(f.idempotency_key, "every record was sent with a key");
     }
-  },
-);
+    assert.deepEqual([...offsets.keys()].sort((a, b) => a - b), flow.expected().map((r) => r.n), "every record's result");
+    const twice = [...offsets].filter(([, o]) => o.size > 1);
+    assert.deepEqual(twice, [], "each record stored once: one input offset");
+    const stored = await replay(daemon!.url, id);
+    assert.deepEqual(
+      [...new Set(stored.filter((f) => f.type === "result").map((f) => JSON.stringify(f.data)))],
+      flow.expected().map((r) => JSON.stringify(r)),
+      "the daemon holds every result, in order",
+    );
+    const repeats = flow.results.length - flow.sent;
+    t.diagnostic(
+      `${flow.sent} records (${stopped} when the broker stopped); ${repeats} processed again after the outage; ` +
+        `closes: ${flow.closes()}; ${flow.acks.filter((a) => a.replayed).length} acks replayed`,
+    );
+  } finally {
+    await flow.client.close();
+  }
+});

@@ -5,6 +5,7 @@ import { test } from "node:test";
 
 import { Backoff, decodeToken, FIRST_BACKOFF_MS, MAX_BACKOFF_MS, StreamgateError } from "../src/index.js";
 import { parseRetryAfter, errorFromBody } from "../src/errors.js";
+import { Credentials } from "../src/auth.js";
 import { Subscription } from "../src/subscription.js";
 import { sleep, uuid } from "../src/util.js";
 
@@ -61,6 +62,29 @@ test("a JWT's iat and exp are read; anything else is not a JWT", () => {
   assert.deepEqual(decodeToken(token), { iat: 100, exp: 102 });
   assert.equal(decodeToken("opaque"), undefined);
   assert.equal(decodeToken("a.!!!.c"), undefined);
+});
+
+test("a token is renewed a quarter of its lifetime (at most 30 s) before it expires, whatever our clock says", async () => {
+  const b64 = (v: unknown) => Buffer.from(JSON.stringify(v)).toString("base64url");
+  const jwt = (iat: number, exp: number) => `${b64({ alg: "HS256" })}.${b64({ iat, exp })}.sig`;
+  const at = Math.floor(Date.now() / 1000);
+  const renewalIn = async (token: string) => {
+    const credentials = new Credentials(undefined, undefined, () => token);
+    await credentials.get();
+    return credentials.refreshIn()!;
+  };
+  // iat and exp are whole seconds: within one of what is said.
+  const near = (got: number, want: number) => assert.ok(Math.abs(got - want) < 1100, `${got} ms, not about ${want}`);
+  near(await renewalIn(jwt(at, at + 600)), 570_000); // our clock agrees with the daemon's
+  const short = await renewalIn(jwt(at, at + 2)); // short-lived: half a second (a quarter of its life) before
+  assert.ok(Math.abs(short - (at * 1000 + 2000 - Date.now() - 500)) < 100, `${short} ms`);
+  near(await renewalIn(jwt(at + 3600, at + 4200)), 570_000); // ours is an hour behind
+  // Ours is 20 minutes ahead: expired by our clock, used for half its life all the same
+  // (not renewed at once, again and again).
+  near(await renewalIn(jwt(at - 1200, at - 600)), 270_000);
+  // Not a JWT, or no iat and expired by our clock: used until the daemon says otherwise.
+  assert.equal(await renewalIn("opaque"), undefined);
+  assert.equal(await renewalIn(`${b64({})}.${b64({ exp: at - 10 })}.sig`), undefined);
 });
 
 test("uuid: v4, also without crypto.randomUUID (insecure browser contexts)", () => {
