@@ -288,3 +288,28 @@ test("subscribed again while the last unsubscribe is unanswered: the new subscri
   await done;
   assert.deepEqual(at(frames), ["result@0", "end@1"]);
 });
+
+test("untilNow: a caught_up of a paused subscription is not believed (what was dropped meanwhile comes)", async () => {
+  client = new Client({ url: fake.url, apiKey: "k-123456789", WebSocket: (await import("ws")).WebSocket });
+  const sub = client.subscribe(S, { from: 0, untilNow: true, highWaterMark: 2 });
+  const c1 = await fake.connection(0);
+  assert.deepEqual(await c1.next("subscribe"), { type: "subscribe", stream_id: S, from: 0, until: "now" });
+  c1.send({ type: "subscribed", stream_id: S });
+  c1.send(outcome("result", 0));
+  c1.send(outcome("result", 1));
+  await c1.next("unsubscribe");
+  c1.send(outcome("result", 2)); // dropped: the consumer's queue is full
+  c1.send({ type: "caught_up", stream_id: S });
+  c1.send({ type: "unsubscribed", stream_id: S });
+  const read: number[] = [];
+  for (let i = 0; i < 2; i++) {
+    const r = await sub.next();
+    if (!r.done) read.push(cursorOf(r.value));
+  }
+  assert.deepEqual(await c1.next("subscribe"), { type: "subscribe", stream_id: S, from: 2, until: "now" });
+  c1.send({ type: "subscribed", stream_id: S });
+  c1.send(outcome("result", 2));
+  c1.send({ type: "caught_up", stream_id: S });
+  for await (const f of sub) read.push(cursorOf(f));
+  assert.deepEqual(read, [0, 1, 2]);
+});
