@@ -83,6 +83,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l transport 
 ws\t''"
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l processor -d 'The bench streams\' processor, as for `streamctl start` (a name or a JSON spec); it must keep the record\'s `q` field (e.g. `{"type":"jq","filter":". + {seen: true}"}`), which matches results to records. Default: identity' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l subscribers -d 'Results subscribers (WebSockets) per stream: measures fan-out. Each record is then expected once on every one of them' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l mux -d 'Follow the streams over `/api/connect`, this many streams per connection, instead of one WebSocket per stream (with --transport http and one subscriber per stream)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l batch -d 'Records per HTTP request (or per burst of WebSocket frames)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l max-in-flight -d 'HTTP requests awaiting their answer at once; beyond it, sends queue (and their latency, counted from the schedule, grows)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l drain-timeout -d 'After sending, how long to wait for acknowledged records still on their way' -r
@@ -94,6 +95,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l step -d 'W
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l broker-pid -d 'The broker\'s process id, when it runs on this machine: its CPU per 1 000 records is reported beside the daemon\'s' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l fault-drop-every -d 'Test-only fault: ignore every Nth result frame, as if it never arrived' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l embedded -d 'Start a daemon in this process on the embedded broker instead of using --url'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l idempotency -d 'Send every HTTP request with an `Idempotency-Key` of its own (what the client libraries do): measures what the key costs'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline -d 'First run the same load with rdkafka straight on the broker, for comparison'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l find-max -d 'Step the rate up from --rate until a bound breaks; report the highest that held'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l json -d 'Print the report as JSON (fields documented in docs/benchmarks.md)'
