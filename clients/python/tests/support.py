@@ -177,11 +177,16 @@ async def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> 
 
 
 class CuttingProxy:
-    """A TCP proxy to the daemon that cuts every connection it carries every ``every`` s."""
+    """A TCP proxy to the daemon that cuts every connection it carries every ``every`` s.
 
-    def __init__(self, target_port: int, every: float = 2.0) -> None:
+    With ``hold``, it holds back what the daemon writes for ``hold`` s before each cut, so
+    the answers to records stored in that time are surely lost with the connection.
+    """
+
+    def __init__(self, target_port: int, every: float = 2.0, hold: float = 0.0) -> None:
         self.target_port = target_port
         self.every = every
+        self.hold = hold
         self.cuts = 0
         self.accepted = 0
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -226,8 +231,12 @@ class CuttingProxy:
 
     async def _cut_forever(self) -> None:
         while True:
-            await asyncio.sleep(self.every)
-            if self.cut():
+            await asyncio.sleep(self.every - self.hold)
+            self.flowing.clear()
+            await asyncio.sleep(self.hold)
+            cut = self.cut()
+            self.flowing.set()
+            if cut:
                 self.cuts += 1
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
