@@ -104,19 +104,22 @@ impl Replays {
             .map_err(|e| DeliveryError::Internal(e.to_string()))?;
         let topic = self.cluster.topics.results.clone();
         let partition = partition_for(&stream.to_string(), topic.partitions);
-        // No group, nothing committed: a private reader of one partition.
-        let consumer: StreamConsumer = self
+        // No group, nothing committed: a private reader of one partition. Made (and later
+        // closed, see `OffThread`) on a blocking thread: librdkafka starts and joins threads
+        // there, which would hold up every other stream of the connection opening it.
+        let config = self
             .cluster
-            .consumer(&format!("streamgate-replay-{}", Uuid::new_v4()))
-            .create()
-            .map_err(|e| DeliveryError::Internal(format!("create replay consumer: {e}")))?;
+            .consumer(&format!("streamgate-replay-{}", Uuid::new_v4()));
         let name = topic.name.clone();
         let (consumer, marks) = tokio::task::spawn_blocking(move || {
+            let consumer: StreamConsumer = config
+                .create()
+                .map_err(|e| DeliveryError::Internal(format!("create replay consumer: {e}")))?;
             let marks = consumer.fetch_watermarks(&name, partition, Duration::from_secs(5));
-            (consumer, marks)
+            Ok::<_, DeliveryError>((OffThread(Some(consumer)), marks))
         })
         .await
-        .map_err(|e| DeliveryError::Internal(e.to_string()))?;
+        .map_err(|e| DeliveryError::Internal(e.to_string()))??;
         let (low, high) = marks.map_err(|e| DeliveryError::Unavailable(e.to_string()))?;
         let mut first = start.map_or(low, |n| n.max(low));
         if let Some(n) = last {
@@ -220,9 +223,30 @@ async fn start_of_last(
     }
 }
 
+/// A replay consumer that is closed on a blocking thread when dropped: closing waits for
+/// librdkafka's threads, and a connection that ends twenty replays must not stall on them.
+struct OffThread(Option<StreamConsumer>);
+
+impl std::ops::Deref for OffThread {
+    type Target = StreamConsumer;
+    fn deref(&self) -> &StreamConsumer {
+        self.0.as_ref().expect("replay consumer")
+    }
+}
+
+impl Drop for OffThread {
+    fn drop(&mut self) {
+        if let (Some(consumer), Ok(runtime)) =
+            (self.0.take(), tokio::runtime::Handle::try_current())
+        {
+            runtime.spawn_blocking(move || drop(consumer));
+        }
+    }
+}
+
 /// An ongoing replay of one stream's partition.
 struct Reader {
-    consumer: StreamConsumer,
+    consumer: OffThread,
     stream: Uuid,
     /// Offset at which the replay is complete.
     end: i64,

@@ -68,6 +68,41 @@ impl Error {
         }
     }
 
+    /// The same error for another waiter (a transport failure's cause as text).
+    pub(crate) fn duplicate(&self) -> Self {
+        match self {
+            Error::Server {
+                status,
+                code,
+                message,
+                retry_after,
+                acknowledged,
+                line,
+            } => Error::Server {
+                status: *status,
+                code: code.clone(),
+                message: message.clone(),
+                retry_after: *retry_after,
+                acknowledged: *acknowledged,
+                line: *line,
+            },
+            Error::Connect { url, cause } => Error::Connect {
+                url: url.clone(),
+                cause: cause.clone(),
+            },
+            Error::Transport { url, source } => Error::Connect {
+                url: url.clone(),
+                cause: source.to_string(),
+            },
+            Error::Unreadable { url, message } => Error::Unreadable {
+                url: url.clone(),
+                message: message.clone(),
+            },
+            Error::Closed => Error::Closed,
+            Error::Token(why) => Error::Token(why.clone()),
+        }
+    }
+
     /// Whether trying again later may succeed: the daemon or broker is busy, starting,
     /// stopping or away, or the answer never came.
     pub fn is_transient(&self) -> bool {

@@ -1,9 +1,10 @@
 //! One HTTP helper for every call: the base URL, the credential on every request, the
 //! daemon's JSON errors as [`Error`], and patience: over a rate limit or while the daemon
-//! starts it waits as `Retry-After` says and tries again, for at most [`PATIENCE`].
+//! starts it waits as `Retry-After` says and tries again, for at most [`PATIENCE`]. A token
+//! source's token is kept and shared until it is due for replacement.
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use reqwest::Method;
 use serde::de::DeserializeOwned;
@@ -26,8 +27,56 @@ pub type WaitNotice = Arc<dyn Fn(&ErrorCode, Duration) + Send + Sync>;
 pub struct Http {
     base: String,
     credential: Credential,
+    /// The token a token source gave last, shared by every call and the connection: asked
+    /// again only when it is due (a quarter of its lifetime before `exp`, at most 30 s), or
+    /// when the daemon said it expired.
+    held: Arc<tokio::sync::Mutex<Option<Held>>>,
     client: reqwest::Client,
     pub(crate) notice: Option<WaitNotice>,
+}
+
+/// A token from the source, with when to replace it.
+#[derive(Clone)]
+struct Held {
+    token: String,
+    renew_at: Option<SystemTime>,
+}
+
+/// Longest lead before `exp` at which a token is replaced.
+const MAX_LEAD: Duration = Duration::from_secs(30);
+
+impl Held {
+    fn new(token: String) -> Self {
+        let renew_at = lifetime(&token).map(|(iat, exp)| {
+            let whole = iat.map_or(MAX_LEAD * 4, |iat| exp.saturating_sub(iat));
+            let lead = (whole / 4).clamp(Duration::from_millis(200), MAX_LEAD);
+            SystemTime::UNIX_EPOCH + exp.saturating_sub(lead)
+        });
+        Self { token, renew_at }
+    }
+
+    fn due(&self) -> bool {
+        self.renew_at.is_some_and(|at| SystemTime::now() >= at)
+    }
+}
+
+/// A JWT's `iat` and `exp` (since the Unix epoch), read without checking its signature (the
+/// daemon does that); `None` when the token does not say when it expires.
+fn lifetime(token: &str) -> Option<(Option<Duration>, Duration)> {
+    use base64::Engine;
+    let payload = token.split('.').nth(1)?;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload.trim_end_matches('='))
+        .ok()?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let secs = |name: &str| {
+        claims
+            .get(name)?
+            .as_f64()
+            .filter(|s| *s >= 0.0)
+            .map(Duration::from_secs_f64)
+    };
+    Some((secs("iat"), secs("exp")?))
 }
 
 impl Http {
@@ -42,6 +91,7 @@ impl Http {
         Ok(Self {
             base,
             credential,
+            held: Default::default(),
             client: reqwest::Client::new(),
             notice: None,
         })
@@ -51,19 +101,47 @@ impl Http {
         format!("{}{}", self.base, path)
     }
 
-    /// The credential's header, now (a token source is asked for a token).
-    async fn auth(&self) -> Result<(&'static str, String), Error> {
+    /// Whether the credential can be renewed (a token source).
+    pub(crate) fn renewable(&self) -> bool {
+        matches!(self.credential, Credential::TokenSource(_))
+    }
+
+    /// The credential's header, now: a token source is asked when its last token is due for
+    /// replacement, or when `fresh` (the daemon said it expired).
+    async fn auth(&self, fresh: bool) -> Result<(&'static str, String), Error> {
         Ok(match &self.credential {
             Credential::ApiKey(key) => ("x-api-key", key.clone()),
             Credential::Token(token) => ("authorization", format!("Bearer {token}")),
             Credential::TokenSource(source) => {
-                ("authorization", format!("Bearer {}", source().await?))
+                let mut held = self.held.lock().await;
+                let token = match held.as_ref() {
+                    Some(h) if !fresh && !h.due() => h.token.clone(),
+                    _ => {
+                        let token = source().await?;
+                        *held = Some(Held::new(token.clone()));
+                        token
+                    }
+                };
+                ("authorization", format!("Bearer {token}"))
             }
         })
     }
 
+    /// When the token last given should be replaced (`None`: not a token source, or a token
+    /// without `exp`).
+    pub(crate) async fn renew_at(&self) -> Option<tokio::time::Instant> {
+        let at = self.held.lock().await.as_ref()?.renew_at?;
+        let left = at.duration_since(SystemTime::now()).unwrap_or_default();
+        Some(tokio::time::Instant::now() + left)
+    }
+
     /// A WebSocket handshake request for `path`, authenticated.
     pub async fn ws_request(&self, path: &str) -> Result<Request, Error> {
+        self.ws_request_with(path, false).await
+    }
+
+    /// [`Self::ws_request`] with a token asked anew when `fresh`.
+    pub(crate) async fn ws_request_with(&self, path: &str, fresh: bool) -> Result<Request, Error> {
         let url = match self.base.strip_prefix("https://") {
             Some(rest) => format!("wss://{rest}{path}"),
             None => format!("ws://{}{path}", self.base.trim_start_matches("http://")),
@@ -76,7 +154,7 @@ impl Http {
             .clone()
             .into_client_request()
             .map_err(|e| unreadable(e.to_string()))?;
-        let (name, value) = self.auth().await?;
+        let (name, value) = self.auth(fresh).await?;
         req.headers_mut().insert(
             name,
             value
@@ -107,11 +185,17 @@ impl Http {
     ) -> Result<T, Error> {
         let deadline = tokio::time::Instant::now() + PATIENCE;
         let mut backoff = Backoff::default();
+        let mut fresh = false;
         loop {
             match self
-                .call_once(method.clone(), path, body.clone(), headers)
+                .call_once(method.clone(), path, body.clone(), headers, fresh)
                 .await
             {
+                // The source's token expired before it was due: once more with a new one.
+                Err(Error::Server {
+                    code: ErrorCode::TokenExpired,
+                    ..
+                }) if self.renewable() && !fresh => fresh = true,
                 Err(Error::Server {
                     code: code @ (ErrorCode::RateLimited | ErrorCode::NotReady),
                     retry_after,
@@ -136,9 +220,10 @@ impl Http {
         path: &str,
         body: Option<(&'static str, Vec<u8>)>,
         headers: &[(&str, &str)],
+        fresh: bool,
     ) -> Result<T, Error> {
         let url = self.url(path);
-        let (name, value) = self.auth().await?;
+        let (name, value) = self.auth(fresh).await?;
         let mut req = self.client.request(method, &url).header(name, value);
         for (name, value) in headers {
             req = req.header(*name, *value);

@@ -45,7 +45,7 @@ mod subscription;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use reqwest::Method;
@@ -245,15 +245,19 @@ impl Client {
     /// frames come once each, in order, across reconnects; `gap` frames say what was not
     /// delivered.
     pub fn subscribe(&self, stream: Uuid, options: Subscribe) -> Subscription {
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let id = NEXT.fetch_add(1, Ordering::Relaxed);
         let (tx, frames) = mpsc::channel(connection::QUEUE);
         let paused = Arc::new(AtomicBool::new(false));
         let _ = self.commands.send(connection::Command::Subscribe {
+            id,
             stream,
             options,
             frames: tx,
             paused: paused.clone(),
         });
         Subscription {
+            id,
             stream,
             frames,
             paused,

@@ -17,6 +17,7 @@ use crate::error::Error;
 
 /// A stream's frames; dropping it unsubscribes.
 pub struct Subscription {
+    pub(crate) id: u64,
     pub(crate) stream: Uuid,
     pub(crate) frames: mpsc::Receiver<Delivered>,
     pub(crate) paused: Arc<AtomicBool>,
@@ -41,6 +42,7 @@ impl Stream for Subscription {
             && self.frames.len() < crate::connection::QUEUE / 2
         {
             let _ = self.commands.send(Command::Resume {
+                id: self.id,
                 stream: self.stream,
             });
         }
@@ -51,6 +53,7 @@ impl Stream for Subscription {
 impl Drop for Subscription {
     fn drop(&mut self) {
         let _ = self.commands.send(Command::Unsubscribe {
+            id: self.id,
             stream: self.stream,
         });
     }
