@@ -666,11 +666,11 @@ impl Limits {
     }
 }
 
-/// `key: `value` must be at least least`, the shape of every range error.
 /// The longest `limits.send_timeout_ms`: the processing stage remembers ended streams for
 /// longer than a send can be in flight (`processing::record::ENDED_MEMORY`).
 pub const MAX_SEND_TIMEOUT_MS: u64 = 300_000;
 
+/// `key: `value` must be at least least`, the shape of every range error.
 fn at_least(key: &str, value: u64, least: u64) -> Result<(), Error> {
     if value < least {
         return Err(invalid(key, &value, &format!("must be at least {least}")));
@@ -755,12 +755,37 @@ impl Config {
         validate_keys(&self.api_keys)?;
         self.rate_limits.validate()?;
         self.limits.validate()?;
+        self.http.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",
                 &self.log.level,
                 &format!("is not a valid filter: {e}"),
             ));
+        }
+        Ok(())
+    }
+}
+
+impl Http {
+    /// Each origin as a browser sends it: `scheme://host[:port]`, no path, no trailing slash
+    /// (an origin written otherwise would never match and refuse every page).
+    fn validate(&self) -> Result<(), Error> {
+        for origin in &self.allowed_origins {
+            let rest = origin
+                .strip_prefix("https://")
+                .or_else(|| origin.strip_prefix("http://"));
+            let well_formed = rest.is_some_and(|host| {
+                !host.is_empty() && !host.contains(['/', '?', '#', ' ']) && !host.ends_with(':')
+            });
+            if !well_formed {
+                return Err(invalid(
+                    "http.allowed_origins",
+                    origin,
+                    "is not an origin: write it as scheme://host[:port] (for example \
+                     https://app.example.com), without a path or trailing slash",
+                ));
+            }
         }
         Ok(())
     }
@@ -894,6 +919,26 @@ mod tests {
         );
         let err = Config::from_yaml("brokers: 'localhost'\n").unwrap_err();
         assert!(err.to_string().contains("`localhost`"), "{err}");
+    }
+
+    #[test]
+    fn allowed_origins_are_origins() {
+        for bad in [
+            "app.example.com",
+            "https://app.example.com/",
+            "https://a.b/path",
+            "",
+        ] {
+            let yaml = format!("http:\n  allowed_origins: ['{bad}']\n");
+            let err = Config::from_yaml(&yaml).unwrap_err().to_string();
+            assert!(
+                err.contains("http.allowed_origins") && err.contains(bad),
+                "{err}"
+            );
+        }
+        let yaml =
+            "http:\n  allowed_origins: ['https://app.example.com', 'http://127.0.0.1:3000']\n";
+        Config::from_yaml(yaml).unwrap();
     }
 
     #[test]

@@ -4,13 +4,19 @@
 //! refuses it instead). Lines are batched while more are waiting (up to `--batch-bytes`), so a
 //! pipe of a million lines takes a few requests and an interactive line goes out at once.
 //!
-//! Delivery is exactly once: every batch is sent with an idempotency key (the run's prefix
-//! and the batch's line numbers), and any failure that may pass (no answer, a connection
-//! refused or cut, a 429 or 503) is retried with the same key by the client library, waiting
-//! as `Retry-After` says; the daemon stores and processes each line once whatever happened.
-//! A line reported as sent was stored exactly once, in order. After `--connect-timeout`
-//! without success, the command stops and names the key, so running it again with the same
-//! `--idempotency-prefix` finishes the job without duplicates.
+//! Delivery is exactly once: every batch is sent with an idempotency key that names its
+//! lines (`PREFIX-FIRST-LAST`, stdin line numbers), and any failure that may pass (no answer,
+//! a connection refused or cut, a 429 or 503) is retried with the same key by the client
+//! library, waiting as `Retry-After` says; the daemon stores and processes each line once
+//! whatever happened. A line reported as sent was stored exactly once, in order.
+//!
+//! With `--idempotency-prefix` given, the batches are cut only by size (`--batch-records`,
+//! `--batch-bytes`) and at the end of input, never by timing, so running the same input
+//! again with the same prefix (after the command gave up, or was killed) makes the same
+//! batches under the same keys: what was stored before is answered `replayed` and stored
+//! nothing twice. (One key per batch rather than per line: a key costs a record in the key
+//! index and a place under `limits.idempotency_keys_per_stream`, and a million-line input
+//! would otherwise outgrow both.)
 
 use std::collections::VecDeque;
 use std::io::{BufRead, IsTerminal, Write};
@@ -51,9 +57,9 @@ pub struct Args {
     /// Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m.
     #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
     pub connect_timeout: Duration,
-    /// Start of each batch's idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers):
-    /// running the same input again with the same prefix stores nothing twice [default: a
-    /// random one per run].
+    /// Start of each batch's idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers);
+    /// given, batches are cut by size only (not by timing), so running the same input again
+    /// with the same prefix stores nothing twice [default: a random one per run].
     #[arg(long, value_name = "PREFIX")]
     pub idempotency_prefix: Option<String>,
 }
@@ -95,6 +101,8 @@ impl Args {
         let Ok(stream) = Uuid::parse_str(&stream_id) else {
             bail!("stream_not_found: stream {stream_id} not found");
         };
+        // A given prefix promises the same keys for the same input: batches wait to be full.
+        let by_size_only = self.idempotency_prefix.is_some();
         let prefix = self
             .idempotency_prefix
             .clone()
@@ -119,7 +127,7 @@ impl Args {
                 && pending_size < sender.batch_bytes
                 && pending.len() < sender.batch_records
             {
-                let next = if pending.is_empty() {
+                let next = if pending.is_empty() || by_size_only {
                     rx.recv().await
                 } else {
                     match tokio::time::timeout(LINGER, rx.recv()).await {

@@ -391,3 +391,62 @@ async fn tail_e_exits_at_the_end_of_what_exists_now() {
     assert_eq!(String::from_utf8_lossy(&beginning.stdout), "1\n2\n3\n");
     d.stop().await.unwrap();
 }
+
+/// `--idempotency-prefix`: a run killed part-way, then the same input sent again with the
+/// same prefix, stores every line once. The first run's lines come slowly (pauses longer
+/// than send's linger), the second's all at once: batches cut by timing would differ between
+/// the runs and store the first run's lines twice under other keys.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sending_the_same_input_again_with_its_prefix_stores_each_line_once() {
+    const LINES: u64 = 1_000;
+    let d = Daemon::start(test_config()).await;
+    let id = d.start_stream(ALICE, None).await;
+    let input: Vec<String> = (1..=LINES).map(|n| format!("{{\"n\":{n}}}\n")).collect();
+    let args = ["--idempotency-prefix", "load-1", "--batch-records", "100"];
+
+    let mut first = streamctl(&d);
+    first
+        .arg("send")
+        .arg(&id)
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let mut first = first.spawn().unwrap();
+    let mut stdin = first.stdin.take().unwrap();
+    // 650 lines, 30 at a time, then the run is killed while its input is still open.
+    for chunk in input[..650].chunks(30) {
+        stdin.write_all(chunk.concat().as_bytes()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let deadline = std::time::Instant::now() + WAIT;
+    while d.describe(ALICE, &id).await["records_in"] != 600 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the first run stored {}",
+            d.describe(ALICE, &id).await["records_in"]
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    first.kill().await.unwrap();
+
+    let again = send_lines(&d, &id, input.concat(), &args).await;
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    let deadline = std::time::Instant::now() + WAIT;
+    while d.describe(ALICE, &id).await["records_out"] != LINES {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "results did not arrive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let printed = tail_all(&d, &id, LINES as usize).await;
+    let expected: Vec<String> = (1..=LINES).map(|n| format!("{{\"n\":{n}}}")).collect();
+    assert_eq!(printed, expected, "each line once, in order");
+    assert_eq!(d.describe(ALICE, &id).await["records_in"], LINES);
+    d.stop().await.unwrap();
+}

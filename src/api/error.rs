@@ -1,6 +1,6 @@
 //! What a client is told went wrong, and the one place where it becomes HTTP. The domain rooms
 //! return their own errors (`auth::Denied`, `quota::Limited`, `ingest::Refused`,
-//! `RegistryError`, `DeliveryError`, `SpecError`); each becomes an [`ApiError`] through one
+//! `RegistryError`, `DeliveryError`, `InvalidParam`, `SignError`, `SpecError`); each becomes an [`ApiError`] through one
 //! `From` impl here, every `ApiError` has one [`ErrorCode`], and every code one status
 //! ([`status_of`]). [`recover`] maps every rejection, ours and warp's, to a status and a JSON
 //! body `{"error": {"code": ..., "message": ...}}`; `nack` frames carry the same object.
@@ -13,11 +13,12 @@ use warp::reply::Response;
 use warp::{Rejection, Reply};
 
 use crate::auth::Denied;
-use crate::delivery::DeliveryError;
+use crate::delivery::{DeliveryError, InvalidParam};
 use crate::ingest::Refused;
 use crate::processing::SpecError;
 use crate::quota::Limited;
 use crate::registry::RegistryError;
+use crate::tokens::SignError;
 use crate::wire::{ErrorBody, ErrorCode, ErrorObject};
 
 /// Everything a client can be told went wrong.
@@ -82,6 +83,18 @@ impl From<DeliveryError> for ApiError {
             DeliveryError::Unavailable(why) => ApiError::BrokerUnavailable(why),
             DeliveryError::Internal(why) => ApiError::Internal(why),
         }
+    }
+}
+
+impl From<InvalidParam> for ApiError {
+    fn from(e: InvalidParam) -> Self {
+        ApiError::InvalidInput(e.to_string())
+    }
+}
+
+impl From<SignError> for ApiError {
+    fn from(e: SignError) -> Self {
+        ApiError::Internal(e.to_string())
     }
 }
 

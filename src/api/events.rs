@@ -29,7 +29,7 @@ use crate::delivery::StartAt;
 use crate::delivery::{Item, Mux};
 use crate::lifecycle::{Phase, PhaseWatch};
 use crate::quota::Seat;
-use crate::wire::{Close, Kind};
+use crate::wire::{Close, ErrorCode, ErrorObject, Kind};
 
 /// The streams of a request, in its order, each with where it starts.
 pub(super) fn streams(
@@ -236,7 +236,7 @@ impl Many {
             }
             other => Some(event(
                 "unsubscribed",
-                json!({"stream_id": stream, "error": {"code": "internal", "message": other.reason()}}),
+                json!({"stream_id": stream, "error": ErrorObject::new(ErrorCode::Internal, other.reason())}),
             )),
         }
     }

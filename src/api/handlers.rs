@@ -319,10 +319,7 @@ fn issue(
         subscribe: scope.contains(&Scope::Subscribe),
         expires: SystemTime::now() + Duration::from_secs(ttl_s),
     };
-    let token = state
-        .keys
-        .issue(&caller.name, &grant)
-        .map_err(|e| reject(ApiError::Internal(e.to_string())))?;
+    let token = state.keys.issue(&caller.name, &grant).map_err(reject)?;
     let expires_at = grant
         .expires
         .duration_since(UNIX_EPOCH)

@@ -11,7 +11,7 @@ use super::error::ApiError;
 use super::AppState;
 use crate::auth::{Need, Principal};
 use crate::delivery::replay::Replayed;
-use crate::delivery::{Feed, InvalidParam, OnLag, StartAt, Subscription};
+use crate::delivery::{Feed, OnLag, StartAt, Subscription};
 use crate::lifecycle::PhaseWatch;
 use crate::quota::Seat;
 use crate::registry::StreamEntry;
@@ -62,10 +62,6 @@ pub(super) struct SubscribeArgs {
     pub until_now: bool,
 }
 
-fn invalid(e: InvalidParam) -> ApiError {
-    ApiError::InvalidInput(e.to_string())
-}
-
 fn until_now(until: Option<&str>) -> Result<bool, ApiError> {
     match until {
         None => Ok(false),
@@ -94,11 +90,12 @@ impl SubscribeArgs {
                     )))
                 }
             },
-            (from, None) => StartAt::parse(from.map(String::as_str)).map_err(invalid)?,
+            (from, None) => StartAt::parse(from.map(String::as_str)).map_err(ApiError::from)?,
         };
         Ok(Self {
             start,
-            on_lag: OnLag::parse(query.get("on_lag").map(String::as_str)).map_err(invalid)?,
+            on_lag: OnLag::parse(query.get("on_lag").map(String::as_str))
+                .map_err(ApiError::from)?,
             until_now: until_now(query.get("until").map(String::as_str))?,
         })
     }
@@ -111,7 +108,7 @@ impl SubscribeArgs {
     ) -> Result<Self, ApiError> {
         let from = from.map(StartFrom::as_param);
         Ok(Self {
-            start: StartAt::parse(from.as_deref()).map_err(invalid)?,
+            start: StartAt::parse(from.as_deref()).map_err(ApiError::from)?,
             on_lag: match on_lag {
                 LagPolicy::Close => OnLag::Close,
                 LagPolicy::Skip => OnLag::Skip,

@@ -20,14 +20,21 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+// What streamctl and the tests use; the rest is the daemon's own.
 pub use embedded::EmbeddedBroker;
-pub use follow::Follower;
-pub use health::{BrokerHealth, MetadataProbe, Probe};
+pub use input::append_all;
+pub use producer::TopicProducer;
+pub use topics::{partition_for, TopicInfo};
+
+pub(crate) use follow::Follower;
 #[cfg(test)]
-pub use input::MemoryLog;
-pub use input::{append, append_all, InputLog, Unstored};
-pub use producer::{Receipt, SendError, TopicProducer};
-pub use topics::{ensure_topics, murmur2, partition_for, TopicInfo, TopicLayout};
+pub(crate) use health::Probe;
+pub(crate) use health::{BrokerHealth, MetadataProbe};
+#[cfg(test)]
+pub(crate) use input::MemoryLog;
+pub(crate) use input::{append, InputLog};
+pub(crate) use producer::{Receipt, SendError};
+pub(crate) use topics::{ensure_topics, TopicLayout};
 
 use crate::config::{Brokers, Config};
 use crate::error::Error;

@@ -184,7 +184,9 @@ async fn interactive(client: Client, interval: Duration) -> anyhow::Result<()> {
                     if let Some(t) = tail.take() {
                         t.abort();
                     }
-                    tail = Some(feed::tail(client.clone(), id, tx.clone()));
+                    tail = uuid::Uuid::parse_str(&id)
+                        .ok()
+                        .map(|id| feed::tail(client.clone(), id, tx.clone()));
                 }
                 Some(Command::StopTail) => {
                     if let Some(t) = tail.take() {

@@ -180,15 +180,21 @@ class CuttingProxy:
     """A TCP proxy to the daemon that cuts every connection it carries every ``every`` s.
 
     With ``hold``, it holds back what the daemon writes for ``hold`` s before each cut, so
-    the answers to records stored in that time are surely lost with the connection.
+    the answers to records stored in that time are surely lost with the connection. With
+    ``hide_connect``, it answers a request for ``/api/connect`` itself, 404, as a daemon
+    without that route would.
     """
 
-    def __init__(self, target_port: int, every: float = 2.0, hold: float = 0.0) -> None:
+    def __init__(self, target_port: int, every: float = 2.0, hold: float = 0.0,
+                 hide_connect: bool = False) -> None:
         self.target_port = target_port
         self.every = every
         self.hold = hold
+        self.hide_connect = hide_connect
         self.cuts = 0
         self.accepted = 0
+        #: Requests for ``/api/connect`` answered 404 (with ``hide_connect``).
+        self.hidden = 0
         self._links: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
         self._server: asyncio.AbstractServer | None = None
         self._cutter: asyncio.Task[None] | None = None
@@ -241,6 +247,21 @@ class CuttingProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        head = b""
+        if self.hide_connect:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                writer.transport.abort()
+                return
+            if head.startswith(b"GET /api/connect"):
+                self.hidden += 1
+                body = b'{"error":{"code":"route_not_found","message":"no such route"}}'
+                writer.write(b"HTTP/1.1 404 Not Found\r\nContent-Type: application/json\r\n"
+                             b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+                             % (len(body), body))
+                writer.close()
+                return
         try:
             sock = socket.socket()
             # A small receive buffer: a paused proxy soon holds the daemon's writes up.
@@ -253,6 +274,7 @@ class CuttingProxy:
             return
         link = (writer, up_writer)
         self._links.add(link)
+        up_writer.write(head)
         for src, dst, gated in ((reader, up_writer, False), (up_reader, writer, True)):
             task = asyncio.create_task(self._pipe(src, dst, link, gated))
             self._pipes.add(task)

@@ -28,7 +28,9 @@ What each failure does:
   again after a back-off, with the same key, in the order the records were first sent; any
   other ``nack`` is raised by ``send``;
 - a consumer that does not read: its subscription is unsubscribed while its queue is full and
-  subscribed again from its cursor once it has read half of it (the others go on).
+  subscribed again from its cursor once it has read half of it (the others go on);
+- a handshake answered 404 (a daemon without ``/api/connect``): from then on one socket per
+  stream and sends over HTTP, with the same guarantees (``_single.PerStream``).
 """
 
 from __future__ import annotations
@@ -39,17 +41,25 @@ import logging
 import re
 import time
 import uuid
-from collections import deque
-from typing import Any, Union
+from typing import Any
 
-from websockets.asyncio.client import ClientConnection, connect
-from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus
-from websockets.typing import Subprotocol
-from websockets.version import version as websockets_version
+from websockets.asyncio.client import ClientConnection
+from websockets.exceptions import ConnectionClosed, InvalidHandshake
 
 from ._auth import Credentials
 from ._http import Http
 from ._retry import Backoff
+from ._shared import (
+    CLOSE_TOKEN_EXPIRED,
+    END,
+    PendingSend,
+    Shared,
+    Sub,
+    encode_record,
+    open_socket,
+    refused_for_good,
+)
+from ._single import PerStream
 from .errors import (
     ClientClosedError,
     ErrorCode,
@@ -58,20 +68,12 @@ from .errors import (
     TokenSourceError,
     TooLargeError,
     from_error_object,
-    from_http,
     is_transient,
-    parse_retry_after,
 )
-from .frames import Ack, EndFrame, Frame, GapFrame, parse_frame
+from .frames import Ack, parse_frame
 
 log = logging.getLogger("streamgate")
 
-#: The subprotocol the daemon answers with.
-PROTOCOL = Subprotocol("streamgate.v1")
-#: Close code of a connection whose token expired.
-CLOSE_TOKEN_EXPIRED = 4401
-#: Longest a connection attempt may take.
-OPEN_TIMEOUT = 10.0
 #: The daemon's default ``limits.ws_max_message_bytes``, for a 1009 whose reason names none.
 DEFAULT_MAX_MESSAGE = 1024 * 1024
 
@@ -92,100 +94,12 @@ RETRY_REFUSED = frozenset(
 )
 
 
-class End:
-    """Marks the end of a subscription's frames."""
-
-
-END = End()
-Item = Union[Frame, BaseException, End]
-
-
-class Sub:
-    """One stream followed: where it is, and the frames waiting for its consumer."""
-
-    def __init__(
-        self,
-        stream_id: str,
-        from_: str | int | None,
-        on_lag: str | None,
-        until: str | None,
-        max_queue: int,
-    ) -> None:
-        self.stream_id = stream_id
-        self.from_ = from_
-        self.on_lag = on_lag
-        self.until = until
-        self.max_queue = max_queue
-        #: The last cursor handed to the consumer: resume after it.
-        self.last: int | None = None
-        self.items: deque[Item] = deque()
-        self.ready = asyncio.Event()
-        #: On the current connection: idle (not subscribed), opening, open, closing.
-        self.state = "idle"
-        #: The consumer's queue is full: not subscribed until it has read on.
-        self.paused = False
-        self.finished = False
-        self.subscribed = asyncio.Event()
-        self.backoff = Backoff()
-        self.retry: asyncio.TimerHandle | None = None
-
-    def start(self) -> str | int | None:
-        """Where to subscribe from now."""
-        return self.last + 1 if self.last is not None else self.from_
-
-    def frame(self) -> str:
-        frame: dict[str, Any] = {"type": "subscribe", "stream_id": self.stream_id}
-        start = self.start()
-        if start is not None:
-            frame["from"] = start
-        if self.on_lag is not None:
-            frame["on_lag"] = self.on_lag
-        if self.until is not None:
-            frame["until"] = self.until
-        return json.dumps(frame)
-
-    def push(self, item: Item) -> None:
-        self.items.append(item)
-        self.ready.set()
-
-    def finish(self, item: Item) -> None:
-        """Nothing comes after ``item``."""
-        if not self.finished:
-            self.finished = True
-            self.subscribed.set()
-            if self.retry is not None:
-                self.retry.cancel()
-                self.retry = None
-            self.push(item)
-
-
-class PendingSend:
-    """A record sent and not answered yet."""
-
-    __slots__ = ("stream_id", "text", "key", "future", "order", "seq")
-
-    def __init__(self, stream_id: str, text: str, key: str, future: asyncio.Future[Ack],
-                 order: int) -> None:
-        self.stream_id = stream_id
-        self.text = text
-        self.key = key
-        self.future = future
-        self.order = order
-        self.seq: int | None = None
-
-    def frame(self, seq: int) -> str:
-        # The record's text and key are kept as first written: a repeat carries the same
-        # bytes under the same key, so the daemon stores and processes it once.
-        return (
-            f'{{"type":"send","stream_id":{json.dumps(self.stream_id)},"seq":{seq},'
-            f'"idempotency_key":{json.dumps(self.key)},"data":{self.text}}}'
-        )
-
-
-class Connection:
-    """The connection of one client, shared by all its subscriptions and sends."""
+class Connection(Shared):
+    """The connection of one client, shared by all its subscriptions and sends; against a
+    daemon without ``/api/connect``, the front of its fallback (:class:`PerStream`)."""
 
     def __init__(self, http: Http, credentials: Credentials, *, queue_size: int = 1024) -> None:
+        super().__init__()
         self._http = http
         self._credentials = credentials
         self._queue_size = queue_size
@@ -213,17 +127,8 @@ class Connection:
         self._successor: ClientConnection | None = None
         self._closed = False
         self._force_refresh = False
-        #: Replace a token shortly before its ``exp`` (off: only after a ``4401``).
-        self.refresh_early = True
-        #: Connections opened so far, subscriptions the daemon detached as lagging, and
-        #: subscriptions paused for a slow consumer (for diagnostics and tests).
-        self.connects = 0
-        self.lagged = 0
-        self.paused = 0
-        #: Connections the daemon closed because their token expired (``4401``), and records
-        #: sent again (same key) because a connection dropped before their answer.
-        self.expired = 0
-        self.resent = 0
+        #: Once the daemon answered 404 to ``/api/connect``: one socket per stream instead.
+        self._fallback: PerStream | None = None
 
     # ----------------------------------------------------------------- the public side
 
@@ -231,6 +136,8 @@ class Connection:
                   until: str | None) -> Sub:
         if self._closed:
             raise ClientClosedError("the client is closed")
+        if self._fallback is not None:
+            return self._fallback.subscribe(stream_id, from_, on_lag, until)
         if stream_id in self._subs:
             raise ValueError(f"stream {stream_id} is already subscribed on this client")
         sub = Sub(stream_id, from_, on_lag, until, self._queue_size)
@@ -241,6 +148,9 @@ class Connection:
         return sub
 
     def unsubscribe(self, sub: Sub) -> None:
+        if self._fallback is not None:
+            self._fallback.unsubscribe(sub)
+            return
         if self._subs.get(sub.stream_id) is not sub:
             return
         del self._subs[sub.stream_id]
@@ -252,6 +162,9 @@ class Connection:
 
     def consumed(self, sub: Sub) -> None:
         """The consumer took a frame: a paused subscription goes on once half its queue is read."""
+        if self._fallback is not None:
+            self._fallback.consumed(sub)
+            return
         if sub.paused and len(sub.items) <= sub.max_queue // 2:
             sub.paused = False
             if sub.state == "idle" and self._subs.get(sub.stream_id) is sub:
@@ -260,16 +173,15 @@ class Connection:
     async def send(self, stream_id: str, data: Any) -> Ack:
         if self._closed:
             raise ClientClosedError("the client is closed")
-        try:
-            text = json.dumps(data, separators=(",", ":"), ensure_ascii=False,
-                              allow_nan=False)
-        except (TypeError, ValueError) as e:
-            raise TypeError(f"the record is not JSON: {e}") from e
+        text = encode_record(data)
         self._order += 1
         pending = PendingSend(stream_id, text, str(uuid.uuid4()),
                               asyncio.get_running_loop().create_future(), self._order)
-        self._dispatch(pending)
-        self._ensure_running()
+        if self._fallback is not None:
+            self._fallback.post(pending)
+        else:
+            self._dispatch(pending)
+            self._ensure_running()
         return await pending.future
 
     async def aclose(self) -> None:
@@ -291,6 +203,8 @@ class Connection:
         if self._successor is not None:
             await self._successor.close()
             self._successor = None
+        if self._fallback is not None:
+            await self._fallback.aclose()
         self._fail_all(ClientClosedError("the client is closed"))
 
     # ----------------------------------------------------------------- the task
@@ -328,6 +242,9 @@ class Connection:
                 try:
                     ws = await self._open(fresh=self._force_refresh)
                 except Exception as e:
+                    if isinstance(e, ServerError) and e.status == 404:
+                        self._fall_back()
+                        return
                     pause = self._pause_after_refusal(e, backoff)
                     if pause is not None:
                         log.debug("streamgate: cannot connect (%s); again in %.2f s", e, pause)
@@ -359,7 +276,7 @@ class Connection:
             if error.code in (ErrorCode.TOKEN_EXPIRED, ErrorCode.INVALID_TOKEN) and \
                     self._credentials.refreshable:
                 self._force_refresh = True
-            elif _refused_for_good(error):
+            elif refused_for_good(error):
                 log.warning("streamgate: the daemon refused the connection: %s", error)
                 self._fail_all(error)
                 return None
@@ -376,22 +293,33 @@ class Connection:
 
     async def _open(self, *, fresh: bool = False) -> ClientConnection:
         headers = await self._credentials.headers(fresh=fresh)
-        try:
-            return await connect(
-                self._http.ws_url("/api/connect"),
-                additional_headers=headers,
-                subprotocols=[PROTOCOL],
-                open_timeout=OPEN_TIMEOUT,
-                ping_interval=20,
-                ping_timeout=20,
-                close_timeout=2,
-                max_size=None,
-                user_agent_header=f"streamgate-python websockets/{websockets_version}",
-            )
-        except InvalidStatus as e:
-            resp = e.response
-            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-            raise from_http(resp.status_code, bytes(resp.body or b""), retry_after) from e
+        return await open_socket(self._http.ws_url("/api/connect"), headers)
+
+    def _fall_back(self) -> None:
+        """The daemon has no ``/api/connect``: every subscription gets a socket of its own
+        (from where it is), and every record not answered yet is sent over HTTP, with its
+        key; so is everything after, for the client's life."""
+        log.debug("streamgate: no /api/connect on the daemon; one socket per stream")
+        fallback = PerStream(self._http, self._credentials, self, queue_size=self._queue_size)
+        self._fallback = fallback
+        subs, self._subs = list(self._subs.values()), {}
+        for sub in subs:
+            sub.state = "idle"
+            if sub.retry is not None:
+                sub.retry.cancel()
+                sub.retry = None
+            sub.paused = False
+            fallback.follow(sub)
+        pending = sorted([*self._unacked.values(), *self._outbox, *self._later],
+                         key=lambda p: p.order)
+        self._unacked.clear()
+        self._outbox.clear()
+        self._later.clear()
+        if self._later_timer is not None:
+            self._later_timer.cancel()
+            self._later_timer = None
+        for p in pending:
+            fallback.post(p)
 
     async def _serve(self, ws: ClientConnection, backoff: Backoff) -> bool:
         """Serves one open connection until it drops; whether anything was heard on it."""
@@ -639,29 +567,13 @@ class Connection:
         frame = parse_frame(obj)
         if frame is None:
             return
-        cursor = frame.last_cursor if isinstance(frame, GapFrame) else frame.cursor
-        if sub.last is not None and cursor <= sub.last:
-            return  # delivered before
-        if not isinstance(frame, EndFrame) and len(sub.items) >= sub.max_queue:
+        if not sub.offer(frame):
             # The consumer is behind: stop this subscription until it reads on.
-            sub.paused = True
             self.paused += 1
             sub.state = "closing"
             self._write(json.dumps({"type": "unsubscribe", "stream_id": stream_id}))
-            return
-        sub.last = cursor
-        sub.backoff.reset()
-        sub.push(frame)
-        if isinstance(frame, EndFrame):
+        elif sub.finished:
             del self._subs[stream_id]
-            sub.finish(END)
-
-
-def _refused_for_good(error: ServerError) -> bool:
-    """Whether a refused handshake will be refused again: a 4xx but a timeout or a 429 (a
-    renewable token's expiry is handled before)."""
-    return error.status is not None and 400 <= error.status < 500 and \
-        error.status not in (408, 429)
 
 
 def _message_limit(reason: str) -> int:

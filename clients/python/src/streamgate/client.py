@@ -1,5 +1,6 @@
 """The client: the key holder's calls over HTTP, sends and subscriptions over one
-``/api/connect`` WebSocket that reconnects and resumes by itself."""
+``/api/connect`` WebSocket that reconnects and resumes by itself (against a daemon without
+that route: one WebSocket per stream, and sends over HTTP)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,8 @@ from typing import Any, AsyncIterator, Iterable, Literal, Mapping, Sequence
 import httpx
 
 from ._auth import Credentials, TokenSource
-from ._connection import Connection, End, Sub
+from ._connection import Connection
+from ._shared import End, Sub
 from ._http import Http
 from ._retry import PATIENCE
 from .errors import ClientClosedError, ProtocolError
