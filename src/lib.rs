@@ -42,6 +42,7 @@
 mod api;
 mod auth;
 pub mod config;
+mod crypto;
 mod delivery;
 mod error;
 mod idempotency;
@@ -55,8 +56,9 @@ mod metrics;
 mod processing;
 mod quota;
 mod registry;
+pub mod reload;
 pub mod server;
-mod tokens;
+
 pub use streamgate_wire as wire;
 
 #[cfg(test)]

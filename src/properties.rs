@@ -116,11 +116,7 @@ proptest! {
 
     #[test]
     fn tokens_never_panic(text in "\\PC{0,120}") {
-        let keys = crate::auth::KeyStore::new(&[config::ApiKey {
-            name: "alice".into(),
-            key: "alice-key-0123456789".into(),
-            admin: false,
-        }]);
+        let keys = crate::auth::KeyStore::new(&[config::ApiKey::new("alice".into(), "alice-key-0123456789".into(), false)]);
         let _ = keys.authenticate_token(&text);
         let _ = keys.authenticate_token(&format!("eyJhbGciOiJIUzI1NiJ9.{text}.x"));
     }

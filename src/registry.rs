@@ -309,7 +309,10 @@ impl Registry {
             self.local(&uuid)
         })?;
         let mine = entry.record.read().expect("registry lock").owner == caller.name;
-        mine.then_some(entry)
+        // An identity's grants reach other owners' streams (their scope is checked by the
+        // caller of this).
+        let shared = caller.shared.as_ref().is_some_and(|g| g.covers(&uuid));
+        (mine || shared).then_some(entry)
     }
 
     /// How many open streams `owner` has.
@@ -327,14 +330,21 @@ impl Registry {
 
     /// Streams `caller` may see: its own, or all for an admin key. Newest first.
     pub fn list(&self, caller: &Principal) -> Vec<Arc<StreamEntry>> {
+        self.listed(|owner| caller.admin || owner == caller.name)
+    }
+
+    /// Every stream, newest first (what the stats snapshot is made of).
+    pub fn all(&self) -> Vec<Arc<StreamEntry>> {
+        self.listed(|_| true)
+    }
+
+    fn listed(&self, shown: impl Fn(&str) -> bool) -> Vec<Arc<StreamEntry>> {
         let mut list: Vec<Arc<StreamEntry>> = self
             .streams
             .read()
             .expect("registry lock")
             .values()
-            .filter(|e| {
-                caller.admin || e.record.read().expect("registry lock").owner == caller.name
-            })
+            .filter(|e| shown(&e.record.read().expect("registry lock").owner))
             .cloned()
             .collect();
         list.sort_by_key(|e| std::cmp::Reverse(e.record().created_ms));

@@ -21,8 +21,8 @@ use tokio::task::JoinHandle;
 
 use futures_util::future::BoxFuture;
 
-use crate::api::{self, App, AppState};
-use crate::auth::KeyStore;
+use crate::api::{self, App, AppState, Reloadable, TlsEdge};
+use crate::auth::JwtVerifier;
 use crate::config::{Brokers, Config};
 use crate::delivery::{Replays, Router};
 use crate::error::Error;
@@ -36,6 +36,7 @@ use crate::metrics::Metrics;
 use crate::processing::{AtIngest, Evaluator, Stage, StageWith};
 use crate::quota::{self, Limiter, Seats};
 use crate::registry::{Registry, StreamEntry};
+use crate::reload::{self, Edge, Reloads};
 use crate::wire::ProcessorSpec;
 
 /// How often the drain looks again.
@@ -47,12 +48,22 @@ pub async fn run(
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), Error> {
+    run_reloadable(config, listener, shutdown, None).await
+}
+
+/// Like [`run`], applying the configurations `reloads` brings as they come (see `reload`).
+pub async fn run_reloadable(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    reloads: Option<Reloads>,
+) -> Result<(), Error> {
     config.validate()?;
     let embedded = match config.brokers {
         Brokers::Embedded => Some(Arc::new(EmbeddedBroker::start(&config.topics)?)),
         Brokers::Bootstrap(_) => None,
     };
-    run_embedded(config, listener, shutdown, embedded).await
+    run_with(config, listener, shutdown, embedded, reloads).await
 }
 
 /// Like [`run`], on an embedded broker the caller started and can use too (`streamctl bench
@@ -64,10 +75,40 @@ pub async fn run_embedded(
     // Kept alive for the daemon's lifetime; dropping it stops the embedded cluster.
     embedded: Option<Arc<EmbeddedBroker>>,
 ) -> Result<(), Error> {
+    run_with(config, listener, shutdown, embedded, None).await
+}
+
+/// Checks what a start would load besides the config itself: the TLS certificates and a
+/// JWKS file (`streamctl serve --check`).
+pub async fn check(config: &Config) -> Result<(), Error> {
+    config.validate()?;
+    if let Some(tls) = &config.http.tls {
+        TlsEdge::new(tls)?;
+    }
+    if let Some(jwt) = config.auth.jwt.as_ref().filter(|j| j.jwks_file.is_some()) {
+        JwtVerifier::start(jwt).await.map_err(|e| Error::Config {
+            message: format!("auth.jwt: {e}"),
+        })?;
+    }
+    Ok(())
+}
+
+async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    embedded: Option<Arc<EmbeddedBroker>>,
+    reloads: Option<Reloads>,
+) -> Result<(), Error> {
     config.validate()?;
     let mut config = config;
-    config.limits.server = config.limits.server.fitted(connections_allowed());
+    let connections = connections_allowed();
+    config.limits.server = config.limits.server.fitted(connections);
     prepare_listener(&listener, &config)?;
+    let tls = match &config.http.tls {
+        Some(settings) => Some(Arc::new(TlsEdge::new(settings)?)),
+        None => None,
+    };
     let addr = listener
         .local_addr()
         .map_err(|e| Error::io("listener address", e))?;
@@ -85,10 +126,11 @@ pub async fn run_embedded(
         config.limits.clone(),
         metrics.clone(),
         app.clone(),
+        tls.clone(),
         listener,
         async move { draining.reached(Phase::Draining).await },
     ));
-    tracing::info!(%addr, brokers = %config.brokers, "streamgate listening; connecting to the broker");
+    tracing::info!(%addr, tls = tls.is_some(), brokers = %config.brokers, "streamgate listening; connecting to the broker");
 
     let mut signal = lifecycle.watch();
     let started = tokio::select! {
@@ -104,7 +146,17 @@ pub async fn run_embedded(
             return stopped_or_failed.transpose().map(|_| ());
         }
     };
-    let _ = app.set(api::routes(started.state.clone()));
+    app.set(api::routes(started.state.clone()));
+    if let Some(reloads) = reloads {
+        let edge = Edge {
+            state: started.state.clone(),
+            app: app.clone(),
+            tls,
+            connections,
+            stopping: lifecycle.stopping(),
+        };
+        tokio::spawn(edge.serve(reloads));
+    }
     tracing::info!(
         partitions = started.cluster.topics.input.partitions,
         "streamgate ready"
@@ -222,10 +274,13 @@ async fn start(
     };
     let (processing, processing_joined) =
         Stage::start(&cluster, &config.processing, stage_with, stopping.clone())?;
+    let revocations = tokio::sync::watch::Sender::new(0);
+    let credentials = reload::credentials(config, None, &revocations, stopping.clone()).await?;
     let state = Arc::new(AppState {
-        config: Arc::new(config.clone()),
-        keys: KeyStore::new(&config.api_keys),
-        limiter: Limiter::new(&config.rate_limits),
+        config: Reloadable::new(config.clone()),
+        credentials: Reloadable::new(credentials),
+        limiter: Reloadable::new(Limiter::new(&config.rate_limits)),
+        revocations,
         subscriber_seats: Seats::new(limits.delivery.max_subscribers_per_key),
         registry,
         ingest,
@@ -371,7 +426,7 @@ fn forget_idle(
             tokio::select! {
                 _ = stopping.changed() => return,
                 _ = tick.tick() => {
-                    state.limiter.forget_idle();
+                    state.limiter().forget_idle();
                     keys.sweep();
                 }
             }

@@ -13,7 +13,7 @@ use anyhow::Context;
 use streamgate::keyfile;
 use streamgate::wire::ErrorCode;
 
-pub use streamgate_client::{retry_after, server_error, Client, Error as ClientError};
+pub use streamgate_client::{retry_after, server_error, Client, Credential, Error as ClientError};
 
 /// Where the daemon is and how to authenticate.
 #[derive(Debug, Clone, clap::Args)]
@@ -24,6 +24,10 @@ pub struct ConnectionArgs {
     /// API key [default: the key file written by `streamctl serve`].
     #[arg(long, env = "STREAMCTL_API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
+    /// PEM file of CA certificates to trust besides the public roots, for a daemon whose
+    /// certificate a private CA signed (`https://` URLs).
+    #[arg(long, env = "STREAMCTL_CACERT", value_name = "FILE", value_hint = clap::ValueHint::FilePath)]
+    pub cacert: Option<std::path::PathBuf>,
 }
 
 /// A client of the daemon `args` name, which says once on stderr when it waits on the
@@ -47,7 +51,14 @@ pub fn connect(args: &ConnectionArgs) -> anyhow::Result<Client> {
     if !base.starts_with("http://") && !base.starts_with("https://") {
         anyhow::bail!("--url: `{}` must start with http:// or https://", args.url);
     }
-    Ok(Client::new(base, &key)?.on_wait(Arc::new(waiting_notice)))
+    let mut builder =
+        Client::builder(base, Credential::ApiKey(key)).on_wait(Arc::new(waiting_notice));
+    if let Some(path) = &args.cacert {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("--cacert: cannot read {}", path.display()))?;
+        builder = builder.root_certificates(&pem);
+    }
+    Ok(builder.build()?)
 }
 
 /// Says once per run that a command waits on the daemon (`code`: why).

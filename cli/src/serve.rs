@@ -1,5 +1,8 @@
 //! `streamctl serve`: loads the config, applies command-line overrides, makes sure there is a
-//! key to authenticate with, and runs the daemon until SIGINT or SIGTERM.
+//! key to authenticate with, and runs the daemon until SIGINT or SIGTERM. SIGHUP reads the
+//! config file (and the flags) again and reloads what can change without a restart (see
+//! `streamgate::reload`); a config that does not pass is refused whole, in the log, and the
+//! running one stays.
 
 use std::path::PathBuf;
 
@@ -24,7 +27,8 @@ pub struct Args {
     /// Log format [default: pretty; from the config file if it sets log.format].
     #[arg(long, value_parser = log_format())]
     pub log_format: Option<LogFormat>,
-    /// Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason.
+    /// Check the config (file, flags, key, TLS certificates, a JWKS file) and exit: 0 when
+    /// valid, 1 with the reason; a dry run of a start or a reload.
     #[arg(long)]
     pub check: bool,
 }
@@ -33,6 +37,7 @@ impl Args {
     pub async fn run(self) -> anyhow::Result<()> {
         let (config, key_notice) = self.config()?;
         if self.check {
+            streamgate::server::check(&config).await?;
             println!(
                 "config OK: listen {}, brokers {}, {} API key(s)",
                 config.listen,
@@ -49,8 +54,47 @@ impl Args {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("cannot listen on {}", config.listen))?;
-        streamgate::server::run(config, listener, shutdown_signal()).await?;
+        let (reloader, reloads) = streamgate::reload::Reloader::new();
+        self.reload_on_hangup(reloader);
+        streamgate::server::run_reloadable(config, listener, shutdown_signal(), Some(reloads))
+            .await?;
         Ok(())
+    }
+
+    /// On every SIGHUP: the config read again as at start, then handed to the daemon.
+    fn reload_on_hangup(&self, reloader: streamgate::reload::Reloader) {
+        #[cfg(unix)]
+        {
+            let args = Args {
+                config: self.config.clone(),
+                listen: self.listen,
+                brokers: self.brokers.clone(),
+                api_keys: self.api_keys.clone(),
+                log_format: self.log_format,
+                check: false,
+            };
+            tokio::spawn(async move {
+                use tokio::signal::unix::{signal, SignalKind};
+                let Ok(mut hangups) = signal(SignalKind::hangup()) else {
+                    tracing::warn!("cannot listen for SIGHUP: reloads are off");
+                    return;
+                };
+                while hangups.recv().await.is_some() {
+                    tracing::info!("SIGHUP: reloading the config");
+                    let config = match args.config() {
+                        Ok((config, _)) => config,
+                        Err(e) => {
+                            tracing::error!(error = %format!("{e:#}"), "reload refused; the running config stays");
+                            continue;
+                        }
+                    };
+                    // The daemon logs the outcome.
+                    let _ = reloader.reload(config).await;
+                }
+            });
+        }
+        #[cfg(not(unix))]
+        let _ = reloader;
     }
 
     /// The effective config: file (or defaults), then flags, then the local key if no key is
@@ -70,21 +114,17 @@ impl Args {
             config.log.format = format;
         }
         for (i, key) in self.api_keys.iter().enumerate() {
-            config.api_keys.push(ApiKey {
-                name: format!("cli-{}", i + 1),
-                key: key.clone(),
-                admin: false,
-            });
+            config
+                .api_keys
+                .push(ApiKey::new(format!("cli-{}", i + 1), key.clone(), false));
         }
         if config.api_keys.is_empty() {
             let path = keyfile::default_path()
                 .context("no API key configured and no home directory for the local key file; pass --api-key")?;
             let (key, created) = keyfile::load_or_create(&path)?;
-            config.api_keys.push(ApiKey {
-                name: keyfile::KEY_NAME.into(),
-                key,
-                admin: true,
-            });
+            config
+                .api_keys
+                .push(ApiKey::new(keyfile::KEY_NAME.into(), key, true));
             config.validate()?;
             return Ok((config, Some((path, created))));
         }

@@ -64,11 +64,8 @@ async fn stats_until(d: &Daemon, key: &str, check: impl Fn(&Value) -> bool) -> V
 
 fn config_with_admin() -> streamgate::config::Config {
     let mut c = test_config();
-    c.api_keys.push(ApiKey {
-        name: "ops".into(),
-        key: ADMIN.into(),
-        admin: true,
-    });
+    c.api_keys
+        .push(ApiKey::new("ops".into(), ADMIN.into(), true));
     c
 }
 

@@ -1,6 +1,7 @@
 //! Who may touch which stream: the one check every stream route makes before it acts. A
-//! stream is answered only to its owner's key, or to a token for it within its scope; every
-//! other caller gets 404, whether the stream exists or not, so ids cannot be probed.
+//! stream is answered only to its owner (a key, or an identity), to a token for it within its
+//! scope, or to an identity whose grants name it, within their scope; every other caller gets
+//! 404, whether the stream exists or not, so ids cannot be probed.
 
 use std::sync::Arc;
 
@@ -25,9 +26,14 @@ pub(super) async fn owned(
     if !caller.may(uuid::Uuid::parse_str(id).ok(), need)? {
         return Err(not_found());
     }
-    state
+    let entry = state
         .registry
         .find_owned(id, caller)
         .await
-        .ok_or_else(not_found)
+        .ok_or_else(not_found)?;
+    // Another owner's stream, reached through an identity's grants: within their scope.
+    if entry.record().owner != caller.name && !caller.may_share(&entry.id, need)? {
+        return Err(not_found());
+    }
+    Ok(entry)
 }

@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::wire::Close;
 
 /// Frames the daemon sends, in the order `docs/api.md` gives them.
-const FRAMES: [(&str, &str); 12] = [
+const FRAMES: [(&str, &str); 13] = [
     ("result", "One processed result. `cursor` increases per stream; resume after it with `from=cursor+1`."),
     ("error", "Processing failed for one record; the stream goes on."),
     ("end", "The stream ended; every result before it was delivered. The socket closes with 1000."),
@@ -25,14 +25,16 @@ const FRAMES: [(&str, &str); 12] = [
     ("unsubscribed", "/api/connect: no frame of the stream follows. With `error`, the daemon ended the subscription: subscribe again from the last cursor + 1."),
     ("lagged", "/api/connect: the subscriber read too slowly (`on_lag: close`); subscribe again with `from: resume_from`."),
     ("caught_up", "/api/connect with `until: now`: everything that existed at subscribe was sent."),
-    ("invalid", "/api/connect: a frame the daemon could not read; the connection goes on."),
+    ("invalid", "/api/connect: a frame the daemon could not read (or an `auth` token that did not pass); the connection goes on."),
+    ("authenticated", "/api/connect: the token of an `auth` frame was accepted; the connection lives until it expires (`expires_at`)."),
 ];
 
 /// Frames a client sends on `/api/connect`.
-const CLIENT_FRAMES: [(&str, &str); 3] = [
+const CLIENT_FRAMES: [(&str, &str); 4] = [
     ("subscribe", "Follow a stream: `{\"type\": \"subscribe\", \"stream_id\", \"from\", \"on_lag\", \"until\"}`; answered by `subscribed` or `refused`."),
     ("unsubscribe", "Stop following a stream; answered by `unsubscribed`, after which nothing of it comes."),
     ("send", "A record: `{\"type\": \"send\", \"stream_id\", \"seq\", \"data\"}`; answered by `ack` or `nack` with the same `stream_id` and `seq`, in order per stream."),
+    ("auth", "A fresh token for the same caller, before the connection's expires: `{\"type\": \"auth\", \"token\"}`; answered by `authenticated` (subscriptions it does not cover end with `unsubscribed`), or `invalid` and the old one stays."),
 ];
 
 /// The document, built around the OpenAPI document's schemas (`openapi` is what
@@ -110,11 +112,17 @@ pub fn document(openapi: &Value) -> Value {
         "lagged",
         "caught_up",
         "invalid",
+        "authenticated",
     ];
     let mut results_messages = channel_messages(&stream_frames);
     results_messages.extend(channel_messages(&["record"]));
     let mut connect_messages = channel_messages(&connect_frames);
-    connect_messages.extend(channel_messages(&["subscribe", "unsubscribe", "send"]));
+    connect_messages.extend(channel_messages(&[
+        "subscribe",
+        "unsubscribe",
+        "send",
+        "auth",
+    ]));
     json!({
         "asyncapi": "3.0.0",
         "info": {
@@ -219,7 +227,7 @@ pub fn document(openapi: &Value) -> Value {
                 "title": "Subscribe, unsubscribe and send",
                 "summary": "Client frames of `/api/connect`; at most `limits.ws_max_in_flight` records await their answer at once.",
                 "channel": {"$ref": "#/channels/connect"},
-                "messages": refs("connect", &["subscribe", "unsubscribe", "send"]),
+                "messages": refs("connect", &["subscribe", "unsubscribe", "send", "auth"]),
             },
         },
         "components": {
@@ -244,6 +252,7 @@ fn frame_payload(name: &str, schemas: &Value) -> Value {
         "subscribed" | "caught_up" => "StreamRef",
         "refused" | "unsubscribed" => "Refusal",
         "lagged" => "Lagged",
+        "authenticated" => "Authenticated",
         _ => "Invalid",
     };
     debug_assert!(schemas.get(body).is_some(), "{body} is in the schemas");
@@ -265,6 +274,8 @@ fn close_codes() -> Value {
         Close::Lagged { resume: 42 },
         Close::TooBig { limit: 1_048_576 },
         Close::TokenExpired,
+        Close::TokenRevoked,
+        Close::CredentialRevoked,
         Close::Internal("…".into()),
     ];
     examples
@@ -281,7 +292,11 @@ fn meaning(close: &Close) -> &'static str {
         Close::ShuttingDown => "the daemon is shutting down: reconnect (any instance) and resume",
         Close::Lagged { .. } => "read too slowly: resume with `from=` the cursor in the reason",
         Close::TooBig { .. } => "a message over `limits.ws_max_message_bytes`",
-        Close::TokenExpired => "the stream token expired: reconnect with a new one",
+        Close::TokenExpired => "the token expired: reconnect with a new one",
+        Close::TokenRevoked => {
+            "the token's signing key was removed or rotated: reconnect with a new token"
+        }
+        Close::CredentialRevoked => "the API key was removed (a reload): it is not accepted again",
         Close::Internal(_) | Close::Other(..) => "an internal error (the reason says what)",
     }
 }

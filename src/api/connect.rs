@@ -39,8 +39,8 @@ use crate::lifecycle::Phase;
 use crate::quota::Seat;
 use crate::registry::StreamEntry;
 use crate::wire::{
-    Ack, ClientFrame, Close, ErrorCode, ErrorObject, Frame, Invalid, Lagged, Nack, Refusal, Scope,
-    StreamRef,
+    Ack, Authenticated, ClientFrame, Close, ErrorCode, ErrorObject, Frame, Invalid, Lagged, Nack,
+    Refusal, Scope, StreamRef,
 };
 
 /// A record's answer to come: its stream, the client's `seq`, and where it was stored.
@@ -72,14 +72,17 @@ struct Connection {
     pending: HashMap<Uuid, Unanswered>,
     in_flight: usize,
     answers: FuturesUnordered<Answer>,
+    /// When the caller's credential ends (its expiry, or a revocation); an `auth` frame
+    /// replaces it.
+    ends: BoxFuture<'static, Close>,
 }
 
 /// Runs one connection until the client goes, the credential ends or the daemon stops.
 pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
     let (sink, mut source) = socket.split();
-    let limits = state.config.limits.websocket.clone();
+    let limits = state.config().limits.websocket.clone();
     let max_subscriptions = state
-        .config
+        .config()
         .limits
         .delivery
         .max_subscriptions_per_connection;
@@ -88,14 +91,9 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
     let every = Duration::from_millis(limits.ws_ping_interval_ms);
     let mut ping = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let expiry = caller
-        .grant
-        .as_ref()
-        .map(|g| tokio::time::Instant::now() + g.remaining());
     let mut phase = state.phase.clone();
     let mut conn = Connection {
         state: state.clone(),
-        caller,
         mux: Mux::default(),
         seats: HashMap::new(),
         opening_ids: HashSet::new(),
@@ -104,6 +102,8 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
         pending: HashMap::new(),
         in_flight: 0,
         answers: FuturesUnordered::new(),
+        ends: state.credential_end(&caller),
+        caller,
     };
     let mut last_heard = Instant::now();
     let mut drained = false;
@@ -125,7 +125,7 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
                 }
                 continue;
             }
-            _ = sleep_until(expiry) => break Some(Close::TokenExpired),
+            close = &mut conn.ends => break Some(close),
             _ = phase.reached(Phase::Drained), if !drained => {
                 drained = true;
                 continue;
@@ -199,14 +199,6 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
     );
 }
 
-/// Resolves at `at`, or never without one.
-async fn sleep_until(at: Option<tokio::time::Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
-
 impl Connection {
     /// The frame to write for a feed's item (`None` for an item with nothing to say), or
     /// why the whole connection must close.
@@ -226,7 +218,9 @@ impl Connection {
             Close::CaughtUp => Frame::CaughtUp(StreamRef { stream_id: stream }),
             // The connection's own end, once every feed got there.
             Close::ShuttingDown => return Ok(None),
-            Close::TokenExpired => return Err(Close::TokenExpired),
+            close @ (Close::TokenExpired | Close::TokenRevoked | Close::CredentialRevoked) => {
+                return Err(close)
+            }
             other => Frame::Unsubscribed(Refusal {
                 stream_id: stream,
                 error: Some(ErrorObject::new(ErrorCode::Internal, other.reason())),
@@ -322,6 +316,7 @@ impl Connection {
                     error: None,
                 })]
             }
+            ClientFrame::Auth { token } => self.reauthenticate(&token).await,
             ClientFrame::Send {
                 stream_id,
                 seq,
@@ -341,6 +336,55 @@ impl Connection {
                 Vec::new()
             }
         }
+    }
+
+    /// An `auth` frame: a fresh token for the same caller. The connection goes on under it
+    /// (until it expires), and subscriptions it does not cover end; a token that does not
+    /// pass, or names another caller, changes nothing.
+    async fn reauthenticate(&mut self, token: &str) -> Vec<Frame> {
+        let invalid = |error: ErrorObject| vec![Frame::Invalid(Invalid { error })];
+        let fresh = match self.state.credentials().token(token).await {
+            Ok(fresh) => fresh,
+            Err(e) => return invalid(ApiError::from(e).to_object()),
+        };
+        if fresh.name != self.caller.name {
+            return invalid(ErrorObject::new(
+                ErrorCode::Forbidden,
+                "an `auth` token must be for the caller the connection was opened as",
+            ));
+        }
+        let expires_at = fresh.expires.map(|at| {
+            at.duration_since(std::time::UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs()
+        });
+        self.ends = self.state.credential_end(&fresh);
+        self.caller = fresh;
+        // Sends are checked again against the new credential.
+        self.entries.clear();
+        let mut frames = vec![Frame::Authenticated(Authenticated { expires_at })];
+        let uncovered: Vec<Uuid> = self
+            .mux
+            .streams()
+            .filter(|s| {
+                !matches!(
+                    self.caller.may(Some(*s), Need::Scope(Scope::Subscribe)),
+                    Ok(true)
+                )
+            })
+            .collect();
+        for stream in uncovered {
+            self.mux.remove(&stream);
+            self.seats.remove(&stream);
+            frames.push(Frame::Unsubscribed(Refusal {
+                stream_id: stream,
+                error: Some(ErrorObject::new(
+                    ErrorCode::Forbidden,
+                    "the new token does not cover this stream",
+                )),
+            }));
+        }
+        frames
     }
 
     /// Starts opening a subscription; an error is its refusal.

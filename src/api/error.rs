@@ -12,13 +12,13 @@ use warp::http::StatusCode;
 use warp::reply::Response;
 use warp::{Rejection, Reply};
 
+use crate::auth::tokens::SignError;
 use crate::auth::Denied;
 use crate::delivery::{DeliveryError, InvalidParam};
 use crate::ingest::Refused;
 use crate::processing::SpecError;
 use crate::quota::Limited;
 use crate::registry::RegistryError;
-use crate::tokens::SignError;
 use crate::wire::{ErrorBody, ErrorCode, ErrorObject};
 
 /// Everything a client can be told went wrong.
@@ -149,7 +149,7 @@ impl ApiError {
             ApiError::Denied(d) => match d {
                 Denied::MissingKey => ErrorCode::MissingApiKey,
                 Denied::InvalidKey => ErrorCode::InvalidApiKey,
-                Denied::InvalidToken => ErrorCode::InvalidToken,
+                Denied::InvalidToken | Denied::InvalidJwt(_) => ErrorCode::InvalidToken,
                 Denied::TokenExpired => ErrorCode::TokenExpired,
                 Denied::Forbidden(_) => ErrorCode::Forbidden,
             },

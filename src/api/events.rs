@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::convert::Infallible;
 use std::sync::Arc;
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, FuturesUnordered, StreamExt};
 use futures_util::FutureExt;
 use serde_json::json;
@@ -128,7 +129,8 @@ struct Many {
     opening: FuturesUnordered<Opening>,
     phase: PhaseWatch,
     drained: bool,
-    expiry: Option<tokio::time::Instant>,
+    /// When the caller's credential ends: the response ends with a `close` event then.
+    ends: BoxFuture<'static, Close>,
     done: bool,
 }
 
@@ -155,10 +157,7 @@ pub(super) fn respond(
         opening,
         phase: state.phase.clone(),
         drained: false,
-        expiry: caller
-            .grant
-            .as_ref()
-            .map(|g| tokio::time::Instant::now() + g.remaining()),
+        ends: state.credential_end(&caller),
         done: false,
     };
     let first = stream::once(async { Event::default().retry(RETRY) });
@@ -181,7 +180,6 @@ impl Many {
                 // daemon is stopping.
                 return self.drained.then(|| closing(&Close::ShuttingDown));
             }
-            let expiry = self.expiry;
             tokio::select! {
                 Some((stream, opened)) = self.opening.next(), if !self.opening.is_empty() => {
                     match opened {
@@ -197,9 +195,9 @@ impl Many {
                         return Some(event);
                     }
                 }
-                _ = async { match expiry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {
+                close = &mut self.ends => {
                     self.done = true;
-                    return Some(closing(&Close::TokenExpired));
+                    return Some(closing(&close));
                 }
                 _ = self.phase.reached(Phase::Drained), if !self.drained => self.drained = true,
             }
@@ -230,9 +228,9 @@ impl Many {
                 json!({"stream_id": stream, "resume_from": resume}),
             )),
             Close::CaughtUp => Some(event("caught_up", json!({"stream_id": stream}))),
-            Close::TokenExpired => {
+            close @ (Close::TokenExpired | Close::TokenRevoked | Close::CredentialRevoked) => {
                 self.done = true;
-                Some(closing(&Close::TokenExpired))
+                Some(closing(&close))
             }
             other => Some(event(
                 "unsubscribed",

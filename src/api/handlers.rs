@@ -20,10 +20,10 @@ use super::routes;
 use super::subscriber::{subscriber, SubscribeArgs};
 use super::upgrade::Upgrade;
 use super::{connect, events, sse, ws, AppState};
+use crate::auth::tokens::{Grant, MAX_STREAMS};
 use crate::auth::{self, Need, Principal};
 use crate::config;
 use crate::processing::parse_spec;
-use crate::tokens::{Grant, MAX_STREAMS};
 use crate::wire::{
     Accepted, ErrorBody, ProcessorSpec, Scope, Started, Status, StreamList, StreamView,
     TokenIssued, TokenRequest, TokensRequest,
@@ -108,12 +108,12 @@ pub async fn start(
     body: Bytes,
 ) -> Result<Response, Rejection> {
     // Compiling a filter takes a thread of its own (see `processing::jq`): off the runtime.
-    let config = state.config.clone();
+    let config = state.config();
     let spec = tokio::task::spawn_blocking(move || parse_start_body(&body, &config.processing))
         .await
         .map_err(|e| reject(ApiError::Internal(e.to_string())))?
         .map_err(reject)?;
-    let limit = state.config.limits.ingest.max_streams_per_key;
+    let limit = state.config().limits.ingest.max_streams_per_key;
     if state.registry.open_streams_of(&caller.name) >= limit {
         return Err(reject(ApiError::TooManyStreams { limit }));
     }
@@ -306,7 +306,7 @@ fn issue(
             "token request: `scope` is empty; give `subscribe`, `send` or both".into(),
         )));
     }
-    let max = state.config.limits.tokens.max_token_ttl_s;
+    let max = state.config().limits.tokens.max_token_ttl_s;
     let ttl_s = ttl_s.unwrap_or(DEFAULT_TOKEN_TTL_S.min(max));
     if ttl_s == 0 || ttl_s > max {
         return Err(reject(ApiError::InvalidInput(format!(
@@ -319,7 +319,10 @@ fn issue(
         subscribe: scope.contains(&Scope::Subscribe),
         expires: SystemTime::now() + Duration::from_secs(ttl_s),
     };
-    let token = state.keys.issue(&caller.name, &grant).map_err(reject)?;
+    let token = state
+        .credentials()
+        .issue(&caller.name, &grant)
+        .map_err(reject)?;
     let expires_at = grant
         .expires
         .duration_since(UNIX_EPOCH)
@@ -375,7 +378,7 @@ pub async fn subscribe(
     let sub = subscriber(&id, &caller, &state, args)
         .await
         .map_err(reject)?;
-    let max_message = state.config.limits.websocket.ws_max_message_bytes;
+    let max_message = state.config().limits.websocket.ws_max_message_bytes;
     let protocol = auth::ws_response_protocol(protocols.as_deref());
     Ok(upgrade.respond(protocol, max_message, move |socket| {
         ws::session(socket, state, sub)
@@ -403,7 +406,7 @@ pub async fn connect(
     protocols: Option<String>,
     _query: HashMap<String, String>,
 ) -> Result<Response, Rejection> {
-    let max_message = state.config.limits.websocket.ws_max_message_bytes;
+    let max_message = state.config().limits.websocket.ws_max_message_bytes;
     let protocol = auth::ws_response_protocol(protocols.as_deref());
     Ok(upgrade.respond(protocol, max_message, move |socket| {
         connect::session(socket, state, caller)
@@ -438,7 +441,7 @@ pub async fn events_of_streams(
     last_event_id: Option<String>,
 ) -> Result<Response, Rejection> {
     let max = state
-        .config
+        .config()
         .limits
         .delivery
         .max_subscriptions_per_connection;
@@ -466,7 +469,7 @@ pub async fn events(
         Err(e) => return Ok(e.into_response()),
     };
     match sub.feed.open(&state, sub.entry.id).await {
-        Ok(feed) => Ok(sse::respond(feed, sub.seat)),
+        Ok(feed) => Ok(sse::respond(feed.ending_with(sub.ends), sub.seat)),
         Err(e) => Ok(e.into_response()),
     }
 }

@@ -23,6 +23,7 @@ mod stalled;
 mod state;
 mod stats;
 mod subscriber;
+mod tls;
 mod upgrade;
 mod ws;
 
@@ -31,7 +32,8 @@ mod tests;
 
 pub use error::{status_of, ApiError};
 pub use serve::{serve, App, Client};
-pub use state::AppState;
+pub use state::{AppState, Reloadable};
+pub use tls::TlsEdge;
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -198,7 +200,7 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .or(end)
         .unify();
 
-    let api = with_cors(&state.config.http.allowed_origins, api.boxed());
+    let api = with_cors(&state.config().http.allowed_origins, api.boxed());
     healthz
         .or(readyz)
         .unify()
@@ -324,7 +326,7 @@ fn ip_quota(
     client_ip()
         .and_then(move |ip| {
             let state = state.clone();
-            async move { check(&state.limiter, ip).map_err(reject) }
+            async move { check(&state.limiter(), ip).map_err(reject) }
         })
         .untuple_one()
 }
@@ -353,12 +355,14 @@ fn authenticate(
                         authorization: authorization.as_deref(),
                         ws_protocols: protocols.as_deref(),
                         access_token: query.get(ACCESS_TOKEN_PARAM).map(String::as_str),
+                        cert_subject: client.as_ref().and_then(Client::cert_subject),
                     };
-                    let caller = state.keys.identify(presented).map_err(reject)?;
+                    let credentials = state.credentials();
+                    let caller = credentials.identify(presented).await.map_err(reject)?;
                     if let Some(client) = client {
                         client.authenticated_as(&caller.name);
                     }
-                    state.limiter.check_key(&caller.name).map_err(reject)?;
+                    state.limiter().check_key(&caller.name).map_err(reject)?;
                     Ok::<_, Rejection>(caller)
                 }
             },
@@ -369,7 +373,7 @@ fn authenticate(
 /// sent a Content-Length (chunked uploads are counted as they arrive), and with 408 when it
 /// takes longer than `limits.body_read_timeout_ms` to arrive.
 fn body(state: &Arc<AppState>) -> impl Filter<Extract = (Bytes,), Error = Rejection> + Clone {
-    let limits = &state.config.limits.server;
+    let limits = state.config().limits.server.clone();
     let limit = limits.max_body_bytes;
     let timeout = std::time::Duration::from_millis(limits.body_read_timeout_ms);
     warp::header::optional::<u64>("content-length")

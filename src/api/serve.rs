@@ -28,16 +28,30 @@ use prometheus::IntGauge;
 use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
+use tokio_rustls::TlsAcceptor;
 
 use super::routes::allowed_methods;
 use super::stalled::StallBound;
+use super::tls::TlsEdge;
 use super::{log_request, starting, RequestLine, Routes};
 use crate::config::Limits;
 use crate::metrics::Metrics;
 use crate::wire::{ErrorBody, ErrorCode, ErrorObject};
 
-/// The daemon's routes, set once start-up is done.
-pub type App = Arc<std::sync::OnceLock<Routes>>;
+/// The daemon's routes: set once start-up is done, and again by a reload (requests already
+/// being served keep the routes they started with).
+#[derive(Clone, Default)]
+pub struct App(Arc<std::sync::RwLock<Option<Routes>>>);
+
+impl App {
+    pub fn set(&self, routes: Routes) {
+        *self.0.write().expect("routes lock") = Some(routes);
+    }
+
+    pub fn current(&self) -> Option<Routes> {
+        self.0.read().expect("routes lock").clone()
+    }
+}
 
 /// The connection a request came on, put on every request: its address (for the per-IP
 /// limits and the request log) and its place under the connection caps, which an upgraded
@@ -48,9 +62,16 @@ pub struct Client {
     _place: Arc<Admitted>,
     /// The key name the request authenticated as (for the request log), per request.
     key: Arc<std::sync::OnceLock<String>>,
+    /// With mutual TLS: the subject of the certificate the client presented.
+    subject: Option<Arc<str>>,
 }
 
 impl Client {
+    /// The client certificate's subject (`CN=alice,O=Example`), with mutual TLS.
+    pub fn cert_subject(&self) -> Option<&str> {
+        self.subject.as_deref()
+    }
+
     /// Records the key name the request authenticated as.
     pub fn authenticated_as(&self, name: &str) {
         let _ = self.key.set(name.to_string());
@@ -68,6 +89,7 @@ pub async fn serve(
     limits: Limits,
     metrics: Arc<Metrics>,
     app: App,
+    tls: Option<Arc<TlsEdge>>,
     listener: TcpListener,
     shutdown: impl Future<Output = ()>,
 ) {
@@ -109,12 +131,130 @@ pub async fn serve(
             continue;
         };
         let place = Arc::new(admitted);
-        let (app, starting, metrics) = (app.clone(), starting.clone(), metrics.clone());
+        let connection = Connection {
+            addr,
+            place,
+            app: app.clone(),
+            starting: starting.clone(),
+            metrics: metrics.clone(),
+            watcher: graceful.watcher(),
+            header_timeout: Duration::from_millis(limits.server.header_read_timeout_ms),
+            handshake_timeout: Duration::from_millis(limits.server.tls_handshake_timeout_ms),
+            max_head: limits.server.max_header_bytes.max(8192),
+            write_stall: limits.websocket.idle_timeout(),
+        };
+        connections.spawn(connection.serve(stream, tls.as_ref().map(|t| t.acceptor())));
+    }
+    drop(listener);
+    let bound = Duration::from_millis(limits.shutdown.shutdown_timeout_ms);
+    if tokio::time::timeout(bound, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = connections.len(),
+            timeout_ms = limits.shutdown.shutdown_timeout_ms,
+            "shutdown: dropping connections still open after limits.shutdown_timeout_ms"
+        );
+    }
+    connections.shutdown().await;
+}
+
+/// One accepted connection and what serving it needs.
+struct Connection {
+    addr: SocketAddr,
+    /// Its place under the caps, held until it (or the WebSocket it became) ends.
+    place: Arc<Admitted>,
+    app: App,
+    starting: Routes,
+    metrics: Arc<Metrics>,
+    watcher: hyper_util::server::graceful::Watcher,
+    header_timeout: Duration,
+    handshake_timeout: Duration,
+    max_head: usize,
+    write_stall: Duration,
+}
+
+impl Connection {
+    /// Serves it: over TLS when the listener has an acceptor (the handshake held to its own
+    /// bound), else in plain HTTP/1.1.
+    async fn serve(self, stream: TcpStream, tls: Option<TlsAcceptor>) {
+        // hyper's header timer starts at the first byte of a request; a connection that never
+        // sends one is held to the same bound here (to the handshake's, with TLS). And
+        // hyper-util serves HTTP/2 to a client that opens with its preface, whatever the
+        // builder says: refused.
+        let mut first = [0u8; 4];
+        let wait = match tls {
+            Some(_) => self.handshake_timeout,
+            None => self.header_timeout,
+        };
+        let n = match tokio::time::timeout(wait, stream.peek(&mut first)).await {
+            Ok(Ok(n)) if n > 0 => n,
+            _ => return,
+        };
+        let Some(tls) = tls else {
+            if first[..n.min(3)] == *b"PRI" {
+                answer(stream, ErrorCode::HttpVersionNotSupported, "HTTP/1.1 only").await;
+                return;
+            }
+            return self.http(stream, None).await;
+        };
+        // A TLS record starts with its content type (22, a handshake); plain HTTP with a
+        // method's letters: told, in plain HTTP, where to go instead.
+        if first[0] != 22 {
+            answer(
+                stream,
+                ErrorCode::InvalidInput,
+                "this port speaks HTTPS (TLS); use https:// or wss://",
+            )
+            .await;
+            return;
+        }
+        let handshake = tokio::time::timeout(self.handshake_timeout, tls.accept(stream)).await;
+        let stream = match handshake {
+            Ok(Ok(stream)) => stream,
+            Ok(Err(e)) => {
+                tracing::debug!(client = %self.addr, error = %e, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %self.addr, "TLS handshake timed out");
+                return;
+            }
+        };
+        let subject = stream
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .and_then(super::tls::subject)
+            .map(Arc::from);
+        self.http(stream, subject).await
+    }
+
+    /// HTTP/1.1 (and its upgrades) on an established stream.
+    async fn http<S>(self, stream: S, subject: Option<Arc<str>>)
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let Connection {
+            addr,
+            place,
+            app,
+            starting,
+            metrics,
+            watcher,
+            header_timeout,
+            max_head,
+            write_stall,
+            ..
+        } = self;
         let service = hyper::service::service_fn(move |mut req: hyper::Request<Incoming>| {
             let client = Client {
                 addr,
                 _place: place.clone(),
                 key: Default::default(),
+                subject: subject.clone(),
             };
             req.extensions_mut().insert(client.clone());
             let line = RequestLine {
@@ -122,7 +262,7 @@ pub async fn serve(
                 path: req.uri().path().to_string(),
                 started: std::time::Instant::now(),
             };
-            let routes = app.get().unwrap_or(&starting).clone();
+            let routes = app.current().unwrap_or_else(|| starting.clone());
             let answer = hyper::service::Service::call(
                 &TowerToHyperService::new(warp::service(routes)),
                 req,
@@ -144,51 +284,18 @@ pub async fn serve(
                 response
             }
         });
-        let watcher = graceful.watcher();
-        let (header_timeout, max_head) = (
-            Duration::from_millis(limits.server.header_read_timeout_ms),
-            limits.server.max_header_bytes.max(8192),
-        );
-        let write_stall = limits.websocket.idle_timeout();
-        connections.spawn(async move {
-            // hyper's header timer starts at the first byte of a request; a connection that
-            // never sends one is held to the same bound here. And hyper-util serves HTTP/2
-            // to a client that opens with its preface, whatever the builder says: refused.
-            let mut first = [0u8; 3];
-            match tokio::time::timeout(header_timeout, stream.peek(&mut first)).await {
-                Ok(Ok(3)) if &first == b"PRI" => {
-                    answer(stream, ErrorCode::HttpVersionNotSupported, "HTTP/1.1 only").await;
-                    return;
-                }
-                Ok(Ok(n)) if n > 0 => {}
-                _ => return,
-            }
-            // The connection borrows its builder: both live in this task.
-            let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
-            http.http1()
-                .timer(TokioTimer::new())
-                .header_read_timeout(header_timeout)
-                .max_buf_size(max_head);
-            let stream = StallBound::new(stream, write_stall);
-            let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
-            if let Err(e) = watcher.watch(conn).await {
-                tracing::debug!(error = %e, "connection ended with an error");
-            }
-        });
+        // The connection borrows its builder: both live in this task.
+        let mut http = auto::Builder::new(TokioExecutor::new()).http1_only();
+        http.http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(header_timeout)
+            .max_buf_size(max_head);
+        let stream = StallBound::new(stream, write_stall);
+        let conn = http.serve_connection_with_upgrades(TokioIo::new(stream), service);
+        if let Err(e) = watcher.watch(conn).await {
+            tracing::debug!(error = %e, "connection ended with an error");
+        }
     }
-    drop(listener);
-    let bound = Duration::from_millis(limits.shutdown.shutdown_timeout_ms);
-    if tokio::time::timeout(bound, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            connections = connections.len(),
-            timeout_ms = limits.shutdown.shutdown_timeout_ms,
-            "shutdown: dropping connections still open after limits.shutdown_timeout_ms"
-        );
-    }
-    connections.shutdown().await;
 }
 
 /// Answers a connection that will not be served (over a cap, or not HTTP/1) with a JSON

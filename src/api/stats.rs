@@ -133,10 +133,9 @@ fn next_push(asked: Duration, sent_bytes: usize, watchers: usize, budget: u64) -
 }
 
 async fn compute(state: &AppState) -> Stats {
-    let everyone = Principal::key("", true);
     let streams: Vec<StatsRow> = state
         .registry
-        .list(&everyone)
+        .all()
         .iter()
         .filter(|e| e.is_open())
         .map(|e| StatsRow {
@@ -238,7 +237,7 @@ pub async fn live(
         })?,
     };
     let protocol = auth::ws_response_protocol(protocols.as_deref());
-    let max_message = state.config.limits.websocket.ws_max_message_bytes;
+    let max_message = state.config().limits.websocket.ws_max_message_bytes;
     Ok(upgrade.respond(protocol, max_message, move |socket| {
         push(socket, state, caller, Duration::from_millis(interval_ms))
     }))
@@ -246,9 +245,9 @@ pub async fn live(
 
 async fn push(socket: Socket, state: Arc<AppState>, caller: Principal, interval: Duration) {
     let (sink, mut source) = socket.split();
-    let idle_timeout = state.config.limits.websocket.idle_timeout();
+    let idle_timeout = state.config().limits.websocket.idle_timeout();
     let mut peer = Peer { sink, idle_timeout };
-    let budget = state.config.limits.delivery.stats_live_bytes_per_s;
+    let budget = state.config().limits.delivery.stats_live_bytes_per_s;
     let watching = state.stats.watch(&caller.name);
     let mut due = tokio::time::Instant::now();
     let mut phase = state.phase.clone();

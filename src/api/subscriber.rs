@@ -4,7 +4,6 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
 
 use super::access::owned;
 use super::error::ApiError;
@@ -15,8 +14,8 @@ use crate::delivery::{Feed, OnLag, StartAt, Subscription};
 use crate::lifecycle::PhaseWatch;
 use crate::quota::Seat;
 use crate::registry::StreamEntry;
-use crate::tokens::Grant;
-use crate::wire::{LagPolicy, Scope, StartFrom};
+use crate::wire::{Close, LagPolicy, Scope, StartFrom};
+use futures_util::future::BoxFuture;
 
 /// A results subscriber, as both transports open it: the stream, its place under the key's
 /// cap, whether it may also send (a key, or a token with `send`), and its feed to open.
@@ -25,20 +24,21 @@ pub(super) struct Subscriber {
     pub seat: Seat,
     pub may_send: bool,
     pub feed: FeedRequest,
+    /// When the caller's credential ends (a single-stream connection closes then; a
+    /// many-stream one watches its credential itself).
+    pub ends: BoxFuture<'static, Close>,
 }
 
 /// What a subscriber's feed is made of: where to start, the live subscription (taken
-/// first), whether it follows live results, and a token's remaining life.
+/// first), and whether it follows live results.
 pub(super) struct FeedRequest {
     start: StartAt,
     until_now: bool,
     live: Subscription,
-    expires_in: Option<Duration>,
 }
 
 impl FeedRequest {
-    /// Opens the replay, then makes the feed: replay, then live results unless `until=now`;
-    /// it closes (4401) when the token expires.
+    /// Opens the replay, then makes the feed: replay, then live results unless `until=now`.
     pub async fn open(self, state: &AppState, stream: uuid::Uuid) -> Result<Feed, ApiError> {
         let replay: Replayed = state.archive.replay(stream, self.start).await?;
         let phase: PhaseWatch = state.phase.clone();
@@ -46,10 +46,7 @@ impl FeedRequest {
             true => Feed::until_now(Some(replay), self.live, phase),
             false => Feed::new(Some(replay), self.live, phase),
         };
-        Ok(match self.expires_in {
-            Some(left) => feed.expiring_in(left),
-            None => feed,
-        })
+        Ok(feed)
     }
 }
 
@@ -124,7 +121,7 @@ impl SubscribeArgs {
 pub(super) async fn subscriber(
     id: &str,
     caller: &Principal,
-    state: &AppState,
+    state: &Arc<AppState>,
     args: SubscribeArgs,
 ) -> Result<Subscriber, ApiError> {
     let entry = owned(state, id, caller, Need::Scope(Scope::Subscribe)).await?;
@@ -132,7 +129,7 @@ pub(super) async fn subscriber(
         .subscriber_seats
         .take(&caller.name)
         .ok_or(ApiError::TooManySubscribers {
-            limit: state.config.limits.delivery.max_subscribers_per_key,
+            limit: state.config().limits.delivery.max_subscribers_per_key,
         })?;
     let live = state.router.subscribe(entry.id, args.on_lag);
     // Before the replay measures where it ends, so live delivery covers everything after.
@@ -146,8 +143,8 @@ pub(super) async fn subscriber(
             start: args.start,
             until_now: args.until_now,
             live,
-            expires_in: grant.map(Grant::remaining),
         },
+        ends: state.credential_end(caller),
     })
 }
 

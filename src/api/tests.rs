@@ -75,20 +75,20 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
     let registry = Registry::new(Box::new(MemoryStore));
     let log = Arc::new(MemoryLog::default());
     let (joined_tx, joined) = watch::channel(true);
-    let key = |name: &str, key: &str| ApiKey {
-        name: name.into(),
-        key: key.into(),
-        admin: false,
-    };
+    let key = |name: &str, key: &str| ApiKey::new(name.into(), key.into(), false);
     let mut config = Config {
         limits,
         ..Config::default()
     };
     config.http.allowed_origins = vec!["https://app.example".into()];
     let state = Arc::new(AppState {
-        config: Arc::new(config),
-        keys: KeyStore::new(&[key("alice", ALICE), key("bob", BOB)]),
-        limiter: Limiter::new(&rate_limits),
+        config: super::Reloadable::new(config),
+        credentials: super::Reloadable::new(crate::auth::Credentials {
+            keys: KeyStore::new(&[key("alice", ALICE), key("bob", BOB)]),
+            jwt: None,
+        }),
+        limiter: super::Reloadable::new(Limiter::new(&rate_limits)),
+        revocations: watch::Sender::new(0),
         subscriber_seats: crate::quota::Seats::new(seats),
         registry: registry.clone(),
         ingest: Ingest::new(

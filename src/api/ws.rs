@@ -41,13 +41,14 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
         seat: _seat,
         may_send,
         feed,
+        ends,
     } = sub;
     let (sink, mut source) = socket.split();
-    let limits = &state.config.limits.websocket;
+    let limits = state.config().limits.websocket.clone();
     let idle_timeout = limits.idle_timeout();
     let mut peer = Peer { sink, idle_timeout };
     let mut feed = match feed.open(&state, entry.id).await {
-        Ok(feed) => feed,
+        Ok(feed) => feed.ending_with(ends),
         Err(e) => {
             peer.close(&Close::Internal(e.to_string())).await;
             return;

@@ -17,6 +17,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
+use futures_util::future::BoxFuture;
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::sync::mpsc;
 
@@ -84,17 +85,14 @@ impl Feed {
 }
 
 impl Feed {
-    /// This feed, ended with `Close::TokenExpired` after `left` unless it ended before: a
-    /// connection opened with a stream token lasts no longer than the token.
-    pub fn expiring_in(self, left: std::time::Duration) -> Self {
-        let deadline = tokio::time::Instant::now() + left;
-        let items = stream::unfold(Some(self.items), move |items| async move {
-            let mut items = items?;
+    /// This feed, ended with the close `ends` resolves to, unless it ended before: a
+    /// connection lives no longer than its credential (a token's expiry, a key removed).
+    pub fn ending_with(self, ends: BoxFuture<'static, Close>) -> Self {
+        let items = stream::unfold(Some((self.items, ends)), |state| async move {
+            let (mut items, mut ends) = state?;
             tokio::select! {
-                item = items.next() => item.map(|i| (i, Some(items))),
-                _ = tokio::time::sleep_until(deadline) => {
-                    Some((Item::Closed(Close::TokenExpired), None))
-                }
+                item = items.next() => item.map(|i| (i, Some((items, ends)))),
+                close = &mut ends => Some((Item::Closed(close), None)),
             }
         })
         .boxed();

@@ -49,6 +49,11 @@ impl Mux {
         self.open.contains_key(stream)
     }
 
+    /// The streams subscribed now.
+    pub fn streams(&self) -> impl Iterator<Item = Uuid> + '_ {
+        self.open.keys().copied()
+    }
+
     /// Subscriptions open now.
     pub fn len(&self) -> usize {
         self.open.len()

@@ -202,7 +202,9 @@ async fn connect(client: &Client, id: &str) -> anyhow::Result<Ws> {
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
     // Nagle's algorithm would hold back small frames sent on the socket.
-    let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+    let (ws, _) = client
+        .http()
+        .ws_connect(request, Some(config))
         .await
         .with_context(|| format!("subscribe to stream {id}"))?;
     Ok(ws)
@@ -219,7 +221,9 @@ async fn connect_mux(
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
-    let (mut ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
+    let (mut ws, _) = client
+        .http()
+        .ws_connect(request, Some(config))
         .await
         .context("open /api/connect")?;
     for (_, id) in &streams {

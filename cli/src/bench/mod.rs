@@ -417,11 +417,7 @@ impl EmbeddedDaemon {
         let broker = Arc::new(EmbeddedBroker::start(&config.topics)?);
         config.brokers = Brokers::Embedded;
         let key = format!("bench-{}", uuid::Uuid::new_v4());
-        config.api_keys = vec![ApiKey {
-            name: "bench".into(),
-            key: key.clone(),
-            admin: true,
-        }];
+        config.api_keys = vec![ApiKey::new("bench".into(), key.clone(), true)];
         config.rate_limits.per_ip = None;
         config.rate_limits.per_key = None;
         // warp reports connections it cancels at shutdown as errors: noise here.
@@ -443,6 +439,7 @@ impl EmbeddedDaemon {
             conn: ConnectionArgs {
                 url: url.clone(),
                 api_key: Some(key),
+                cacert: None,
             },
             broker,
             shutdown,

@@ -36,36 +36,33 @@ pub fn watch(client: Client, interval: Duration, events: mpsc::Sender<Event>) ->
         loop {
             let why = match client.http().ws_request(&path).await {
                 Err(e) => format!("{e:#}"),
-                Ok(request) => {
-                    match tokio_tungstenite::connect_async_with_config(request, None, true).await {
-                        Err(e) => format!("cannot connect: {e}"),
-                        Ok((mut ws, _)) => loop {
-                            match ws.next().await {
-                                Some(Ok(Message::Text(text))) => {
-                                    match serde_json::from_str::<Stats>(&text) {
-                                        Ok(s) => {
-                                            backoff.reset();
-                                            let event =
-                                                Event::Snapshot(Box::new(s), Instant::now());
-                                            if events.send(event).await.is_err() {
-                                                return;
-                                            }
+                Ok(request) => match client.http().ws_connect(request, None).await {
+                    Err(e) => format!("cannot connect: {e}"),
+                    Ok((mut ws, _)) => loop {
+                        match ws.next().await {
+                            Some(Ok(Message::Text(text))) => {
+                                match serde_json::from_str::<Stats>(&text) {
+                                    Ok(s) => {
+                                        backoff.reset();
+                                        let event = Event::Snapshot(Box::new(s), Instant::now());
+                                        if events.send(event).await.is_err() {
+                                            return;
                                         }
-                                        Err(e) => break format!("unreadable snapshot: {e}"),
                                     }
+                                    Err(e) => break format!("unreadable snapshot: {e}"),
                                 }
-                                Some(Ok(Message::Close(frame))) => {
-                                    break frame.map_or("closed".into(), |f| {
-                                        format!("closed: {} {}", u16::from(f.code), f.reason)
-                                    })
-                                }
-                                Some(Ok(_)) => {}
-                                Some(Err(e)) => break e.to_string(),
-                                None => break "connection closed".into(),
                             }
-                        },
-                    }
-                }
+                            Some(Ok(Message::Close(frame))) => {
+                                break frame.map_or("closed".into(), |f| {
+                                    format!("closed: {} {}", u16::from(f.code), f.reason)
+                                })
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(e)) => break e.to_string(),
+                            None => break "connection closed".into(),
+                        }
+                    },
+                },
             };
             if events.send(Event::Disconnected(why)).await.is_err() {
                 return;

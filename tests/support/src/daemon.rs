@@ -6,6 +6,7 @@ use std::time::Duration;
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use streamgate::config::{ApiKey, Brokers, Config};
+use streamgate::reload::{Reloader, Reloads};
 use tokio::net::TcpStream;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -25,16 +26,8 @@ pub fn test_config() -> Config {
     let mut c = Config {
         brokers: Brokers::Embedded,
         api_keys: vec![
-            ApiKey {
-                name: "alice".into(),
-                key: ALICE.into(),
-                admin: false,
-            },
-            ApiKey {
-                name: "bob".into(),
-                key: BOB.into(),
-                admin: false,
-            },
+            ApiKey::new("alice".into(), ALICE.into(), false),
+            ApiKey::new("bob".into(), BOB.into(), false),
         ],
         ..Config::default()
     };
@@ -72,19 +65,44 @@ impl Daemon {
     }
 
     async fn from_listener(config: Config, listener: tokio::net::TcpListener) -> Self {
+        Self::launch(config, listener, None).await
+    }
+
+    /// A daemon whose configuration the returned [`Reloader`] reloads (as SIGHUP does).
+    /// With `http.tls` it is not waited for here (the helpers speak plain HTTP).
+    pub async fn start_reloadable(config: Config) -> (Self, Reloader) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let (reloader, reloads) = Reloader::new();
+        (
+            Self::launch(config, listener, Some(reloads)).await,
+            reloader,
+        )
+    }
+
+    async fn launch(
+        config: Config,
+        listener: tokio::net::TcpListener,
+        reloads: Option<Reloads>,
+    ) -> Self {
         quiet_logs(&config.log.level);
         let addr = listener.local_addr().unwrap();
+        let plain = config.http.tls.is_none();
         let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(streamgate::server::run(config, listener, async move {
+        let shutdown = async move {
             let _ = rx.await;
-        }));
+        };
+        let task = tokio::spawn(streamgate::server::run_reloadable(
+            config, listener, shutdown, reloads,
+        ));
         let daemon = Daemon {
             addr,
             http: reqwest::Client::new(),
             shutdown: Some(tx),
             task: Some(task),
         };
-        daemon.wait_ready().await;
+        if plain {
+            daemon.wait_ready().await;
+        }
         daemon
     }
 

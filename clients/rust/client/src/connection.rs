@@ -234,7 +234,7 @@ pub(crate) async fn run(http: Http, mut commands: mpsc::UnboundedReceiver<Comman
     }
 }
 
-type Socket =
+pub(crate) type Socket =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// How one connection ended.
@@ -287,7 +287,7 @@ impl Manager {
             .ws_request_with("/api/connect", self.fresh)
             .await?;
         let url = request.uri().to_string();
-        let connecting = tokio_tungstenite::connect_async_with_config(request, None, true);
+        let connecting = self.http.ws_connect(request, None);
         match tokio::time::timeout(CONNECT_TIMEOUT, connecting).await {
             Ok(Ok((socket, _))) => Ok(socket),
             Ok(Err(tokio_tungstenite::tungstenite::Error::Http(resp))) => {
@@ -717,6 +717,8 @@ impl Manager {
                     let _ = u.reply.send(Err(Error::from_object(nack.error)));
                 }
             }
+            // This client renews a token with a new connection, never with `auth`.
+            Frame::Authenticated(_) => {}
             Frame::Invalid(i) => {
                 tracing::warn!(error = %i.error.message, "streamgate: the daemon could not read a frame");
             }

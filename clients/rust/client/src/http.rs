@@ -32,6 +32,8 @@ pub struct Http {
     /// when the daemon said it expired.
     held: Arc<tokio::sync::Mutex<Option<Held>>>,
     client: reqwest::Client,
+    /// For `https://` and `wss://`: the public roots, and the CAs the builder added.
+    tls: Arc<rustls::ClientConfig>,
     pub(crate) notice: Option<WaitNotice>,
 }
 
@@ -80,21 +82,48 @@ fn lifetime(token: &str) -> Option<(Option<Duration>, Duration)> {
 }
 
 impl Http {
-    pub fn new(url: &str, credential: Credential) -> Result<Self, Error> {
+    /// The daemon at `url`, trusting the public roots and the CAs of the PEM `roots`.
+    pub fn new(url: &str, credential: Credential, roots: &[u8]) -> Result<Self, Error> {
         let base = url.trim_end_matches('/').to_string();
+        let unreadable = |message: String| Error::Unreadable {
+            url: url.to_string(),
+            message,
+        };
         if !base.starts_with("http://") && !base.starts_with("https://") {
-            return Err(Error::Unreadable {
-                url: url.to_string(),
-                message: "the URL must start with http:// or https://".into(),
-            });
+            return Err(unreadable(
+                "the URL must start with http:// or https://".into(),
+            ));
         }
+        let tls = Arc::new(tls_config(roots).map_err(unreadable)?);
+        let client = reqwest::Client::builder()
+            .use_preconfigured_tls((*tls).clone())
+            .build()
+            .map_err(|e| unreadable(format!("HTTP client: {e}")))?;
         Ok(Self {
             base,
             credential,
             held: Default::default(),
-            client: reqwest::Client::new(),
+            client,
+            tls,
             notice: None,
         })
+    }
+
+    /// Opens a WebSocket for a request of [`Self::ws_request`] (over TLS for `wss://`).
+    pub async fn ws_connect(
+        &self,
+        request: Request,
+        config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+    ) -> Result<
+        (
+            crate::connection::Socket,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        tokio_tungstenite::connect_async_tls_with_config(request, config, true, Some(connector))
+            .await
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -262,4 +291,26 @@ impl Http {
             message: e.to_string(),
         })
     }
+}
+
+/// TLS for the client: rustls over aws-lc-rs (as the daemon), the Mozilla roots, and the CA
+/// certificates of the PEM `extra`.
+fn tls_config(extra: &[u8]) -> Result<rustls::ClientConfig, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore {
+        roots: webpki_roots::TLS_SERVER_ROOTS.to_vec(),
+    };
+    for cert in CertificateDer::pem_slice_iter(extra) {
+        let cert = cert.map_err(|e| format!("the CA certificates are not PEM: {e:?}"))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("a CA certificate cannot be used: {e}"))?;
+    }
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth())
 }

@@ -79,6 +79,39 @@ pub enum Credential {
     TokenSource(TokenSource),
 }
 
+/// A [`Client`] being made.
+pub struct Builder {
+    url: String,
+    credential: Credential,
+    roots: Vec<u8>,
+    notice: Option<WaitNotice>,
+}
+
+impl Builder {
+    /// Also trusts the CA certificates of this PEM (a daemon whose certificate a private
+    /// CA signed); the public roots (Mozilla's) are trusted in any case.
+    pub fn root_certificates(mut self, pem: &[u8]) -> Self {
+        self.roots.extend_from_slice(pem);
+        self
+    }
+
+    /// Says once, the first time a call waits on the daemon, why and for how long.
+    pub fn on_wait(mut self, notice: WaitNotice) -> Self {
+        self.notice = Some(notice);
+        self
+    }
+
+    /// The client; its connection opens with the first subscription or send (calling this
+    /// needs a Tokio runtime).
+    pub fn build(self) -> Result<Client, Error> {
+        let mut http = Http::new(&self.url, self.credential, &self.roots)?;
+        http.notice = self.notice;
+        let (commands, rx) = mpsc::unbounded_channel();
+        tokio::spawn(connection::run(http.clone(), rx));
+        Ok(Client { http, commands })
+    }
+}
+
 /// A connection to one daemon; clones share it.
 #[derive(Clone)]
 pub struct Client {
@@ -95,16 +128,17 @@ impl Client {
     /// A client with any credential. The connection opens with the first subscription or
     /// send; calling this needs a Tokio runtime.
     pub fn with_credential(url: &str, credential: Credential) -> Result<Self, Error> {
-        let http = Http::new(url, credential)?;
-        let (commands, rx) = mpsc::unbounded_channel();
-        tokio::spawn(connection::run(http.clone(), rx));
-        Ok(Self { http, commands })
+        Self::builder(url, credential).build()
     }
 
-    /// Says once, the first time a call waits on the daemon, why and for how long.
-    pub fn on_wait(mut self, notice: WaitNotice) -> Self {
-        self.http.notice = Some(notice);
-        self
+    /// A client with more settings: a CA to trust, a notice when it waits.
+    pub fn builder(url: &str, credential: Credential) -> Builder {
+        Builder {
+            url: url.to_string(),
+            credential,
+            roots: Vec::new(),
+            notice: None,
+        }
     }
 
     /// The HTTP side, for any route (`call`, `url`, `ws_request`).

@@ -51,6 +51,17 @@ pub enum Frame {
     CaughtUp(StreamRef),
     /// `/api/connect`: a frame the daemon could not read; the connection goes on.
     Invalid(Invalid),
+    /// `/api/connect`: the token of an `auth` frame was accepted; the connection now lives
+    /// until it expires.
+    Authenticated(Authenticated),
+}
+
+/// The answer to an `auth` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Authenticated {
+    /// When the new token expires (seconds since the Unix epoch); absent when it does not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_at: Option<u64>,
 }
 
 /// A frame about one stream and nothing else.
@@ -135,6 +146,10 @@ pub enum ClientFrame {
     },
     /// Stop following a stream: `unsubscribed`, and nothing of it after.
     Unsubscribe { stream_id: Uuid },
+    /// A fresh token for the same caller, before the one the connection was opened with
+    /// expires: answered `authenticated`, and the connection goes on under it (or `invalid`,
+    /// and it goes on under the old one).
+    Auth { token: String },
     /// A record into a stream, answered by `ack` or `nack` with this `seq`, in order per
     /// stream.
     Send {
@@ -252,12 +267,23 @@ struct RawClientFrame {
     seq: Option<u64>,
     data: Option<Box<serde_json::value::RawValue>>,
     idempotency_key: Option<String>,
+    token: Option<String>,
 }
 
 impl TryFrom<RawClientFrame> for ClientFrame {
     type Error = String;
 
     fn try_from(raw: RawClientFrame) -> Result<Self, String> {
+        if raw.kind == "auth" {
+            if raw.stream_id.is_some() || raw.seq.is_some() || raw.data.is_some() {
+                return Err("an `auth` frame has only `token`".into());
+            }
+            let token = raw.token.ok_or("an `auth` frame needs `token`")?;
+            return Ok(ClientFrame::Auth { token });
+        }
+        if raw.token.is_some() {
+            return Err(format!("a `{}` frame has no `token`", raw.kind));
+        }
         let stream_id = raw
             .stream_id
             .ok_or_else(|| format!("a `{}` frame needs `stream_id`", raw.kind))?;
@@ -298,7 +324,7 @@ impl TryFrom<RawClientFrame> for ClientFrame {
                 })
             }
             other => Err(format!(
-                "unknown frame type `{other}`; expected subscribe, unsubscribe or send"
+                "unknown frame type `{other}`; expected subscribe, unsubscribe, send or auth"
             )),
         }
     }
@@ -320,6 +346,7 @@ impl Frame {
             Frame::Lagged(_) => Kind::Lagged,
             Frame::CaughtUp(_) => Kind::CaughtUp,
             Frame::Invalid(_) => Kind::Invalid,
+            Frame::Authenticated(_) => Kind::Authenticated,
         }
     }
 
@@ -353,6 +380,7 @@ pub enum Kind {
     Lagged,
     CaughtUp,
     Invalid,
+    Authenticated,
 }
 
 impl Kind {
@@ -370,6 +398,7 @@ impl Kind {
             Kind::Lagged => "lagged",
             Kind::CaughtUp => "caught_up",
             Kind::Invalid => "invalid",
+            Kind::Authenticated => "authenticated",
         }
     }
 }
@@ -397,6 +426,12 @@ pub enum Close {
     /// 4401: the stream token the connection was opened with expired; open it again with a
     /// new token, resuming from the last cursor.
     TokenExpired,
+    /// 4401: the token's signing key (a removed or rotated API key, or a key its identity
+    /// provider no longer lists) is gone; as for an expired token, a new token resumes.
+    TokenRevoked,
+    /// 4403: the API key the connection was opened with was removed or rotated (a reload);
+    /// it will not be accepted again.
+    CredentialRevoked,
     /// 1011: something failed inside the daemon (the text says what).
     Internal(String),
     /// Any other code a client may see (from a proxy, say).
@@ -407,6 +442,8 @@ pub enum Close {
 pub const CLOSE_LAGGED: u16 = 4008;
 /// Close code for a connection whose stream token expired (401, as a WebSocket code).
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4401;
+/// Close code for a connection whose API key was removed (403, as a WebSocket code).
+pub const CLOSE_CREDENTIAL_REVOKED: u16 = 4403;
 const REASON_ENDED: &str = "stream ended";
 const REASON_BYE: &str = "bye";
 const REASON_CAUGHT_UP: &str = "caught up";
@@ -414,6 +451,8 @@ const REASON_SHUTTING_DOWN: &str = "server shutting down";
 const REASON_LAGGED: &str = "lagged: too slow; resume with from=";
 const REASON_TOO_BIG: &str = "message too big; limits.ws_max_message_bytes=";
 const REASON_TOKEN_EXPIRED: &str = "token expired";
+const REASON_TOKEN_REVOKED: &str = "token revoked: its signing key is gone";
+const REASON_CREDENTIAL_REVOKED: &str = "credential revoked: the API key was removed";
 
 impl Close {
     pub fn code(&self) -> u16 {
@@ -422,7 +461,8 @@ impl Close {
             Close::ShuttingDown => 1001,
             Close::Lagged { .. } => CLOSE_LAGGED,
             Close::TooBig { .. } => 1009,
-            Close::TokenExpired => CLOSE_TOKEN_EXPIRED,
+            Close::TokenExpired | Close::TokenRevoked => CLOSE_TOKEN_EXPIRED,
+            Close::CredentialRevoked => CLOSE_CREDENTIAL_REVOKED,
             Close::Internal(_) => 1011,
             Close::Other(code, _) => *code,
         }
@@ -438,6 +478,8 @@ impl Close {
             Close::Lagged { resume } => format!("{REASON_LAGGED}{resume}"),
             Close::TooBig { limit } => format!("{REASON_TOO_BIG}{limit}"),
             Close::TokenExpired => REASON_TOKEN_EXPIRED.to_string(),
+            Close::TokenRevoked => REASON_TOKEN_REVOKED.to_string(),
+            Close::CredentialRevoked => REASON_CREDENTIAL_REVOKED.to_string(),
             Close::Internal(why) | Close::Other(_, why) => why.clone(),
         };
         truncate(text, 123)
@@ -464,7 +506,9 @@ impl Close {
                 Some(limit) => Close::TooBig { limit },
                 None => Close::Other(code, r.to_string()),
             },
+            (CLOSE_TOKEN_EXPIRED, REASON_TOKEN_REVOKED) => Close::TokenRevoked,
             (CLOSE_TOKEN_EXPIRED, _) => Close::TokenExpired,
+            (CLOSE_CREDENTIAL_REVOKED, _) => Close::CredentialRevoked,
             (1011, r) => Close::Internal(r.to_string()),
             (code, r) => Close::Other(code, r.to_string()),
         }

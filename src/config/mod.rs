@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::Error;
 
+mod edge;
+pub use edge::{Auth, Jwt, Tls, JWT_ALGORITHMS};
+
 /// The whole daemon configuration, as read from `config.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -27,6 +30,8 @@ pub struct Config {
     pub kafka: BTreeMap<String, String>,
     pub processing: Processing,
     pub api_keys: Vec<ApiKey>,
+    /// Tokens from an identity provider.
+    pub auth: Auth,
     pub rate_limits: RateLimits,
     pub limits: Limits,
     pub http: Http,
@@ -42,6 +47,8 @@ pub struct Http {
     /// Server-Sent Events from a foreign page included) is refused with 403. Empty (the
     /// default): no CORS headers, and `Origin` is not checked.
     pub allowed_origins: Vec<String>,
+    /// HTTPS and WSS on the listener; `null` (the default): plain HTTP.
+    pub tls: Option<Tls>,
 }
 
 impl Default for Config {
@@ -53,6 +60,7 @@ impl Default for Config {
             kafka: BTreeMap::new(),
             processing: Processing::default(),
             api_keys: Vec::new(),
+            auth: Auth::default(),
             rate_limits: RateLimits::default(),
             limits: Limits::default(),
             http: Http::default(),
@@ -215,6 +223,22 @@ pub struct ApiKey {
     /// Admin keys see every stream in listings (for `streamctl top`).
     #[serde(default)]
     pub admin: bool,
+    /// With mutual TLS (`http.tls.client_ca`): the key is accepted only on a connection
+    /// whose client certificate has this subject (as `CN=alice,O=Example`).
+    #[serde(default)]
+    pub client_cert_subject: Option<String>,
+}
+
+impl ApiKey {
+    /// A key named `name` (what owns its streams), not bound to a client certificate.
+    pub fn new(name: String, key: String, admin: bool) -> Self {
+        Self {
+            name,
+            key,
+            admin,
+            client_cert_subject: None,
+        }
+    }
 }
 
 impl fmt::Debug for ApiKey {
@@ -223,6 +247,7 @@ impl fmt::Debug for ApiKey {
             .field("name", &self.name)
             .field("key", &"<redacted>")
             .field("admin", &self.admin)
+            .field("client_cert_subject", &self.client_cert_subject)
             .finish()
     }
 }
@@ -235,7 +260,7 @@ pub struct Rate {
     pub burst: u32,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimits {
     /// Per client IP, checked before the key (so key guessing is throttled too). `null` disables.
@@ -313,6 +338,9 @@ pub struct ServerLimits {
     /// autotuning (up to `net.ipv4.tcp_wmem` max, 4 MiB by default); a fixed size bounds the
     /// kernel memory a slow client can pin and makes it count as lagging sooner.
     pub socket_send_buffer_bytes: Option<usize>,
+    /// With `http.tls`: a connection must finish its TLS handshake within this, or it is
+    /// dropped (as a slow request head is).
+    pub tls_handshake_timeout_ms: u64,
 }
 
 impl Default for ServerLimits {
@@ -325,6 +353,7 @@ impl Default for ServerLimits {
             max_connections: 10_000,
             max_connections_per_ip: 2_048,
             socket_send_buffer_bytes: None,
+            tls_handshake_timeout_ms: 10_000,
         }
     }
 }
@@ -355,6 +384,11 @@ impl ServerLimits {
             1,
         )?;
         at_least("limits.body_read_timeout_ms", self.body_read_timeout_ms, 1)?;
+        at_least(
+            "limits.tls_handshake_timeout_ms",
+            self.tls_handshake_timeout_ms,
+            1,
+        )?;
         at_least(
             "limits.max_header_bytes",
             self.max_header_bytes as u64,
@@ -671,7 +705,7 @@ impl Limits {
 pub const MAX_SEND_TIMEOUT_MS: u64 = 300_000;
 
 /// `key: `value` must be at least least`, the shape of every range error.
-fn at_least(key: &str, value: u64, least: u64) -> Result<(), Error> {
+pub(crate) fn at_least(key: &str, value: u64, least: u64) -> Result<(), Error> {
     if value < least {
         return Err(invalid(key, &value, &format!("must be at least {least}")));
     }
@@ -679,7 +713,7 @@ fn at_least(key: &str, value: u64, least: u64) -> Result<(), Error> {
 }
 
 /// The error for `key` holding `value`, and why that is wrong.
-fn invalid(key: &str, value: &dyn fmt::Display, why: &str) -> Error {
+pub(crate) fn invalid(key: &str, value: &dyn fmt::Display, why: &str) -> Error {
     Error::Config {
         message: format!("{key}: `{value}` {why}"),
     }
@@ -753,9 +787,32 @@ impl Config {
         self.topics.validate()?;
         self.processing.validate()?;
         validate_keys(&self.api_keys)?;
+        let mutual = self
+            .http
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.client_ca.is_some());
+        if let Some((i, k)) = self
+            .api_keys
+            .iter()
+            .enumerate()
+            .find(|(_, k)| k.client_cert_subject.is_some())
+            .filter(|_| !mutual)
+        {
+            return Err(Error::Config {
+                message: format!(
+                    "api_keys[{i}].client_cert_subject (name `{}`): needs mutual TLS \
+                     (http.tls.client_ca), or no client ever presents a certificate",
+                    k.name
+                ),
+            });
+        }
         self.rate_limits.validate()?;
         self.limits.validate()?;
         self.http.validate()?;
+        if let Some(jwt) = &self.auth.jwt {
+            jwt.validate()?;
+        }
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",
@@ -995,11 +1052,7 @@ mod tests {
 
     #[test]
     fn api_key_debug_is_redacted() {
-        let k = ApiKey {
-            name: "n".into(),
-            key: "supersecretvalue".into(),
-            admin: false,
-        };
+        let k = ApiKey::new("n".into(), "supersecretvalue".into(), false);
         assert!(!format!("{k:?}").contains("supersecret"));
     }
 }

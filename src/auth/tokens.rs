@@ -6,8 +6,9 @@
 //! Tokens are JWTs (HS256, via `jsonwebtoken`). Each is signed with a secret derived from the
 //! owner's API key (`auth::KeyStore` keeps the derived secret, never the key), which gives
 //! three properties without new settings: every instance configured with the same keys
-//! accepts every instance's tokens (no sticky sessions); rotating or removing a key revokes
-//! all of its tokens; and the zero-config key file is all a local daemon needs. Checks run in
+//! accepts every instance's tokens (no sticky sessions); rotating or removing a key (a
+//! reload) revokes all of its tokens, and closes the connections opened with them; and the
+//! zero-config key file is all a local daemon needs. Checks run in
 //! constant time (`jsonwebtoken` compares signatures with `ring`/HMAC verification).
 //!
 //! A token is never logged: the request log writes the path without its query, and errors
@@ -20,7 +21,7 @@ use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::auth::Denied;
+use super::Denied;
 use crate::wire::Scope;
 
 /// A token could not be signed (a bug, or a key removed meanwhile).
@@ -117,6 +118,19 @@ pub fn issue(owner: &str, secret: &[u8], grant: &Grant) -> Result<String, SignEr
     let internal = |e: jsonwebtoken::errors::Error| SignError(e.to_string());
     let key = EncodingKey::from_secret(secret).map_err(internal)?;
     jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &key).map_err(internal)
+}
+
+/// Whether a token says it is one of ours (issuer `streamgate`, HS256), read before any
+/// check: it picks the verifier, and the chosen one checks everything.
+pub fn is_ours(token: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Issuer {
+        iss: Option<String>,
+    }
+    let header_ours = jsonwebtoken::decode_header(token).is_ok_and(|h| h.alg == Algorithm::HS256);
+    header_ours
+        && jsonwebtoken::dangerous::insecure_decode_claims::<Issuer>(token)
+            .is_ok_and(|c| c.iss.as_deref() == Some(ISSUER))
 }
 
 /// Reads the key name a token says issued it, before its signature can be checked (the
