@@ -2,8 +2,8 @@
 //! keys, checked against its JWKS.
 //!
 //! The JWKS is fetched at start, again every `refresh_s`, and when a token names a key not
-//! seen yet (at most once every `min_refresh_s`, so a stream of forged `kid`s cannot make
-//! the daemon hammer the provider). Keys stay cached while the provider is unreachable, so an
+//! seen yet (such fetches at most once every `min_refresh_s`, so a stream of forged `kid`s
+//! cannot make the daemon hammer the provider). Keys stay cached while the provider is unreachable, so an
 //! outage stops no token whose key is known. A refresh that drops a key tells the open
 //! connections (through [`JwtVerifier::changes`]), and those whose token it signed close.
 //!
@@ -50,8 +50,8 @@ pub struct JwtVerifier {
     algorithms: Vec<Algorithm>,
     /// By `kid` (`None`: a key without one).
     keys: RwLock<HashMap<Option<String>, Key>>,
-    /// When the JWKS was last asked for (fetched or not).
-    last_fetch: Mutex<Option<Instant>>,
+    /// When an unknown `kid` last made it fetch the JWKS (fetched or not).
+    last_on_demand: Mutex<Option<Instant>>,
     fetching: tokio::sync::Mutex<()>,
     http: reqwest::Client,
     /// Bumped when a refresh drops a key.
@@ -81,7 +81,7 @@ impl JwtVerifier {
             fingerprint: hasher.finish(),
             algorithms,
             keys: RwLock::default(),
-            last_fetch: Mutex::default(),
+            last_on_demand: Mutex::default(),
             fetching: tokio::sync::Mutex::default(),
             http,
             changes: watch::Sender::new(0),
@@ -247,13 +247,17 @@ impl JwtVerifier {
         })
     }
 
-    /// Fetches the JWKS unless it was asked for within `min_refresh_s`.
+    /// Fetches the JWKS for an unknown `kid`, unless one did within `min_refresh_s`.
     async fn refresh_if_due(&self) {
-        let due = self
-            .last_fetch
-            .lock()
-            .expect("jwks lock")
-            .is_none_or(|at| at.elapsed() >= Duration::from_secs(self.settings.min_refresh_s));
+        let due = {
+            let mut last = self.last_on_demand.lock().expect("jwks lock");
+            let due = last
+                .is_none_or(|at| at.elapsed() >= Duration::from_secs(self.settings.min_refresh_s));
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
         if due {
             if let Err(e) = self.refresh().await {
                 tracing::warn!(error = %e, "auth.jwt: JWKS refresh failed");
@@ -264,7 +268,6 @@ impl JwtVerifier {
     /// Reads the JWKS now and replaces the keys (kept as they were when it cannot be read).
     async fn refresh(&self) -> Result<(), String> {
         let _one_at_a_time = self.fetching.lock().await;
-        *self.last_fetch.lock().expect("jwks lock") = Some(Instant::now());
         let text = match (&self.settings.jwks_url, &self.settings.jwks_file) {
             (Some(url), _) => self.fetch(url).await?,
             (None, Some(path)) => {
