@@ -46,7 +46,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--brokers', '--brokers', [CompletionResultType]::ParameterName, '`embedded` or HOST:PORT[,HOST:PORT...] [default: embedded]')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'Accept this API key (repeatable); adds to the keys of the config file')
             [CompletionResult]::new('--log-format', '--log-format', [CompletionResultType]::ParameterName, 'Log format [default: pretty; from the config file if it sets log.format]')
-            [CompletionResult]::new('--check', '--check', [CompletionResultType]::ParameterName, 'Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason')
+            [CompletionResult]::new('--check', '--check', [CompletionResultType]::ParameterName, 'Check the config (file, flags, key, TLS certificates, a JWKS file) and exit: 0 when valid, 1 with the reason; a dry run of a start or a reload')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')
@@ -56,6 +56,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;start' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}''')
             [CompletionResult]::new('--processor', '--processor', [CompletionResultType]::ParameterName, 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}''')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the daemon''s whole JSON answer instead of the id')
@@ -68,11 +69,12 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;send' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('--processor', '--processor', [CompletionResultType]::ParameterName, 'Processor of the new stream (with --new)')
             [CompletionResult]::new('--batch-bytes', '--batch-bytes', [CompletionResultType]::ParameterName, 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes')
             [CompletionResult]::new('--batch-records', '--batch-records', [CompletionResultType]::ParameterName, 'Most lines in one request; keep it under the daemon''s limits.max_records_per_request')
             [CompletionResult]::new('--connect-timeout', '--connect-timeout', [CompletionResultType]::ParameterName, 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m')
-            [CompletionResult]::new('--idempotency-prefix', '--idempotency-prefix', [CompletionResultType]::ParameterName, 'Start of each batch''s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers): running the same input again with the same prefix stores nothing twice [default: a random one per run]')
+            [CompletionResult]::new('--idempotency-prefix', '--idempotency-prefix', [CompletionResultType]::ParameterName, 'Start of each batch''s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers); given, batches are cut by size only (not by timing), so running the same input again with the same prefix stores nothing twice [default: a random one per run]')
             [CompletionResult]::new('--new', '--new', [CompletionResultType]::ParameterName, 'Start a new stream first and print its id on stdout')
             [CompletionResult]::new('--strict', '--strict', [CompletionResultType]::ParameterName, 'Refuse lines that are not valid JSON instead of sending them as strings')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
@@ -84,6 +86,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;tail' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('-f', '-f', [CompletionResultType]::ParameterName, 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \n and \t; each result ends with one newline')
             [CompletionResult]::new('--format', '--format', [CompletionResultType]::ParameterName, 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \n and \t; each result ends with one newline')
             [CompletionResult]::new('-o', '-o', [CompletionResultType]::ParameterName, 'Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results. kcat''s words work too: `-o beginning`, `-o end`, `-o -10`')
@@ -102,6 +105,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;bench' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('--streams', '--streams', [CompletionResultType]::ParameterName, 'Streams to open, each with one WebSocket subscriber')
             [CompletionResult]::new('--rate', '--rate', [CompletionResultType]::ParameterName, 'Records per second, all streams together (open loop: sent on schedule regardless of how fast the daemon answers)')
             [CompletionResult]::new('--duration', '--duration', [CompletionResultType]::ParameterName, 'How long to send, e.g. 30s, 2m')
@@ -135,6 +139,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;top' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('--interval', '--interval', [CompletionResultType]::ParameterName, 'Time between snapshots, e.g. 1s, 500ms')
             [CompletionResult]::new('--once', '--once', [CompletionResultType]::ParameterName, 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'With --once (or when stdout is not a terminal): print the daemon''s stats as JSON (`GET /api/stats`) instead of text')
@@ -147,6 +152,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;streams' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print JSON instead of a table')
             [CompletionResult]::new('-q', '-q', [CompletionResultType]::ParameterName, 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)')
             [CompletionResult]::new('--quiet', '--quiet', [CompletionResultType]::ParameterName, 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)')
@@ -206,6 +212,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;token' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('-s', '-s', [CompletionResultType]::ParameterName, 'What the token may do; repeat or separate with commas for both')
             [CompletionResult]::new('--scope', '--scope', [CompletionResultType]::ParameterName, 'What the token may do; repeat or separate with commas for both')
             [CompletionResult]::new('--ttl', '--ttl', [CompletionResultType]::ParameterName, 'Lifetime in seconds (the daemon caps it at limits.max_token_ttl_s)')
@@ -219,6 +226,7 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
         'streamctl;version' {
             [CompletionResult]::new('--url', '--url', [CompletionResultType]::ParameterName, 'Daemon URL')
             [CompletionResult]::new('--api-key', '--api-key', [CompletionResultType]::ParameterName, 'API key [default: the key file written by `streamctl serve`]')
+            [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('-V', '-V ', [CompletionResultType]::ParameterName, 'Print version')

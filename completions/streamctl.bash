@@ -142,7 +142,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__bench)
-            opts="-h -V --url --api-key --embedded --streams --rate --duration --payload-bytes --transport --processor --subscribers --mux --idempotency --batch --max-in-flight --drain-timeout --baseline --brokers --baseline-partitions --baseline-kafka --find-max --max-p99-ms --step --broker-pid --json --no-progress --fault-drop-every --help --version"
+            opts="-h -V --url --api-key --cacert --embedded --streams --rate --duration --payload-bytes --transport --processor --subscribers --mux --idempotency --batch --max-in-flight --drain-timeout --baseline --brokers --baseline-partitions --baseline-kafka --find-max --max-p99-ms --step --broker-pid --json --no-progress --fault-drop-every --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -154,6 +154,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --streams)
@@ -488,7 +503,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__send)
-            opts="-h -V --url --api-key --new --processor --strict --batch-bytes --batch-records --connect-timeout --idempotency-prefix --help --version"
+            opts="-h -V --url --api-key --cacert --new --processor --strict --batch-bytes --batch-records --connect-timeout --idempotency-prefix --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -500,6 +515,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --processor)
@@ -568,7 +598,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__start)
-            opts="-p -h -V --url --api-key --processor --json --help --version"
+            opts="-p -h -V --url --api-key --cacert --processor --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -580,6 +610,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --processor)
@@ -604,7 +649,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__streams)
-            opts="-q -h -V --url --api-key --json --quiet --help --version list info end help"
+            opts="-q -h -V --url --api-key --cacert --json --quiet --help --version list info end help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -616,6 +661,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 *)
@@ -738,7 +798,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__tail)
-            opts="-f -o -c -e -h -V --url --api-key --format --from --count --exit-on-end --no-gaps --help --version"
+            opts="-f -o -c -e -h -V --url --api-key --cacert --format --from --count --exit-on-end --no-gaps --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -750,6 +810,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --format)
@@ -790,7 +865,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__token)
-            opts="-s -h -V --url --api-key --scope --ttl --json --help --version"
+            opts="-s -h -V --url --api-key --cacert --scope --ttl --json --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -802,6 +877,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --scope)
@@ -824,7 +914,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__top)
-            opts="-h -V --url --api-key --once --json --interval --help --version"
+            opts="-h -V --url --api-key --cacert --once --json --interval --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -836,6 +926,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 --interval)
@@ -850,7 +955,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__version)
-            opts="-h -V --url --api-key --help --version"
+            opts="-h -V --url --api-key --cacert --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -862,6 +967,21 @@ _streamctl() {
                     ;;
                 --api-key)
                     COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --cacert)
+                    local oldifs
+                    if [ -n "${IFS+x}" ]; then
+                        oldifs="$IFS"
+                    fi
+                    IFS=$'\n'
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    if [ -n "${oldifs+x}" ]; then
+                        IFS="$oldifs"
+                    fi
+                    if [[ "${BASH_VERSINFO[0]}" -ge 4 ]]; then
+                        compopt -o filenames
+                    fi
                     return 0
                     ;;
                 *)

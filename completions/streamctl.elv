@@ -42,7 +42,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --brokers '`embedded` or HOST:PORT[,HOST:PORT...] [default: embedded]'
             cand --api-key 'Accept this API key (repeatable); adds to the keys of the config file'
             cand --log-format 'Log format [default: pretty; from the config file if it sets log.format]'
-            cand --check 'Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason'
+            cand --check 'Check the config (file, flags, key, TLS certificates, a JWKS file) and exit: 0 when valid, 1 with the reason; a dry run of a start or a reload'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'
@@ -51,6 +51,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;start'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand -p 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}'''
             cand --processor 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}'''
             cand --json 'Print the daemon''s whole JSON answer instead of the id'
@@ -62,11 +63,12 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;send'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand --processor 'Processor of the new stream (with --new)'
             cand --batch-bytes 'Largest NDJSON request body; keep it under the daemon''s limits.max_body_bytes'
             cand --batch-records 'Most lines in one request; keep it under the daemon''s limits.max_records_per_request'
             cand --connect-timeout 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m'
-            cand --idempotency-prefix 'Start of each batch''s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers): running the same input again with the same prefix stores nothing twice [default: a random one per run]'
+            cand --idempotency-prefix 'Start of each batch''s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers); given, batches are cut by size only (not by timing), so running the same input again with the same prefix stores nothing twice [default: a random one per run]'
             cand --new 'Start a new stream first and print its id on stdout'
             cand --strict 'Refuse lines that are not valid JSON instead of sending them as strings'
             cand -h 'Print help'
@@ -77,6 +79,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;tail'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand -f 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \n and \t; each result ends with one newline'
             cand --format 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \n and \t; each result ends with one newline'
             cand -o 'Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results. kcat''s words work too: `-o beginning`, `-o end`, `-o -10`'
@@ -94,6 +97,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;bench'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand --streams 'Streams to open, each with one WebSocket subscriber'
             cand --rate 'Records per second, all streams together (open loop: sent on schedule regardless of how fast the daemon answers)'
             cand --duration 'How long to send, e.g. 30s, 2m'
@@ -126,6 +130,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;top'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand --interval 'Time between snapshots, e.g. 1s, 500ms'
             cand --once 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)'
             cand --json 'With --once (or when stdout is not a terminal): print the daemon''s stats as JSON (`GET /api/stats`) instead of text'
@@ -137,6 +142,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;streams'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand --json 'Print JSON instead of a table'
             cand -q 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)'
             cand --quiet 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)'
@@ -187,6 +193,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;token'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand -s 'What the token may do; repeat or separate with commas for both'
             cand --scope 'What the token may do; repeat or separate with commas for both'
             cand --ttl 'Lifetime in seconds (the daemon caps it at limits.max_token_ttl_s)'
@@ -199,6 +206,7 @@ set edit:completion:arg-completer[streamctl] = {|@words|
         &'streamctl;version'= {
             cand --url 'Daemon URL'
             cand --api-key 'API key [default: the key file written by `streamctl serve`]'
+            cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand -h 'Print help'
             cand --help 'Print help'
             cand -V 'Print version'

@@ -44,28 +44,31 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l brokers -d
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l api-key -d 'Accept this API key (repeatable); adds to the keys of the config file' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l log-format -d 'Log format [default: pretty; from the config file if it sets log.format]' -r -f -a "pretty\t''
 json\t''"
-complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l check -d 'Check the config (file, flags, key) and exit: 0 when valid, 1 with the reason'
+complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -l check -d 'Check the config (file, flags, key, TLS certificates, a JWKS file) and exit: 0 when valid, 1 with the reason; a dry run of a start or a reload'
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand serve" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s p -l processor -d 'Processor: a name (identity, uppercase) or a JSON spec such as \'{"type":"uppercase"}\'' -r -f
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l json -d 'Print the daemon\'s whole JSON answer instead of the id'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l processor -d 'Processor of the new stream (with --new)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-bytes -d 'Largest NDJSON request body; keep it under the daemon\'s limits.max_body_bytes' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l batch-records -d 'Most lines in one request; keep it under the daemon\'s limits.max_records_per_request' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l connect-timeout -d 'Give up (exit 1) when the daemon cannot be reached for this long, e.g. 30s, 5m' -r
-complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l idempotency-prefix -d 'Start of each batch\'s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers): running the same input again with the same prefix stores nothing twice [default: a random one per run]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l idempotency-prefix -d 'Start of each batch\'s idempotency key (`PREFIX-FIRST-LAST`, its stdin line numbers); given, batches are cut by size only (not by timing), so running the same input again with the same prefix stores nothing twice [default: a random one per run]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l new -d 'Start a new stream first and print its id on stdout'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -l strict -d 'Refuse lines that are not valid JSON instead of sending them as strings'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand send" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s f -l format -d 'json (whole frames), data (only the data; with several streams, the stream id, a tab, then the data), or a template with placeholders {data}, {cursor}, {input_offset}, {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type}, {idempotency_key} and the escapes \\n and \\t; each result ends with one newline' -r -f
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s o -l from -d 'Where to start: earliest, latest, a cursor (inclusive), or -N for the last N results. kcat\'s words work too: `-o beginning`, `-o end`, `-o -10`' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s c -l count -d 'Exit after printing this many results' -r
@@ -75,6 +78,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s h -l help -
 complete -c streamctl -n "__fish_streamctl_using_subcommand tail" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l streams -d 'Streams to open, each with one WebSocket subscriber' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l rate -d 'Records per second, all streams together (open loop: sent on schedule regardless of how fast the daemon answers)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l duration -d 'How long to send, e.g. 30s, 2m' -r
@@ -104,6 +108,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -s h -l help 
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l interval -d 'Time between snapshots, e.g. 1s, 500ms' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l once -d 'Print one plain-text snapshot and exit (also what happens when stdout is not a terminal)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -l json -d 'With --once (or when stdout is not a terminal): print the daemon\'s stats as JSON (`GET /api/stats`) instead of text'
@@ -111,6 +116,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand top" -s h -l help -d
 complete -c streamctl -n "__fish_streamctl_using_subcommand top" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -l json -d 'Print JSON instead of a table'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -s q -l quiet -d 'Print stream ids only, one per line (for scripts: `streamctl streams -q | xargs ...`)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and not __fish_seen_subcommand_from list info end help" -s h -l help -d 'Print help'
@@ -134,6 +140,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and __fish_
 complete -c streamctl -n "__fish_streamctl_using_subcommand streams; and __fish_seen_subcommand_from help" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand token" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand token" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand token" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand token" -s s -l scope -d 'What the token may do; repeat or separate with commas for both' -r -f -a "subscribe\t'Read the stream\'s results (WebSocket or Server-Sent Events)'
 send\t'Send records into the stream'"
 complete -c streamctl -n "__fish_streamctl_using_subcommand token" -l ttl -d 'Lifetime in seconds (the daemon caps it at limits.max_token_ttl_s)' -r
@@ -142,6 +149,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand token" -s h -l help 
 complete -c streamctl -n "__fish_streamctl_using_subcommand token" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand version" -l url -d 'Daemon URL' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand version" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand version" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand version" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand version" -s V -l version -d 'Print version'
 complete -c streamctl -n "__fish_streamctl_using_subcommand completions" -s h -l help -d 'Print help'

@@ -43,7 +43,7 @@ async fn read_until(
     while !lines.iter().any(|l| wanted(l)) {
         let line = tokio::time::timeout(deadline - Instant::now(), log.next_line())
             .await
-            .expect("the line looked for, within the deadline")
+            .unwrap_or_else(|_| panic!("the line looked for, within the deadline; got {lines:#?}"))
             .unwrap()
             .expect("log open");
         lines.push(line);
@@ -184,4 +184,107 @@ async fn json_mode_is_json_from_the_first_line() {
     }
     assert!(seen[0].contains("API key file"), "{}", seen[0]);
     let _ = serve.kill().await;
+}
+
+/// SIGHUP reads the config file again: a key removed is refused and a key added accepted at
+/// once, the log says what changed; a file that cannot apply (a restart-only setting) is
+/// refused whole, in the log, naming it, and the running config stays. `serve --check` names
+/// a certificate file that cannot be read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_the_config_file_and_a_bad_one_is_refused_in_the_log() {
+    const CAROL: &str = "carol-key-0123456789";
+    let port = free_port();
+    let home = tempfile::tempdir().unwrap();
+    let file = home.path().join("config.yaml");
+    let keys = |names: &[(&str, &str)]| {
+        let entries: Vec<String> = names
+            .iter()
+            .map(|(n, k)| format!("  - {{name: {n}, key: {k}}}\n"))
+            .collect();
+        format!("brokers: embedded\napi_keys:\n{}", entries.concat())
+    };
+    std::fs::write(&file, keys(&[("alice", ALICE), ("bob", BOB)])).unwrap();
+    let (mut serve, mut log) = serve(port, &["--config", file.to_str().unwrap()], home.path());
+    let mut lines = Vec::new();
+    let deadline = Instant::now() + WAIT;
+    read_until(&mut log, &mut lines, deadline, |l| {
+        l.contains("streamgate ready")
+    })
+    .await;
+    let http = reqwest::Client::new();
+    let status = |key: &'static str| {
+        let http = http.clone();
+        async move {
+            http.get(format!("http://127.0.0.1:{port}/api/streams"))
+                .header("x-api-key", key)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    assert_eq!(status(BOB).await, 200);
+    let hangup = || {
+        let pid = serve.id().unwrap().to_string();
+        assert!(std::process::Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+
+    std::fs::write(&file, keys(&[("alice", ALICE), ("carol", CAROL)])).unwrap();
+    hangup();
+    read_until(&mut log, &mut lines, deadline, |l| {
+        l.contains("config reloaded")
+    })
+    .await;
+    assert!(lines
+        .iter()
+        .any(|l| l.contains("config reloaded") && l.contains("api_keys")));
+    assert_eq!(status(BOB).await, 401);
+    assert_eq!(status(CAROL).await, 200);
+
+    // (`--listen` on the command line wins over the file, as at start: the topics, then.)
+    let moved = format!("topics: {{partitions: 3}}\n{}", keys(&[("alice", ALICE)]));
+    std::fs::write(&file, moved).unwrap();
+    hangup();
+    read_until(&mut log, &mut lines, deadline, |l| {
+        l.contains("reload refused")
+    })
+    .await;
+    let refused = lines.iter().find(|l| l.contains("reload refused")).unwrap();
+    assert!(
+        refused.contains("topics.partitions") && refused.contains("restart"),
+        "{refused}"
+    );
+    assert_eq!(status(CAROL).await, 200, "the running config stays");
+    assert!(
+        !lines.iter().any(|l| l.contains(CAROL) || l.contains(ALICE)),
+        "never a key in the log"
+    );
+    let _ = serve.kill().await;
+
+    let bad = home.path().join("bad.yaml");
+    std::fs::write(
+        &bad,
+        format!(
+            "{}http:\n  tls: {{cert: /nonexistent/cert.pem, key: /nonexistent/key.pem}}\n",
+            keys(&[("alice", ALICE)])
+        ),
+    )
+    .unwrap();
+    let check = Command::new(env!("CARGO_BIN_EXE_streamctl"))
+        .args(["serve", "--check", "--config", bad.to_str().unwrap()])
+        .env("HOME", home.path())
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(check.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&check.stderr);
+    assert!(
+        said.contains("http.tls.cert") && said.contains("/nonexistent/cert.pem"),
+        "{said}"
+    );
 }

@@ -235,8 +235,9 @@ pub fn document(openapi: &Value) -> Value {
             "schemas": schemas,
             "securitySchemes": {
                 "api_key": {"type": "httpApiKey", "name": "X-API-Key", "in": "header"},
-                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"},
+                "bearer": {"type": "http", "scheme": "bearer", "bearerFormat": "JWT", "description": "A stream token from POST /api/tokens, or a JWT from the identity provider of auth.jwt. On /api/connect an `auth` frame replaces it without reconnecting."},
                 "access_token": {"type": "httpApiKey", "name": "access_token", "in": "query"},
+                "mutual_tls": {"type": "X509", "description": "With http.tls.client_ca: a client certificate signed by one of its CAs."},
             },
         },
     })

@@ -71,7 +71,8 @@ pub enum ProcessorArg {
 )]
 struct ApiDoc;
 
-/// The key header, and a stream token as a bearer or (for `EventSource`) a query parameter.
+/// The key header, a token as a bearer or (for `EventSource`) a query parameter, and mutual
+/// TLS where it is on.
 struct Security;
 
 impl Modify for Security {
@@ -91,7 +92,9 @@ impl Modify for Security {
                     .scheme(HttpAuthScheme::Bearer)
                     .bearer_format("JWT")
                     .description(Some(
-                        "A stream token from POST /api/stream/{id}/tokens: one stream, its scope.",
+                        "A stream token from POST /api/tokens (its streams, its scope), or a JWT \
+                         from the identity provider configured in auth.jwt (checked against its \
+                         JWKS: the caller's own streams, and the streams its grants claim names).",
                     ))
                     .build(),
             ),
@@ -100,8 +103,20 @@ impl Modify for Security {
             "access_token",
             SecurityScheme::ApiKey(ApiKey::Query(ApiKeyValue::with_description(
                 "access_token",
-                "A stream token in the query, for EventSource (which cannot set headers).",
+                "A token in the query, for EventSource (which cannot set headers).",
             ))),
+        );
+        components.add_security_scheme(
+            "mutual_tls",
+            SecurityScheme::MutualTls {
+                description: Some(
+                    "With http.tls.client_ca: every connection presents a client certificate \
+                     signed by one of its CAs; a key bound to a certificate subject \
+                     (api_keys[].client_cert_subject) is accepted only with that certificate."
+                        .into(),
+                ),
+                extensions: None,
+            },
         );
     }
 }

@@ -50,7 +50,7 @@ fn acceptor(settings: &Tls) -> Result<TlsAcceptor, Error> {
     };
     let certs = certificates("http.tls.cert", &settings.cert)?;
     let key = PrivateKeyDer::from_pem_file(&settings.key)
-        .map_err(|e| bad("http.tls.key", &settings.key, pem_error(e, "a private key")))?;
+        .map_err(|e| bad("http.tls.key", &settings.key, pem_error(e, "private key")))?;
     let builder = ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
         .map_err(|e| Error::Config {
@@ -88,9 +88,9 @@ fn certificates(key: &str, path: &std::path::Path) -> Result<Vec<CertificateDer<
         message: format!("{key}: {}: {why}", path.display()),
     };
     let certs = CertificateDer::pem_file_iter(path)
-        .map_err(|e| bad(pem_error(e, "a certificate")))?
+        .map_err(|e| bad(pem_error(e, "certificate")))?
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| bad(pem_error(e, "a certificate")))?;
+        .map_err(|e| bad(pem_error(e, "certificate")))?;
     if certs.is_empty() {
         return Err(bad("no certificate in it (PEM `BEGIN CERTIFICATE`)".into()));
     }
@@ -101,7 +101,7 @@ fn pem_error(e: rustls::pki_types::pem::Error, what: &str) -> String {
     match e {
         rustls::pki_types::pem::Error::Io(e) => format!("cannot read it: {e}"),
         rustls::pki_types::pem::Error::NoItemsFound => format!("no {what} in it (PEM)"),
-        other => format!("not PEM {what}: {other:?}"),
+        other => format!("not a PEM {what}: {other:?}"),
     }
 }
 
