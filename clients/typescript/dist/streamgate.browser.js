@@ -63,6 +63,13 @@ function errorFromBody(status, text, retryAfter) {
   const snippet = text.length > 200 ? text.slice(0, 200) + "…" : text;
   return new StreamgateError("http_error", `HTTP ${status}: ${snippet}`, details);
 }
+function refusedForGood(error, renewable) {
+  if (error.status === void 0) return false;
+  if (error.status === 401 || error.status === 403) {
+    return !(renewable && (error.code === "token_expired" || error.code === "invalid_token"));
+  }
+  return error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429;
+}
 
 // src/util.ts
 var FIRST_BACKOFF_MS = 100;
@@ -354,6 +361,318 @@ function closedError() {
   return new StreamgateError("closed", "the client is closed");
 }
 
+// src/wire.ts
+var ERROR_CODES = [
+  "invalid_input",
+  "missing_api_key",
+  "invalid_api_key",
+  "invalid_token",
+  "token_expired",
+  "forbidden",
+  "stream_not_found",
+  "route_not_found",
+  "method_not_allowed",
+  "origin_not_allowed",
+  "stream_ended",
+  "request_timeout",
+  "payload_too_large",
+  "record_too_large",
+  "too_many_records",
+  "unsupported_media_type",
+  "rate_limited",
+  "backlog_full",
+  "too_many_streams",
+  "too_many_subscribers",
+  "too_many_subscriptions",
+  "idempotency_key_reused",
+  "idempotency_key_in_flight",
+  "too_many_connections",
+  "http_version_not_supported",
+  "not_ready",
+  "shutting_down",
+  "broker_unavailable",
+  "internal",
+  "processing_failed"
+];
+var CLOSE_TOKEN_EXPIRED = 4401;
+var CLOSE_LAGGED = 4008;
+
+// src/fallback.ts
+var Line = class {
+  constructor(sub) {
+    this.sub = sub;
+    this.stopped = false;
+    this.attempts = 0;
+    this.lastHeard = now();
+    this.abort = new AbortController();
+  }
+};
+var Fallback = class {
+  constructor(s) {
+    this.s = s;
+    this.lines = /* @__PURE__ */ new Map();
+    /** Each stream's records not answered yet, in order; the first is on its way. */
+    this.queues = /* @__PURE__ */ new Map();
+    this.closed = false;
+  }
+  /** Opens the stream's socket (from where the subscription stands), unless it is open. */
+  follow(sub) {
+    if (this.closed || this.lines.has(sub.id)) return;
+    const line = new Line(sub);
+    this.lines.set(sub.id, line);
+    void this.open(line, 0);
+  }
+  /** Closes the stream's socket. */
+  unfollow(streamId) {
+    const line = this.lines.get(streamId);
+    if (!line) return;
+    this.lines.delete(streamId);
+    this.stop(line);
+  }
+  /** Sends a record once the stream's earlier ones are answered. */
+  send(r) {
+    if (this.closed) {
+      r.reject(closedError());
+      return;
+    }
+    const queue = this.queues.get(r.streamId);
+    if (queue) {
+      queue.push(r);
+      return;
+    }
+    const fresh = [r];
+    this.queues.set(r.streamId, fresh);
+    void this.drain(r.streamId, fresh);
+  }
+  /** Closes every socket and rejects every record not answered. */
+  close(error) {
+    this.closed = true;
+    for (const line of this.lines.values()) this.stop(line);
+    this.lines.clear();
+    for (const queue of this.queues.values()) for (const r of queue.splice(0)) r.reject(error);
+    this.queues.clear();
+  }
+  // -------------------------------------------------------------------------------------
+  // Records
+  // -------------------------------------------------------------------------------------
+  async drain(streamId, queue) {
+    const path = `/api/stream/${encodeURIComponent(streamId)}/send`;
+    for (let r = queue[0]; r; r = queue[0]) {
+      try {
+        const accepted = await this.s.http.call("POST", path, {
+          body: r.data,
+          headers: { "Idempotency-Key": r.key },
+          retry: "idempotent",
+          patienceMs: Number.POSITIVE_INFINITY
+        });
+        const ack = { stream_id: streamId, seq: r.order, offset: accepted.offsets[0] ?? -1 };
+        if (accepted.replayed) ack.replayed = true;
+        r.resolve(ack);
+      } catch (e) {
+        r.reject(e);
+      }
+      if (queue[0] === r) queue.shift();
+    }
+    if (this.queues.get(streamId) === queue) this.queues.delete(streamId);
+  }
+  // -------------------------------------------------------------------------------------
+  // Sockets
+  // -------------------------------------------------------------------------------------
+  url(sub) {
+    const query = new URLSearchParams();
+    const from = this.s.fromOf(sub);
+    if (from !== void 0) query.set("from", String(from));
+    if (sub.options.onLag !== void 0) query.set("on_lag", sub.options.onLag);
+    if (sub.options.untilNow) query.set("until", "now");
+    const q = query.toString();
+    return `${this.s.base}/api/stream/${encodeURIComponent(sub.id)}/results${q ? `?${q}` : ""}`;
+  }
+  /** Opens the line's socket, after `delayMs`, trying again until it opens or is refused for good. */
+  async open(line, delayMs) {
+    const { sub } = line;
+    if (delayMs > 0 && !await this.pause(line, delayMs)) return;
+    while (!line.stopped) {
+      let credential;
+      try {
+        credential = await this.s.credentials.get();
+        const socket = await this.connect(sub, credential);
+        if (line.stopped) {
+          socket.close(1e3, "bye");
+          return;
+        }
+        this.attach(line, socket, credential);
+        return;
+      } catch (e) {
+        if (line.stopped) return;
+        const error = e instanceof StreamgateError ? e : new StreamgateError("connection_failed", String(e), { cause: e });
+        if (refusedForGood(error, this.s.credentials.refreshable)) {
+          this.s.finish(sub, aboutStream(error, sub.id));
+          return;
+        }
+        if (credential?.kind === "token" && (error.code === "token_expired" || error.code === "invalid_token")) {
+          this.s.credentials.invalidate(credential.token);
+        }
+        const inMs = sub.retry.pause(error.retryAfterMs);
+        this.s.onEvent?.({ type: "reconnecting", streamId: sub.id, inMs, error });
+        if (!await this.pause(line, inMs)) return;
+      }
+    }
+  }
+  async connect(sub, credential) {
+    const transport = await this.s.transport();
+    try {
+      return await transport.open(this.url(sub), credential, this.s.connectTimeoutMs);
+    } catch (e) {
+      throw await this.explain(e, transport, sub.id, credential);
+    }
+  }
+  /**
+   * Why a handshake failed, where the WebSocket does not show it (browsers): the stream's
+   * description says whether it exists and the credential may read it.
+   */
+  async explain(e, transport, streamId, credential) {
+    if (!(e instanceof StreamgateError) || e.status !== void 0 || transport.seesRefusals) return e;
+    try {
+      const path = `/api/stream/${encodeURIComponent(streamId)}`;
+      const answer = await this.s.http.once("GET", path, {}, Credentials.headers(credential));
+      if (answer.status < 400) return e;
+      return errorFromBody(answer.status, answer.text, parseRetryAfter(answer.headers.get("retry-after")));
+    } catch {
+      return e;
+    }
+  }
+  attach(line, socket, credential) {
+    line.socket = socket;
+    line.credential = credential;
+    line.attempts += 1;
+    line.lastHeard = now();
+    this.s.onEvent?.({ type: "connected", streamId: line.sub.id, attempt: line.attempts });
+    const refreshIn = this.s.credentials.refreshIn();
+    if (refreshIn !== void 0) line.renewTimer = setTimeout(() => void this.renew(line, socket), refreshIn);
+    if (socket.seesPings && this.s.idleTimeoutMs > 0) {
+      const every = Math.max(100, Math.floor(this.s.idleTimeoutMs / 4));
+      line.idleTimer = setInterval(() => {
+        if (now() - line.lastHeard > this.s.idleTimeoutMs) this.drop(line, socket, 4e3, "silent");
+      }, every);
+    }
+    socket.listen({
+      message: (text) => this.message(line, socket, text),
+      close: (code, reason) => this.lost(line, socket, code, reason),
+      ping: () => {
+        line.lastHeard = now();
+      }
+    });
+  }
+  /** The line's socket is no longer the one: its timers stop. */
+  detach(line) {
+    line.socket = void 0;
+    clearTimeout(line.renewTimer);
+    clearInterval(line.idleTimer);
+  }
+  stop(line) {
+    line.stopped = true;
+    line.abort.abort();
+    const socket = line.socket;
+    this.detach(line);
+    try {
+      socket?.close(1e3, "bye");
+    } catch {
+    }
+  }
+  message(line, socket, text) {
+    if (line.socket !== socket || line.stopped) return;
+    line.lastHeard = now();
+    let frame;
+    try {
+      frame = JSON.parse(text);
+    } catch {
+      return;
+    }
+    if (!frame || typeof frame !== "object") return;
+    if (frame.type === "result" || frame.type === "error" || frame.type === "gap" || frame.type === "end") {
+      this.s.deliver(line.sub, frame);
+    }
+  }
+  /** Closes the socket from this side, and goes on as if the daemon had. */
+  drop(line, socket, code, reason) {
+    try {
+      socket.close(code, reason);
+    } catch {
+    }
+    this.lost(line, socket, code, reason);
+  }
+  /** The socket closed: the subscription is over, or the socket is opened again. */
+  lost(line, socket, code, reason) {
+    if (line.socket !== socket) return;
+    this.detach(line);
+    const { sub } = line;
+    this.s.onEvent?.({ type: "disconnected", streamId: sub.id, code, reason });
+    if (line.stopped) return;
+    if (code === CLOSE_TOKEN_EXPIRED && line.credential?.kind === "token") {
+      this.s.credentials.invalidate(line.credential.token);
+    }
+    if (code === 1e3 && sub.options.untilNow) {
+      this.s.finish(sub);
+      return;
+    }
+    const resume = code === CLOSE_LAGGED ? /from=(\d+)\s*$/.exec(reason) : null;
+    if (resume) {
+      sub.resumeFrom = Math.max(sub.resumeFrom ?? 0, Number(resume[1]));
+      this.s.onEvent?.({ type: "resubscribing", streamId: sub.id, from: this.s.fromOf(sub), why: "lagged" });
+      void this.open(line, 0);
+      return;
+    }
+    void this.open(line, sub.retry.pause());
+  }
+  /**
+   * Replaces a socket whose token is about to expire: a new token, a new socket from where
+   * the stream stands (what both deliver meanwhile is dropped once), then the old one closed.
+   * When it cannot be had, the old socket runs until its 4401, and the usual reopening takes over.
+   */
+  async renew(line, old) {
+    if (line.socket !== old || line.stopped) return;
+    let credential;
+    let socket;
+    try {
+      credential = await this.s.credentials.get();
+      const used = line.credential;
+      if (credential.kind === "token" && used?.kind === "token" && credential.token === used.token) {
+        credential = await this.s.credentials.fresh();
+      }
+      socket = await this.connect(line.sub, credential);
+    } catch (e) {
+      const error = e instanceof StreamgateError ? e : new StreamgateError("connection_failed", String(e));
+      this.s.onEvent?.({ type: "reconnecting", streamId: line.sub.id, inMs: 0, error });
+      return;
+    }
+    if (line.socket !== old || line.stopped) {
+      socket.close(1e3, "bye");
+      return;
+    }
+    this.detach(line);
+    this.attach(line, socket, credential);
+    try {
+      old.close(1e3, "token renewed");
+    } catch {
+    }
+    this.s.onEvent?.({ type: "token_renewed", streamId: line.sub.id });
+  }
+  async pause(line, ms) {
+    try {
+      await sleep(ms, line.abort.signal);
+      return !line.stopped;
+    } catch {
+      return false;
+    }
+  }
+};
+function aboutStream(error, streamId) {
+  const details = { streamId, cause: error };
+  if (error.status !== void 0) details.status = error.status;
+  if (error.retryAfter !== void 0) details.retryAfter = error.retryAfter;
+  return new StreamgateError(error.code, error.message, details);
+}
+
 // src/subscription.ts
 var Subscription = class {
   /** @internal */
@@ -442,42 +761,6 @@ var Subscription = class {
     }
   }
 };
-
-// src/wire.ts
-var ERROR_CODES = [
-  "invalid_input",
-  "missing_api_key",
-  "invalid_api_key",
-  "invalid_token",
-  "token_expired",
-  "forbidden",
-  "stream_not_found",
-  "route_not_found",
-  "method_not_allowed",
-  "origin_not_allowed",
-  "stream_ended",
-  "request_timeout",
-  "payload_too_large",
-  "record_too_large",
-  "too_many_records",
-  "unsupported_media_type",
-  "rate_limited",
-  "backlog_full",
-  "too_many_streams",
-  "too_many_subscribers",
-  "too_many_subscriptions",
-  "idempotency_key_reused",
-  "idempotency_key_in_flight",
-  "too_many_connections",
-  "http_version_not_supported",
-  "not_ready",
-  "shutting_down",
-  "broker_unavailable",
-  "internal",
-  "processing_failed"
-];
-var CLOSE_TOKEN_EXPIRED = 4401;
-var CLOSE_LAGGED = 4008;
 
 // src/connection.ts
 var RESEND_CODES = /* @__PURE__ */ new Set([
@@ -569,7 +852,8 @@ var Connection = class {
       retryTimer: void 0
     };
     this.subs.set(streamId, sub);
-    if (this.conn) this.subscribeOn(this.conn, sub);
+    if (this.fallback) this.fallback.follow(sub);
+    else if (this.conn) this.subscribeOn(this.conn, sub);
     else this.ensureConnected();
     return sink;
   }
@@ -622,6 +906,7 @@ var Connection = class {
     this.laterTimer = void 0;
     for (const r of this.later) r.reject(error);
     this.later = [];
+    this.fallback?.close(error);
     for (const sub of this.subs.values()) {
       clearTimeout(sub.retryTimer);
       sub.sink.finish();
@@ -635,7 +920,7 @@ var Connection = class {
     return this.subs.size > 0 || this.waiting.length > 0 || this.later.length > 0;
   }
   ensureConnected(delayMs = 0) {
-    if (this.closed || this.conn || this.connecting) return;
+    if (this.closed || this.fallback || this.conn || this.connecting) return;
     this.connecting = true;
     void this.connectLoop(delayMs).finally(() => {
       this.connecting = false;
@@ -650,7 +935,7 @@ var Connection = class {
         const transport = await this.s.transport();
         let socket;
         try {
-          socket = await transport.open(this.s.url, credential, this.s.connectTimeoutMs);
+          socket = await transport.open(this.connectUrl, credential, this.s.connectTimeoutMs);
         } catch (e) {
           throw await this.explain(e, transport, credential);
         }
@@ -663,7 +948,11 @@ var Connection = class {
       } catch (e) {
         const error = e instanceof StreamgateError ? e : new StreamgateError("connection_failed", String(e), { cause: e });
         if (this.closed) return;
-        if (this.forGood(error)) {
+        if (error.status === 404) {
+          this.useFallback(error);
+          return;
+        }
+        if (refusedForGood(error, this.s.credentials.refreshable)) {
           this.failAll(error);
           return;
         }
@@ -687,14 +976,46 @@ var Connection = class {
       return e;
     }
   }
-  /** Whether a failure to connect will not pass by itself. */
-  forGood(error) {
-    if (error.status === void 0) return false;
-    if (error.status === 401 || error.status === 403) {
-      const renewable = this.s.credentials.refreshable && (error.code === "token_expired" || error.code === "invalid_token");
-      return !renewable;
+  get connectUrl() {
+    return `${this.s.base}/api/connect`;
+  }
+  /**
+   * The daemon has no `/api/connect`: from now on every stream is followed on a socket of
+   * its own and every record sent over HTTP, those waiting first, in the order of `send`.
+   */
+  useFallback(why) {
+    const fallback = new Fallback({
+      base: this.s.base,
+      credentials: this.s.credentials,
+      transport: this.s.transport,
+      http: this.s.http,
+      connectTimeoutMs: this.s.connectTimeoutMs,
+      idleTimeoutMs: this.s.idleTimeoutMs,
+      onEvent: this.s.onEvent,
+      fromOf: (sub) => this.fromOf(sub),
+      deliver: (sub, frame) => {
+        if (this.subs.get(sub.id) === sub && this.hand(sub, frame) && sub.paused) fallback.unfollow(sub.id);
+      },
+      finish: (sub, error) => {
+        if (this.subs.get(sub.id) !== sub) return;
+        this.over(sub);
+        if (error) sub.sink.fail(error);
+        else sub.sink.finish();
+      }
+    });
+    this.fallback = fallback;
+    this.s.onEvent?.({ type: "fallback", reason: why.message });
+    for (const sub of this.subs.values()) {
+      clearTimeout(sub.retryTimer);
+      sub.retryTimer = void 0;
+      if (!sub.paused) fallback.follow(sub);
     }
-    return error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429;
+    clearTimeout(this.laterTimer);
+    this.laterTimer = void 0;
+    const records = [...this.waiting, ...this.later].sort((a, b) => a.order - b.order);
+    this.waiting = [];
+    this.later = [];
+    for (const r of records) fallback.send(r);
   }
   async wait(ms) {
     try {
@@ -709,11 +1030,6 @@ var Connection = class {
     const conn = new Conn(socket, credential);
     this.conn = conn;
     this.attempts += 1;
-    socket.onMessage = (text) => this.onMessage(conn, text);
-    socket.onClose = (code, reason) => this.lost(conn, code, reason);
-    socket.onPing = () => {
-      conn.lastHeard = now();
-    };
     this.s.onEvent?.({ type: "connected", attempt: this.attempts });
     for (const sub of this.subs.values()) {
       clearTimeout(sub.retryTimer);
@@ -724,6 +1040,13 @@ var Connection = class {
     this.waiting = [];
     for (const r of records) this.transmit(conn, r);
     this.watch(conn);
+    socket.listen({
+      message: (text) => this.onMessage(conn, text),
+      close: (code, reason) => this.lost(conn, code, reason),
+      ping: () => {
+        conn.lastHeard = now();
+      }
+    });
   }
   /** The timers of a connection: a new token before this one expires; a silent peer dropped. */
   watch(conn) {
@@ -783,7 +1106,7 @@ var Connection = class {
     try {
       credential = await this.s.credentials.fresh();
       const transport = await this.s.transport();
-      socket = await transport.open(this.s.url, credential, this.s.connectTimeoutMs);
+      socket = await transport.open(this.connectUrl, credential, this.s.connectTimeoutMs);
     } catch (e) {
       const error = e instanceof StreamgateError ? e : new StreamgateError("connection_failed", String(e));
       this.s.onEvent?.({ type: "reconnecting", inMs: 0, error });
@@ -871,7 +1194,8 @@ var Connection = class {
       from: this.fromOf(sub),
       why: "the consumer read on"
     });
-    if (this.conn) this.subscribeOn(this.conn, sub);
+    if (this.fallback) this.fallback.follow(sub);
+    else if (this.conn) this.subscribeOn(this.conn, sub);
     else this.ensureConnected();
   }
   /** The consumer stopped. */
@@ -880,32 +1204,42 @@ var Connection = class {
     if (!sub || sub.sink !== sink) return;
     clearTimeout(sub.retryTimer);
     this.subs.delete(streamId);
+    this.fallback?.unfollow(streamId);
     if (this.conn) this.unsubscribeOn(this.conn, streamId);
   }
   /** The subscription is over (its `end`, `caught_up`, a refusal). */
   over(sub) {
     clearTimeout(sub.retryTimer);
-    if (this.subs.get(sub.id) === sub) this.subs.delete(sub.id);
+    if (this.subs.get(sub.id) !== sub) return;
+    this.subs.delete(sub.id);
+    this.fallback?.unfollow(sub.id);
   }
-  /** Hands a stream's frame to its consumer, unless it was handed on before. */
+  /** A stream's frame from the connection, for its consumer. */
   deliver(conn, frame) {
     const sub = this.subs.get(frame.stream_id);
-    if (!sub || sub.paused || conn.subs.get(frame.stream_id) !== "active") return;
+    if (!sub || conn.subs.get(frame.stream_id) !== "active" || !this.hand(sub, frame)) return;
+    if (frame.type === "end") conn.subs.delete(sub.id);
+    else if (sub.paused) this.unsubscribeOn(conn, sub.id);
+  }
+  /**
+   * Hands a frame to its consumer, unless it was handed on before (or the consumer's queue
+   * is full); whether it was. After `end` the subscription is over; once the queue is full,
+   * it is `paused`.
+   */
+  hand(sub, frame) {
+    if (sub.paused) return false;
     const cursor = frame.type === "gap" ? frame.from_cursor + frame.skipped - 1 : frame.cursor;
-    if (typeof cursor === "number" && sub.last !== void 0 && cursor <= sub.last) return;
+    if (typeof cursor === "number" && sub.last !== void 0 && cursor <= sub.last) return false;
     if (typeof cursor === "number") sub.last = cursor;
     sub.retry.reset();
     sub.sink.push(frame);
     if (frame.type === "end") {
-      conn.subs.delete(sub.id);
       this.over(sub);
       sub.sink.finish();
-      return;
-    }
-    if (sub.sink.queued >= sub.highWater) {
+    } else if (sub.sink.queued >= sub.highWater) {
       sub.paused = true;
-      this.unsubscribeOn(conn, sub.id);
     }
+    return true;
   }
   // -------------------------------------------------------------------------------------
   // Records
@@ -915,7 +1249,9 @@ var Connection = class {
       r.reject(closedError());
       return;
     }
-    if (this.conn) {
+    if (this.fallback) {
+      this.fallback.send(r);
+    } else if (this.conn) {
       this.transmit(this.conn, r);
     } else {
       this.waiting.push(r);
@@ -1075,6 +1411,19 @@ function byseq(pending) {
 
 // src/transport.ts
 var PROTOCOL = "streamgate.v1";
+var Events = class {
+  constructor() {
+    this.early = [];
+  }
+  emit(event) {
+    if (this.handlers) event(this.handlers);
+    else this.early.push(event);
+  }
+  listen(handlers) {
+    this.handlers = handlers;
+    for (const event of this.early.splice(0)) event(handlers);
+  }
+};
 function isWsClass(impl) {
   if (typeof impl !== "function") return false;
   const proto = impl.prototype;
@@ -1130,14 +1479,10 @@ function standardTransport(Impl) {
           settled = true;
           clearTimeout(timer);
           let closed = false;
+          const events = new Events();
           const socket = {
             seesPings: false,
-            onMessage: () => {
-            },
-            onClose: () => {
-            },
-            onPing: () => {
-            },
+            listen: (handlers) => events.listen(handlers),
             send: (text) => ws.send(text),
             close: (code, reason) => {
               closed = true;
@@ -1148,11 +1493,14 @@ function standardTransport(Impl) {
               }
             }
           };
-          ws.onmessage = (ev) => socket.onMessage(textOf(ev.data));
+          ws.onmessage = (ev) => {
+            const text = textOf(ev.data);
+            events.emit((h) => h.message(text));
+          };
           ws.onerror = () => {
           };
           ws.onclose = (ev) => {
-            if (!closed) socket.onClose(ev.code, ev.reason);
+            if (!closed) events.emit((h) => h.close(ev.code, ev.reason));
           };
           resolve(socket);
         };
@@ -1213,14 +1561,10 @@ function wsTransport(Impl) {
           settled = true;
           clearTimeout(timer);
           let closed = false;
+          const events = new Events();
           const socket = {
             seesPings: true,
-            onMessage: () => {
-            },
-            onClose: () => {
-            },
-            onPing: () => {
-            },
+            listen: (handlers) => events.listen(handlers),
             send: (text) => ws.send(text),
             close: (code, reason) => {
               closed = true;
@@ -1235,13 +1579,15 @@ function wsTransport(Impl) {
           ws.removeAllListeners("error");
           ws.on("error", () => {
           });
-          ws.on("message", (data, isBinary) => {
-            void isBinary;
-            socket.onMessage(textOf(data));
+          ws.on("message", (data) => {
+            const text = textOf(data);
+            events.emit((h) => h.message(text));
           });
-          ws.on("ping", () => socket.onPing());
+          ws.on("ping", () => events.emit((h) => h.ping()));
           ws.on("close", (code, reason) => {
-            if (!closed) socket.onClose(code, textOf(reason));
+            if (closed) return;
+            const why = textOf(reason);
+            events.emit((h) => h.close(code, why));
           });
           resolve(socket);
         });
@@ -1278,7 +1624,7 @@ var ClientBase = class {
     const given = options.WebSocket;
     const resolve = given === void 0 ? defaultTransport : () => Promise.resolve(transportFor(given));
     this.connection = new Connection({
-      url: base.replace(/^http/i, "ws") + "/api/connect",
+      base: base.replace(/^http/i, "ws"),
       credentials,
       transport: () => transport ?? (transport = resolve().catch((e) => {
         transport = void 0;

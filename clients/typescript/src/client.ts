@@ -1,6 +1,7 @@
 // The client: the key holder's calls over HTTP, sends and subscriptions over the one
-// `/api/connect` connection. The entry points (index.ts for Node, browser.ts for browsers)
-// give it the WebSocket to use.
+// `/api/connect` connection (against a daemon without it: a socket per stream and sends over
+// HTTP, see fallback.ts). The entry points (index.ts for Node, browser.ts for browsers) give
+// it the WebSocket to use.
 
 import { Credentials, type TokenSource } from "./auth.js";
 import { Connection, type ConnectionEvent, type SubscribeOptions } from "./connection.js";
@@ -109,7 +110,7 @@ export class ClientBase {
     const resolve: TransportResolver =
       given === undefined ? defaultTransport : () => Promise.resolve(transportFor(given));
     this.connection = new Connection({
-      url: base.replace(/^http/i, "ws") + "/api/connect",
+      base: base.replace(/^http/i, "ws"),
       credentials,
       transport: () => (transport ??= resolve().catch((e) => {
         transport = undefined;

@@ -18,10 +18,13 @@
 //   idempotency_key_in_flight: sent again (same key) after a pause; any other: rejected;
 // - a token about to expire: a new one from `getToken`, a new connection, then the old one
 //   closed (nothing missed); a 4401 close: a new token, reconnect and resume;
-// - a handshake refused for good (a bad key: 401, 403): every waiter is told.
+// - a handshake refused for good (a bad key: 401, 403): every waiter is told;
+// - a handshake answered 404 (a daemon without `/api/connect`): from then on, a socket per
+//   stream and records over HTTP, with the same guarantees (fallback.ts).
 
 import { Credentials, type Credential } from "./auth.js";
-import { errorFromBody, parseRetryAfter, StreamgateError } from "./errors.js";
+import { errorFromBody, parseRetryAfter, refusedForGood, StreamgateError } from "./errors.js";
+import { Fallback } from "./fallback.js";
 import { closedError, type Http } from "./http.js";
 import type { Socket, Transport } from "./transport.js";
 import { Subscription } from "./subscription.js";
@@ -52,19 +55,24 @@ export interface SubscribeOptions {
   highWaterMark?: number;
 }
 
-/** What the connection went through, for logs and dashboards. */
+/**
+ * What the connection went through, for logs and dashboards. In the fallback (a daemon
+ * without `/api/connect`), `streamId` names the stream whose own socket it is about.
+ */
 export type ConnectionEvent =
-  | { type: "connected"; attempt: number }
-  | { type: "disconnected"; code: number; reason: string }
-  | { type: "reconnecting"; inMs: number; error: StreamgateError }
-  | { type: "token_renewed" }
+  | { type: "connected"; attempt: number; streamId?: string }
+  | { type: "disconnected"; code: number; reason: string; streamId?: string }
+  | { type: "reconnecting"; inMs: number; error: StreamgateError; streamId?: string }
+  | { type: "token_renewed"; streamId?: string }
+  /** The daemon has no `/api/connect` (`reason`: its answer): a socket per stream and sends over HTTP from now on. */
+  | { type: "fallback"; reason: string }
   | { type: "resubscribing"; streamId: string; from: StartFrom | undefined; why: string }
   /** A record was `nack`ed with a code that passes: it is sent again (same key) in `inMs`. */
   | { type: "resending"; streamId: string; code: AnyErrorCode; inMs: number };
 
 export interface ConnectionSettings {
-  /** The `ws://…/api/connect` URL. */
-  url: string;
+  /** The daemon's WebSocket base, `ws://host:port[/prefix]`. */
+  base: string;
   credentials: Credentials;
   transport: () => Promise<Transport>;
   http: Http;
@@ -94,7 +102,7 @@ const DEFAULT_MAX_MESSAGE = 1024 * 1024;
 const DEFAULT_HIGH_WATER = 1024;
 
 /** One stream followed, across connections. */
-interface Sub {
+export interface Sub {
   id: string;
   options: SubscribeOptions;
   highWater: number;
@@ -111,7 +119,7 @@ interface Sub {
 }
 
 /** A record to be stored, until its `ack`. */
-interface Outgoing {
+export interface Outgoing {
   streamId: string;
   /** The record's JSON text. */
   data: string;
@@ -171,6 +179,8 @@ export class Connection {
   private readonly laterBackoff = new Backoff();
   private sent = 0;
   private conn: Conn | undefined;
+  /** Set once the daemon answered 404 to `/api/connect`. */
+  private fallback: Fallback | undefined;
   private connecting = false;
   private readonly backoff = new Backoff();
   private closed = false;
@@ -211,7 +221,8 @@ export class Connection {
       retryTimer: undefined,
     };
     this.subs.set(streamId, sub);
-    if (this.conn) this.subscribeOn(this.conn, sub);
+    if (this.fallback) this.fallback.follow(sub);
+    else if (this.conn) this.subscribeOn(this.conn, sub);
     else this.ensureConnected();
     return sink;
   }
@@ -267,6 +278,7 @@ export class Connection {
     this.laterTimer = undefined;
     for (const r of this.later) r.reject(error);
     this.later = [];
+    this.fallback?.close(error);
     for (const sub of this.subs.values()) {
       clearTimeout(sub.retryTimer);
       sub.sink.finish();
@@ -283,7 +295,7 @@ export class Connection {
   }
 
   private ensureConnected(delayMs = 0): void {
-    if (this.closed || this.conn || this.connecting) return;
+    if (this.closed || this.fallback || this.conn || this.connecting) return;
     this.connecting = true;
     void this.connectLoop(delayMs).finally(() => {
       this.connecting = false;
@@ -299,7 +311,7 @@ export class Connection {
         const transport = await this.s.transport();
         let socket: Socket;
         try {
-          socket = await transport.open(this.s.url, credential, this.s.connectTimeoutMs);
+          socket = await transport.open(this.connectUrl, credential, this.s.connectTimeoutMs);
         } catch (e) {
           throw await this.explain(e, transport, credential);
         }
@@ -315,7 +327,11 @@ export class Connection {
             ? e
             : new StreamgateError("connection_failed", String(e), { cause: e });
         if (this.closed) return;
-        if (this.forGood(error)) {
+        if (error.status === 404) {
+          this.useFallback(error);
+          return;
+        }
+        if (refusedForGood(error, this.s.credentials.refreshable)) {
           this.failAll(error);
           return;
         }
@@ -345,16 +361,47 @@ export class Connection {
     }
   }
 
-  /** Whether a failure to connect will not pass by itself. */
-  private forGood(error: StreamgateError): boolean {
-    if (error.status === undefined) return false;
-    if (error.status === 401 || error.status === 403) {
-      const renewable =
-        this.s.credentials.refreshable &&
-        (error.code === "token_expired" || error.code === "invalid_token");
-      return !renewable;
+  private get connectUrl(): string {
+    return `${this.s.base}/api/connect`;
+  }
+
+  /**
+   * The daemon has no `/api/connect`: from now on every stream is followed on a socket of
+   * its own and every record sent over HTTP, those waiting first, in the order of `send`.
+   */
+  private useFallback(why: StreamgateError): void {
+    const fallback = new Fallback({
+      base: this.s.base,
+      credentials: this.s.credentials,
+      transport: this.s.transport,
+      http: this.s.http,
+      connectTimeoutMs: this.s.connectTimeoutMs,
+      idleTimeoutMs: this.s.idleTimeoutMs,
+      onEvent: this.s.onEvent,
+      fromOf: (sub) => this.fromOf(sub),
+      deliver: (sub, frame) => {
+        if (this.subs.get(sub.id) === sub && this.hand(sub, frame) && sub.paused) fallback.unfollow(sub.id);
+      },
+      finish: (sub, error) => {
+        if (this.subs.get(sub.id) !== sub) return;
+        this.over(sub);
+        if (error) sub.sink.fail(error);
+        else sub.sink.finish();
+      },
+    });
+    this.fallback = fallback;
+    this.s.onEvent?.({ type: "fallback", reason: why.message });
+    for (const sub of this.subs.values()) {
+      clearTimeout(sub.retryTimer);
+      sub.retryTimer = undefined;
+      if (!sub.paused) fallback.follow(sub);
     }
-    return error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429;
+    clearTimeout(this.laterTimer);
+    this.laterTimer = undefined;
+    const records = [...this.waiting, ...this.later].sort((a, b) => a.order - b.order);
+    this.waiting = [];
+    this.later = [];
+    for (const r of records) fallback.send(r);
   }
 
   private async wait(ms: number): Promise<boolean> {
@@ -371,11 +418,6 @@ export class Connection {
     const conn = new Conn(socket, credential);
     this.conn = conn;
     this.attempts += 1;
-    socket.onMessage = (text) => this.onMessage(conn, text);
-    socket.onClose = (code, reason) => this.lost(conn, code, reason);
-    socket.onPing = () => {
-      conn.lastHeard = now();
-    };
     this.s.onEvent?.({ type: "connected", attempt: this.attempts });
     for (const sub of this.subs.values()) {
       clearTimeout(sub.retryTimer);
@@ -386,6 +428,13 @@ export class Connection {
     this.waiting = [];
     for (const r of records) this.transmit(conn, r);
     this.watch(conn);
+    socket.listen({
+      message: (text) => this.onMessage(conn, text),
+      close: (code, reason) => this.lost(conn, code, reason),
+      ping: () => {
+        conn.lastHeard = now();
+      },
+    });
   }
 
   /** The timers of a connection: a new token before this one expires; a silent peer dropped. */
@@ -451,7 +500,7 @@ export class Connection {
     try {
       credential = await this.s.credentials.fresh();
       const transport = await this.s.transport();
-      socket = await transport.open(this.s.url, credential, this.s.connectTimeoutMs);
+      socket = await transport.open(this.connectUrl, credential, this.s.connectTimeoutMs);
     } catch (e) {
       const error = e instanceof StreamgateError ? e : new StreamgateError("connection_failed", String(e));
       this.s.onEvent?.({ type: "reconnecting", inMs: 0, error });
@@ -547,7 +596,8 @@ export class Connection {
       from: this.fromOf(sub),
       why: "the consumer read on",
     });
-    if (this.conn) this.subscribeOn(this.conn, sub);
+    if (this.fallback) this.fallback.follow(sub);
+    else if (this.conn) this.subscribeOn(this.conn, sub);
     else this.ensureConnected();
   }
 
@@ -557,34 +607,45 @@ export class Connection {
     if (!sub || sub.sink !== sink) return;
     clearTimeout(sub.retryTimer);
     this.subs.delete(streamId);
+    this.fallback?.unfollow(streamId);
     if (this.conn) this.unsubscribeOn(this.conn, streamId);
   }
 
   /** The subscription is over (its `end`, `caught_up`, a refusal). */
   private over(sub: Sub): void {
     clearTimeout(sub.retryTimer);
-    if (this.subs.get(sub.id) === sub) this.subs.delete(sub.id);
+    if (this.subs.get(sub.id) !== sub) return;
+    this.subs.delete(sub.id);
+    this.fallback?.unfollow(sub.id);
   }
 
-  /** Hands a stream's frame to its consumer, unless it was handed on before. */
+  /** A stream's frame from the connection, for its consumer. */
   private deliver(conn: Conn, frame: StreamFrame): void {
     const sub = this.subs.get(frame.stream_id);
-    if (!sub || sub.paused || conn.subs.get(frame.stream_id) !== "active") return;
+    if (!sub || conn.subs.get(frame.stream_id) !== "active" || !this.hand(sub, frame)) return;
+    if (frame.type === "end") conn.subs.delete(sub.id);
+    else if (sub.paused) this.unsubscribeOn(conn, sub.id);
+  }
+
+  /**
+   * Hands a frame to its consumer, unless it was handed on before (or the consumer's queue
+   * is full); whether it was. After `end` the subscription is over; once the queue is full,
+   * it is `paused`.
+   */
+  private hand(sub: Sub, frame: StreamFrame): boolean {
+    if (sub.paused) return false;
     const cursor = frame.type === "gap" ? frame.from_cursor + frame.skipped - 1 : frame.cursor;
-    if (typeof cursor === "number" && sub.last !== undefined && cursor <= sub.last) return;
+    if (typeof cursor === "number" && sub.last !== undefined && cursor <= sub.last) return false;
     if (typeof cursor === "number") sub.last = cursor;
     sub.retry.reset();
     sub.sink.push(frame);
     if (frame.type === "end") {
-      conn.subs.delete(sub.id);
       this.over(sub);
       sub.sink.finish();
-      return;
-    }
-    if (sub.sink.queued >= sub.highWater) {
+    } else if (sub.sink.queued >= sub.highWater) {
       sub.paused = true;
-      this.unsubscribeOn(conn, sub.id);
     }
+    return true;
   }
 
   // -------------------------------------------------------------------------------------
@@ -596,7 +657,9 @@ export class Connection {
       r.reject(closedError());
       return;
     }
-    if (this.conn) {
+    if (this.fallback) {
+      this.fallback.send(r);
+    } else if (this.conn) {
       this.transmit(this.conn, r);
     } else {
       this.waiting.push(r);

@@ -123,3 +123,15 @@ export function errorFromBody(
   const snippet = text.length > 200 ? text.slice(0, 200) + "…" : text;
   return new StreamgateError("http_error", `HTTP ${status}: ${snippet}`, details);
 }
+
+/**
+ * Whether a refused WebSocket handshake will not pass by itself: a 4xx but 408 and 429,
+ * and for 401/403 unless it is a token that a new one from `getToken` may replace.
+ */
+export function refusedForGood(error: StreamgateError, renewable: boolean): boolean {
+  if (error.status === undefined) return false;
+  if (error.status === 401 || error.status === 403) {
+    return !(renewable && (error.code === "token_expired" || error.code === "invalid_token"));
+  }
+  return error.status >= 400 && error.status < 500 && error.status !== 408 && error.status !== 429;
+}

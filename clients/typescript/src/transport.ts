@@ -9,17 +9,43 @@ import { errorFromBody, parseRetryAfter, StreamgateError } from "./errors.js";
 /** The subprotocol the daemon answers with. */
 export const PROTOCOL = "streamgate.v1";
 
+/** What an open socket tells. */
+export interface SocketHandlers {
+  message(text: string): void;
+  /** The daemon closed it, or it broke (not called for a close asked for here). */
+  close(code: number, reason: string): void;
+  /** The daemon pinged, where the WebSocket shows pings (`ws`). */
+  ping(): void;
+}
+
 /** An open connection, whichever WebSocket is under it. */
 export interface Socket {
   send(text: string): void;
   /** Closes it (the close handler is not called for a close asked for here). */
   close(code?: number, reason?: string): void;
-  onMessage: (text: string) => void;
-  onClose: (code: number, reason: string) => void;
-  /** Called when the daemon pings, where the WebSocket shows pings (`ws`). */
-  onPing: () => void;
-  /** Whether `onPing` is ever called. */
+  /**
+   * Hands its events to `handlers` from now on, those since it opened first: the daemon may
+   * send frames (and close) in the very packet that opened it.
+   */
+  listen(handlers: SocketHandlers): void;
+  /** Whether `ping` is ever called. */
   readonly seesPings: boolean;
+}
+
+/** A socket's events, held until someone listens. */
+class Events {
+  private handlers: SocketHandlers | undefined;
+  private readonly early: ((h: SocketHandlers) => void)[] = [];
+
+  emit(event: (h: SocketHandlers) => void): void {
+    if (this.handlers) event(this.handlers);
+    else this.early.push(event);
+  }
+
+  listen(handlers: SocketHandlers): void {
+    this.handlers = handlers;
+    for (const event of this.early.splice(0)) event(handlers);
+  }
 }
 
 /** Opens sockets. */
@@ -124,11 +150,10 @@ export function standardTransport(Impl: StandardWebSocketClass): Transport {
           settled = true;
           clearTimeout(timer);
           let closed = false;
+          const events = new Events();
           const socket: Socket = {
             seesPings: false,
-            onMessage: () => {},
-            onClose: () => {},
-            onPing: () => {},
+            listen: (handlers) => events.listen(handlers),
             send: (text) => ws.send(text),
             close: (code, reason) => {
               closed = true;
@@ -139,10 +164,13 @@ export function standardTransport(Impl: StandardWebSocketClass): Transport {
               }
             },
           };
-          ws.onmessage = (ev) => socket.onMessage(textOf(ev.data));
+          ws.onmessage = (ev) => {
+            const text = textOf(ev.data);
+            events.emit((h) => h.message(text));
+          };
           ws.onerror = () => {};
           ws.onclose = (ev) => {
-            if (!closed) socket.onClose(ev.code, ev.reason);
+            if (!closed) events.emit((h) => h.close(ev.code, ev.reason));
           };
           resolve(socket);
         };
@@ -209,11 +237,10 @@ export function wsTransport(Impl: WsClass): Transport {
           settled = true;
           clearTimeout(timer);
           let closed = false;
+          const events = new Events();
           const socket: Socket = {
             seesPings: true,
-            onMessage: () => {},
-            onClose: () => {},
-            onPing: () => {},
+            listen: (handlers) => events.listen(handlers),
             send: (text) => ws.send(text),
             close: (code, reason) => {
               closed = true;
@@ -228,13 +255,15 @@ export function wsTransport(Impl: WsClass): Transport {
           };
           ws.removeAllListeners("error");
           ws.on("error", () => {}); // a close follows
-          ws.on("message", (data: unknown, isBinary?: boolean) => {
-            void isBinary;
-            socket.onMessage(textOf(data));
+          ws.on("message", (data: unknown) => {
+            const text = textOf(data);
+            events.emit((h) => h.message(text));
           });
-          ws.on("ping", () => socket.onPing());
+          ws.on("ping", () => events.emit((h) => h.ping()));
           ws.on("close", (code: number, reason: unknown) => {
-            if (!closed) socket.onClose(code, textOf(reason));
+            if (closed) return;
+            const why = textOf(reason);
+            events.emit((h) => h.close(code, why));
           });
           resolve(socket);
         });

@@ -292,9 +292,17 @@ export class Tansu {
   }
 }
 
+/** What a daemon of before `/api/connect` answers to it. */
+const NO_CONNECT_BODY = JSON.stringify({ error: { code: "route_not_found", message: "no such route" } });
+const NO_CONNECT =
+  "HTTP/1.1 404 Not Found\r\ncontent-type: application/json\r\n" +
+  `content-length: ${NO_CONNECT_BODY.length}\r\nconnection: close\r\n\r\n${NO_CONNECT_BODY}`;
+
 /**
  * A TCP proxy in front of a port that can cut every connection through it, and first hold
- * back what the daemon answers, so that a cut surely loses answers the daemon sent.
+ * back what the daemon answers, so that a cut surely loses answers the daemon sent. With
+ * `noConnect`, a connection whose first request is `GET /api/connect` is answered 404, as a
+ * daemon without it would (a WebSocket handshake always comes on a connection of its own).
  */
 export class CuttingProxy {
   private readonly sockets = new Set<Socket>();
@@ -304,7 +312,13 @@ export class CuttingProxy {
   port = 0;
   cuts = 0;
 
-  constructor(readonly target: number) {}
+  /** `/api/connect` handshakes answered 404 (with `noConnect`). */
+  refusedConnects = 0;
+
+  constructor(
+    readonly target: number,
+    readonly options: { noConnect?: boolean } = {},
+  ) {}
 
   get url(): string {
     return `http://127.0.0.1:${this.port}`;
@@ -312,20 +326,31 @@ export class CuttingProxy {
 
   async start(): Promise<void> {
     this.server = createServer((client) => {
-      const upstream = connect(this.target, "127.0.0.1");
-      for (const s of [client, upstream]) {
-        this.sockets.add(s);
-        s.on("error", () => {});
-        s.once("close", () => {
-          this.sockets.delete(s);
-          client.destroy();
-          upstream.destroy();
+      this.sockets.add(client);
+      client.on("error", () => {});
+      client.once("close", () => this.sockets.delete(client));
+      client.once("data", (first: Buffer) => {
+        if (this.options.noConnect && /^GET \/api\/connect[ ?]/.test(first.toString("latin1", 0, 32))) {
+          this.refusedConnects += 1;
+          client.end(NO_CONNECT);
+          return;
+        }
+        const upstream = connect(this.target, "127.0.0.1");
+        for (const s of [client, upstream]) {
+          this.sockets.add(s);
+          s.on("error", () => {});
+          s.once("close", () => {
+            this.sockets.delete(s);
+            client.destroy();
+            upstream.destroy();
+          });
+        }
+        upstream.write(first);
+        client.pipe(upstream);
+        upstream.on("data", (chunk: Buffer) => {
+          if (this.held === undefined) client.write(chunk);
+          else this.held += chunk.toString("latin1");
         });
-      }
-      client.pipe(upstream);
-      upstream.on("data", (chunk: Buffer) => {
-        if (this.held === undefined) client.write(chunk);
-        else this.held += chunk.toString("latin1");
       });
     });
     await new Promise<void>((done) => this.server!.listen(0, "127.0.0.1", done));
@@ -347,7 +372,13 @@ export class CuttingProxy {
   cut(): void {
     this.cuts += 1;
     this.held = undefined;
-    for (const s of this.sockets) s.resetAndDestroy();
+    // A socket still connecting or already shutting down (the other side ended) is destroyed:
+    // a reset is refused on a shutting-down handle, which Node then leaks, and a test process
+    // with a leaked handle spins when it exits.
+    for (const s of this.sockets) {
+      if (s.connecting || s.writableEnded) s.destroy();
+      else s.resetAndDestroy();
+    }
     this.sockets.clear();
   }
 
