@@ -80,3 +80,38 @@ async fn the_console_page_starts_sends_and_shows_results_live_in_a_browser() {
     );
     d.stop().await.unwrap();
 }
+
+/// The console page follows every stream of its list over one connection: 20 streams, a
+/// record sent into each, every row shows its own live, and the page opened one WebSocket.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_follows_twenty_streams_over_one_connection() {
+    let d = Daemon::start(test_config()).await;
+    let mut streams = Vec::new();
+    for _ in 0..20 {
+        streams.push(d.start_stream(ALICE, None).await);
+    }
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/console_many.py");
+    let mut command = std::process::Command::new("python3");
+    command
+        .arg(script)
+        .arg(d.url("/"))
+        .arg(ALICE)
+        .args(&streams);
+    let out = tokio::task::spawn_blocking(move || command.output())
+        .await
+        .unwrap()
+        .expect("python3 runs (the test command installs it with selenium and chromium)");
+    assert!(
+        out.status.success(),
+        "the browser run failed ({}); stdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Each stream had one subscriber: the page's one connection.
+    for id in &streams {
+        assert_eq!(d.describe(ALICE, id).await["records_out"], 1);
+    }
+    d.stop().await.unwrap();
+}

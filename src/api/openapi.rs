@@ -208,7 +208,12 @@ mod tests {
         let mut table: Vec<(String, String)> = routes::ALL
             .iter()
             .filter(|r| {
-                ![routes::CONSOLE_SCRIPT.path, routes::CONSOLE_STYLE.path].contains(&r.path)
+                ![
+                    routes::CONSOLE_SCRIPT.path,
+                    routes::CONSOLE_STYLE.path,
+                    routes::CONSOLE_LIBRARY.path,
+                ]
+                .contains(&r.path)
             })
             .map(|r| (r.method.to_string(), r.path.to_string()))
             .collect();

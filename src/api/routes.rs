@@ -45,6 +45,8 @@ pub static CONSOLE: Route = route(Method::GET, "/");
 /// The console page's assets (not API operations: not in the OpenAPI document).
 pub static CONSOLE_SCRIPT: Route = route(Method::GET, "/console.js");
 pub static CONSOLE_STYLE: Route = route(Method::GET, "/console.css");
+/// The TypeScript client library's browser bundle, which the console page runs on.
+pub static CONSOLE_LIBRARY: Route = route(Method::GET, "/streamgate.browser.js");
 
 /// Every route.
 pub static ALL: &[&Route] = &[
@@ -68,6 +70,7 @@ pub static ALL: &[&Route] = &[
     &CONSOLE,
     &CONSOLE_SCRIPT,
     &CONSOLE_STYLE,
+    &CONSOLE_LIBRARY,
 ];
 
 impl Route {

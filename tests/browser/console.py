@@ -3,8 +3,8 @@
 Usage: console.py URL API_KEY [SCREENSHOT.png]
 
 Opens the page, pastes the key, starts an `uppercase` stream, sends two records, waits for
-their results to be rendered live (Server-Sent Events), and checks the stream list shows the
-stream with its counters. Then opens the page again with a stream token instead of the key,
+their results to be rendered live (over the client library's one WebSocket), and checks the
+stream list shows the stream with its counters. Then opens the page again with a stream token instead of the key,
 sees the results replayed and sends one more record through the token. Prints the stream id on success; exits non-zero otherwise.
 Called by tests/console.rs; the test command installs Chromium, chromedriver and selenium.
 """
@@ -112,6 +112,10 @@ def main():
         d.find_element(By.ID, "lines").send_keys("sent with a token")
         d.find_element(By.ID, "send").click()
         wait.until(lambda d: '"SENT WITH A TOKEN"' in text_of(d, "results"))
+
+        connections = d.execute_script("return document.body.dataset.connections")
+        if connections != "1":
+            sys.exit(f"the page opened {connections} WebSockets")
 
         errors = [e for e in d.get_log("browser")
                   if e["level"] == "SEVERE" and e["source"] != "network"]

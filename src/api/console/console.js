@@ -1,29 +1,30 @@
-// The Streamgate console: start streams, send records, and watch results live over
-// Server-Sent Events, with an API key or a scoped stream token. No build step, no CDN.
+// The Streamgate console: start streams, send records, and watch every stream of the list
+// live, with an API key or a stream token.
 //
-// The credential stays in this page's memory. With a key, the page asks for a short-lived
-// subscribe token to open the EventSource (which cannot set headers), so the key itself never
-// goes into a URL. Rate-limited answers (429/503 with Retry-After) are waited out and retried.
-'use strict';
+// It runs on Streamgate's TypeScript client library (its browser bundle, served by this daemon
+// at /streamgate.browser.js): every stream the page shows is followed over ONE /api/connect
+// WebSocket, which reconnects and resumes each stream from its last cursor by itself, and every
+// record is sent over it with an idempotency key of its own, so a retry never stores it twice.
+// The credential stays in this page's memory; in the WebSocket it travels as a subprotocol,
+// never in a URL. Rate-limited HTTP answers (429/503 with Retry-After) are waited out.
+import { Client } from '/streamgate.browser.js';
 
 const $ = (id) => document.getElementById(id);
-const FRAME_TYPES = ['result', 'error', 'end', 'gap', 'lagged', 'close'];
+/** Results kept per stream, for when it is selected. */
+const KEEP = 500;
 
 const state = {
-  credential: null,
+  client: null,
   claims: null, // set when the credential is a stream token
-  stream: null,
-  source: null,
-  lastCursor: null,
-  feedToken: null,
+  selected: null,
+  /** stream id -> { frames: [], out: number } */
+  followed: new Map(),
 };
 
 function say(text, isError) {
   $('status').textContent = text;
   $('status').className = isError ? 'error' : '';
 }
-
-const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 
 function looksLikeToken(text) {
   return /^eyJ[\w-]*\.[\w-]+\.[\w-]*$/.test(text);
@@ -34,38 +35,10 @@ function tokenClaims(token) {
   return JSON.parse(atob(part + '='.repeat((4 - (part.length % 4)) % 4)));
 }
 
-function authHeaders() {
-  return state.claims
-    ? { Authorization: 'Bearer ' + state.credential }
-    : { 'X-API-Key': state.credential };
-}
-
-// One API call; waits out 429/503 answers that carry Retry-After. Throws with the daemon's
-// error code and message otherwise.
-async function api(method, path, body, contentType) {
-  for (;;) {
-    const headers = authHeaders();
-    if (body !== undefined) headers['Content-Type'] = contentType || 'application/json';
-    const resp = await fetch(path, { method, headers, body });
-    const text = await resp.text();
-    let json = null;
-    try {
-      json = JSON.parse(text);
-    } catch (_) {
-      // not JSON: reported below by status
-    }
-    const retryAfter = resp.headers.get('Retry-After');
-    if ((resp.status === 429 || resp.status === 503) && retryAfter) {
-      const message = json && json.error ? json.error.message : resp.statusText;
-      say(`${message} — retrying in ${retryAfter} s`);
-      await sleep(Number(retryAfter) * 1000);
-      continue;
-    }
-    if (!resp.ok) {
-      const detail = json && json.error ? `${json.error.code}: ${json.error.message}` : text;
-      throw new Error(`HTTP ${resp.status} ${detail}`);
-    }
-    return json;
+// The WebSockets the page has opened so far (the browser test checks it stays at one).
+function onEvent(event) {
+  if (event.type === 'connected') {
+    document.body.dataset.connections = String(Number(document.body.dataset.connections || 0) + 1);
   }
 }
 
@@ -73,17 +46,22 @@ async function connect(event) {
   event.preventDefault();
   const credential = $('credential').value.trim();
   if (!credential) return;
-  closeFeed();
-  state.credential = credential;
-  state.claims = null;
+  if (state.client) await state.client.close();
+  state.followed.clear();
+  $('streams').replaceChildren();
+  state.claims = looksLikeToken(credential) ? tokenClaims(credential) : null;
+  const auth = state.claims ? { token: credential } : { apiKey: credential };
+  state.client = new Client({ url: location.origin, ...auth, onEvent });
   try {
-    if (looksLikeToken(credential)) {
-      state.claims = tokenClaims(credential);
+    if (state.claims) {
+      const streams = state.claims.streams || [state.claims.stream];
       const scope = state.claims.scope || [];
-      $('key-panel').hidden = true;
       const expires = new Date(state.claims.exp * 1000).toLocaleTimeString();
-      say(`connected with a token for one stream (${scope.join(' and ')}), until ${expires}`);
-      await select(state.claims.stream);
+      const which = streams.length === 1 ? 'one stream' : `${streams.length} streams`;
+      $('key-panel').hidden = true;
+      say(`connected with a token for ${which} (${scope.join(' and ')}), until ${expires}`);
+      if (scope.includes('subscribe')) streams.forEach(follow);
+      await select(streams[0]);
     } else {
       await refreshStreams();
       $('key-panel').hidden = false;
@@ -103,10 +81,10 @@ function processorSpec() {
 async function startStream(event) {
   event.preventDefault();
   try {
-    const started = await api('POST', '/api/stream/start', JSON.stringify({ processor: processorSpec() }));
-    say(`started stream ${started.stream_id}`);
-    await select(started.stream_id);
+    const id = await state.client.start({ processor: processorSpec() });
+    say(`started stream ${id}`);
     await refreshStreams();
+    await select(id);
   } catch (e) {
     say(e.message, true);
   }
@@ -128,128 +106,92 @@ function refreshStreams() {
 }
 
 async function loadStreams() {
-  const list = await api('GET', '/api/streams');
+  const streams = await state.client.list();
   const body = $('streams');
   body.replaceChildren();
-  for (const s of list.streams) {
+  for (const s of streams) {
     const row = document.createElement('tr');
     row.dataset.streamId = s.stream_id;
-    if (s.stream_id === state.stream) row.className = 'selected';
-    const cells = [
-      s.stream_id,
-      processorName(s.processor),
-      s.state,
-      s.records_in,
-      s.records_out,
-      s.subscribers,
-    ];
+    if (s.stream_id === state.selected) row.className = 'selected';
+    const cells = [s.stream_id, processorName(s.processor), s.state, s.records_in, s.records_out, s.subscribers, ''];
     cells.forEach((value, i) => {
       const cell = document.createElement('td');
       cell.textContent = String(value);
-      if (i >= 3) cell.className = 'num';
+      if (i >= 3 && i <= 5) cell.className = 'num';
+      if (i === 6) cell.className = 'last';
       row.appendChild(cell);
     });
     row.addEventListener('click', () => select(s.stream_id).catch((e) => say(e.message, true)));
     body.appendChild(row);
+    if (s.state === 'open') follow(s.stream_id);
+    showLast(s.stream_id);
   }
 }
 
-async function select(streamId) {
-  state.stream = streamId;
-  state.lastCursor = null;
-  $('stream-id').textContent = streamId;
+// Follows a stream (from its first result) on the page's one connection, for as long as the
+// page lives or until the stream ends.
+function follow(id) {
+  if (state.followed.has(id)) return;
+  const entry = { frames: [], out: 0 };
+  state.followed.set(id, entry);
+  (async () => {
+    for await (const frame of state.client.subscribe(id, { from: 'earliest' })) {
+      entry.frames.push(frame);
+      if (entry.frames.length > KEEP) entry.frames.shift();
+      if (frame.type === 'result') entry.out += 1;
+      showLast(id);
+      if (id === state.selected) addFrame(frame);
+    }
+  })().catch((e) => {
+    if (id === state.selected) addLine('close', null, e.message);
+  });
+}
+
+// The row's last-result cell.
+function showLast(id) {
+  const row = document.querySelector(`#streams tr[data-stream-id="${CSS.escape(id)}"]`);
+  const entry = state.followed.get(id);
+  if (!row || !entry) return;
+  const last = entry.frames[entry.frames.length - 1];
+  row.lastChild.textContent = last ? describe(last) : '';
+}
+
+async function select(id) {
+  state.selected = id;
+  $('stream-id').textContent = id;
   $('stream-panel').hidden = false;
   $('results').replaceChildren();
   const scope = state.claims ? state.claims.scope || [] : ['send', 'subscribe'];
   $('send-form').hidden = !scope.includes('send');
   $('end').hidden = Boolean(state.claims);
   for (const row of $('streams').children) {
-    row.className = row.dataset.streamId === streamId ? 'selected' : '';
+    row.className = row.dataset.streamId === id ? 'selected' : '';
   }
-  if (scope.includes('subscribe')) {
-    await openFeed();
-  } else {
+  if (!scope.includes('subscribe')) {
     addLine('close', null, 'this token cannot subscribe: results are not shown');
+    return;
   }
+  follow(id);
+  for (const frame of state.followed.get(id).frames) addFrame(frame);
 }
 
-function closeFeed() {
-  if (state.source) state.source.close();
-  state.source = null;
-}
-
-// The token the feed is opened with: the pasted one, or a subscribe token asked for with the
-// key (kept until a minute before it expires).
-async function feedToken() {
-  if (state.claims) return state.credential;
-  const now = Date.now() / 1000;
-  const cached = state.feedToken;
-  if (cached && cached.stream === state.stream && cached.expiresAt - 60 > now) return cached.token;
-  const body = JSON.stringify({ scope: ['subscribe'], ttl_s: 3600 });
-  const issued = await api('POST', `/api/stream/${state.stream}/tokens`, body);
-  state.feedToken = { stream: state.stream, token: issued.token, expiresAt: issued.expires_at };
-  return issued.token;
-}
-
-// Opens the results as Server-Sent Events, from the start or after the last cursor seen.
-async function openFeed() {
-  closeFeed();
-  const token = await feedToken();
-  const from = state.lastCursor === null ? 'earliest' : String(state.lastCursor + 1);
-  const url = `/api/stream/${encodeURIComponent(state.stream)}/results?from=${from}&access_token=${encodeURIComponent(token)}`;
-  const source = new EventSource(url);
-  state.source = source;
-  for (const type of FRAME_TYPES) {
-    source.addEventListener(type, (event) => onFrame(source, type, event));
-  }
-  // EventSource gives up on an answer that is not a stream (a 429 under the rate limit, a
-  // 503 while the daemon restarts): open it again shortly, from the last cursor.
-  source.onerror = () => {
-    if (source === state.source && source.readyState === EventSource.CLOSED) {
-      setTimeout(() => {
-        if (source === state.source) openFeed().catch((e) => say(e.message, true));
-      }, 2000);
-    }
-  };
-}
-
-function onFrame(source, type, event) {
-  // EventSource reports its own connection failures as `error` events without data; those
-  // are handled by `onerror`, not here.
-  if (source !== state.source || typeof event.data !== 'string') return;
-  const frame = JSON.parse(event.data);
-  if (typeof frame.cursor === 'number') state.lastCursor = frame.cursor;
-  switch (type) {
+function describe(frame) {
+  switch (frame.type) {
     case 'result':
-      addLine(type, frame.cursor, JSON.stringify(frame.data));
-      break;
+      return JSON.stringify(frame.data);
     case 'error':
-      addLine(type, frame.cursor, `${frame.error.code}: ${frame.error.message}`);
-      break;
+      return `error: ${frame.error.code}: ${frame.error.message}`;
     case 'gap':
-      addLine(type, null, `skipped ${frame.skipped} results (read too slowly)`);
-      break;
+      return `gap: ${frame.skipped} results no longer held`;
     case 'end':
-      addLine(type, frame.cursor, 'the stream ended');
-      closeFeed();
-      break;
-    case 'lagged':
-      addLine(type, null, `fell behind; resuming from ${frame.resume}`);
-      state.lastCursor = frame.resume - 1;
-      openFeed().catch((e) => say(e.message, true));
-      break;
-    case 'close':
-      addLine(type, null, `closed: ${frame.reason} (${frame.code})`);
-      closeFeed();
-      if (frame.code === 4401 && !state.claims) {
-        openFeed().catch((e) => say(e.message, true)); // a fresh token, same place
-      } else if (frame.code === 1001) {
-        setTimeout(() => openFeed().catch((e) => say(e.message, true)), 1000);
-      }
-      break;
+      return 'end: the stream ended';
     default:
-      break;
+      return frame.type;
   }
+}
+
+function addFrame(frame) {
+  addLine(frame.type, typeof frame.cursor === 'number' ? frame.cursor : null, describe(frame));
 }
 
 function addLine(type, cursor, text) {
@@ -261,31 +203,30 @@ function addLine(type, cursor, text) {
     c.textContent = '#' + cursor;
     item.appendChild(c);
   }
-  item.appendChild(document.createTextNode(type === 'result' ? text : `${type}: ${text}`));
+  item.appendChild(document.createTextNode(type === 'close' ? `closed: ${text}` : text));
   const list = $('results');
   list.appendChild(item);
   list.scrollTop = list.scrollHeight;
 }
 
+// A line that is JSON is sent as that JSON, any other as a string; in order, each acked once
+// the broker stored it.
 async function sendLines(event) {
   event.preventDefault();
   const lines = $('lines').value.split('\n').filter((l) => l.trim() !== '');
   if (lines.length === 0) return;
-  const body = lines
-    .map((line) => {
-      try {
-        JSON.parse(line);
-        return line;
-      } catch (_) {
-        return JSON.stringify(line);
-      }
-    })
-    .join('\n');
+  const values = lines.map((line) => {
+    try {
+      return JSON.parse(line);
+    } catch (_) {
+      return line;
+    }
+  });
   try {
-    const accepted = await api('POST', `/api/stream/${state.stream}/send`, body, 'application/x-ndjson');
+    const acks = await Promise.all(values.map((v) => state.client.send(state.selected, v)));
     $('lines').value = '';
+    say(`${acks.length} record(s) acknowledged by the broker`);
     if (!state.claims) await refreshStreams();
-    say(`${accepted.offsets.length} record(s) acknowledged by the broker`);
   } catch (e) {
     say(e.message, true);
   }
@@ -293,21 +234,19 @@ async function sendLines(event) {
 
 async function endStream() {
   try {
-    await api('DELETE', `/api/stream/${state.stream}`);
-    say(`ended stream ${state.stream}`);
+    await state.client.end(state.selected);
+    say(`ended stream ${state.selected}`);
     await refreshStreams();
   } catch (e) {
     say(e.message, true);
   }
 }
 
-document.addEventListener('DOMContentLoaded', () => {
-  $('login').addEventListener('submit', connect);
-  $('start-form').addEventListener('submit', startStream);
-  $('refresh').addEventListener('click', () => refreshStreams().catch((e) => say(e.message, true)));
-  $('send-form').addEventListener('submit', sendLines);
-  $('end').addEventListener('click', endStream);
-  $('processor').addEventListener('change', () => {
-    $('jq-filter').hidden = $('processor').value !== 'jq';
-  });
+$('login').addEventListener('submit', connect);
+$('start-form').addEventListener('submit', startStream);
+$('refresh').addEventListener('click', () => refreshStreams().catch((e) => say(e.message, true)));
+$('send-form').addEventListener('submit', sendLines);
+$('end').addEventListener('click', endStream);
+$('processor').addEventListener('change', () => {
+  $('jq-filter').hidden = $('processor').value !== 'jq';
 });
