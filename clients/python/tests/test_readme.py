@@ -15,17 +15,27 @@ README = Path(__file__).resolve().parents[1] / "README.md"
 EXAMPLE_URL = "http://127.0.0.1:8080"
 
 
-def example() -> str:
-    """The first ``python`` block of the README's ``## Example`` section."""
-    text = README.read_text()
-    section = text[text.index("## Example"):]
-    found = re.search(r"```python\n(.*?)```", section, re.S)
-    assert found, "no python block under ## Example"
+#: The repository's README, whose "From your code" section has the same program.
+REPOSITORY_README = Path(__file__).resolve().parents[3] / "README.md"
+
+
+def example(readme: Path = README, section: str = "## Example") -> str:
+    """The first ``python`` block of the README's section ``section``."""
+    text = readme.read_text()
+    found = re.search(r"```python\n(.*?)```", text[text.index(section):], re.S)
+    assert found, f"no python block under {section}"
     return found.group(1)
 
 
 async def test_the_readme_example_runs_as_written(daemon: Daemon) -> None:
-    code = example()
+    await runs_as_written(example(), daemon)
+
+
+async def test_the_repository_readme_program_runs_as_written(daemon: Daemon) -> None:
+    await runs_as_written(example(REPOSITORY_README, "### From your code"), daemon)
+
+
+async def runs_as_written(code: str, daemon: Daemon) -> None:
     assert EXAMPLE_URL in code
     src = Path(__file__).resolve().parents[1] / "src"
     proc = await asyncio.create_subprocess_exec(

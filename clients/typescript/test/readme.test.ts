@@ -24,6 +24,16 @@ after(async () => {
 
 test("the README example runs as written", async () => {
   const readme = readFileSync(join(PACKAGE_ROOT, "README.md"), "utf8");
+  await runsAsWritten(readme);
+});
+
+test("the repository README's TypeScript program runs as written", async () => {
+  const readme = readFileSync(join(PACKAGE_ROOT, "..", "..", "README.md"), "utf8");
+  await runsAsWritten(readme.slice(readme.indexOf("### From your code")));
+});
+
+/** Runs the first `ts` block of `readme` against this test's daemon. */
+async function runsAsWritten(readme: string): Promise<void> {
   const block = /```ts\n([\s\S]*?)```/.exec(readme);
   assert.ok(block, "a ts block in the README");
   const source = block[1]!;
@@ -43,4 +53,4 @@ test("the README example runs as written", async () => {
   });
   assert.match(out, /^stored at offset \d+$/m);
   assert.match(out, /^\{ greeting: 'HELLO' \}$/m);
-});
+}
