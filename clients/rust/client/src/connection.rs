@@ -26,6 +26,8 @@
 //! Each subscription is in one state on the current connection (idle, opening, open,
 //! closing), and frames are believed only of an open one: a `caught_up`, `lagged` or result
 //! of a subscription being unsubscribed is a leftover of it, never of the next.
+//!
+//! A daemon without `/api/connect` (404) is served by `fallback` from then on.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -197,6 +199,15 @@ pub(crate) async fn run(http: Http, mut commands: mpsc::UnboundedReceiver<Comman
             Some(socket) => socket,
             None => match m.connect().await {
                 Ok(socket) => socket,
+                // A daemon without `/api/connect`: a socket per stream from now on.
+                Err(Error::Server {
+                    status: Some(status),
+                    ..
+                }) if status == reqwest::StatusCode::NOT_FOUND => {
+                    let (subs, records) = m.hand_over();
+                    crate::fallback::run(m.http, subs, records, commands).await;
+                    return;
+                }
                 Err(e) => {
                     if let Some(pause) = m.pause_after_refusal(&e, &mut backoff) {
                         tracing::debug!(error = %e, ?pause, "streamgate: cannot connect");
@@ -328,6 +339,40 @@ impl Manager {
             return None;
         }
         Some(backoff.pause(retry_after))
+    }
+
+    /// Every subscription where it is and every record not answered, in the order sent, for
+    /// the fallback.
+    fn hand_over(&mut self) -> (Vec<crate::fallback::Handover>, Vec<crate::fallback::Record>) {
+        let subs = self
+            .subs
+            .drain()
+            .map(|(stream, sub)| crate::fallback::Handover {
+                id: sub.id,
+                stream,
+                options: sub.options,
+                last: sub.last,
+                frames: sub.frames,
+            })
+            .collect();
+        let mut waiting: Vec<Unanswered> = self
+            .unanswered
+            .drain()
+            .map(|(_, u)| u)
+            .chain(self.outbox.drain(..))
+            .chain(self.later.drain(..))
+            .collect();
+        waiting.sort_by_key(|u| u.order);
+        let records = waiting
+            .into_iter()
+            .map(|u| crate::fallback::Record {
+                stream: u.stream,
+                data: u.data,
+                key: u.key,
+                reply: u.reply,
+            })
+            .collect();
+        (subs, records)
     }
 
     /// Everyone waiting is told `e` (the subscriptions end).

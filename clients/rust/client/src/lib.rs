@@ -29,6 +29,8 @@
 //!   and subscriptions over the connection.
 //! - `http`: one HTTP helper: credentials, the daemon's JSON errors, `Retry-After` patience.
 //! - `connection`: the one `/api/connect` socket and what it does on each failure.
+//! - `fallback`: a socket per stream and sends over HTTP, for a daemon without
+//!   `/api/connect`.
 //! - `subscription`: [`Subscription`], a `Stream` of one stream's frames.
 //! - [`retry`]: back-off with jitter, and `Retry-After`.
 //! - `error`: [`Error`], typed by the daemon's error codes.
@@ -39,6 +41,7 @@
 
 mod connection;
 mod error;
+mod fallback;
 mod http;
 pub mod retry;
 mod subscription;
