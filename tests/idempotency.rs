@@ -282,3 +282,76 @@ async fn a_retry_after_an_outage_is_processed_once() {
     assert_eq!(results, vec![(Some("outage".into()), json!({"n": 1}))]);
     d.stop().await.unwrap();
 }
+
+/// The single-stream results socket opened with `send=frames`: records in frames with their
+/// key, answered `replayed` when sent again, refused when the key comes with another body;
+/// a message that is not a frame is refused; without `send=frames` messages are records.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_results_socket_with_send_frames_takes_idempotency_keys() {
+    let tansu = Tansu::start();
+    let d = Daemon::start(on(&tansu)).await;
+    let id = d.start_stream(ALICE, None).await;
+    let mut ws = d.subscribe_from(ALICE, &id, "earliest&send=frames").await;
+    send_frame(
+        &mut ws,
+        &json!({"data": {"n": 1}, "idempotency_key": "k-1"}),
+    )
+    .await;
+    let first = next_of(&mut ws, "ack").await;
+    assert_eq!(first["replayed"], Value::Null, "{first}");
+    send_frame(
+        &mut ws,
+        &json!({"data": {"n": 1}, "idempotency_key": "k-1"}),
+    )
+    .await;
+    let again = next_of(&mut ws, "ack").await;
+    assert_eq!(
+        (again["seq"].as_u64(), again["replayed"].as_bool()),
+        (Some(2), Some(true))
+    );
+    send_frame(
+        &mut ws,
+        &json!({"data": {"n": 2}, "idempotency_key": "k-1"}),
+    )
+    .await;
+    assert_eq!(
+        next_of(&mut ws, "nack").await["error"]["code"],
+        "idempotency_key_reused"
+    );
+    send_frame(&mut ws, &json!({"n": 3})).await;
+    let nack = next_of(&mut ws, "nack").await;
+    assert_eq!(nack["error"]["code"], "invalid_input");
+    assert!(
+        nack["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("send=frames"),
+        "{nack}"
+    );
+    send_frame(&mut ws, &json!({"data": {"n": 4}})).await;
+    next_of(&mut ws, "ack").await;
+    let results = settled_results(&tansu.bootstrap(), &id, 2).await;
+    assert_eq!(
+        results,
+        vec![
+            (Some("k-1".into()), json!({"n": 1})),
+            (None, json!({"n": 4}))
+        ]
+    );
+    // An unknown `send` mode is refused at the handshake, naming it.
+    let mut req = tokio_tungstenite::tungstenite::client::IntoClientRequest::into_client_request(
+        d.ws_url(&format!("/api/stream/{id}/results?send=keys")),
+    )
+    .unwrap();
+    req.headers_mut()
+        .insert("x-api-key", ALICE.parse().unwrap());
+    match tokio_tungstenite::connect_async(req).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(resp)) => {
+            assert_eq!(resp.status(), 400);
+            let body = String::from_utf8_lossy(resp.body().as_deref().unwrap_or_default());
+            assert!(body.contains("send: `keys`"), "{body}");
+        }
+        other => panic!("not refused: {:?}", other.map(|_| ())),
+    }
+    d.stop().await.unwrap();
+}

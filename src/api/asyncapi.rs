@@ -76,7 +76,7 @@ pub fn document(openapi: &Value) -> Value {
         json!({
             "name": "record",
             "title": "record",
-            "summary": "A record sent into the stream on the socket (any JSON value, text or binary frame). Answered in order with `ack` or `nack`.",
+            "summary": "A record sent into the stream on the socket (any JSON value, text or binary frame); on a socket opened with `send=frames`, `{\"data\": RECORD, \"idempotency_key\": KEY}` (RecordFrame: sent again with its key, stored once). Answered in order with `ack` or `nack` (`replayed: true` for a repeated key).",
             "contentType": "application/json",
             "payload": {},
         }),

@@ -354,6 +354,7 @@ const DEFAULT_TOKEN_TTL_S: u64 = 3600;
         ("from" = Option<String>, Query, description = "`latest` (default), `earliest`, a cursor, or `-N` for the last N results."),
         ("on_lag" = Option<String>, Query, description = "`close` (default) or `skip`."),
         ("until" = Option<String>, Query, description = "`now`: only what exists at connect, then close."),
+        ("send" = Option<String>, Query, description = "WebSocket: `frames`: each message sent is `{\"data\": RECORD, \"idempotency_key\": KEY}` (the key optional), so a record sent again with its key is stored once; otherwise each message is a record."),
         ("Last-Event-ID" = Option<String>, Header, description = "SSE: resume after this cursor (wins over `from`)."),
     ),
     responses(
@@ -375,13 +376,22 @@ pub async fn subscribe(
     query: HashMap<String, String>,
 ) -> Result<Response, Rejection> {
     let args = SubscribeArgs::from_query(&query, None).map_err(reject)?;
+    let framed = match query.get("send").map(String::as_str) {
+        None => false,
+        Some("frames") => true,
+        Some(other) => {
+            return Err(reject(ApiError::InvalidInput(format!(
+                "send: `{other}` is not `frames` (records in frames with an idempotency key)"
+            ))))
+        }
+    };
     let sub = subscriber(&id, &caller, &state, args)
         .await
         .map_err(reject)?;
     let max_message = state.config().limits.websocket.ws_max_message_bytes;
     let protocol = auth::ws_response_protocol(protocols.as_deref());
     Ok(upgrade.respond(protocol, max_message, move |socket| {
-        ws::session(socket, state, sub)
+        ws::session(socket, state, sub, framed)
     }))
 }
 

@@ -17,9 +17,9 @@ use utoipa::{Modify, OpenApi, ToSchema};
 use super::{console, handlers, stats};
 use crate::wire::{
     Accepted, Ack, Authenticated, BrokerView, ClientFrame, ErrorBody, ErrorCode, ErrorObject,
-    Frame, Gap, Invalid, LagPolicy, Lagged, Nack, Outcome, Percentiles, ProcessorSpec, Refusal,
-    Scope, StartFrom, Started, Stats, StatsRow, Status, StreamList, StreamRef, StreamState,
-    StreamView, TokenIssued, TokenRequest, TokensRequest, Totals,
+    Frame, Gap, Invalid, LagPolicy, Lagged, Nack, Outcome, Percentiles, ProcessorSpec, RecordFrame,
+    Refusal, Scope, StartFrom, Started, Stats, StatsRow, Status, StreamList, StreamRef,
+    StreamState, StreamView, TokenIssued, TokenRequest, TokensRequest, Totals,
 };
 
 /// Body of `POST /api/stream/start` (optional: an empty body starts an identity stream).
@@ -60,7 +60,7 @@ pub enum ProcessorArg {
         StartRequest, ProcessorArg, ProcessorSpec, Started, Accepted, TokenRequest, TokensRequest,
         TokenIssued, Scope, StreamView, StreamState, StreamList, Stats, BrokerView, Totals,
         Percentiles, StatsRow, Status, ErrorBody, ErrorObject, ErrorCode, Frame, Outcome, Gap,
-        Ack, Nack, StreamRef, Refusal, Lagged, Invalid, Authenticated, ClientFrame, StartFrom, LagPolicy
+        Ack, Nack, StreamRef, Refusal, Lagged, Invalid, Authenticated, ClientFrame, RecordFrame, StartFrom, LagPolicy
     )),
     modifiers(&Security, &Common),
     security(("api_key" = []), ("bearer" = []), ("access_token" = [])),

@@ -9,10 +9,15 @@
 //! slowly and was detached (the reason names the cursor to resume from); 4401 the stream
 //! token it was opened with expired; 1011 an internal error. A token without `send` gets a
 //! `nack` `forbidden` for each record sent on the socket.
+//!
+//! Each message the client sends is one record; opened with `send=frames`, each is a
+//! `wire::RecordFrame` instead, `{"data": RECORD, "idempotency_key": KEY}`, so a record
+//! sent again with its key is stored and processed once (the `ack` says `replayed`).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::FuturesOrdered;
 use futures_util::{FutureExt, SinkExt, StreamExt};
@@ -28,14 +33,32 @@ use crate::auth::Denied;
 use crate::delivery::Item;
 use crate::ingest::Acked;
 use crate::lifecycle::Phase;
-use crate::wire::{Ack, Close, Frame, Nack};
+use crate::wire::{Ack, Close, Frame, Nack, RecordFrame};
+
+/// A message of the client as a record and its idempotency key: the message itself, or with
+/// `send=frames` a [`RecordFrame`] around it.
+fn record(message: Bytes, framed: bool) -> Result<(Bytes, Option<String>), ApiError> {
+    if !framed {
+        return Ok((message, None));
+    }
+    let frame: RecordFrame = serde_json::from_slice(&message).map_err(|e| {
+        ApiError::InvalidInput(format!(
+            "with send=frames, each message is {{\"data\": RECORD, \"idempotency_key\": KEY}} \
+             (the key optional): {e}"
+        ))
+    })?;
+    Ok((
+        Bytes::copy_from_slice(frame.data.get().as_bytes()),
+        frame.idempotency_key,
+    ))
+}
 
 /// A record sent on the socket, answered in order: its sequence number and the outcome.
 type Answer = BoxFuture<'static, (u64, Result<Acked, ApiError>)>;
 
 /// Runs one session: the replay (if any) is opened now, after the live subscription. The
 /// subscriber's seat is held until the session ends.
-pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
+pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber, framed: bool) {
     let Subscriber {
         entry,
         seat: _seat,
@@ -119,12 +142,15 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber) {
                         } else if state.phase.at_least(Phase::Draining) {
                             futures_util::future::ready(Err(ApiError::ShuttingDown)).boxed()
                         } else {
-                            state
-                                .ingest
-                                .enqueue(&entry, m.into_data(), None)
-                                .await
-                                .map(|r| r.map_err(ApiError::from))
-                                .boxed()
+                            match record(m.into_data(), framed) {
+                                Ok((data, key)) => state
+                                    .ingest
+                                    .enqueue(&entry, data, key.as_deref())
+                                    .await
+                                    .map(|r| r.map_err(ApiError::from))
+                                    .boxed(),
+                                Err(e) => futures_util::future::ready(Err(e)).boxed(),
+                            }
                         };
                         answers.push_back(answer.map(move |r| (n, r)).boxed());
                     }

@@ -69,6 +69,10 @@ impl Mux {
     pub async fn next(&mut self) -> (Uuid, Item) {
         loop {
             if self.open.is_empty() {
+                // Every feed left is an unsubscribed or ended one; an aborted feed only ends
+                // when polled, which nothing does now: drop them here, so their router
+                // subscriptions go now rather than at the connection's next subscribe.
+                std::mem::forget(std::mem::take(&mut self.feeds));
                 std::future::pending::<()>().await;
             }
             match self.feeds.next().await {

@@ -164,6 +164,17 @@ pub enum ClientFrame {
     },
 }
 
+/// A record sent on a results socket opened with `send=frames`: the record, and the
+/// idempotency key it is sent (and sent again) with.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RecordFrame {
+    #[schema(value_type = Object)]
+    pub data: Box<serde_json::value::RawValue>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
+}
+
 /// What the processing stage produced for one input record (a `result`, `error` or `end`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct Outcome {
