@@ -13,13 +13,17 @@
 //! ```
 //!
 //! and depend on each other in one direction:
-//! `api → {ingest, processing, delivery} → registry → kafka → wire`.
+//! `api → {ingest, processing, delivery} → registry → {auth, kafka} → wire` (the registry
+//! knows who owns a stream, `auth::Principal`).
 //!
 //! - [`server`]: starts each component on the broker and serves the API until shutdown.
+//! - [`reload`]: a running daemon's configuration replaced (SIGHUP): keys, tokens,
+//!   certificates, rate limits; open connections whose credential went are closed.
 //! - `lifecycle`: the daemon's phases (running, draining, drained, stopping), watched by all.
-//! - `api`: the only part that speaks HTTP: the route table, quotas, authentication, CORS,
-//!   the WebSocket and Server-Sent Events transports (one delivery feed), stats, the console
-//!   page, the API's descriptions, and the one mapping of every error to a status.
+//! - `api`: the only part that speaks HTTP: the route table, TLS on the listener, quotas,
+//!   authentication, CORS, the WebSocket and Server-Sent Events transports (one delivery
+//!   feed), stats, the console page, the API's descriptions, and the one mapping of every
+//!   error to a status.
 //! - `ingest`: request bodies and frames become records in the input topic; end markers.
 //! - `processing`: the consumer group that runs each stream's processor, at least once;
 //!   with one hop (`processing.at_ingest`), also the accepting instance's side of it.
@@ -31,8 +35,9 @@
 //!   stored in them ([`kafka::records`]), the producer and the input log.
 //! - [`wire`]: every type that crosses the wire to a client, shared with `streamctl`.
 //! - [`config`]: the YAML schema, its sections' defaults and start-up validation.
-//! - `auth`: API keys, compared in constant time; streams are owned by key name.
-//! - `tokens`: scoped stream tokens (JWT) for web pages and pipelines, signed per key.
+//! - `auth`: who is calling: API keys compared in constant time, scoped stream tokens signed
+//!   per key, identity-provider JWTs checked against a JWKS; streams are owned by name.
+//! - `crypto`: the one TLS crypto provider (the listener, JWKS fetches).
 //! - `quota`: per-IP and per-key rate limits (governor), and per-key seats.
 //! - [`Error`]: the daemon's own failures, reported once at the binary's edge.
 //! - `metrics`, `latency`: Prometheus metrics per component, and recent end-to-end latency.
