@@ -603,3 +603,103 @@ async fn each_router_reads_only_the_partitions_its_subscribers_need() {
         d.stop().await.unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_connection_follows_streams_of_every_partition_sent_through_other_instances() {
+    use std::collections::HashMap;
+
+    let tansu = Tansu::start();
+    let config = on(&tansu);
+    let partitions = config.topics.partitions;
+    let (a, b, c) = (
+        Daemon::start(config.clone()).await,
+        Daemon::start(config.clone()).await,
+        Daemon::start(config).await,
+    );
+    for d in [&a, &b, &c] {
+        d.wait_until_ready().await;
+    }
+    // Two streams in each results partition: each partition's records are processed by
+    // whichever instance the group gave it, and A's router reads all of them for the one
+    // connection.
+    let mut ids: Vec<String> = Vec::new();
+    let mut per_partition: HashMap<i32, usize> = HashMap::new();
+    while ids.len() < 2 * partitions as usize {
+        let id = a.start_stream(ALICE, None).await;
+        let count = per_partition
+            .entry(streamgate::kafka::partition_for(&id, partitions))
+            .or_default();
+        if *count < 2 {
+            *count += 1;
+            ids.push(id);
+        }
+    }
+    let mut ws = a.connect(ALICE).await;
+    for id in &ids {
+        send_frame(
+            &mut ws,
+            &json!({"type": "subscribe", "stream_id": id, "from": "latest"}),
+        )
+        .await;
+    }
+    for _ in &ids {
+        let f = next_frame(&mut ws).await;
+        assert_eq!(f["type"], "subscribed", "{f}");
+    }
+    assert_eq!(partitions_read(&a).await, partitions as u64);
+
+    // Twenty records per stream, in batches of five alternating between B and C (each
+    // batch acknowledged before the next is sent, so that is the order stored), then a
+    // last one through B: every stream's results, once each, in order, on A's connection.
+    for (i, start) in (1..=20).step_by(5).enumerate() {
+        let through = if i % 2 == 0 { &b } else { &c };
+        for id in &ids {
+            let body: String = (start..start + 5).map(|n| format!("{n}\n")).collect();
+            let (status, resp) = through.send_ndjson(ALICE, id, body).await;
+            assert_eq!(status, 202, "{resp}");
+        }
+    }
+    for id in &ids {
+        assert_eq!(b.send_json(ALICE, id, &json!(21)).await.0, 202);
+    }
+    let mut got: HashMap<String, Vec<i64>> = HashMap::new();
+    let mut cursors: HashMap<String, i64> = HashMap::new();
+    while got.len() < ids.len() || got.values().any(|v| v.last() != Some(&21)) {
+        let f = next_frame(&mut ws).await;
+        assert_eq!(f["type"], "result", "{f}");
+        let stream = f["stream_id"].as_str().unwrap().to_string();
+        let cursor = f["cursor"].as_i64().unwrap();
+        if let Some(last) = cursors.insert(stream.clone(), cursor) {
+            assert!(cursor > last, "{stream}: cursor {cursor} after {last}");
+        }
+        got.entry(stream)
+            .or_default()
+            .push(f["data"].as_i64().unwrap());
+    }
+    for id in &ids {
+        assert_eq!(got[id], (1..=21).collect::<Vec<_>>(), "stream {id}");
+    }
+    // The partitions were processed by more than one instance (the group spread them).
+    let mut processed = Vec::new();
+    for d in [&a, &b, &c] {
+        let metrics = d.metrics().await;
+        processed.push(
+            metrics
+                .lines()
+                .find_map(|l| l.strip_prefix("streamgate_records_processed_total "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0),
+        );
+    }
+    assert!(
+        processed.iter().sum::<u64>() >= 21 * ids.len() as u64,
+        "processed per instance: {processed:?}"
+    );
+    assert!(
+        processed.iter().filter(|n| **n > 0).count() >= 2,
+        "processed per instance: {processed:?}"
+    );
+    for d in [a, b, c] {
+        d.stop().await.unwrap();
+    }
+}

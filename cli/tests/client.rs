@@ -450,3 +450,91 @@ async fn sending_the_same_input_again_with_its_prefix_stores_each_line_once() {
     assert_eq!(d.describe(ALICE, &id).await["records_in"], LINES);
     d.stop().await.unwrap();
 }
+
+/// `streamctl tail ID1 ID2 ID3`: three streams over one connection, each line `id<TAB>data`;
+/// the daemon restarted mid-way on the same address, every stream resumes from its own
+/// cursor (or from `earliest`, for the one with nothing printed yet): each result once, in
+/// order per stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_of_three_streams_survives_a_daemon_restart_without_gap_or_duplicate() {
+    use std::collections::HashMap;
+
+    let tansu = Tansu::start();
+    let mut config = test_config();
+    config.brokers = Brokers::Bootstrap(tansu.bootstrap());
+    let d = Daemon::start(config.clone()).await;
+    let addr = d.addr;
+    let ids = [
+        d.start_stream(ALICE, None).await,
+        d.start_stream(ALICE, None).await,
+        d.start_stream(ALICE, None).await,
+    ];
+    // Before the restart: 1..=10 into the first two streams, nothing into the third.
+    // After it: 11..=20 into all three (1..=10 too into the third).
+    let mut tail = streamctl(&d)
+        .arg("tail")
+        .args(&ids)
+        .args(["--format", "data", "-c", "60", "--from", "earliest"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(tail.stdout.take().unwrap()).lines();
+    for id in &ids[..2] {
+        let (status, _) = d
+            .send_ndjson(ALICE, id, (1..=10).map(|i| format!("{i}\n")).collect())
+            .await;
+        assert_eq!(status, 202);
+    }
+    let mut got: HashMap<String, Vec<String>> = HashMap::new();
+    let mut printed = 0;
+    let record = |line: String, got: &mut HashMap<String, Vec<String>>| {
+        let (id, data) = line
+            .split_once('\t')
+            .unwrap_or_else(|| panic!("not `id<TAB>data`: {line:?}"));
+        assert!(ids.iter().any(|i| i == id), "unknown stream in {line:?}");
+        got.entry(id.to_string())
+            .or_default()
+            .push(data.to_string());
+    };
+    while printed < 20 {
+        let line = tokio::time::timeout(WAIT, lines.next_line())
+            .await
+            .expect("tail stalled")
+            .unwrap()
+            .expect("tail ended early");
+        record(line, &mut got);
+        printed += 1;
+    }
+
+    // The daemon goes away (tail's connection is closed) and comes back on the same address.
+    d.stop().await.unwrap();
+    let d = Daemon::start_on(config, addr).await;
+    let (status, _) = d
+        .send_ndjson(ALICE, &ids[2], (1..=10).map(|i| format!("{i}\n")).collect())
+        .await;
+    assert_eq!(status, 202);
+    for id in &ids {
+        let (status, _) = d
+            .send_ndjson(ALICE, id, (11..=20).map(|i| format!("{i}\n")).collect())
+            .await;
+        assert_eq!(status, 202);
+    }
+    // tail exits after its 60th line: a duplicate would take the place of a later result.
+    while let Some(line) = tokio::time::timeout(WAIT, lines.next_line())
+        .await
+        .expect("tail stalled")
+        .unwrap()
+    {
+        record(line, &mut got);
+    }
+    let status = tokio::time::timeout(WAIT, tail.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success());
+    for id in &ids {
+        assert_eq!(got.get(id.as_str()), Some(&numbers(1..=20)), "stream {id}");
+    }
+    d.stop().await.unwrap();
+}

@@ -72,7 +72,7 @@ impl Mux {
                 // Every feed left is an unsubscribed or ended one; an aborted feed only ends
                 // when polled, which nothing does now: drop them here, so their router
                 // subscriptions go now rather than at the connection's next subscribe.
-                std::mem::forget(std::mem::take(&mut self.feeds));
+                self.feeds = SelectAll::new();
                 std::future::pending::<()>().await;
             }
             match self.feeds.next().await {

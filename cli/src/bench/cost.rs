@@ -53,12 +53,7 @@ impl Sample {
 
 /// `streamgate_cpu_seconds` from the daemon's `/metrics` (no key needed).
 async fn daemon_cpu(client: &Client) -> Option<f64> {
-    let text = reqwest::get(client.http().url("/metrics"))
-        .await
-        .ok()?
-        .text()
-        .await
-        .ok()?;
+    let text = client.http().get_text("/metrics").await.ok()?;
     cpu_seconds(&text)
 }
 

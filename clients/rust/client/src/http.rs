@@ -109,6 +109,17 @@ impl Http {
         })
     }
 
+    /// A `GET` of `path`'s text, without a credential (as `/metrics` is read).
+    pub async fn get_text(&self, path: &str) -> Result<String, Error> {
+        let url = self.url(path);
+        let transport = |source| Error::Transport {
+            url: url.clone(),
+            source,
+        };
+        let resp = self.client.get(&url).send().await.map_err(transport)?;
+        resp.text().await.map_err(transport)
+    }
+
     /// Opens a WebSocket for a request of [`Self::ws_request`] (over TLS for `wss://`).
     pub async fn ws_connect(
         &self,
