@@ -9,6 +9,10 @@
 //! Redpanda do, and on tansu 0.6.0, which evicts the member without telling the survivors:
 //! there the survivor's orphan watch (`processing/orphans.rs`) sees the dead member's
 //! partitions stand still with records waiting and rejoins the group to take them.
+//!
+//! Retry-safe sends across such a kill: records sent with idempotency keys, retried on any of
+//! three `streamctl serve` processes, get exactly one result each, counted in the results
+//! topic (a new owner does not write again the results its killed predecessor wrote).
 
 use std::collections::{BTreeMap, HashMap};
 use std::process::Stdio;
@@ -336,4 +340,497 @@ async fn sigkill_of_an_accepting_daemon_loses_no_stored_record() {
     }
     wait_for_all_results(&bootstrap, &stored).await;
     a.stop().await.unwrap();
+}
+
+// ---------------------------------------------------------------------------------------
+// Retry-safe sends (issue 28): every record sent with its own idempotency key, 1 to 3 times,
+// sequentially or concurrently, to three `streamctl serve` processes on one tansu chosen at
+// random per attempt, one of them SIGKILLed mid-run and restarted on its port. Counted in
+// the topics: exactly one result per key, each carrying its key.
+// ---------------------------------------------------------------------------------------
+
+/// Records sent, each with its own key.
+const KEYED_RECORDS: u64 = 1_000;
+/// Streams they are spread over.
+const KEYED_STREAMS: usize = 4;
+/// Records being sent at once (each with its 1 to 3 sends).
+const KEYED_SENDERS: usize = 24;
+/// Longest one send may take to be acknowledged, retries included.
+const SEND_DEADLINE: Duration = Duration::from_secs(60);
+
+/// A small deterministic generator (splitmix64), so a failing run can be repeated with its
+/// seed (`IDEMPOTENCY_SEED`).
+struct Rng(u64);
+
+impl Rng {
+    fn new(seed: u64, salt: u64) -> Self {
+        Rng(seed ^ salt.wrapping_mul(0x9e37_79b9_7f4a_7c15))
+    }
+
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 = self.0.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        (z ^ (z >> 31)) % n
+    }
+}
+
+/// `streamctl serve` processes sharing one broker, each on a port of its own for its whole
+/// life: SIGKILLed and started again there. Their logs (warnings and up, or `SERVE_LOG`'s
+/// filter) go to files in a temporary directory, shown only when the test fails. Killed on
+/// drop.
+struct Fleet {
+    dir: tempfile::TempDir,
+    bootstrap: String,
+    at_ingest: bool,
+    ports: Vec<u16>,
+    children: Vec<Option<tokio::process::Child>>,
+    http: reqwest::Client,
+}
+
+impl Fleet {
+    async fn start(bootstrap: &str, n: usize, at_ingest: bool) -> Self {
+        let mut fleet = Fleet {
+            dir: tempfile::tempdir().unwrap(),
+            bootstrap: bootstrap.to_string(),
+            at_ingest,
+            ports: (0..n).map(|_| free_port()).collect(),
+            children: (0..n).map(|_| None).collect(),
+            http: reqwest::Client::new(),
+        };
+        for i in 0..n {
+            fleet.spawn(i);
+        }
+        for i in 0..n {
+            fleet.wait_ready(i).await;
+        }
+        fleet
+    }
+
+    fn url(&self, i: usize) -> String {
+        format!("http://127.0.0.1:{}", self.ports[i])
+    }
+
+    fn log(&self, i: usize) -> std::path::PathBuf {
+        self.dir.path().join(format!("serve-{i}.log"))
+    }
+
+    fn spawn(&mut self, i: usize) {
+        let config = self.dir.path().join(format!("serve-{i}.yaml"));
+        std::fs::write(
+            &config,
+            format!(
+                "listen: 127.0.0.1:{port}\nbrokers: {bootstrap}\n\
+                 api_keys: [{{name: alice, key: {ALICE}}}]\n\
+                 rate_limits: {{per_ip: null, per_key: null, per_ip_public: null}}\n\
+                 topics: {{partitions: 3}}\nprocessing: {{at_ingest: {at_ingest}}}\n\
+                 log: {{level: warn, format: json}}\n",
+                port = self.ports[i],
+                bootstrap = self.bootstrap,
+                at_ingest = self.at_ingest,
+            ),
+        )
+        .unwrap();
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.log(i))
+            .unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_streamctl"))
+            .args(["serve", "--config", config.to_str().unwrap()])
+            .env(
+                "RUST_LOG",
+                std::env::var("SERVE_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdout(Stdio::null())
+            .stderr(log)
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+        self.children[i] = Some(child);
+    }
+
+    /// Waits until instance `i` answers `/readyz` with 200 (its stage is in the group).
+    async fn wait_ready(&self, i: usize) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let ready = self
+                .http
+                .get(format!("{}/readyz", self.url(i)))
+                .timeout(Duration::from_secs(2))
+                .send()
+                .await
+                .is_ok_and(|r| r.status() == 200);
+            if ready {
+                return;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "instance {i} never became ready"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// SIGKILL, and waits for the process to be gone.
+    async fn kill(&mut self, i: usize) {
+        if let Some(mut child) = self.children[i].take() {
+            child.start_kill().unwrap();
+            child.wait().await.unwrap();
+        }
+    }
+
+    async fn stop_all(&mut self) {
+        for i in 0..self.children.len() {
+            self.kill(i).await;
+        }
+    }
+}
+
+impl Drop for Fleet {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for i in 0..self.ports.len() {
+                let log = std::fs::read_to_string(self.log(i)).unwrap_or_default();
+                let tail: Vec<&str> = log.lines().rev().take(30).collect();
+                eprintln!("--- last lines of instance {i}'s log ---");
+                for line in tail.iter().rev() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+/// What the clients did, counted as they went.
+#[derive(Default)]
+struct Tally {
+    sends: std::sync::atomic::AtomicU64,
+    attempts: std::sync::atomic::AtomicU64,
+    acknowledged: std::sync::atomic::AtomicU64,
+    replayed: std::sync::atomic::AtomicU64,
+    connection_errors: std::sync::atomic::AtomicU64,
+    unavailable: std::sync::atomic::AtomicU64,
+    in_flight: std::sync::atomic::AtomicU64,
+}
+
+impl Tally {
+    fn add(counter: &std::sync::atomic::AtomicU64) {
+        counter.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn get(counter: &std::sync::atomic::AtomicU64) -> u64 {
+        counter.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One send of a keyed request: attempts on instances chosen at random until one
+/// acknowledges it (2xx). A connection error, a timeout or a 503 is retried at once
+/// elsewhere; a 409 `idempotency_key_in_flight` (or a 429) after its Retry-After.
+async fn send_keyed_until_acked(
+    http: &reqwest::Client,
+    urls: &[String],
+    stream: &str,
+    key: &str,
+    body: &str,
+    rng: &mut Rng,
+    tally: &Tally,
+) {
+    Tally::add(&tally.sends);
+    let deadline = tokio::time::Instant::now() + SEND_DEADLINE;
+    loop {
+        let url = &urls[rng.below(urls.len() as u64) as usize];
+        Tally::add(&tally.attempts);
+        let sent = http
+            .post(format!("{url}/api/stream/{stream}/send"))
+            .header("x-api-key", ALICE)
+            .header("idempotency-key", key)
+            .header("content-type", "application/json")
+            .body(body.to_string())
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await;
+        let pause = match sent {
+            Err(_) => {
+                Tally::add(&tally.connection_errors);
+                Duration::from_millis(20)
+            }
+            Ok(resp) => {
+                let retry_after = resp
+                    .headers()
+                    .get("retry-after")
+                    .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                    .map_or(Duration::from_millis(200), Duration::from_secs)
+                    .min(Duration::from_secs(1));
+                match status_and_json(resp).await {
+                    (200..=299, answer) => {
+                        Tally::add(&tally.acknowledged);
+                        if answer["replayed"] == true {
+                            Tally::add(&tally.replayed);
+                        }
+                        return;
+                    }
+                    (503, _) => {
+                        Tally::add(&tally.unavailable);
+                        Duration::from_millis(20)
+                    }
+                    (409, answer) if answer["error"]["code"] == "idempotency_key_in_flight" => {
+                        Tally::add(&tally.in_flight);
+                        retry_after
+                    }
+                    (429, _) => retry_after,
+                    (status, answer) => panic!("{key}: {status} {answer}"),
+                }
+            }
+        };
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{key} not acknowledged within {SEND_DEADLINE:?}"
+        );
+        tokio::time::sleep(pause).await;
+    }
+}
+
+/// Sends record `n`: 1 to 3 sends under its key, all at once or one after the other.
+async fn send_record(
+    http: reqwest::Client,
+    urls: Vec<String>,
+    stream: String,
+    n: u64,
+    seed: u64,
+    tally: std::sync::Arc<Tally>,
+) {
+    let mut rng = Rng::new(seed, n);
+    let key = format!("rec-{n}");
+    let body = serde_json::json!({ "n": n }).to_string();
+    let sends = 1 + rng.below(3);
+    if sends > 1 && rng.below(2) == 0 {
+        let mut rngs: Vec<Rng> = (0..sends)
+            .map(|s| Rng::new(seed ^ s.wrapping_add(1), n))
+            .collect();
+        futures_util::future::join_all(
+            rngs.iter_mut()
+                .map(|rng| send_keyed_until_acked(&http, &urls, &stream, &key, &body, rng, &tally)),
+        )
+        .await;
+    } else {
+        for _ in 0..sends {
+            send_keyed_until_acked(&http, &urls, &stream, &key, &body, &mut rng, &tally).await;
+        }
+    }
+}
+
+/// `streamgate.results` and `streamgate.input`, read with a plain consumer.
+async fn read_topic_async(bootstrap: &str, topic: &'static str) -> Vec<Record> {
+    let b = bootstrap.to_string();
+    tokio::task::spawn_blocking(move || read_topic(&b, topic))
+        .await
+        .unwrap()
+}
+
+/// The frames of `streams` in the results topic.
+async fn result_frames(bootstrap: &str, streams: &[String]) -> Vec<Value> {
+    read_topic_async(bootstrap, "streamgate.results")
+        .await
+        .iter()
+        .map(Record::json)
+        .filter(|f| {
+            f["stream_id"]
+                .as_str()
+                .is_some_and(|id| streams.iter().any(|s| s == id))
+        })
+        .collect()
+}
+
+async fn keyed_sends_across_a_sigkill(at_ingest: bool) {
+    let started = std::time::Instant::now();
+    let seed = std::env::var("IDEMPOTENCY_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| {
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos() as u64
+        });
+    let tansu = Tansu::start();
+    let bootstrap = tansu.bootstrap();
+    let mut fleet = Fleet::start(&bootstrap, 3, at_ingest).await;
+    let urls: Vec<String> = (0..3).map(|i| fleet.url(i)).collect();
+    let http = reqwest::Client::new();
+    let mut streams = Vec::new();
+    for _ in 0..KEYED_STREAMS {
+        let resp = http
+            .post(format!("{}/api/stream/start", urls[0]))
+            .header("x-api-key", ALICE)
+            .send()
+            .await
+            .unwrap();
+        let (status, answer) = status_and_json(resp).await;
+        assert_eq!(status, 201, "{answer}");
+        streams.push(answer["stream_id"].as_str().unwrap().to_string());
+    }
+
+    // Senders take records in turn. The victim is killed once a third of them are done;
+    // the last third waits until it is back, so that it receives attempts again.
+    let tally = std::sync::Arc::new(Tally::default());
+    let next = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (back_tx, back) = tokio::sync::watch::channel(false);
+    let senders: Vec<_> = (0..KEYED_SENDERS)
+        .map(|_| {
+            let (http, urls, streams) = (http.clone(), urls.clone(), streams.clone());
+            let (tally, next, done) = (tally.clone(), next.clone(), done.clone());
+            let mut back = back.clone();
+            tokio::spawn(async move {
+                loop {
+                    let n = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    if n >= KEYED_RECORDS {
+                        return;
+                    }
+                    if n >= KEYED_RECORDS * 2 / 3 {
+                        back.wait_for(|b| *b).await.unwrap();
+                    }
+                    let stream =
+                        streams[Rng::new(seed, n).below(KEYED_STREAMS as u64) as usize].clone();
+                    send_record(http.clone(), urls.clone(), stream, n, seed, tally.clone()).await;
+                    done.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
+            })
+        })
+        .collect();
+    let victim = Rng::new(seed, u64::MAX).below(3) as usize;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    while done.load(std::sync::atomic::Ordering::Relaxed) < KEYED_RECORDS / 3 {
+        assert!(tokio::time::Instant::now() < deadline, "sends too slow");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    fleet.kill(victim).await;
+    let killed_at = started.elapsed();
+    fleet.spawn(victim);
+    fleet.wait_ready(victim).await;
+    let back_at = started.elapsed();
+    back_tx.send_replace(true);
+    for sender in senders {
+        sender.await.unwrap();
+    }
+    let sent_at = started.elapsed();
+
+    // A last keyed record per stream: keyed records always go through the processing
+    // group, in order per partition, so once its result is in the results topic every
+    // record stored before it in its stream has been decided.
+    let mut rng = Rng::new(seed, u64::MAX - 1);
+    for id in &streams {
+        let body = serde_json::json!({ "last": true }).to_string();
+        let marker = Tally::default();
+        send_keyed_until_acked(&http, &urls, id, "last", &body, &mut rng, &marker).await;
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+    let frames = loop {
+        let frames = result_frames(&bootstrap, &streams).await;
+        let last = frames
+            .iter()
+            .filter(|f| f["idempotency_key"] == "last")
+            .count();
+        if last >= streams.len() {
+            break frames;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{last} of {} last records processed",
+            streams.len()
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+
+    // Counted in the topics.
+    let mut per_key: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+    let (mut unkeyed, mut errors) = (0, 0);
+    for f in frames {
+        match (f["type"].as_str(), f["idempotency_key"].as_str()) {
+            (Some("result"), Some("last")) => {}
+            (Some("result"), Some(key)) => per_key.entry(key.to_string()).or_default().push(f),
+            (Some("result"), None) => unkeyed += 1,
+            (Some("error"), _) => errors += 1,
+            _ => {}
+        }
+    }
+    let results: usize = per_key.values().map(Vec::len).sum();
+    let duplicated: Vec<String> = per_key
+        .iter()
+        .filter(|(_, fs)| fs.len() > 1)
+        .map(|(k, fs)| {
+            let offsets: Vec<String> = fs
+                .iter()
+                .map(|f| format!("{}@{}", f["input_partition"], f["input_offset"]))
+                .collect();
+            format!("{k}: {}", offsets.join(", "))
+        })
+        .collect();
+    let lost: Vec<u64> = (0..KEYED_RECORDS)
+        .filter(|n| !per_key.contains_key(&format!("rec-{n}")))
+        .collect();
+    let wrong: Vec<&String> = per_key
+        .iter()
+        .filter(|(k, fs)| fs.iter().any(|f| format!("rec-{}", f["data"]["n"]) != **k))
+        .map(|(k, _)| k)
+        .collect();
+    let stored: Vec<Value> = read_topic_async(&bootstrap, "streamgate.input")
+        .await
+        .iter()
+        .filter(|r| r.key.as_ref().is_some_and(|k| streams.contains(k)))
+        .map(Record::json)
+        .filter(|v| v.get("n").is_some())
+        .collect();
+    let stored_distinct: std::collections::HashSet<u64> =
+        stored.iter().filter_map(|v| v["n"].as_u64()).collect();
+    let hop = if at_ingest { "on" } else { "off" };
+    eprintln!(
+        "idempotency keys, one hop {hop} (seed {seed}): {KEYED_RECORDS} keys over {KEYED_STREAMS} \
+         streams, {} sends, {} attempts ({} connection errors, {} 503, {} 409 in flight), {} \
+         acknowledged ({} replayed); {} records stored in the input topic ({} distinct); {} \
+         results for {} distinct keys: {} duplicated, {} lost, {unkeyed} without a key, \
+         {errors} errors. Instance {victim} SIGKILLed at {killed_at:.1?}, ready again at \
+         {back_at:.1?}, all sends acknowledged at {sent_at:.1?}, counted at {:.1?}",
+        Tally::get(&tally.sends),
+        Tally::get(&tally.attempts),
+        Tally::get(&tally.connection_errors),
+        Tally::get(&tally.unavailable),
+        Tally::get(&tally.in_flight),
+        Tally::get(&tally.acknowledged),
+        Tally::get(&tally.replayed),
+        stored.len(),
+        stored_distinct.len(),
+        results,
+        per_key.len(),
+        duplicated.len(),
+        lost.len(),
+        started.elapsed(),
+    );
+    assert_eq!(Tally::get(&tally.acknowledged), Tally::get(&tally.sends));
+    assert_eq!(
+        stored_distinct.len() as u64,
+        KEYED_RECORDS,
+        "every key stored"
+    );
+    assert!(
+        duplicated.is_empty(),
+        "more than one result: {duplicated:?}"
+    );
+    assert!(lost.is_empty(), "no result: {lost:?}");
+    assert!(wrong.is_empty(), "results under another key: {wrong:?}");
+    assert_eq!((unkeyed, errors), (0, 0), "results without a key, errors");
+    assert_eq!(results, per_key.len(), "results = distinct keys");
+    fleet.stop_all().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_across_three_daemons_and_a_sigkill_on_tansu() {
+    keyed_sends_across_a_sigkill(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idempotency_keys_across_three_daemons_and_a_sigkill_with_one_hop_on_tansu() {
+    keyed_sends_across_a_sigkill(true).await;
 }

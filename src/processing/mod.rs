@@ -14,8 +14,10 @@
 //! producer that never gives up (`message.timeout.ms=0`), which keeps per-partition order. An
 //! acker task awaits each record's result acknowledgements in the same order and only then
 //! records the input offset (the `at_least_once.rs` pattern of rust-rdkafka). A crash between
-//! produce and commit re-processes records; duplicates carry the same `input_offset`, so
-//! readers can drop them.
+//! produce and commit re-processes records; the new owner reads back the results its
+//! predecessor wrote from the results floor committed with the offset and does not write them
+//! again (`progress.rs`). Where that cannot be done (results partitioned unlike the input, or
+//! the read fails), duplicates carry the same `input_offset`, so readers can drop them.
 //!
 //! If a result is ever refused, the stage stops recording offsets at that record, commits
 //! what was acknowledged, and restarts with a fresh consumer and producer session from the

@@ -14,6 +14,17 @@
 //! An owner that died never releases; its partitions are taken after `CLAIM_TIMEOUT` (its
 //! session is over by then), and records it processed after its last commit are processed
 //! again, as after any crash.
+//!
+//! What such a re-processing may not do is write results twice. With the results topic
+//! partitioned as the input topic (a stream's results in the partition of its records), each
+//! commit also carries a *results floor* for the partition, under the results topic's name in
+//! the same group: an offset of the results partition before which no result of a record from
+//! the next offset on lies (the results partition's end as this owner knew it from its own
+//! acknowledgements, read before processing the last recorded record; the floor it claimed
+//! while results of its predecessor still lie ahead). A new owner reads the results partition
+//! from that floor to its end and drops, record by record, the outputs already there
+//! (`written_after`). Only results read back are dropped: if the read fails, a result comes
+//! twice (same `input_offset`), never not at all.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,7 +33,7 @@ use std::time::{Duration, Instant};
 use futures_util::stream::{FuturesUnordered, StreamExt};
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
 use rdkafka::error::KafkaError;
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+use rdkafka::{ClientConfig, Message, Offset, TopicPartitionList};
 use tokio::sync::{mpsc, watch};
 
 use super::at_ingest::{Resolution, Settle};
@@ -35,6 +46,8 @@ use crate::kafka::Receipt;
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
 /// How often a claim looks again whether the previous owner released a partition.
 const CLAIM_POLL: Duration = Duration::from_millis(100);
+/// Longest a new owner reads its results partition back (`written_after`).
+const READ_BACK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Longest a claim waits for a release: the processing group's session timeout, after which
 /// the coordinator has dropped a previous owner that stopped heartbeating.
 pub const CLAIM_TIMEOUT: Duration = Duration::from_secs(10);
@@ -54,6 +67,8 @@ pub struct Pending {
     pub offset: i64,
     /// Where a new owner of the partition must start reading.
     pub rewind: i64,
+    /// The results floor read before the record was processed (see the module's text).
+    pub floor: Option<i64>,
     pub acks: Vec<Receipt>,
     /// For a record held back (`at_ingest`): settled once its results are written, or
     /// abandoned with its partition.
@@ -62,7 +77,8 @@ pub struct Pending {
 
 /// How one record's wait for its acknowledgements ended.
 enum Outcome {
-    Acknowledged,
+    /// With the highest offset acknowledged (for its results: in its partition).
+    Acknowledged(Option<i64>),
     /// Its partition was revoked while it waited: nothing from it on is recorded here.
     Abandoned,
     Failed(StageError),
@@ -70,22 +86,26 @@ enum Outcome {
 
 impl Pending {
     /// Waits for the record's acknowledgements, then for its settlement.
-    async fn outcome(self) -> (i32, i64, i64, Outcome) {
+    async fn outcome(self) -> (i32, i64, i64, Option<i64>, Outcome) {
         let (partition, offset, rewind) = (self.partition, self.offset, self.rewind);
-        let done = |outcome| (partition, offset, rewind, outcome);
+        let done = |outcome| (partition, offset, rewind, self.floor, outcome);
+        let mut highest = None;
         for ack in self.acks {
-            if let Err(e) = ack.await {
-                return done(Outcome::Failed(StageError::NotAcknowledged {
-                    partition,
-                    offset,
-                    reason: e.to_string(),
-                }));
+            match ack.await {
+                Ok(at) => highest = highest.max(Some(at)),
+                Err(e) => {
+                    return done(Outcome::Failed(StageError::NotAcknowledged {
+                        partition,
+                        offset,
+                        reason: e.to_string(),
+                    }))
+                }
             }
         }
         done(match self.settle {
-            None => Outcome::Acknowledged,
+            None => Outcome::Acknowledged(highest),
             Some(settle) => match settle.await {
-                Ok(Resolution::Written) => Outcome::Acknowledged,
+                Ok(Resolution::Written) => Outcome::Acknowledged(highest),
                 Ok(Resolution::Abandoned) => Outcome::Abandoned,
                 Err(e) => Outcome::Failed(e),
             },
@@ -98,22 +118,108 @@ impl Pending {
 pub struct Progress {
     consumer: Arc<BaseConsumer>,
     topic: String,
+    /// The results topic, when it is partitioned as the input topic (else no floors).
+    results: Option<String>,
+    /// Reads results partitions back for `written_after`.
+    reader: Arc<BaseConsumer>,
     /// Partitions this instance claimed and has not released, with the next offset last
     /// committed for each.
     held: Mutex<HashMap<i32, i64>>,
+    /// The results floor last committed for each held partition (or claimed with it).
+    floors: Mutex<HashMap<i32, i64>>,
+    /// Per partition, the end of its results partition as this instance knows it (read at
+    /// its claim, then past every result acknowledged here): the floor of what comes next.
+    results_end: Mutex<HashMap<i32, i64>>,
 }
 
 impl Progress {
-    pub fn new(group_config: &ClientConfig, topic: &str) -> Result<Self, KafkaError> {
+    /// `results`: the results topic, when its partitions are the input topic's.
+    pub fn new(
+        group_config: &ClientConfig,
+        topic: &str,
+        results: Option<&str>,
+    ) -> Result<Self, KafkaError> {
         let group = group_config.get("group.id").unwrap_or("streamgate");
         let mut c = group_config.clone();
         c.set("group.id", progress_group(group))
             .set("enable.auto.commit", "false");
+        let mut reader = c.clone();
+        reader.set("enable.partition.eof", "false");
         Ok(Self {
             consumer: Arc::new(c.create()?),
             topic: topic.to_string(),
+            results: results.map(str::to_string),
+            reader: Arc::new(reader.create()?),
             held: Mutex::default(),
+            floors: Mutex::default(),
+            results_end: Mutex::default(),
         })
+    }
+
+    /// The results floor of `partition` now: to be read *before* processing a record.
+    /// `inherited`: results of a previous owner lie ahead (`written_after` found some not
+    /// passed yet), so the floor stays the one claimed, below them, for the next owner.
+    pub fn floor(&self, partition: i32, inherited: bool) -> Option<i64> {
+        self.results.as_ref()?;
+        let floors = if inherited {
+            &self.floors
+        } else {
+            &self.results_end
+        };
+        floors
+            .lock()
+            .expect("progress lock")
+            .get(&partition)
+            .copied()
+    }
+
+    /// A result of `partition` acknowledged at `offset`: later ones come after it.
+    fn acknowledged(&self, partition: i32, offset: i64) {
+        if let Some(end) = self
+            .results_end
+            .lock()
+            .expect("progress lock")
+            .get_mut(&partition)
+        {
+            *end = (*end).max(offset + 1);
+        }
+    }
+
+    /// After a claim: how many outputs of each record of `partition` from `next` on are in
+    /// the results partition already (written by a previous owner that did not record its
+    /// progress past them), read from the floor claimed with the partition to the end. Also
+    /// starts this owner's floor there. An unreadable results partition is a warning and
+    /// nothing known (those results may come twice).
+    pub async fn written_after(&self, partition: i32, next: i64) -> HashMap<i64, usize> {
+        let Some(results) = self.results.clone() else {
+            return HashMap::new();
+        };
+        let floor = self
+            .floors
+            .lock()
+            .expect("progress lock")
+            .get(&partition)
+            .copied();
+        let reader = self.reader.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            read_written(&reader, &results, partition, floor, next)
+        })
+        .await
+        .map_err(|e| e.to_string())
+        .and_then(|r| r);
+        match read {
+            Ok((written, end)) => {
+                self.results_end
+                    .lock()
+                    .expect("progress lock")
+                    .insert(partition, end);
+                written
+            }
+            Err(e) => {
+                tracing::warn!(partition, error = %e, "results partition not read back; results of records processed by its previous owner may come twice");
+                HashMap::new()
+            }
+        }
     }
 
     /// Takes gained partitions over: waits until their previous owner released them (at
@@ -147,10 +253,21 @@ impl Progress {
             .iter()
             .map(|p| (*p, committed.get(p).map_or(0, |v| decode(*v).0)))
             .collect();
-        self.commit(&next, true)
+        let floors = match &self.results {
+            Some(results) => self.committed_of(results, partitions).await?,
+            None => HashMap::new(),
+        };
+        self.commit(&next, &floors, true)
             .await
             .map_err(|e| StageError::Progress(format!("claim partitions: {e}")))?;
         self.held.lock().expect("progress lock").extend(&next);
+        let mut known = self.floors.lock().expect("progress lock");
+        for p in partitions {
+            match floors.get(p) {
+                Some(floor) => known.insert(*p, *floor),
+                None => known.remove(p),
+            };
+        }
         Ok(next)
     }
 
@@ -170,7 +287,21 @@ impl Progress {
         if released.is_empty() {
             return;
         }
-        if let Err(e) = self.commit(&released, false).await {
+        let floors: HashMap<i32, i64> = {
+            let mut floors = self.floors.lock().expect("progress lock");
+            let out = floors
+                .iter()
+                .filter(|(p, _)| released.contains_key(p))
+                .map(|(p, f)| (*p, *f))
+                .collect();
+            floors.retain(|p, _| !released.contains_key(p));
+            out
+        };
+        self.results_end
+            .lock()
+            .expect("progress lock")
+            .retain(|p, _| !released.contains_key(p));
+        if let Err(e) = self.commit(&released, &floors, false).await {
             tracing::warn!(error = %e, "partitions not released; their next owner waits for them");
         }
     }
@@ -205,9 +336,18 @@ impl Progress {
 
     /// The committed values of `partitions` (those that have one).
     async fn committed(&self, partitions: &[i32]) -> Result<HashMap<i32, i64>, StageError> {
+        self.committed_of(&self.topic, partitions).await
+    }
+
+    /// The values committed under `topic` for `partitions` (those that have one).
+    async fn committed_of(
+        &self,
+        topic: &str,
+        partitions: &[i32],
+    ) -> Result<HashMap<i32, i64>, StageError> {
         let mut tpl = TopicPartitionList::new();
         for p in partitions {
-            tpl.add_partition(&self.topic, *p);
+            tpl.add_partition(topic, *p);
         }
         let c = self.consumer.clone();
         let committed =
@@ -225,12 +365,23 @@ impl Progress {
             .collect())
     }
 
-    /// Commits next offsets, marked held or released, synchronously.
-    async fn commit(&self, next: &HashMap<i32, i64>, held: bool) -> Result<(), String> {
+    /// Commits next offsets, marked held or released, and results floors, synchronously.
+    async fn commit(
+        &self,
+        next: &HashMap<i32, i64>,
+        floors: &HashMap<i32, i64>,
+        held: bool,
+    ) -> Result<(), String> {
         let mut tpl = TopicPartitionList::new();
         for (p, n) in next {
             tpl.add_partition_offset(&self.topic, *p, Offset::Offset(encode(*n, held)))
                 .map_err(|e| e.to_string())?;
+        }
+        if let Some(results) = &self.results {
+            for (p, floor) in floors.iter().filter(|(p, _)| next.contains_key(p)) {
+                tpl.add_partition_offset(results, *p, Offset::Offset(*floor))
+                    .map_err(|e| e.to_string())?;
+            }
         }
         let c = self.consumer.clone();
         match tokio::task::spawn_blocking(move || c.commit(&tpl, CommitMode::Sync)).await {
@@ -245,7 +396,7 @@ impl Progress {
     /// elsewhere already), and rewind points only of those the group consumer still owns; if
     /// the commit fails nothing is stored (the older, safe values stay) and it is tried again
     /// next time.
-    async fn record<X, C>(&self, group: &C, latest: &mut HashMap<i32, (i64, i64)>)
+    async fn record<X, C>(&self, group: &C, latest: &mut HashMap<i32, Latest>)
     where
         X: ConsumerContext,
         C: Consumer<X>,
@@ -261,18 +412,40 @@ impl Progress {
             .assignment()
             .map(|tpl| tpl.elements().iter().map(|e| e.partition()).collect())
             .unwrap_or_default();
-        let next: HashMap<i32, i64> = latest.iter().map(|(p, (_, n))| (*p, *n)).collect();
+        let mut next: HashMap<i32, i64> = HashMap::new();
+        let mut floors: HashMap<i32, i64> = HashMap::new();
+        {
+            let held = self.held.lock().expect("progress lock");
+            let known = self.floors.lock().expect("progress lock");
+            for (p, l) in latest.iter() {
+                // Records replayed after a claim (read again from the rewind point up to
+                // where the claim started) never take progress back: the records between
+                // were processed, and a new owner must not process them again.
+                let at = held.get(p).copied().unwrap_or(0);
+                let (n, floor) = if l.next > at {
+                    (l.next, l.floor)
+                } else {
+                    (at, None)
+                };
+                next.insert(*p, n);
+                // A record without a floor keeps the last one (lower, so still a floor).
+                if let Some(floor) = floor.or_else(|| known.get(p).copied()) {
+                    floors.insert(*p, floor);
+                }
+            }
+        }
         let mut rewind = TopicPartitionList::new();
-        for (p, (r, _)) in latest.iter().filter(|(p, _)| owned.contains(p)) {
+        for (p, l) in latest.iter().filter(|(p, _)| owned.contains(p)) {
             if rewind
-                .add_partition_offset(&self.topic, *p, Offset::Offset(*r))
+                .add_partition_offset(&self.topic, *p, Offset::Offset(l.rewind))
                 .is_err()
             {
                 return;
             }
         }
-        match self.commit(&next, true).await {
+        match self.commit(&next, &floors, true).await {
             Ok(()) => {
+                self.floors.lock().expect("progress lock").extend(&floors);
                 if rewind.count() > 0 {
                     if let Err(e) = group.store_offsets(&rewind) {
                         tracing::debug!(error = %e, "processing offsets not stored");
@@ -291,6 +464,68 @@ impl Progress {
     }
 }
 
+/// A partition's progress not yet recorded: its rewind point, next offset and results floor.
+struct Latest {
+    rewind: i64,
+    next: i64,
+    floor: Option<i64>,
+}
+
+/// Reads results partition `partition` of `topic` from `floor` to its end: how many frames
+/// each record of input partition `partition` from offset `next` on has there, and the end.
+/// Without a floor, only the end.
+fn read_written(
+    reader: &BaseConsumer,
+    topic: &str,
+    partition: i32,
+    floor: Option<i64>,
+    next: i64,
+) -> Result<(HashMap<i64, usize>, i64), String> {
+    #[derive(serde::Deserialize)]
+    struct Origin {
+        input_partition: i32,
+        input_offset: i64,
+    }
+    let (low, end) = reader
+        .fetch_watermarks(topic, partition, READ_BACK_TIMEOUT)
+        .map_err(|e| e.to_string())?;
+    let mut written = HashMap::new();
+    let Some(from) = floor.map(|f| f.max(low)).filter(|f| *f < end) else {
+        return Ok((written, end));
+    };
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, partition, Offset::Offset(from))
+        .map_err(|e| e.to_string())?;
+    reader.assign(&tpl).map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + READ_BACK_TIMEOUT;
+    let mut at = from;
+    let read = loop {
+        if at >= end {
+            break Ok((written, end));
+        }
+        if Instant::now() >= deadline {
+            break Err(format!("read {at} of {from}..{end} in time"));
+        }
+        match reader.poll(Duration::from_millis(200)) {
+            Some(Ok(m)) => {
+                at = m.offset() + 1;
+                let origin = m
+                    .payload()
+                    .and_then(|p| serde_json::from_slice::<Origin>(p).ok());
+                if let Some(o) = origin {
+                    if o.input_partition == partition && o.input_offset >= next {
+                        *written.entry(o.input_offset).or_insert(0) += 1;
+                    }
+                }
+            }
+            Some(Err(e)) => break Err(e.to_string()),
+            None => {}
+        }
+    };
+    let _ = reader.unassign();
+    read
+}
+
 /// Awaits each processed record's result acknowledgements, in order per partition, and
 /// records progress as it goes. Partitions are awaited independently, so a record held back
 /// in one (`at_ingest`) does not hold the others' progress, nor a revoked partition's flush.
@@ -305,8 +540,8 @@ pub async fn ack_in_order<X, C>(
     X: ConsumerContext,
     C: Consumer<X> + Send + Sync + 'static,
 {
-    // Per partition: (rewind point, next offset) not yet recorded.
-    let mut latest: HashMap<i32, (i64, i64)> = HashMap::new();
+    // Per partition: what is not yet recorded.
+    let mut latest: HashMap<i32, Latest> = HashMap::new();
     // Per partition: records waiting behind the one being awaited (in `heads`).
     let mut queues: HashMap<i32, VecDeque<Pending>> = HashMap::new();
     let mut heads = FuturesUnordered::new();
@@ -349,11 +584,14 @@ pub async fn ack_in_order<X, C>(
                 Some(Work::Flush(revoked, done)) => flushes.push((revoked, done)),
                 None => open = false,
             },
-            Some((partition, offset, rewind, outcome)) = heads.next() => {
+            Some((partition, offset, rewind, floor, outcome)) = heads.next() => {
                 match outcome {
-                    Outcome::Acknowledged => {
+                    Outcome::Acknowledged(highest) => {
                         let next = offset + 1;
-                        latest.insert(partition, (rewind.min(next), next));
+                        if let Some(at) = highest {
+                            progress.acknowledged(partition, at);
+                        }
+                        latest.insert(partition, Latest { rewind: rewind.min(next), next, floor });
                     }
                     Outcome::Abandoned => {
                         abandoned.insert(partition);
@@ -400,8 +638,8 @@ mod tests {
         let broker = EmbeddedBroker::start(&topics).unwrap();
         let mut config = client_config(broker.bootstrap_servers(), &Default::default());
         config.set("group.id", "fence");
-        let holder = Progress::new(&config, &topics.input).unwrap();
-        let next = Arc::new(Progress::new(&config, &topics.input).unwrap());
+        let holder = Progress::new(&config, &topics.input, None).unwrap();
+        let next = Arc::new(Progress::new(&config, &topics.input, None).unwrap());
 
         assert_eq!(holder.claim(&[0]).await.unwrap(), HashMap::from([(0, 0)]));
         let claim = tokio::spawn({
@@ -411,7 +649,10 @@ mod tests {
         tokio::time::sleep(CLAIM_POLL * 5).await;
         assert!(!claim.is_finished(), "a held partition was claimed");
 
-        holder.commit(&HashMap::from([(0, 7)]), true).await.unwrap();
+        holder
+            .commit(&HashMap::from([(0, 7)]), &HashMap::new(), true)
+            .await
+            .unwrap();
         holder.held.lock().unwrap().insert(0, 7);
         holder.release(None).await;
         assert_eq!(claim.await.unwrap(), HashMap::from([(0, 7)]));

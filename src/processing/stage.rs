@@ -140,6 +140,10 @@ struct StageState {
     /// Per stream, its last item held back (a one-hop record awaiting confirmation, or
     /// outputs behind one) and its partition: the stream's next outputs follow it.
     held: std::collections::HashMap<Uuid, (i32, Settle)>,
+    /// Per claimed partition, per input offset: how many of the record's outputs a previous
+    /// owner wrote already (it died before recording its progress past them): not written
+    /// again (`Progress::written_after`).
+    written: std::collections::HashMap<i32, std::collections::HashMap<i64, usize>>,
 }
 
 impl StageState {
@@ -157,6 +161,20 @@ impl StageState {
         self.partitions.revoke(lost);
         self.owned.retain(|p| !lost.contains(p));
         self.held.retain(|_, (p, _)| !lost.contains(p));
+        self.written.retain(|p, _| !lost.contains(p));
+    }
+
+    /// How many leading outputs of the record at (`partition`, `offset`) are written already.
+    fn written(&mut self, partition: i32, offset: i64) -> usize {
+        let Some(written) = self.written.get_mut(&partition) else {
+            return 0;
+        };
+        let n = written.remove(&offset).unwrap_or(0);
+        written.retain(|o, _| *o > offset);
+        if written.is_empty() {
+            self.written.remove(&partition);
+        }
+        n
     }
 }
 
@@ -176,6 +194,9 @@ pub struct Stage {
     consumer_config: ClientConfig,
     input_topic: String,
     input_partitions: i32,
+    /// The results topic, when it is partitioned as the input topic: then a new owner of a
+    /// partition does not write again what its previous owner wrote (`progress.rs`).
+    results_topic: Option<String>,
     /// Never gives up on a result (`message.timeout.ms=0`), so nothing is skipped.
     results: TopicProducer,
     /// Writes window close markers into the input topic.
@@ -233,6 +254,8 @@ impl Stage {
             consumer_config,
             input_topic: cluster.topics.input.name.clone(),
             input_partitions: cluster.topics.input.partitions,
+            results_topic: (cluster.topics.results.partitions == cluster.topics.input.partitions)
+                .then(|| cluster.topics.results.name.clone()),
             results,
             input,
             evaluator,
@@ -280,8 +303,12 @@ impl Stage {
         consumer
             .subscribe(&[&self.input_topic])
             .map_err(|e| StageError::Consumer(format!("subscribe to {}: {e}", self.input_topic)))?;
-        let progress = Progress::new(&self.consumer_config, &self.input_topic)
-            .map_err(|e| StageError::Progress(format!("create consumer: {e}")))?;
+        let progress = Progress::new(
+            &self.consumer_config,
+            &self.input_topic,
+            self.results_topic.as_deref(),
+        )
+        .map_err(|e| StageError::Progress(format!("create consumer: {e}")))?;
         let progress = Arc::new(progress);
         let (failed_tx, mut failed) = watch::channel(None::<StageError>);
         let acker = tokio::spawn(ack_in_order(
@@ -339,12 +366,18 @@ impl Stage {
             if let Err(e) = rebalanced {
                 break Err(e);
             }
+            // Read before the record is processed: its results come after it.
+            let floor = msg.as_ref().ok().and_then(|m| {
+                let p = m.partition();
+                progress.floor(p, state.written.contains_key(&p))
+            });
             match msg {
                 Ok(m) if !state.owned.contains(&m.partition()) => {
                     tracing::debug!(partition = m.partition(), "record of a revoked partition");
                 }
                 Ok(m) => match self.process(&m, &mut state).await {
-                    Ok(pending) => {
+                    Ok(mut pending) => {
+                        pending.floor = floor;
                         if tx.send(Work::Done(pending)).await.is_err() {
                             break Err(StageError::AckerStopped);
                         }
@@ -400,6 +433,15 @@ impl Stage {
                 for (partition, until) in progress.claim(&gained).await? {
                     tracing::debug!(partition, until, "records before this were processed");
                     state.partitions.replay_until.insert(partition, until);
+                    let written = progress.written_after(partition, until).await;
+                    if !written.is_empty() {
+                        tracing::info!(
+                            partition,
+                            records = written.len(),
+                            "results of records processed by the previous owner are written already"
+                        );
+                        state.written.insert(partition, written);
+                    }
                 }
                 // What the previous owners decided of idempotency keys, before deciding on.
                 self.keys
@@ -464,6 +506,7 @@ impl Stage {
             partition,
             offset,
             rewind,
+            floor: None,
             acks: Vec::new(),
             settle: None,
         };
@@ -538,13 +581,18 @@ impl Stage {
                 self.metrics.processing.processing_errors.inc();
             }
         }
-        let step = record::step(
+        let mut step = record::step(
             &mut state.partitions,
             &input,
             evaluated,
             replaying,
             now_ms(),
         );
+        // What a previous owner wrote of this record's results before it died.
+        let written = state.written(partition, offset).min(step.outputs.len());
+        if written > 0 {
+            step.outputs.drain(..written);
+        }
         let counted = (!step.outputs.is_empty())
             .then(|| self.registry.local(&stream))
             .flatten();
