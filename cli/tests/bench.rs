@@ -240,3 +240,32 @@ async fn bench_streams_take_the_given_processor() {
     assert_eq!(with_filter, 4, "{streams}");
     d.stop().await.unwrap();
 }
+
+/// `--mux`: the four streams over two `/api/connect` connections, results only (sends over
+/// HTTP), then sends too (`send` frames on the same connections): every record accounted
+/// for both ways.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mux_bench_accounts_for_every_record_over_api_connect() {
+    let d = Daemon::start(test_config()).await;
+    let env = daemon_env(&d);
+    let load: Vec<&str> = "--streams 4 --rate 200 --duration 2s --mux 2"
+        .split_whitespace()
+        .collect();
+    let (status, report, stderr) = bench(&load, &env).await;
+    assert!(status.success(), "{stderr}");
+    assert_clean_run(
+        &report["gateway"],
+        "http, results over /api/connect (2 streams each)",
+        400,
+    );
+    let mut ws = load.clone();
+    ws.extend(["--transport", "ws"]);
+    let (status, report, stderr) = bench(&ws, &env).await;
+    assert!(status.success(), "{stderr}");
+    assert_clean_run(
+        &report["gateway"],
+        "ws: sends and results over /api/connect (2 streams each)",
+        400,
+    );
+    d.stop().await.unwrap();
+}

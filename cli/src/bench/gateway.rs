@@ -1,5 +1,6 @@
-//! Load through the daemon: open the streams, subscribe to each over a WebSocket, send on the
-//! schedule over HTTP (NDJSON batches) or on the subscriber sockets, and record every
+//! Load through the daemon: open the streams, subscribe to each over a WebSocket (or, with
+//! `--mux`, over shared `/api/connect` connections), send on the schedule over HTTP (NDJSON
+//! batches) or on those sockets (`send` frames on `/api/connect`), and record every
 //! acknowledgement and result.
 //!
 //! Sending never waits for the daemon: each HTTP batch is its own task (at most
@@ -116,9 +117,19 @@ pub async fn run(
     let rec = Arc::new(Recorder::new(schedule, start, load.subscribers));
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let mut writers = Vec::new();
+    // Per stream, where its `--transport ws` records are written.
+    let mut writers: Vec<Option<mpsc::Sender<Writing>>> = vec![None; ids.len()];
     for (ws, streams) in muxed {
-        tasks.spawn(subscribe_mux(ws, streams, rec.clone(), stop_rx.clone()));
+        let (sink, source) = ws.split();
+        if load.transport == Transport::Ws {
+            let (tx, rx) = mpsc::channel(WS_QUEUE);
+            for index in streams.values() {
+                writers[*index] = Some(tx.clone());
+            }
+            let by_index: HashMap<usize, Uuid> = streams.iter().map(|(id, i)| (*i, *id)).collect();
+            tasks.spawn(write_mux(sink, rx, by_index, rec.clone()));
+        }
+        tasks.spawn(subscribe_mux(source, streams, rec.clone(), stop_rx.clone()));
     }
     for (stream, sockets) in sockets.into_iter().enumerate() {
         for (subscriber, ws) in sockets.into_iter().enumerate() {
@@ -133,7 +144,7 @@ pub async fn run(
             if load.transport == Transport::Ws && subscriber == 0 {
                 let (tx, rx) = mpsc::channel(WS_QUEUE);
                 tasks.spawn(write(sink, rx, stream, rec.clone()));
-                writers.push(tx);
+                writers[stream] = Some(tx);
             }
         }
     }
@@ -164,7 +175,8 @@ pub async fn run(
                 }
                 Transport::Ws => {
                     let n = records.len() as u64;
-                    if writers[stream].send(records).await.is_err() {
+                    let writer = writers[stream].as_ref().expect("a writer per stream");
+                    if writer.send((stream, first, records)).await.is_err() {
                         rec.error("ws writer closed", n);
                         rec.refused(n);
                     }
@@ -181,6 +193,9 @@ pub async fn run(
     end_streams(client, &ids).await;
     sent?;
     let transport = match (load.mux, load.idempotency) {
+        (Some(per), _) if load.transport == Transport::Ws => {
+            format!("ws: sends and results over /api/connect ({per} streams each)")
+        }
         (Some(per), _) => format!("http, results over /api/connect ({per} streams each)"),
         (None, true) => "http with idempotency keys".to_string(),
         (None, false) => load.transport.as_str().to_string(),
@@ -290,7 +305,7 @@ async fn connect_mux(
 /// Reads one `/api/connect` socket's frames until told to stop, each result recorded for
 /// the stream it names.
 async fn subscribe_mux(
-    mut ws: Ws,
+    mut ws: SplitStream<Ws>,
     streams: HashMap<Uuid, usize>,
     rec: Arc<Recorder>,
     mut stop: watch::Receiver<bool>,
@@ -317,9 +332,52 @@ async fn subscribe_mux(
                     rec.received(*stream, 0, q, outcome.input_offset, at);
                 }
             }
+            // `seq` of a `send` frame is its stream's sequence number + 1.
+            Ok(Frame::Ack(ack)) if ack.seq > 0 => {
+                if let Some(stream) = ack.stream_id.and_then(|id| streams.get(&id)) {
+                    rec.acked(*stream, ack.seq - 1, 1, at);
+                }
+            }
+            Ok(Frame::Nack(nack)) => {
+                rec.error(format!("ws nack {}", nack.error.code), 1);
+                rec.refused(1);
+            }
             Ok(Frame::End(_)) => {}
             Ok(other) => rec.error(format!("{} frame", other.kind().as_str()), 1),
             Err(_) => rec.error("frame the bench cannot read", 1),
+        }
+    }
+}
+
+/// A batch to write: the stream (bench index), its first sequence number, the records.
+type Writing = (usize, u64, Vec<String>);
+
+/// Writes the batches queued for one `/api/connect` connection as `send` frames, `seq` the
+/// record's stream sequence number + 1.
+async fn write_mux(
+    mut sink: SplitSink<Ws, Message>,
+    mut batches: mpsc::Receiver<Writing>,
+    ids: HashMap<usize, Uuid>,
+    rec: Arc<Recorder>,
+) {
+    while let Some((stream, first, batch)) = batches.recv().await {
+        let n = batch.len() as u64;
+        let id = ids[&stream];
+        let mut written = Ok(());
+        for (i, record) in batch.into_iter().enumerate() {
+            let seq = first + i as u64 + 1;
+            let frame =
+                format!(r#"{{"type":"send","stream_id":"{id}","seq":{seq},"data":{record}}}"#);
+            written = sink.feed(Message::text(frame)).await;
+            if written.is_err() {
+                break;
+            }
+        }
+        if let Err(e) = written.and(sink.flush().await) {
+            tracing::debug!(stream, error = %e, "bench /api/connect send failed");
+            rec.error("ws send failed", n);
+            rec.refused(n);
+            return;
         }
     }
 }
@@ -473,11 +531,11 @@ async fn subscribe(
 /// Sends the batches queued for one stream as text frames on its socket.
 async fn write(
     mut sink: SplitSink<Ws, Message>,
-    mut batches: mpsc::Receiver<Vec<String>>,
+    mut batches: mpsc::Receiver<Writing>,
     stream: usize,
     rec: Arc<Recorder>,
 ) {
-    while let Some(batch) = batches.recv().await {
+    while let Some((_, _, batch)) = batches.recv().await {
         let n = batch.len() as u64;
         let mut written = Ok(());
         for record in batch {

@@ -237,10 +237,10 @@ impl Args {
             );
         }
         if let Some(mux) = self.mux {
-            if mux == 0 || self.subscribers > 1 || self.transport != Transport::Http {
+            if mux == 0 || self.subscribers > 1 {
                 anyhow::bail!(
-                    "--mux takes a number of streams per connection, one subscriber per stream \
-                     and --transport http"
+                    "--mux takes a number of streams per connection, and one subscriber per \
+                     stream"
                 );
             }
         }
