@@ -59,6 +59,8 @@ Register-ArgumentCompleter -Native -CommandName 'streamctl' -ScriptBlock {
             [CompletionResult]::new('--cacert', '--cacert', [CompletionResultType]::ParameterName, 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)')
             [CompletionResult]::new('-p', '-p', [CompletionResultType]::ParameterName, 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}''')
             [CompletionResult]::new('--processor', '--processor', [CompletionResultType]::ParameterName, 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}''')
+            [CompletionResult]::new('--schema', '--schema', [CompletionResultType]::ParameterName, 'A JSON Schema file every record must match (checked before anything is stored), or `ref:NAME` for a schema named in the daemon''s config')
+            [CompletionResult]::new('--result-schema', '--result-schema', [CompletionResultType]::ParameterName, 'A JSON Schema file every result must match (one that does not becomes an error frame)')
             [CompletionResult]::new('--json', '--json', [CompletionResultType]::ParameterName, 'Print the daemon''s whole JSON answer instead of the id')
             [CompletionResult]::new('-h', '-h', [CompletionResultType]::ParameterName, 'Print help')
             [CompletionResult]::new('--help', '--help', [CompletionResultType]::ParameterName, 'Print help')

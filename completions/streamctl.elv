@@ -54,6 +54,8 @@ set edit:completion:arg-completer[streamctl] = {|@words|
             cand --cacert 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)'
             cand -p 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}'''
             cand --processor 'Processor: a name (identity, uppercase) or a JSON spec such as ''{"type":"uppercase"}'''
+            cand --schema 'A JSON Schema file every record must match (checked before anything is stored), or `ref:NAME` for a schema named in the daemon''s config'
+            cand --result-schema 'A JSON Schema file every result must match (one that does not becomes an error frame)'
             cand --json 'Print the daemon''s whole JSON answer instead of the id'
             cand -h 'Print help'
             cand --help 'Print help'

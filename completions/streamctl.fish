@@ -51,6 +51,8 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l url -d 'Da
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l api-key -d 'API key [default: the key file written by `streamctl serve`]' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l cacert -d 'PEM file of CA certificates to trust besides the public roots, for a daemon whose certificate a private CA signed (`https://` URLs)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s p -l processor -d 'Processor: a name (identity, uppercase) or a JSON spec such as \'{"type":"uppercase"}\'' -r -f
+complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l schema -d 'A JSON Schema file every record must match (checked before anything is stored), or `ref:NAME` for a schema named in the daemon\'s config' -r -F
+complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l result-schema -d 'A JSON Schema file every result must match (one that does not becomes an error frame)' -r -F
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -l json -d 'Print the daemon\'s whole JSON answer instead of the id'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s h -l help -d 'Print help'
 complete -c streamctl -n "__fish_streamctl_using_subcommand start" -s V -l version -d 'Print version'

@@ -62,6 +62,7 @@ mod processing;
 mod quota;
 mod registry;
 pub mod reload;
+mod schema;
 pub mod server;
 
 pub use streamgate_wire as wire;

@@ -9,11 +9,12 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, OnceLock, RwLock};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use rdkafka::Message;
+use serde_json::Value;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use uuid::Uuid;
@@ -23,6 +24,7 @@ use crate::error::Error;
 pub use crate::kafka::records::StreamRecord;
 use crate::kafka::records::{decode_registry, RegistryRecord};
 use crate::kafka::{now_ms, Cluster, Follower, SendError, TopicProducer};
+use crate::schema::Checker;
 use crate::wire::{ProcessorSpec, StreamState, StreamView};
 
 /// How long a lookup of an unknown id may wait for the registry to catch up.
@@ -51,9 +53,58 @@ pub struct StreamEntry {
     pub id: Uuid,
     record: RwLock<StreamRecord>,
     pub stats: StreamStats,
+    /// Its schemas, compiled on this instance when first needed (they never change).
+    checkers: OnceLock<Result<Checkers, String>>,
+}
+
+/// A stream's compiled schemas.
+#[derive(Debug, Default)]
+pub struct Checkers {
+    /// What its records must match (`schema`).
+    pub input: Option<Checker>,
+    /// What its results must match (`result_schema`).
+    pub result: Option<Checker>,
+}
+
+/// The schemas a stream is started with, resolved (see `schema::prepare`).
+#[derive(Debug, Clone, Default)]
+pub struct Schemas {
+    pub input: Option<Value>,
+    pub result: Option<Value>,
 }
 
 impl StreamEntry {
+    fn new(id: Uuid, record: StreamRecord) -> Self {
+        Self {
+            id,
+            record: RwLock::new(record),
+            stats: StreamStats::default(),
+            checkers: OnceLock::new(),
+        }
+    }
+
+    /// The stream's compiled schemas; an error (a stored schema this instance cannot
+    /// compile) refuses its records rather than letting them through unchecked.
+    pub fn checkers(&self) -> Result<&Checkers, String> {
+        self.checkers
+            .get_or_init(|| {
+                let record = self.record.read().expect("registry lock");
+                let compile = |schema: &Option<Value>| {
+                    schema
+                        .as_ref()
+                        .map(Checker::stored)
+                        .transpose()
+                        .map_err(|e| e.to_string())
+                };
+                Ok(Checkers {
+                    input: compile(&record.schema)?,
+                    result: compile(&record.result_schema)?,
+                })
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+
     pub fn record(&self) -> StreamRecord {
         self.record.read().expect("registry lock").clone()
     }
@@ -75,6 +126,8 @@ impl StreamEntry {
             stream_id: self.id,
             owner: r.owner,
             processor: r.processor,
+            schema: r.schema,
+            result_schema: r.result_schema,
             state: r.state,
             created_ms: r.created_ms,
             ended_ms: r.ended_ms,
@@ -188,14 +241,7 @@ impl Registry {
                 *current = record;
             }
             None => {
-                streams.insert(
-                    id,
-                    Arc::new(StreamEntry {
-                        id,
-                        record: RwLock::new(record),
-                        stats: StreamStats::default(),
-                    }),
-                );
+                streams.insert(id, Arc::new(StreamEntry::new(id, record)));
             }
         }
     }
@@ -205,6 +251,7 @@ impl Registry {
         &self,
         owner: &Principal,
         processor: ProcessorSpec,
+        schemas: Schemas,
     ) -> Result<Arc<StreamEntry>, RegistryError> {
         let id = Uuid::new_v4();
         let record = StreamRecord {
@@ -214,6 +261,8 @@ impl Registry {
             created_ms: now_ms(),
             ended_ms: None,
             end_offset: None,
+            schema: schemas.input,
+            result_schema: schemas.result,
         };
         self.store.write(id, &record).await?;
         self.apply(id, Some(record));

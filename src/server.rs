@@ -78,13 +78,14 @@ pub async fn run_embedded(
     run_with(config, listener, shutdown, embedded, None).await
 }
 
-/// Checks what a start would load besides the config itself: the TLS certificates and a
-/// JWKS file (`streamctl serve --check`).
+/// Checks what a start would load besides the config itself: the TLS certificates, a JWKS
+/// file and the named schemas' files (`streamctl serve --check`).
 pub async fn check(config: &Config) -> Result<(), Error> {
     config.validate()?;
     if let Some(tls) = &config.http.tls {
         TlsEdge::new(tls)?;
     }
+    config.named_schemas()?;
     if let Some(jwt) = config.auth.jwt.as_ref().filter(|j| j.jwks_file.is_some()) {
         JwtVerifier::start(jwt).await.map_err(|e| Error::Config {
             message: format!("auth.jwt: {e}"),
@@ -281,6 +282,7 @@ async fn start(
         credentials: Reloadable::new(credentials),
         limiter: Reloadable::new(Limiter::new(&config.rate_limits)),
         revocations,
+        schemas: Arc::new(config.named_schemas()?),
         subscriber_seats: Seats::new(limits.delivery.max_subscribers_per_key),
         registry,
         ingest,

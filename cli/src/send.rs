@@ -30,6 +30,7 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use crate::client::{Client, ClientError, ConnectionArgs};
+use streamgate::wire::ErrorCode;
 
 #[derive(Debug, clap::Args)]
 #[command(group = clap::ArgGroup::new("target").required(true))]
@@ -255,6 +256,30 @@ impl Sender {
                     message,
                     ..
                 }) => bail!("line {first}: {message}"),
+                Err(ClientError::Server {
+                    code: ErrorCode::SchemaViolation,
+                    message,
+                    violations,
+                    ..
+                }) => {
+                    // Each violation on its line of stdin (the daemon names the batch's).
+                    for v in &violations {
+                        let line = v.line.map_or(first, |n| first + n as u64 - 1);
+                        let at = if v.pointer.is_empty() {
+                            "(the record)"
+                        } else {
+                            &v.pointer
+                        };
+                        eprintln!(
+                            "streamctl: line {line}: {at}: {} ({})",
+                            v.message, v.keyword
+                        );
+                    }
+                    bail!(
+                        "schema_violation: {message} ({} records acknowledged before this batch)",
+                        self.acknowledged
+                    );
+                }
                 Err(ClientError::Server {
                     status: Some(StatusCode::BAD_REQUEST),
                     code,

@@ -144,6 +144,11 @@ fn details(s: &StreamView) -> String {
     for (k, v) in rows {
         let _ = writeln!(out, "{k:<14} {v}");
     }
+    for (k, schema) in [("schema", &s.schema), ("result schema", &s.result_schema)] {
+        if let Some(schema) = schema {
+            let _ = writeln!(out, "{k:<14} {schema}");
+        }
+    }
     out
 }
 
@@ -165,6 +170,8 @@ mod tests {
             stream_id: uuid::Uuid::from_u128(1),
             owner: "alice".into(),
             processor: streamgate::wire::ProcessorSpec::Identity,
+            schema: None,
+            result_schema: None,
             state: streamgate::wire::StreamState::Open,
             created_ms: 0,
             ended_ms: None,

@@ -538,3 +538,76 @@ async fn tail_of_three_streams_survives_a_daemon_restart_without_gap_or_duplicat
     }
     d.stop().await.unwrap();
 }
+
+/// `streamctl start --schema FILE`, then `send`: a batch with records that do not match is
+/// refused whole, each violation printed on its stdin line with its pointer, exit 1; the
+/// lines before the batch were stored. `streams info` shows the schema.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn start_with_a_schema_and_send_prints_each_violation_on_its_line() {
+    let d = Daemon::start(test_config()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let schema = dir.path().join("reading.json");
+    std::fs::write(
+        &schema,
+        r#"{"type": "object", "required": ["n"], "properties": {"n": {"type": "integer", "minimum": 0}}}"#,
+    )
+    .unwrap();
+    let started = streamctl(&d)
+        .args(["start", "--schema", schema.to_str().unwrap()])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        started.status.success(),
+        "{}",
+        String::from_utf8_lossy(&started.stderr)
+    );
+    let id = String::from_utf8(started.stdout)
+        .unwrap()
+        .trim()
+        .to_string();
+    let info = streamctl(&d)
+        .args(["streams", "info", &id])
+        .output()
+        .await
+        .unwrap();
+    assert!(String::from_utf8_lossy(&info.stdout).contains("\"minimum\":0"));
+
+    // One batch of the three lines (cut by size only, with a prefix).
+    let one_batch = ["--idempotency-prefix", "p", "--batch-records", "3"];
+    let sent = send_lines(
+        &d,
+        &id,
+        "{\"n\":1}\n{\"n\":-2}\n{\"m\":3}\n".into(),
+        &one_batch,
+    )
+    .await;
+    assert_eq!(sent.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&sent.stderr);
+    assert!(
+        said.contains("line 2: /n:") && said.contains("(minimum)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("line 3: (the record):") && said.contains("(required)"),
+        "{said}"
+    );
+    assert!(said.contains("schema_violation"), "{said}");
+    assert_eq!(
+        d.describe(ALICE, &id).await["records_in"],
+        0,
+        "the batch was refused whole"
+    );
+    let bad = streamctl(&d)
+        .args([
+            "start",
+            "--schema",
+            dir.path().join("none.json").to_str().unwrap(),
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert_eq!(bad.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("--schema: cannot read"));
+    d.stop().await.unwrap();
+}

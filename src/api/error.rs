@@ -108,7 +108,7 @@ impl From<SpecError> for ApiError {
 /// against this).
 pub fn status_of(code: &ErrorCode) -> StatusCode {
     match code {
-        ErrorCode::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorCode::InvalidInput | ErrorCode::SchemaViolation => StatusCode::BAD_REQUEST,
         ErrorCode::MissingApiKey
         | ErrorCode::InvalidApiKey
         | ErrorCode::InvalidToken
@@ -164,6 +164,7 @@ impl ApiError {
                 Refused::Unstored { .. } => ErrorCode::BrokerUnavailable,
                 Refused::KeyReused { .. } => ErrorCode::IdempotencyKeyReused,
                 Refused::KeyInFlight { .. } => ErrorCode::IdempotencyKeyInFlight,
+                Refused::SchemaViolation { .. } => ErrorCode::SchemaViolation,
             },
             ApiError::InvalidInput(_) => ErrorCode::InvalidInput,
             ApiError::StreamNotFound(_) => ErrorCode::StreamNotFound,
@@ -209,13 +210,21 @@ impl ApiError {
             ApiError::BrokerUnavailable(_) => (Some(0), None),
             ApiError::Refused(Refused::StreamEnded { acknowledged, .. }) => (*acknowledged, None),
             ApiError::Refused(Refused::Invalid { line, .. }) => (None, *line),
+            ApiError::Refused(Refused::SchemaViolation { violations, .. }) => {
+                (None, violations.first().and_then(|v| v.line))
+            }
             _ => (None, None),
+        };
+        let violations = match self {
+            ApiError::Refused(Refused::SchemaViolation { violations, .. }) => violations.clone(),
+            _ => Vec::new(),
         };
         ErrorObject {
             code: self.code(),
             message: self.to_string(),
             acknowledged,
             line,
+            violations,
         }
     }
 

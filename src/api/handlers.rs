@@ -24,6 +24,8 @@ use crate::auth::tokens::{Grant, MAX_STREAMS};
 use crate::auth::{self, Need, Principal};
 use crate::config;
 use crate::processing::parse_spec;
+use crate::registry::Schemas;
+use crate::schema;
 use crate::wire::{
     Accepted, ErrorBody, ProcessorSpec, Scope, Started, Status, StreamList, StreamView,
     TokenIssued, TokenRequest, TokensRequest,
@@ -107,17 +109,23 @@ pub async fn start(
     state: Arc<AppState>,
     body: Bytes,
 ) -> Result<Response, Rejection> {
-    // Compiling a filter takes a thread of its own (see `processing::jq`): off the runtime.
+    // Compiling a filter or a schema takes a thread of its own: off the runtime.
     let config = state.config();
-    let spec = tokio::task::spawn_blocking(move || parse_start_body(&body, &config.processing))
-        .await
-        .map_err(|e| reject(ApiError::Internal(e.to_string())))?
-        .map_err(reject)?;
+    let named = state.schemas.clone();
+    let (spec, schemas) =
+        tokio::task::spawn_blocking(move || parse_start_body(&body, &config, &named))
+            .await
+            .map_err(|e| reject(ApiError::Internal(e.to_string())))?
+            .map_err(reject)?;
     let limit = state.config().limits.ingest.max_streams_per_key;
     if state.registry.open_streams_of(&caller.name) >= limit {
         return Err(reject(ApiError::TooManyStreams { limit }));
     }
-    let entry = state.registry.create(&caller, spec).await.map_err(reject)?;
+    let entry = state
+        .registry
+        .create(&caller, spec, schemas)
+        .await
+        .map_err(reject)?;
     tracing::info!(stream_id = %entry.id, owner = %caller.name, "stream started");
     Ok(json(
         StatusCode::CREATED,
@@ -128,9 +136,14 @@ pub async fn start(
     ))
 }
 
-fn parse_start_body(body: &[u8], limits: &config::Processing) -> Result<ProcessorSpec, ApiError> {
+/// The processor and the schemas a start body asks for (each checked and compiled).
+fn parse_start_body(
+    body: &[u8],
+    config: &config::Config,
+    named: &schema::Named,
+) -> Result<(ProcessorSpec, Schemas), ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(ProcessorSpec::default());
+        return Ok((ProcessorSpec::default(), Schemas::default()));
     }
     let value: Value = serde_json::from_slice(body)
         .map_err(|e| ApiError::InvalidInput(format!("start body is not valid JSON: {e}")))?;
@@ -140,15 +153,29 @@ fn parse_start_body(body: &[u8], limits: &config::Processing) -> Result<Processo
         ));
     };
     let spec = match fields.remove("processor") {
-        Some(p) => parse_spec(&p, limits)?,
+        Some(p) => parse_spec(&p, &config.processing)?,
         None => ProcessorSpec::default(),
+    };
+    let max = config.limits.ingest.max_schema_bytes;
+    let mut schema = |what: &'static str| -> Result<Option<Value>, ApiError> {
+        match fields.remove(what) {
+            None | Some(Value::Null) => Ok(None),
+            Some(given) => schema::prepare(what, &given, named, max)
+                .map(|(resolved, _)| Some(resolved))
+                .map_err(|e| ApiError::InvalidInput(e.to_string())),
+        }
+    };
+    let schemas = Schemas {
+        input: schema("schema")?,
+        result: schema("result_schema")?,
     };
     if let Some(unknown) = fields.keys().next() {
         return Err(ApiError::InvalidInput(format!(
-            "start body: unknown field `{unknown}`; expected `processor`"
+            "start body: unknown field `{unknown}`; expected `processor`, `schema` or \
+             `result_schema`"
         )));
     }
-    Ok(spec)
+    Ok((spec, schemas))
 }
 
 /// Send records into a stream.
@@ -555,13 +582,20 @@ mod tests {
 
     #[test]
     fn start_body() {
-        let limits = config::Processing::default();
-        let parse = |body: &[u8]| parse_start_body(body, &limits);
-        assert_eq!(parse(b"").unwrap(), ProcessorSpec::Identity);
+        let config = config::Config::default();
+        let named = schema::Named::new();
+        let parse = |body: &[u8]| parse_start_body(body, &config, &named);
+        assert_eq!(parse(b"").unwrap().0, ProcessorSpec::Identity);
         assert_eq!(
-            parse(br#"{"processor":"uppercase"}"#).unwrap(),
+            parse(br#"{"processor":"uppercase"}"#).unwrap().0,
             ProcessorSpec::Uppercase
         );
+        let (_, schemas) = parse(br#"{"schema":{"type":"number"}}"#).unwrap();
+        assert_eq!(schemas.input, Some(serde_json::json!({"type": "number"})));
+        assert!(parse(br#"{"schema":{"type":"nope"}}"#)
+            .unwrap_err()
+            .to_string()
+            .starts_with("schema:"));
         assert!(parse(br#"{"procesor":"uppercase"}"#)
             .unwrap_err()
             .to_string()

@@ -28,6 +28,13 @@ use crate::wire::{
 pub struct StartRequest {
     /// A processor name (`identity`, `uppercase`) or a spec object.
     processor: Option<ProcessorArg>,
+    /// A JSON Schema (draft 2020-12, or 7) every record must match, checked before anything
+    /// is stored; or `{"$ref": NAME}` of a schema named in the daemon's config.
+    #[schema(value_type = Option<Object>)]
+    schema: Option<serde_json::Value>,
+    /// A JSON Schema every result must match: one that does not becomes an `error` frame.
+    #[schema(value_type = Option<Object>)]
+    result_schema: Option<serde_json::Value>,
 }
 
 /// A processor by name or as a full spec.

@@ -33,6 +33,8 @@ pub struct AppState {
     /// Bumped when credentials may have been revoked (a reload, or a JWKS refresh that
     /// dropped a key): every open connection checks its own again.
     pub revocations: watch::Sender<u64>,
+    /// The config's named JSON Schemas (`schemas:`), files read at start.
+    pub schemas: Arc<crate::schema::Named>,
     /// Results subscribers per key on this instance (`limits.max_subscribers_per_key`).
     pub subscriber_seats: Arc<Seats>,
     pub registry: Arc<Registry>,

@@ -89,6 +89,7 @@ fn fixture_with(limits: Limits, rate_limits: RateLimits, reachable: bool) -> Fix
         }),
         limiter: super::Reloadable::new(Limiter::new(&rate_limits)),
         revocations: watch::Sender::new(0),
+        schemas: Arc::default(),
         subscriber_seats: crate::quota::Seats::new(seats),
         registry: registry.clone(),
         ingest: Ingest::new(

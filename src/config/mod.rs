@@ -32,10 +32,43 @@ pub struct Config {
     pub api_keys: Vec<ApiKey>,
     /// Tokens from an identity provider.
     pub auth: Auth,
+    /// JSON Schemas by name, for streams started with `"schema": {"$ref": NAME}`.
+    pub schemas: BTreeMap<String, SchemaSource>,
     pub rate_limits: RateLimits,
     pub limits: Limits,
     pub http: Http,
     pub log: Log,
+}
+
+/// A named schema: in a file (JSON), or written here.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged, deny_unknown_fields)]
+pub enum SchemaSource {
+    File { file: PathBuf },
+    Inline { schema: serde_json::Value },
+}
+
+impl Config {
+    /// The named schemas (`schemas:`), files read; an unreadable or non-JSON file is an error
+    /// naming it.
+    pub fn named_schemas(&self) -> Result<BTreeMap<String, serde_json::Value>, Error> {
+        self.schemas
+            .iter()
+            .map(|(name, source)| {
+                let schema = match source {
+                    SchemaSource::Inline { schema } => schema.clone(),
+                    SchemaSource::File { file } => {
+                        let bad = |why: String| Error::Config {
+                            message: format!("schemas.{name}.file: {}: {why}", file.display()),
+                        };
+                        let text = std::fs::read(file).map_err(|e| bad(e.to_string()))?;
+                        serde_json::from_slice(&text).map_err(|e| bad(format!("not JSON: {e}")))?
+                    }
+                };
+                Ok((name.clone(), schema))
+            })
+            .collect()
+    }
 }
 
 /// Browser access.
@@ -61,6 +94,7 @@ impl Default for Config {
             processing: Processing::default(),
             api_keys: Vec::new(),
             auth: Auth::default(),
+            schemas: BTreeMap::new(),
             rate_limits: RateLimits::default(),
             limits: Limits::default(),
             http: Http::default(),
@@ -536,6 +570,9 @@ pub struct IngestLimits {
     /// Most idempotency keys one stream remembers (about 200 bytes each, on every instance);
     /// past it the stream's oldest keys are forgotten first, and are new again.
     pub idempotency_keys_per_stream: usize,
+    /// Largest JSON Schema a stream may be started with (`schema`, `result_schema`), in
+    /// bytes as JSON; 400 past it.
+    pub max_schema_bytes: usize,
 }
 
 impl Default for IngestLimits {
@@ -548,6 +585,7 @@ impl Default for IngestLimits {
             max_streams_per_key: 10_000,
             idempotency_window_s: 86_400,
             idempotency_keys_per_stream: 10_000,
+            max_schema_bytes: 64 * 1024,
         }
     }
 }
@@ -605,6 +643,7 @@ impl IngestLimits {
             1,
         )?;
         at_least("limits.idempotency_window_s", self.idempotency_window_s, 1)?;
+        at_least("limits.max_schema_bytes", self.max_schema_bytes as u64, 2)?;
         if self.idempotency_window_s > MAX_IDEMPOTENCY_WINDOW_S {
             return Err(invalid(
                 "limits.idempotency_window_s",

@@ -78,6 +78,20 @@ impl Records {
         };
         lines.filter(|r| !r.is_empty())
     }
+
+    /// The records with their NDJSON line number (1-based; `None` for a single record).
+    pub fn numbered(&self) -> impl Iterator<Item = (Option<usize>, &[u8])> + '_ {
+        let lines: Box<dyn Iterator<Item = (Option<usize>, &[u8])> + Send> = match self.framing {
+            Framing::Single => Box::new(std::iter::once((None, trim(&self.body)))),
+            Framing::Lines => Box::new(
+                self.body
+                    .split(|b| *b == b'\n')
+                    .enumerate()
+                    .map(|(i, line)| (Some(i + 1), trim(line))),
+            ),
+        };
+        lines.filter(|(_, r)| !r.is_empty())
+    }
 }
 
 /// Validates a send body: UTF-8, JSON (every line of NDJSON; a batch with one bad line is

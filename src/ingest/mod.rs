@@ -28,7 +28,8 @@ use crate::kafka::records::{Control, Input, InputKind, Keyed};
 use crate::kafka::{self, now_ms, InputLog, SendError};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError, StreamEntry};
-use crate::wire::{Accepted, ProcessorSpec};
+use crate::schema::MAX_VIOLATIONS;
+use crate::wire::{Accepted, ProcessorSpec, Violation};
 
 pub use backlog::Backlog;
 pub use body::{record, records, RecordLimits, RECORD_FRAMING};
@@ -89,6 +90,36 @@ pub enum Refused {
          for its answer"
     )]
     KeyInFlight { key: String },
+    /// Records that do not match the stream's schema: nothing of the request was stored.
+    #[error("{}", schema_message(.violations, *.invalid))]
+    SchemaViolation {
+        /// The first violations, at most `schema::MAX_VIOLATIONS`.
+        violations: Vec<Violation>,
+        /// How many records of the request do not match.
+        invalid: usize,
+    },
+}
+
+/// "3 records do not match the stream's schema; line 7 /n: minimum: ..., ..."
+fn schema_message(violations: &[Violation], invalid: usize) -> String {
+    let first = violations.first().map_or_else(String::new, |v| {
+        let line = v.line.map_or_else(String::new, |l| format!("line {l}, "));
+        let at = if v.pointer.is_empty() {
+            "the record"
+        } else {
+            &v.pointer
+        };
+        format!(": {line}{at}: {} ({})", v.message, v.keyword)
+    });
+    let records = if invalid == 1 {
+        "record does"
+    } else {
+        "records do"
+    };
+    format!(
+        "{invalid} {records} not match the stream's schema{first}; nothing of this request was \
+         stored"
+    )
 }
 
 impl Refused {
@@ -104,6 +135,44 @@ impl Refused {
             message: e.to_string(),
             acknowledged,
         }
+    }
+}
+
+/// Every record matches its stream's schema (when it has one), or the request is refused
+/// whole, naming the first violations with their records' lines.
+fn check_schema<'r>(
+    entry: &StreamEntry,
+    records: impl Iterator<Item = (Option<usize>, &'r [u8])>,
+) -> Result<(), Refused> {
+    let checker = match entry.checkers() {
+        Ok(checkers) => checkers.input.as_ref(),
+        Err(e) => {
+            return Err(Refused::invalid(format!(
+                "the stream's schema cannot be checked on this instance ({e}); nothing stored"
+            )))
+        }
+    };
+    let Some(checker) = checker else {
+        return Ok(());
+    };
+    let (mut violations, mut invalid) = (Vec::new(), 0);
+    for (line, record) in records {
+        // Every record was checked to be JSON already.
+        let Ok(value) = serde_json::from_slice::<serde_json::Value>(record) else {
+            continue;
+        };
+        let found = checker.violations(&value, line, MAX_VIOLATIONS - violations.len());
+        if !found.is_empty() || (violations.len() == MAX_VIOLATIONS && !checker.matches(&value)) {
+            invalid += 1;
+        }
+        violations.extend(found);
+    }
+    match invalid {
+        0 => Ok(()),
+        _ => Err(Refused::SchemaViolation {
+            violations,
+            invalid,
+        }),
     }
 }
 
@@ -358,6 +427,7 @@ impl Ingest {
     ) -> Result<Accepted, Refused> {
         let idempotency = idempotency_key.map(check_key).transpose()?;
         let records = records(body, content_type, self.limits)?;
+        check_schema(entry, records.numbered())?;
         let send = match self.begin(
             entry,
             records.count,
@@ -418,6 +488,7 @@ impl Ingest {
         };
         let begun = idempotency_key.map(check_key).transpose().and_then(|key| {
             let r = record(&frame, self.limits.record_bytes)?;
+            check_schema(entry, std::iter::once((None, &r[..])))?;
             let begun = self.begin(entry, 1, r.len(), key.map(|k| (k, &r[..])))?;
             Ok((r, begun))
         });

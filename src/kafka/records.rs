@@ -293,6 +293,12 @@ pub struct StreamRecord {
     /// the stream's, records after it are refused. Written once the marker is stored.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub end_offset: Option<i64>,
+    /// The JSON Schema its records are checked against (`schema`), resolved at start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub schema: Option<serde_json::Value>,
+    /// The JSON Schema its results are checked against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_schema: Option<serde_json::Value>,
 }
 
 impl StreamRecord {
@@ -555,6 +561,8 @@ mod tests {
             created_ms: 1,
             ended_ms: None,
             end_offset: None,
+            schema: Some(serde_json::json!({"type": "object"})),
+            result_schema: None,
         };
         let m = message(&id.to_string(), &record.encode(), None, 0);
         assert_eq!(decode_registry(&m), RegistryRecord::Stream(id, record));

@@ -150,11 +150,7 @@ impl AtIngest {
             futures_util::future::ready(false).boxed()
         };
         let spec = entry.processor();
-        let evaluated = match self
-            .evaluator
-            .per_record(input.stream, &spec, Some(payload))
-            .await
-        {
+        let evaluated = match self.evaluator.per_record(entry, &spec, Some(payload)).await {
             Ok(evaluated) => evaluated,
             Err(e) => return failed(&e),
         };

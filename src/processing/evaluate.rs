@@ -24,7 +24,7 @@ use crate::config;
 use crate::error::Error;
 use crate::kafka::records::Input;
 use crate::metrics::Metrics;
-use crate::registry::Registry;
+use crate::registry::{Registry, StreamEntry};
 use crate::wire::ProcessorSpec;
 
 /// The code runner of one instance.
@@ -57,21 +57,24 @@ impl Evaluator {
         !matches!(spec, ProcessorSpec::Window { .. })
     }
 
-    /// The results of one record of a per-record processor (`is_per_record`). An error means
-    /// the sandbox cannot start a worker: the record must be tried again, not failed.
+    /// The results of one record of a per-record processor (`is_per_record`) of `entry`'s
+    /// stream; each checked against the stream's `result_schema`, if it has one (a result
+    /// that does not match fails the record, naming the violation). An error means the
+    /// sandbox cannot start a worker: the record must be tried again, not failed.
     pub async fn per_record(
         &self,
-        stream: Uuid,
+        entry: &StreamEntry,
         spec: &ProcessorSpec,
         payload: Option<&[u8]>,
     ) -> Result<Evaluated, StageError> {
+        let stream = entry.id;
         let data = match parse(payload) {
             Ok(data) => data,
             Err(e) => return Ok(Evaluated::Failed(e)),
         };
         let results = match spec {
             // No larger than its record, which the input topic took.
-            ProcessorSpec::Identity => return Ok(Evaluated::Results(vec![data])),
+            ProcessorSpec::Identity => Ok(vec![data]),
             ProcessorSpec::Uppercase => Ok(vec![uppercase(data)]),
             ProcessorSpec::Jq { filter } => {
                 self.user_code(stream, filter, &data, self.max_results)
@@ -96,6 +99,7 @@ impl Evaluator {
         };
         Ok(results
             .and_then(fits)
+            .and_then(|results| matching(entry, results))
             .map_or_else(Evaluated::Failed, Evaluated::Results))
     }
 
@@ -150,7 +154,7 @@ impl Evaluator {
                 return Ok(Evaluated::Skipped);
             }
             metrics.processing.processed.inc();
-            return self.per_record(input.stream, &spec, payload).await;
+            return self.per_record(&entry, &spec, payload).await;
         };
         if !replaying {
             metrics.processing.processed.inc();
@@ -235,4 +239,37 @@ fn json_len(value: &Value) -> usize {
 pub fn parse(payload: Option<&[u8]>) -> Result<Value, RecordError> {
     let data = payload.ok_or(RecordError::NoValue)?;
     serde_json::from_slice(data).map_err(|e| RecordError::NotJson(e.to_string()))
+}
+
+/// The results, when each matches the stream's `result_schema` (or it has none); else the
+/// first violation, as the record's error.
+fn matching(entry: &StreamEntry, results: Vec<Value>) -> Result<Vec<Value>, RecordError> {
+    let checker = match entry.checkers() {
+        Ok(checkers) => checkers.result.as_ref(),
+        Err(e) => {
+            return Err(RecordError::ResultSchema(format!(
+                "cannot be checked here: {e}"
+            )))
+        }
+    };
+    let Some(checker) = checker else {
+        return Ok(results);
+    };
+    for (i, result) in results.iter().enumerate() {
+        if let Some(v) = checker.violations(result, None, 1).into_iter().next() {
+            let at = if v.pointer.is_empty() {
+                "the result".to_string()
+            } else {
+                v.pointer
+            };
+            return Err(RecordError::ResultSchema(format!(
+                "result {} of {}: {at}: {} ({})",
+                i + 1,
+                results.len(),
+                v.message,
+                v.keyword
+            )));
+        }
+    }
+    Ok(results)
 }

@@ -48,6 +48,9 @@ pub enum RecordError {
     ResultTooLarge { size: usize, limit: usize },
     #[error("arrived after its window (start {window_start_ms} ms) closed; not counted")]
     Late { window_start_ms: i64 },
+    /// A result that does not match the stream's `result_schema` (the text says where).
+    #[error("does not match the stream's result_schema: {0}")]
+    ResultSchema(String),
 }
 
 /// What the stream's code made of a data record, computed by the stage before the step.
@@ -162,7 +165,13 @@ pub fn step(
             received_ms: input.received_ms,
             processed_ms,
             data,
-            error: error.map(|e| ErrorObject::new(ErrorCode::ProcessingFailed, e.to_string())),
+            error: error.map(|e| {
+                let code = match e {
+                    RecordError::ResultSchema(_) => ErrorCode::SchemaViolation,
+                    _ => ErrorCode::ProcessingFailed,
+                };
+                ErrorObject::new(code, e.to_string())
+            }),
             idempotency_key: input.keyed.as_ref().map(|k| k.key.clone()),
         };
         let frame = match kind {

@@ -26,6 +26,8 @@ pub fn row(name: &str, owner: &str, records_in: u64, records_out: u64) -> StatsR
             stream_id: id(name),
             owner: owner.into(),
             processor: ProcessorSpec::Jq { filter: ".".into() },
+            schema: None,
+            result_schema: None,
             state: StreamState::Open,
             created_ms: 0,
             ended_ms: None,

@@ -3,7 +3,7 @@ use streamgate_client::wire::{Frame, ProcessorSpec, StartFrom};
 use streamgate_client::{Client, Subscribe};
 
 #[tokio::main]
-async fn main() -> Result<(), streamgate_client::Error> {
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("STREAMGATE_URL").unwrap_or("http://127.0.0.1:8080".into());
     let client = Client::new(&url, &std::env::var("STREAMGATE_KEY").expect("a key"))?;
     let id = client

@@ -565,6 +565,7 @@ impl Manager {
                     retry_after: None,
                     acknowledged: None,
                     line: None,
+                    violations: Vec::new(),
                 }));
                 return;
             }

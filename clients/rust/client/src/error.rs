@@ -21,6 +21,8 @@ pub enum Error {
         acknowledged: Option<usize>,
         /// On a refused NDJSON batch: the line (of the batch) at fault.
         line: Option<usize>,
+        /// On `schema_violation`: each violation, with its line and place in the record.
+        violations: Vec<streamgate_wire::Violation>,
     },
     /// The request never reached the daemon (nothing can have been stored).
     #[error("cannot connect to {url} ({cause}); is `streamctl serve` running there?")]
@@ -65,6 +67,7 @@ impl Error {
             retry_after: None,
             acknowledged: error.acknowledged,
             line: error.line,
+            violations: error.violations,
         }
     }
 
@@ -78,6 +81,7 @@ impl Error {
                 retry_after,
                 acknowledged,
                 line,
+                violations,
             } => Error::Server {
                 status: *status,
                 code: code.clone(),
@@ -85,6 +89,7 @@ impl Error {
                 retry_after: *retry_after,
                 acknowledged: *acknowledged,
                 line: *line,
+                violations: violations.clone(),
             },
             Error::Connect { url, cause } => Error::Connect {
                 url: url.clone(),
@@ -140,6 +145,7 @@ pub fn server_error(status: StatusCode, body: &[u8], retry_after: Option<Duratio
         retry_after,
         acknowledged: error.acknowledged,
         line: error.line,
+        violations: error.violations,
     }
 }
 

@@ -560,6 +560,10 @@ pub struct ErrorObject {
     /// For a refused NDJSON batch: the line (1-based) of the record that was refused.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub line: Option<usize>,
+    /// For `schema_violation`: each violation (at most ten), with its record's line, where in
+    /// the record, the keyword that failed and what was expected.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub violations: Vec<Violation>,
 }
 
 impl ErrorObject {
@@ -570,8 +574,23 @@ impl ErrorObject {
             message: message.into(),
             acknowledged: None,
             line: None,
+            violations: Vec::new(),
         }
     }
+}
+
+/// One way a record does not match its stream's JSON Schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct Violation {
+    /// The record's line in an NDJSON request (1-based); absent for one record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<usize>,
+    /// Where in the record, as a JSON pointer (`""`: the record itself).
+    pub pointer: String,
+    /// The schema keyword that failed (`type`, `required`, `minimum`, `pattern`, ...).
+    pub keyword: String,
+    /// What was expected, in words.
+    pub message: String,
 }
 
 /// Declares [`ErrorCode`] from one list: variant, wire name, meaning.
@@ -638,6 +657,10 @@ error_codes! {
     TooManySubscriptions = "too_many_subscriptions",
     /// An idempotency key sent again with another body (nothing stored).
     IdempotencyKeyReused = "idempotency_key_reused",
+    /// A record that does not match its stream's JSON Schema (nothing of the request
+    /// stored; `violations` says where); in an `error` frame, a result that does not match
+    /// the stream's `result_schema`.
+    SchemaViolation = "schema_violation",
     /// An idempotency key sent again while its first request is still being stored.
     IdempotencyKeyInFlight = "idempotency_key_in_flight",
     /// Answered by the accept loop, before any route: over a connection cap.
@@ -821,6 +844,14 @@ pub struct StreamView {
     /// Name of the key that started it.
     pub owner: String,
     pub processor: ProcessorSpec,
+    /// The JSON Schema its records are checked against, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub schema: Option<serde_json::Value>,
+    /// The JSON Schema its results are checked against, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub result_schema: Option<serde_json::Value>,
     pub state: StreamState,
     pub created_ms: i64,
     pub ended_ms: Option<i64>,
@@ -1004,6 +1035,7 @@ mod tests {
             message: "no ack".into(),
             acknowledged: Some(3),
             line: None,
+            violations: Vec::new(),
         }
     }
 
@@ -1068,6 +1100,8 @@ mod tests {
             processor: ProcessorSpec::Jq {
                 filter: ".a".into(),
             },
+            schema: None,
+            result_schema: None,
             state: StreamState::Ended,
             created_ms: 1,
             ended_ms: Some(2),
