@@ -20,6 +20,7 @@ var StreamgateError = class _StreamgateError extends Error {
     if (details.retryAfter !== void 0) this.retryAfter = details.retryAfter;
     if (details.acknowledged !== void 0) this.acknowledged = details.acknowledged;
     if (details.line !== void 0) this.line = details.line;
+    if (details.violations !== void 0) this.violations = details.violations;
     if (details.streamId !== void 0) this.streamId = details.streamId;
   }
   /** `Retry-After` in milliseconds. */
@@ -35,6 +36,7 @@ var StreamgateError = class _StreamgateError extends Error {
     const extra = { ...details };
     if (typeof error.acknowledged === "number") extra.acknowledged = error.acknowledged;
     if (typeof error.line === "number") extra.line = error.line;
+    if (Array.isArray(error.violations)) extra.violations = error.violations;
     const status = details.status === void 0 ? "" : ` (HTTP ${details.status})`;
     return new _StreamgateError(error.code, `${error.code}: ${error.message}${status}`, extra);
   }
@@ -385,6 +387,7 @@ var ERROR_CODES = [
   "too_many_subscribers",
   "too_many_subscriptions",
   "idempotency_key_reused",
+  "schema_violation",
   "idempotency_key_in_flight",
   "too_many_connections",
   "http_version_not_supported",

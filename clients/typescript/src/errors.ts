@@ -1,6 +1,6 @@
 // What can go wrong, typed by the daemon's own error codes.
 
-import type { AnyErrorCode, ErrorCode, ErrorObject } from "./wire.js";
+import type { AnyErrorCode, ErrorCode, ErrorObject, Violation } from "./wire.js";
 
 /**
  * Codes of failures found by the client itself, not answered by the daemon:
@@ -37,6 +37,8 @@ export interface ErrorDetails {
   acknowledged?: number;
   /** The 1-based line of a refused NDJSON batch. */
   line?: number;
+  /** For `schema_violation`: where each record does not match its stream's schema. */
+  violations?: Violation[];
   /** The stream the error is about (a `nack`, a `refused` subscription). */
   streamId?: string;
   cause?: unknown;
@@ -52,6 +54,7 @@ export class StreamgateError extends Error {
   readonly retryAfter?: number;
   readonly acknowledged?: number;
   readonly line?: number;
+  readonly violations?: Violation[];
   readonly streamId?: string;
 
   constructor(code: AnyErrorCode | ClientErrorCode, message: string, details: ErrorDetails = {}) {
@@ -61,6 +64,7 @@ export class StreamgateError extends Error {
     if (details.retryAfter !== undefined) this.retryAfter = details.retryAfter;
     if (details.acknowledged !== undefined) this.acknowledged = details.acknowledged;
     if (details.line !== undefined) this.line = details.line;
+    if (details.violations !== undefined) this.violations = details.violations;
     if (details.streamId !== undefined) this.streamId = details.streamId;
   }
 
@@ -81,6 +85,7 @@ export class StreamgateError extends Error {
     const extra: ErrorDetails = { ...details };
     if (typeof error.acknowledged === "number") extra.acknowledged = error.acknowledged;
     if (typeof error.line === "number") extra.line = error.line;
+    if (Array.isArray(error.violations)) extra.violations = error.violations;
     const status = details.status === undefined ? "" : ` (HTTP ${details.status})`;
     return new StreamgateError(error.code, `${error.code}: ${error.message}${status}`, extra);
   }

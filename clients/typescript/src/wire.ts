@@ -29,6 +29,7 @@ export const ERROR_CODES = [
   "too_many_subscribers",
   "too_many_subscriptions",
   "idempotency_key_reused",
+  "schema_violation",
   "idempotency_key_in_flight",
   "too_many_connections",
   "http_version_not_supported",
@@ -56,6 +57,20 @@ export interface ErrorObject {
   acknowledged?: number | null;
   /** For a refused NDJSON batch: the 1-based line of the record that was refused. */
   line?: number | null;
+  /** For `schema_violation`: each way a record does not match its stream's schema. */
+  violations?: Violation[];
+}
+
+/** One way a record does not match its stream's JSON Schema. */
+export interface Violation {
+  /** The record's NDJSON line (1-based); absent for one record. */
+  line?: number;
+  /** Where in the record, as a JSON pointer (`""`: the record itself). */
+  pointer: string;
+  /** The schema keyword that failed (`type`, `required`, `minimum`, `pattern`, ...). */
+  keyword: string;
+  /** What was expected, in words. */
+  message: string;
 }
 
 export interface ErrorBody {

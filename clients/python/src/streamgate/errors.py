@@ -43,6 +43,7 @@ class ErrorCode(enum.StrEnum):
     TOO_MANY_SUBSCRIBERS = "too_many_subscribers"
     TOO_MANY_SUBSCRIPTIONS = "too_many_subscriptions"
     IDEMPOTENCY_KEY_REUSED = "idempotency_key_reused"
+    SCHEMA_VIOLATION = "schema_violation"
     IDEMPOTENCY_KEY_IN_FLIGHT = "idempotency_key_in_flight"
     TOO_MANY_CONNECTIONS = "too_many_connections"
     HTTP_VERSION_NOT_SUPPORTED = "http_version_not_supported"
@@ -106,7 +107,9 @@ class ServerError(StreamgateError):
 
     ``status`` is the HTTP status (``None`` for a frame), ``retry_after`` the seconds of a
     ``Retry-After`` header, ``acknowledged`` how many leading records of a batch were stored
-    (on ``broker_unavailable``), ``line`` the NDJSON line at fault.
+    (on ``broker_unavailable``), ``line`` the NDJSON line at fault, ``violations`` (on
+    ``schema_violation``) each way a record does not match its stream's schema: dicts with
+    ``line``, ``pointer``, ``keyword`` and ``message``.
     """
 
     def __init__(
@@ -118,6 +121,7 @@ class ServerError(StreamgateError):
         retry_after: float | None = None,
         acknowledged: int | None = None,
         line: int | None = None,
+        violations: list[dict[str, Any]] | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
@@ -125,6 +129,7 @@ class ServerError(StreamgateError):
         self.retry_after = retry_after
         self.acknowledged = acknowledged
         self.line = line
+        self.violations = violations or []
 
     def __str__(self) -> str:
         status = f" (HTTP {self.status})" if self.status is not None else ""
@@ -210,6 +215,7 @@ ERROR_CLASSES: dict[ErrorCode, type[ServerError]] = {
     ErrorCode.TOO_MANY_SUBSCRIPTIONS: LimitExceededError,
     ErrorCode.IDEMPOTENCY_KEY_REUSED: IdempotencyKeyError,
     ErrorCode.IDEMPOTENCY_KEY_IN_FLIGHT: IdempotencyKeyError,
+    ErrorCode.SCHEMA_VIOLATION: InvalidRequestError,
     ErrorCode.TOO_MANY_CONNECTIONS: LimitExceededError,
     ErrorCode.HTTP_VERSION_NOT_SUPPORTED: InvalidRequestError,
     ErrorCode.NOT_READY: UnavailableError,
@@ -241,6 +247,7 @@ def server_error(
     retry_after: float | None = None,
     acknowledged: int | None = None,
     line: int | None = None,
+    violations: list[dict[str, Any]] | None = None,
 ) -> ServerError:
     """The exception for a code the daemon answered."""
     parsed = parse_code(code)
@@ -252,6 +259,7 @@ def server_error(
         retry_after=retry_after,
         acknowledged=acknowledged,
         line=line,
+        violations=violations,
     )
 
 
@@ -265,6 +273,7 @@ def from_error_object(obj: Mapping[str, Any], *, status: int | None = None,
         retry_after=retry_after,
         acknowledged=obj.get("acknowledged"),
         line=obj.get("line"),
+        violations=obj.get("violations"),
     )
 
 
