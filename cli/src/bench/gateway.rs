@@ -127,7 +127,11 @@ pub async fn run(
                 writers[*index] = Some(tx.clone());
             }
             let by_index: HashMap<usize, Uuid> = streams.iter().map(|(id, i)| (*i, *id)).collect();
-            tasks.spawn(write_mux(sink, rx, by_index, rec.clone()));
+            let send = move |stream: usize, seq: u64, record: String| {
+                let id = by_index[&stream];
+                format!(r#"{{"type":"send","stream_id":"{id}","seq":{seq},"data":{record}}}"#)
+            };
+            tasks.spawn(write(sink, rx, send, rec.clone()));
         }
         tasks.spawn(subscribe_mux(source, streams, rec.clone(), stop_rx.clone()));
     }
@@ -143,7 +147,7 @@ pub async fn run(
             ));
             if load.transport == Transport::Ws && subscriber == 0 {
                 let (tx, rx) = mpsc::channel(WS_QUEUE);
-                tasks.spawn(write(sink, rx, stream, rec.clone()));
+                tasks.spawn(write(sink, rx, |_, _, record| record, rec.clone()));
                 writers[stream] = Some(tx);
             }
         }
@@ -352,36 +356,6 @@ async fn subscribe_mux(
 /// A batch to write: the stream (bench index), its first sequence number, the records.
 type Writing = (usize, u64, Vec<String>);
 
-/// Writes the batches queued for one `/api/connect` connection as `send` frames, `seq` the
-/// record's stream sequence number + 1.
-async fn write_mux(
-    mut sink: SplitSink<Ws, Message>,
-    mut batches: mpsc::Receiver<Writing>,
-    ids: HashMap<usize, Uuid>,
-    rec: Arc<Recorder>,
-) {
-    while let Some((stream, first, batch)) = batches.recv().await {
-        let n = batch.len() as u64;
-        let id = ids[&stream];
-        let mut written = Ok(());
-        for (i, record) in batch.into_iter().enumerate() {
-            let seq = first + i as u64 + 1;
-            let frame =
-                format!(r#"{{"type":"send","stream_id":"{id}","seq":{seq},"data":{record}}}"#);
-            written = sink.feed(Message::text(frame)).await;
-            if written.is_err() {
-                break;
-            }
-        }
-        if let Err(e) = written.and(sink.flush().await) {
-            tracing::debug!(stream, error = %e, "bench /api/connect send failed");
-            rec.error("ws send failed", n);
-            rec.refused(n);
-            return;
-        }
-    }
-}
-
 /// Sends one record that is not part of the measurement and waits for its result on every
 /// subscriber, so the run starts with every stream's path working end to end (the
 /// processing group joined, connections open) instead of timing start-up.
@@ -528,18 +502,21 @@ async fn subscribe(
     }
 }
 
-/// Sends the batches queued for one stream as text frames on its socket.
+/// Writes the batches queued for one socket, each record as `frame(stream, seq, record)`
+/// (`seq` the record's stream sequence number + 1): the record itself on a stream's own
+/// socket, a `send` frame on `/api/connect`.
 async fn write(
     mut sink: SplitSink<Ws, Message>,
     mut batches: mpsc::Receiver<Writing>,
-    stream: usize,
+    frame: impl Fn(usize, u64, String) -> String,
     rec: Arc<Recorder>,
 ) {
-    while let Some((_, _, batch)) = batches.recv().await {
+    while let Some((stream, first, batch)) = batches.recv().await {
         let n = batch.len() as u64;
         let mut written = Ok(());
-        for record in batch {
-            written = sink.feed(Message::text(record)).await;
+        for (i, record) in batch.into_iter().enumerate() {
+            let text = frame(stream, first + i as u64 + 1, record);
+            written = sink.feed(Message::text(text)).await;
             if written.is_err() {
                 break;
             }
