@@ -567,8 +567,8 @@ pub struct IngestLimits {
     /// request sent again with it within this is stored and processed once; past it, the key
     /// is new again. At most 604 800 (a week, what the key index topic keeps).
     pub idempotency_window_s: u64,
-    /// Most idempotency keys one stream remembers (about 200 bytes each, on every instance);
-    /// past it the stream's oldest keys are forgotten first, and are new again.
+    /// Most idempotency keys one stream remembers (at most about 1.4 KiB each, on every
+    /// instance); past it the stream's oldest keys are forgotten first, and are new again.
     pub idempotency_keys_per_stream: usize,
     /// Largest JSON Schema a stream may be started with (`schema`, `result_schema`), in
     /// bytes as JSON; 400 past it.
