@@ -274,3 +274,31 @@ async fn a_runaway_filter_gets_an_error_result_and_does_not_stall_others() {
     assert_eq!(next_frame(&mut other_ws).await["data"], 4);
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_slow_to_start_does_not_use_up_the_record_s_time() {
+    // A worker that takes longer to start than a record may run, as a new process can on a
+    // busy machine: the record's clock starts once the worker is ready.
+    let dir = tempfile::tempdir().unwrap();
+    let worker = dir.path().join("slow-worker");
+    std::fs::write(
+        &worker,
+        format!(
+            "#!/bin/sh\nsleep 1\nexec {} \"$@\"\n",
+            env!("CARGO_BIN_EXE_streamgate-worker")
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&worker, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let mut config = test_config();
+    config.processing.max_record_ms = 300;
+    config.processing.worker = Some(worker);
+    let d = Daemon::start(config).await;
+    let spec = json!({"processor": {"type": "jq", "filter": ".n + 1"}});
+    let id = d.start_stream(ALICE, Some(spec)).await;
+    let mut ws = d.subscribe(ALICE, &id).await;
+    d.send_json(ALICE, &id, &json!({"n": 1})).await;
+    let frame = next_frame(&mut ws).await;
+    assert_eq!(frame["data"], 2, "{frame}");
+    d.stop().await.unwrap();
+}

@@ -12,7 +12,9 @@
 //! The worker is the daemon's own executable run as `streamctl __processor-worker` (or the
 //! `streamgate-worker` binary of this crate); requests and replies are one JSON line each on
 //! its stdin and stdout. Workers are kept and reused (each keeps its compiled filters), and at
-//! most `processing.workers` run at once.
+//! most `processing.workers` run at once. A new worker says `ready` once it has started, and
+//! only then does a record's clock start: starting a process on a busy machine can take longer
+//! than the record may, and is not the record's doing.
 
 use std::borrow::Cow;
 use std::io::{BufRead, Write};
@@ -35,8 +37,14 @@ use crate::error::Error;
 pub const WORKER_ARG: &str = "__processor-worker";
 /// Environment variable that carries the worker's address-space limit in bytes.
 const MEMORY_ENV: &str = "STREAMGATE_WORKER_MAX_MEMORY";
-/// Executables that can act as a worker, looked for beside the running one.
-const WORKER_NAMES: [&str; 2] = ["streamctl", "streamgate-worker"];
+/// Executables that can act as a worker, looked for beside the running one in this order:
+/// `streamgate-worker` first, as cargo builds it with this crate (and its tests), while a
+/// `streamctl` beside them may be older.
+const WORKER_NAMES: [&str; 2] = ["streamgate-worker", "streamctl"];
+/// The line a worker writes once it has limited itself and can take requests.
+const READY: &str = "ready";
+/// How long a new worker may take to say it is ready.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What a worker is asked: run `code` on `input`, with at most `max` results.
 #[derive(Debug, Serialize, Deserialize)]
@@ -123,9 +131,11 @@ impl Sandbox {
         let idle = self.idle.lock().expect("sandbox lock").pop();
         let mut worker = match idle {
             Some(w) => w,
-            None => Worker::spawn(&self.program, self.max_memory_bytes).map_err(|e| {
-                SandboxError::Unavailable(format!("{}: {e}", self.program.display()))
-            })?,
+            None => Worker::start(&self.program, self.max_memory_bytes)
+                .await
+                .map_err(|e| {
+                    SandboxError::Unavailable(format!("{}: {e}", self.program.display()))
+                })?,
         };
         let request = Request {
             code: Cow::Borrowed(code),
@@ -161,6 +171,27 @@ struct Worker {
 }
 
 impl Worker {
+    /// Starts a worker and waits until it says it is ready.
+    async fn start(program: &Path, max_memory_bytes: u64) -> std::io::Result<Self> {
+        let mut worker = Self::spawn(program, max_memory_bytes)?;
+        let mut line = String::new();
+        match tokio::time::timeout(START_TIMEOUT, worker.stdout.read_line(&mut line)).await {
+            Ok(Ok(_)) if line.trim_end() == READY => Ok(worker),
+            Ok(Ok(_)) => Err(std::io::Error::other(format!(
+                "the worker exited before it was ready ({})",
+                worker.end().await
+            ))),
+            Ok(Err(e)) => Err(e),
+            Err(_) => {
+                worker.end().await;
+                Err(std::io::Error::other(format!(
+                    "the worker was not ready within {} s",
+                    START_TIMEOUT.as_secs()
+                )))
+            }
+        }
+    }
+
     fn spawn(program: &Path, max_memory_bytes: u64) -> std::io::Result<Self> {
         let mut child = Command::new(program)
             .arg(WORKER_ARG)
@@ -237,6 +268,12 @@ pub fn worker_main() -> ExitCode {
     let _ = rlimit::setrlimit(rlimit::Resource::CORE, 0, 0);
     let stdin = std::io::stdin().lock();
     let mut stdout = std::io::stdout().lock();
+    if writeln!(stdout, "{READY}")
+        .and_then(|()| stdout.flush())
+        .is_err()
+    {
+        return ExitCode::FAILURE;
+    }
     for line in stdin.lines() {
         let Ok(line) = line else {
             return ExitCode::FAILURE;
