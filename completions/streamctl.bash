@@ -142,7 +142,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__bench)
-            opts="-h -V --url --api-key --cacert --embedded --streams --rate --duration --payload-bytes --transport --processor --subscribers --mux --idempotency --batch --max-in-flight --drain-timeout --baseline --brokers --baseline-partitions --baseline-kafka --find-max --max-p99-ms --step --broker-pid --json --no-progress --fault-drop-every --help --version"
+            opts="-h -V --url --api-key --cacert --embedded --streams --rate --duration --payload-bytes --transport --processor --subscribers --mux --idempotency --traced --batch --max-in-flight --drain-timeout --baseline --brokers --baseline-partitions --baseline-kafka --find-max --max-p99-ms --step --broker-pid --json --no-progress --fault-drop-every --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -200,6 +200,10 @@ _streamctl() {
                     return 0
                     ;;
                 --mux)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --traced)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;
@@ -503,7 +507,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__send)
-            opts="-h -V --url --api-key --cacert --new --processor --strict --batch-bytes --batch-records --connect-timeout --idempotency-prefix --help --version"
+            opts="-h -V --url --api-key --cacert --new --processor --strict --batch-bytes --batch-records --connect-timeout --idempotency-prefix --traceparent --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -549,6 +553,10 @@ _streamctl() {
                     return 0
                     ;;
                 --idempotency-prefix)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --traceparent)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

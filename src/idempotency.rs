@@ -334,6 +334,7 @@ mod tests {
             received_ms,
             control: None,
             keyed: None,
+            trace: None,
         }
     }
 

@@ -42,6 +42,7 @@
 //! - [`Error`]: the daemon's own failures, reported once at the binary's edge.
 //! - `metrics`, `latency`: Prometheus metrics per component, and recent end-to-end latency.
 //! - [`keyfile`]: the local key file behind zero-config use.
+//! - `telemetry`: one trace per record across the Kafka hop, exported over OTLP.
 //! - [`logging`]: tracing setup (colour on a terminal only; librdkafka lines rate-limited).
 
 mod api;
@@ -64,6 +65,7 @@ mod registry;
 pub mod reload;
 mod schema;
 pub mod server;
+mod telemetry;
 
 pub use streamgate_wire as wire;
 

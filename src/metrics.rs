@@ -1,8 +1,8 @@
 //! Prometheus metrics for `/metrics`, one group per component: each group declares and
 //! registers its own metrics ([`Http`], [`IngestMetrics`], [`ProcessingMetrics`],
-//! [`DeliveryMetrics`]), and [`Metrics`] only puts them on one registry per daemon instance
-//! (not the process-wide default), so several daemons in one process (tests) keep separate
-//! counts.
+//! [`DeliveryMetrics`], [`TelemetryMetrics`]), and [`Metrics`] only puts them on one registry
+//! per daemon instance (not the process-wide default), so several daemons in one process
+//! (tests) keep separate counts.
 
 use crate::latency::RecentLatency;
 use prometheus::{
@@ -216,6 +216,31 @@ impl DeliveryMetrics {
     }
 }
 
+/// Trace export: spans sent to the collector, and those dropped (queue full, collector
+/// refused or silent).
+pub struct TelemetryMetrics {
+    pub spans_exported: IntCounter,
+    pub spans_dropped: IntCounter,
+}
+
+impl TelemetryMetrics {
+    fn register(r: &Registry) -> Self {
+        Self {
+            spans_exported: counter(
+                r,
+                "spans_exported_total",
+                "Trace spans the OTLP collector accepted",
+            ),
+            spans_dropped: counter(
+                r,
+                "spans_dropped_total",
+                "Trace spans dropped: telemetry.max_queue full, or the collector refused or did \
+                 not answer their export",
+            ),
+        }
+    }
+}
+
 /// Every metric of one daemon instance.
 pub struct Metrics {
     registry: Registry,
@@ -223,6 +248,7 @@ pub struct Metrics {
     pub ingest: IngestMetrics,
     pub processing: ProcessingMetrics,
     pub delivery: DeliveryMetrics,
+    pub telemetry: TelemetryMetrics,
     /// CPU seconds of the process to 10 ms, read when rendered (the process collector's
     /// counter has whole seconds only): `streamctl bench` gives the cost of a run with it.
     cpu_seconds: prometheus::Gauge,
@@ -248,6 +274,7 @@ impl Metrics {
             ingest: IngestMetrics::register(&registry),
             processing: ProcessingMetrics::register(&registry),
             delivery: DeliveryMetrics::register(&registry),
+            telemetry: TelemetryMetrics::register(&registry),
             cpu_seconds: registered(&registry, cpu_seconds),
             registry,
         }

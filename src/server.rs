@@ -20,6 +20,7 @@ use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 
 use futures_util::future::BoxFuture;
+use uuid::Uuid;
 
 use crate::api::{self, App, AppState, Reloadable, TlsEdge};
 use crate::auth::JwtVerifier;
@@ -37,6 +38,7 @@ use crate::processing::{AtIngest, Evaluator, Stage, StageWith};
 use crate::quota::{self, Limiter, Seats};
 use crate::registry::{Registry, StreamEntry};
 use crate::reload::{self, Edge, Reloads};
+use crate::telemetry::Telemetry;
 use crate::wire::ProcessorSpec;
 
 /// How often the drain looks again.
@@ -228,7 +230,10 @@ async fn start(
         registry.clone(),
         metrics.clone(),
     );
-    let routing = router.start(&cluster, stopping.clone()).await?;
+    let telemetry = Telemetry::start(&config.telemetry, &Uuid::new_v4().to_string(), &metrics)?;
+    let routing = router
+        .start(&cluster, telemetry.clone(), stopping.clone())
+        .await?;
     let input = cluster.producer(&cluster.topics.input, Some(send_timeout))?;
     let (records, bytes) = limits.ingest.unprocessed_bound(embedded.is_some());
     let backlog = Backlog::new(
@@ -250,6 +255,7 @@ async fn start(
             results,
             input.clone(),
             metrics.clone(),
+            telemetry.clone(),
         ))) as Arc<dyn OneHop>),
         false => None,
     };
@@ -265,13 +271,15 @@ async fn start(
         registry.clone(),
         one_hop,
         keys.clone(),
-    );
+    )
+    .traced(telemetry.clone());
     let stage_with = StageWith {
         registry: registry.clone(),
         input: input.clone(),
         evaluator,
         keys: keys.clone(),
         metrics: metrics.clone(),
+        telemetry,
     };
     let (processing, processing_joined) =
         Stage::start(&cluster, &config.processing, stage_with, stopping.clone())?;

@@ -63,6 +63,11 @@ pub struct Args {
     /// with the same prefix stores nothing twice [default: a random one per run].
     #[arg(long, value_name = "PREFIX")]
     pub idempotency_prefix: Option<String>,
+    /// W3C trace context (`00-TRACE_ID-SPAN_ID-01`) the records are sent under: with the
+    /// daemon's `telemetry` on, their trace goes on through processing to the result frames
+    /// (`tail --format '{trace_id} {data}'`).
+    #[arg(long, value_name = "TRACEPARENT", value_parser = traceparent_arg)]
+    pub traceparent: Option<String>,
 }
 
 /// One stdin line, ready to send.
@@ -116,6 +121,7 @@ impl Args {
             batch_records: self.batch_records.max(1),
             acknowledged: 0,
             connect_timeout: self.connect_timeout,
+            traceparent: self.traceparent,
         };
         let mut pending: VecDeque<Line> = VecDeque::new();
         let mut pending_size = 0;
@@ -204,6 +210,26 @@ struct Sender {
     acknowledged: u64,
     /// `--connect-timeout`.
     connect_timeout: Duration,
+    /// `--traceparent`.
+    traceparent: Option<String>,
+}
+
+/// `--traceparent`: W3C trace context, `00-` then 32 and 16 hex digits and the flags. The
+/// daemon ignores a malformed one; here it is refused, since it is surely a typo.
+fn traceparent_arg(s: &str) -> Result<String, String> {
+    let parts: Vec<&str> = s.split('-').collect();
+    let hex = |p: &str, n: usize| p.len() == n && p.bytes().all(|b| b.is_ascii_hexdigit());
+    match parts.as_slice() {
+        [version, trace, span, flags]
+            if hex(version, 2) && hex(trace, 32) && hex(span, 16) && hex(flags, 2) =>
+        {
+            Ok(s.to_string())
+        }
+        _ => Err(format!(
+            "`{s}` is not W3C trace context: write 00-TRACE_ID-SPAN_ID-FLAGS (32 and 16 hex \
+             digits, flags 01 for sampled)"
+        )),
+    }
 }
 
 impl Sender {
@@ -230,7 +256,13 @@ impl Sender {
             let key = format!("{}-{first}-{last}", self.prefix);
             let answer = self
                 .client
-                .send_batch_within(self.stream, body, &key, self.connect_timeout)
+                .send_batch_traced(
+                    self.stream,
+                    body,
+                    &key,
+                    self.connect_timeout,
+                    self.traceparent.as_deref(),
+                )
                 .await;
             match answer {
                 Ok(answer) => {

@@ -27,7 +27,8 @@ pub struct Args {
     /// json (whole frames), data (only the data; with several streams, the stream id, a tab,
     /// then the data), or a template with placeholders {data}, {cursor}, {input_offset},
     /// {input_partition}, {received_ms}, {processed_ms}, {stream_id}, {type},
-    /// {idempotency_key} and the escapes \n and \t; each result ends with one newline.
+    /// {idempotency_key}, {traceparent}, {trace_id} (of a traced record's result) and the
+    /// escapes \n and \t; each result ends with one newline.
     #[arg(long, short, default_value = "json", value_parser = Format::parse_checked,
           value_hint = clap::ValueHint::Other)]
     pub format: Format,
@@ -78,7 +79,7 @@ pub enum Format {
 }
 
 /// The placeholders a template may use.
-const PLACEHOLDERS: [&str; 9] = [
+const PLACEHOLDERS: [&str; 11] = [
     "data",
     "cursor",
     "input_offset",
@@ -88,6 +89,8 @@ const PLACEHOLDERS: [&str; 9] = [
     "stream_id",
     "type",
     "idempotency_key",
+    "traceparent",
+    "trace_id",
 ];
 
 impl Format {
@@ -154,7 +157,7 @@ impl Format {
             Format::Data if several => format!("{}\t{}", frame.stream_id, data()),
             Format::Data => data(),
             Format::Template(t) => {
-                let fields: [(&str, String); 9] = [
+                let fields: [(&str, String); PLACEHOLDERS.len()] = [
                     ("data", data()),
                     (
                         "cursor",
@@ -169,6 +172,16 @@ impl Format {
                     (
                         "idempotency_key",
                         frame.idempotency_key.clone().unwrap_or_default(),
+                    ),
+                    ("traceparent", frame.traceparent.clone().unwrap_or_default()),
+                    (
+                        "trace_id",
+                        frame
+                            .traceparent
+                            .as_deref()
+                            .and_then(|t| t.split('-').nth(1))
+                            .unwrap_or_default()
+                            .to_string(),
                     ),
                 ];
                 let mut out = t.clone();
@@ -266,6 +279,15 @@ mod tests {
             Format::parse("{cursor}\\t{input_offset} {data}").render(&frame, false),
             "7\t3 {\"t\":1}"
         );
+        let traced = r#"{"cursor":8,"type":"result","stream_id":"00000000-0000-0000-0000-000000000001","input_partition":0,"input_offset":4,"received_ms":1,"processed_ms":2,"data":1,"traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"}"#;
+        let Frame::Result(traced) = serde_json::from_str(traced).unwrap() else {
+            panic!("a result frame")
+        };
+        assert_eq!(
+            Format::parse("{trace_id} {data}").render(&traced, false),
+            "4bf92f3577b34da6a3ce929d0e0e4736 1"
+        );
+        assert_eq!(Format::parse("[{trace_id}]").render(&frame, false), "[]");
         let err = r#"{"type":"error","stream_id":"00000000-0000-0000-0000-000000000001","input_partition":0,"input_offset":3,"received_ms":1,"processed_ms":2,"error":{"code":"processing_failed","message":"boom"}}"#;
         let Frame::Error(err) = serde_json::from_str(err).unwrap() else {
             panic!("an error frame")

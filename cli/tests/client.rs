@@ -611,3 +611,44 @@ async fn start_with_a_schema_and_send_prints_each_violation_on_its_line() {
     assert!(String::from_utf8_lossy(&bad.stderr).contains("--schema: cannot read"));
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn send_traceparent_reaches_tail_s_trace_id() {
+    // Tracing on, exporting to an address where nothing listens: spans are dropped, frames
+    // still name their trace.
+    let mut config = test_config();
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.telemetry.otlp_endpoint = Some(format!("http://{}", nobody.local_addr().unwrap()));
+    drop(nobody);
+    let d = Daemon::start(config).await;
+    let out = streamctl(&d).arg("start").output().await.unwrap();
+    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
+    let trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let traceparent = format!("00-{trace}-00f067aa0ba902b7-01");
+    let out = send_lines(&d, &id, "1\n".into(), &["--traceparent", &traceparent]).await;
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = send_lines(&d, &id, "2\n".into(), &[]).await;
+    assert!(out.status.success());
+    let out = send_lines(&d, &id, "3\n".into(), &["--traceparent", "00-nonsense"]).await;
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("W3C trace context"));
+    let out = tokio::time::timeout(
+        WAIT,
+        streamctl(&d)
+            .args(["tail", &id, "-o", "beginning", "-c", "2"])
+            .args(["--format", "{trace_id}|{data}"])
+            .output(),
+    )
+    .await
+    .expect("tail did not finish")
+    .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("{trace}|1\n|2\n")
+    );
+    d.stop().await.unwrap();
+}

@@ -38,6 +38,7 @@ use crate::ingest::Acked;
 use crate::lifecycle::Phase;
 use crate::quota::Seat;
 use crate::registry::StreamEntry;
+use crate::telemetry::TraceContext;
 use crate::wire::{
     Ack, Authenticated, ClientFrame, Close, ErrorCode, ErrorObject, Frame, Invalid, Lagged, Nack,
     Refusal, Scope, StreamRef,
@@ -322,9 +323,16 @@ impl Connection {
                 seq,
                 data,
                 idempotency_key,
+                traceparent,
             } => {
+                let trace = TraceContext::from_headers(traceparent.as_deref(), None);
                 let answer = self
-                    .send(stream_id, data.get().as_bytes(), idempotency_key.as_deref())
+                    .send(
+                        stream_id,
+                        data.get().as_bytes(),
+                        idempotency_key.as_deref(),
+                        trace.as_ref(),
+                    )
                     .await;
                 self.pending
                     .entry(stream_id)
@@ -420,6 +428,7 @@ impl Connection {
         stream: Uuid,
         data: &[u8],
         idempotency_key: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> BoxFuture<'static, Result<Acked, ApiError>> {
         let refused = |e: ApiError| futures_util::future::ready(Err(e)).boxed();
         if self.state.phase.at_least(Phase::Draining) {
@@ -450,7 +459,7 @@ impl Connection {
         }
         self.state
             .ingest
-            .enqueue(&entry, Bytes::copy_from_slice(data), idempotency_key)
+            .enqueue(&entry, Bytes::copy_from_slice(data), idempotency_key, trace)
             .await
             .map(|r| r.map_err(ApiError::from))
             .boxed()

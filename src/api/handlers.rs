@@ -26,6 +26,7 @@ use crate::config;
 use crate::processing::parse_spec;
 use crate::registry::Schemas;
 use crate::schema;
+use crate::telemetry::TraceContext;
 use crate::wire::{
     Accepted, ErrorBody, ProcessorSpec, Scope, Started, Status, StreamList, StreamView,
     TokenIssued, TokenRequest, TokensRequest,
@@ -189,6 +190,8 @@ fn parse_start_body(
     params(
         ("id" = String, Path, description = ID),
         ("Idempotency-Key" = Option<String>, Header, pattern = "^[!-~]{1,255}$", description = "1 to 255 visible ASCII characters naming this request (one record or a whole batch): sent again, it is answered `replayed` and processed once."),
+        ("traceparent" = Option<String>, Header, description = "W3C trace context: with `telemetry` on, a sampled context is continued through processing to the subscriber's frames (their `traceparent`). A malformed one is ignored."),
+        ("tracestate" = Option<String>, Header, description = "W3C trace state, carried with `traceparent`."),
     ),
     request_body(content(
         (Value = "application/json"),
@@ -214,6 +217,7 @@ pub async fn send(
     state: Arc<AppState>,
     content_type: Option<String>,
     idempotency_key: Option<String>,
+    trace: Option<TraceContext>,
     body: Bytes,
 ) -> Result<Response, Rejection> {
     let entry = owned(&state, &id, &caller, Need::Scope(Scope::Send))
@@ -226,6 +230,7 @@ pub async fn send(
             &body,
             content_type.as_deref(),
             idempotency_key.as_deref(),
+            trace.as_ref(),
         )
         .await
         .map_err(reject)?;

@@ -49,6 +49,7 @@ use warp::{Filter, Rejection, Reply};
 use crate::auth::{Need, Presented, Principal, ACCESS_TOKEN_PARAM, API_KEY_HEADER};
 use crate::metrics::Metrics;
 use crate::quota::{Limited, Limiter};
+use crate::telemetry::{TraceContext, TRACEPARENT, TRACESTATE};
 use error::{recover, reject};
 use routes::{on, on_stream};
 
@@ -116,6 +117,7 @@ pub fn routes(state: Arc<AppState>) -> Routes {
         .and(with_state(&state))
         .and(warp::header::optional::<String>("content-type"))
         .and(warp::header::optional::<String>("idempotency-key"))
+        .and(trace_context())
         .and(body(&state))
         .and_then(handlers::send);
     let tokens = on_stream(&routes::TOKENS)
@@ -278,9 +280,28 @@ fn with_cors(origins: &[String], api: BoxedFilter<(Response,)>) -> BoxedFilter<(
             "last-event-id",
             "authorization",
             "idempotency-key",
+            TRACEPARENT,
+            TRACESTATE,
         ])
         .max_age(600);
     api.with(cors).map(Reply::into_response).boxed()
+}
+
+/// The W3C trace context a request came with, if any (see `telemetry`). A header that is
+/// not even text is ignored like any other malformed context, never refused.
+fn trace_context(
+) -> impl Filter<Extract = (Option<TraceContext>,), Error = std::convert::Infallible> + Clone {
+    let header = |name: &'static str| {
+        warp::header::value(name)
+            .map(|v: warp::http::HeaderValue| v.to_str().ok().map(str::to_string))
+            .or(warp::any().map(|| None))
+            .unify()
+    };
+    header(TRACEPARENT).and(header(TRACESTATE)).map(
+        |parent: Option<String>, state: Option<String>| {
+            TraceContext::from_headers(parent.as_deref(), state.as_deref())
+        },
+    )
 }
 
 /// Passes requests whose `Accept` asks for `text/event-stream`.

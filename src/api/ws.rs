@@ -33,13 +33,17 @@ use crate::auth::Denied;
 use crate::delivery::Item;
 use crate::ingest::Acked;
 use crate::lifecycle::Phase;
+use crate::telemetry::TraceContext;
 use crate::wire::{Ack, Close, Frame, Nack, RecordFrame};
 
-/// A message of the client as a record and its idempotency key: the message itself, or with
-/// `send=frames` a [`RecordFrame`] around it.
-fn record(message: Bytes, framed: bool) -> Result<(Bytes, Option<String>), ApiError> {
+/// A message of the client as a record, its idempotency key and trace context: the message
+/// itself, or with `send=frames` a [`RecordFrame`] around it.
+fn record(
+    message: Bytes,
+    framed: bool,
+) -> Result<(Bytes, Option<String>, Option<TraceContext>), ApiError> {
     if !framed {
-        return Ok((message, None));
+        return Ok((message, None, None));
     }
     let frame: RecordFrame = serde_json::from_slice(&message).map_err(|e| {
         ApiError::InvalidInput(format!(
@@ -50,6 +54,7 @@ fn record(message: Bytes, framed: bool) -> Result<(Bytes, Option<String>), ApiEr
     Ok((
         Bytes::copy_from_slice(frame.data.get().as_bytes()),
         frame.idempotency_key,
+        TraceContext::from_headers(frame.traceparent.as_deref(), None),
     ))
 }
 
@@ -143,9 +148,9 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber, fram
                             futures_util::future::ready(Err(ApiError::ShuttingDown)).boxed()
                         } else {
                             match record(m.into_data(), framed) {
-                                Ok((data, key)) => state
+                                Ok((data, key, trace)) => state
                                     .ingest
-                                    .enqueue(&entry, data, key.as_deref())
+                                    .enqueue(&entry, data, key.as_deref(), trace.as_ref())
                                     .await
                                     .map(|r| r.map_err(ApiError::from))
                                     .boxed(),

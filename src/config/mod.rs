@@ -15,7 +15,9 @@ use serde::{Deserialize, Serialize};
 use crate::error::Error;
 
 mod edge;
+mod telemetry;
 pub use edge::{Auth, Jwt, Tls, JWT_ALGORITHMS};
+pub use telemetry::{OtlpProtocol, Telemetry};
 
 /// The whole daemon configuration, as read from `config.yaml`.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -38,6 +40,8 @@ pub struct Config {
     pub limits: Limits,
     pub http: Http,
     pub log: Log,
+    /// Traces of records, exported over OTLP.
+    pub telemetry: Telemetry,
 }
 
 /// A named schema: in a file (JSON), or written here.
@@ -99,6 +103,7 @@ impl Default for Config {
             limits: Limits::default(),
             http: Http::default(),
             log: Log::default(),
+            telemetry: Telemetry::default(),
         }
     }
 }
@@ -852,6 +857,7 @@ impl Config {
         if let Some(jwt) = &self.auth.jwt {
             jwt.validate()?;
         }
+        self.telemetry.validate()?;
         if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
             return Err(invalid(
                 "log.level",

@@ -29,9 +29,11 @@ use uuid::Uuid;
 
 use super::{delivery_of, Delivery, DeliveryError, InvalidParam};
 use crate::error::Error;
+use crate::kafka::records::trace_of;
 use crate::kafka::{now_ms, partition_for, Cluster};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::telemetry::{SpanKind, Telemetry};
 use crate::wire::{Frame, Gap, Kind};
 
 struct Slot {
@@ -113,6 +115,8 @@ struct Reader {
     consumer: Arc<StreamConsumer>,
     topic: String,
     partitions: Vec<Partition>,
+    /// Traces the delivery of traced records' results.
+    telemetry: Telemetry,
 }
 
 /// Why partitions are read: subscribers here per partition, and the partitions read now with
@@ -209,6 +213,7 @@ impl Router {
     pub async fn start(
         self: &Arc<Self>,
         cluster: &Cluster,
+        telemetry: Telemetry,
         shutdown: watch::Receiver<bool>,
     ) -> Result<JoinHandle<()>, Error> {
         // Past the broker's retention, go on from the oldest result it keeps (not the newest):
@@ -230,6 +235,7 @@ impl Router {
                     read: AtomicBool::new(false),
                 })
                 .collect(),
+            telemetry,
         });
         Ok(tokio::spawn(self.clone().run(shutdown)))
     }
@@ -453,6 +459,19 @@ impl Router {
             let Some((stream, delivery)) = delivery_of(&m) else {
                 continue;
             };
+            let span = match reader.telemetry.enabled() {
+                true => {
+                    reader
+                        .telemetry
+                        .resume(trace_of(&m).as_ref(), "deliver", SpanKind::Consumer)
+                }
+                false => None,
+            };
+            if let Some(span) = &span {
+                span.set("stream.id", stream.to_string());
+                span.set("messaging.kafka.partition", i64::from(m.partition()));
+                span.set("cursor", delivery.cursor);
+            }
             // A results record's timestamp is when its input was accepted.
             if let (Kind::Result | Kind::Error, Some(accepted)) =
                 (delivery.kind, m.timestamp().to_millis())
@@ -462,7 +481,10 @@ impl Router {
                     .delivery
                     .observe_end_to_end(Duration::from_millis(latency));
             }
-            self.deliver(stream, delivery);
+            let queued = self.deliver(stream, delivery);
+            if let Some(span) = span {
+                span.set("subscribers", queued as i64);
+            }
         }
     }
 
@@ -537,21 +559,26 @@ impl Router {
         })
     }
 
-    /// Queues a frame for every subscriber of `stream` here, never waiting on one.
-    pub fn deliver(&self, stream: Uuid, delivery: Delivery) {
+    /// Queues a frame for every subscriber of `stream` here, never waiting on one; returns
+    /// how many it was queued for.
+    pub fn deliver(&self, stream: Uuid, delivery: Delivery) -> usize {
         let mut dropped = Vec::new();
+        let mut queued = 0;
         {
             let subs = self.subscribers.read().expect("router lock");
             let Some(slots) = subs.get(&stream) else {
-                return;
+                return 0;
             };
             for slot in slots.values() {
                 if slot.on_lag == OnLag::Skip {
-                    self.deliver_or_skip(stream, slot, &delivery);
+                    queued += usize::from(self.deliver_or_skip(stream, slot, &delivery));
                     continue;
                 }
                 match slot.tx.try_send(delivery.clone()) {
-                    Ok(()) => self.metrics.delivery.results_out.inc(),
+                    Ok(()) => {
+                        queued += 1;
+                        self.metrics.delivery.results_out.inc();
+                    }
                     Err(e) => {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
                             slot.lagged.store(delivery.cursor, Ordering::Release);
@@ -566,11 +593,12 @@ impl Router {
         for id in dropped {
             self.unsubscribe(&stream, id);
         }
+        queued
     }
 
     /// For an `on_lag=skip` subscriber: queues the gap for earlier skipped results first, then
-    /// the frame; what finds the queue full is counted as skipped.
-    fn deliver_or_skip(&self, stream: Uuid, slot: &Slot, delivery: &Delivery) {
+    /// the frame; what finds the queue full is counted as skipped. Whether it was queued.
+    fn deliver_or_skip(&self, stream: Uuid, slot: &Slot, delivery: &Delivery) -> bool {
         let mut skipped = slot.skipped.lock().expect("skipped lock");
         if skipped.count > 0 {
             let (count, from) = (skipped.count, skipped.from);
@@ -580,15 +608,19 @@ impl Router {
                     // Still no room: this result is skipped too.
                     skipped.count = count + 1;
                     skipped.from = from;
-                    return;
+                    return false;
                 }
             }
         }
         match slot.tx.try_send(delivery.clone()) {
-            Ok(()) => self.metrics.delivery.results_out.inc(),
+            Ok(()) => {
+                self.metrics.delivery.results_out.inc();
+                true
+            }
             Err(_) => {
                 skipped.count = 1;
                 skipped.from = delivery.cursor;
+                false
             }
         }
     }

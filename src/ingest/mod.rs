@@ -25,10 +25,11 @@ use uuid::Uuid;
 
 use crate::idempotency::KeyIndex;
 use crate::kafka::records::{Control, Input, InputKind, Keyed};
-use crate::kafka::{self, now_ms, InputLog, SendError};
+use crate::kafka::{self, now_ms, InputLog, Meta, SendError};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError, StreamEntry};
 use crate::schema::MAX_VIOLATIONS;
+use crate::telemetry::{Handle, Span, SpanKind, Telemetry, TraceContext};
 use crate::wire::{Accepted, ProcessorSpec, Violation};
 
 pub use backlog::Backlog;
@@ -177,6 +178,26 @@ fn check_schema<'r>(
 }
 
 /// `curl -d` sends a form content type by default; say how to fix that.
+/// Notes on a send's span its stream and, for a refusal, what kind it was: never its text,
+/// which can quote an idempotency key or a record.
+fn note<T>(span: &Span, stream: Uuid, answer: &Result<T, Refused>) {
+    span.set("stream.id", stream.to_string());
+    if let Err(e) = answer {
+        span.fail(match e {
+            Refused::Invalid { .. } => "invalid input",
+            Refused::UnsupportedMediaType(_) => "unsupported media type",
+            Refused::TooManyRecords { .. } => "too many records",
+            Refused::RecordTooLarge { .. } => "record too large",
+            Refused::StreamEnded { .. } => "stream ended",
+            Refused::BacklogFull { .. } => "backlog full",
+            Refused::Unstored { .. } => "broker unavailable",
+            Refused::KeyReused { .. } => "idempotency key reused",
+            Refused::KeyInFlight { .. } => "idempotency key in flight",
+            Refused::SchemaViolation { .. } => "schema violation",
+        });
+    }
+}
+
 fn form_hint(content_type: &str) -> &'static str {
     if content_type.starts_with("application/x-www-form-urlencoded") {
         " (curl -d sends a form by default: add -H 'Content-Type: application/json')"
@@ -218,6 +239,8 @@ pub struct Ingest {
     /// What is known of idempotency keys, everywhere (followed) and here (recent).
     keys: Arc<KeyIndex>,
     recent: Arc<Recent>,
+    /// Traces sends that come with a sampled context (or a sampled share of the others).
+    telemetry: Telemetry,
 }
 
 /// What a record sent with an idempotency key was answered, and whether it was the first.
@@ -248,6 +271,8 @@ struct Sending {
     keyed: Option<(Keyed, Pending)>,
     /// What each record carries beside its value, as the backlog counts it.
     header_bytes: usize,
+    /// Traced: the send's span, as its records store it.
+    trace: Option<TraceContext>,
 }
 
 impl Ingest {
@@ -270,7 +295,14 @@ impl Ingest {
             turns: Arc::default(),
             keys,
             recent: Arc::default(),
+            telemetry: Telemetry::off(),
         }
+    }
+
+    /// Traces sends with `telemetry`.
+    pub fn traced(mut self, telemetry: Telemetry) -> Self {
+        self.telemetry = telemetry;
+        self
     }
 
     /// The steps before anything is written: the stream takes records, a repeat of a keyed
@@ -334,6 +366,7 @@ impl Ingest {
             one_hop,
             keyed,
             header_bytes,
+            trace: None,
         })))
     }
 
@@ -345,6 +378,7 @@ impl Ingest {
         mut send: Sending,
         offsets: &[i64],
         records: impl Fn() -> I,
+        span: Option<&Handle>,
     ) -> Result<usize, Refused>
     where
         I: Iterator<Item = &'r [u8]>,
@@ -353,7 +387,9 @@ impl Ingest {
             self.backlog
                 .stored(send.partition, *offset, record.len() + send.header_bytes);
         }
+        let fence = span.map(|s| s.child("end fence", SpanKind::Internal));
         let before = self.before_end(&send.entry, offsets).await?;
+        drop(fence);
         if let Some((one_hop, mut turn)) = send.one_hop {
             turn.wait().await;
             let mut written = Vec::with_capacity(before);
@@ -365,6 +401,7 @@ impl Ingest {
                     received_ms: send.received_ms,
                     control: None,
                     keyed: None,
+                    trace: send.trace.clone(),
                 };
                 written.push(one_hop.write(&send.entry, input, record).await);
             }
@@ -417,18 +454,38 @@ impl Ingest {
     }
 
     /// Appends a request body's records in order; answers once all are acknowledged (and,
-    /// for one hop, their results too, or handed to the processing group).
+    /// for one hop, their results too, or handed to the processing group). `trace`: the
+    /// context the request came with.
     pub async fn append(
         &self,
         entry: &Arc<StreamEntry>,
         body: &Bytes,
         content_type: Option<&str>,
         idempotency_key: Option<&str>,
+        trace: Option<&TraceContext>,
+    ) -> Result<Accepted, Refused> {
+        let span = self.telemetry.send(trace);
+        let answer = self
+            .append_traced(entry, body, content_type, idempotency_key, span.as_ref())
+            .await;
+        if let Some(span) = &span {
+            note(span, entry.id, &answer);
+        }
+        answer
+    }
+
+    async fn append_traced(
+        &self,
+        entry: &Arc<StreamEntry>,
+        body: &Bytes,
+        content_type: Option<&str>,
+        idempotency_key: Option<&str>,
+        span: Option<&Span>,
     ) -> Result<Accepted, Refused> {
         let idempotency = idempotency_key.map(check_key).transpose()?;
         let records = records(body, content_type, self.limits)?;
         check_schema(entry, records.numbered())?;
-        let send = match self.begin(
+        let mut send = match self.begin(
             entry,
             records.count,
             body.len(),
@@ -437,16 +494,22 @@ impl Ingest {
             Begun::Store(send) => *send,
             Begun::Replay(accepted) => return Ok(accepted),
         };
+        send.trace = span.map(|s| s.context());
         let started = Instant::now();
+        let ack_span = span.map(|s| s.child("broker ack", SpanKind::Producer));
         let stored = kafka::append(
             &*self.log,
             &send.key,
             records.iter(),
             send.received_ms,
-            send.kind,
-            send.keyed.as_ref().map(|(k, _)| k),
+            Meta {
+                kind: send.kind,
+                keyed: send.keyed.as_ref().map(|(k, _)| k),
+                trace: send.trace.as_ref(),
+            },
         )
         .await;
+        drop(ack_span);
         let offsets = match stored {
             Ok(offsets) => offsets,
             Err(e) => {
@@ -455,7 +518,12 @@ impl Ingest {
             }
         };
         let partition = send.partition;
-        let before = self.settle(send, &offsets, || records.iter()).await?;
+        if let Some(span) = span {
+            span.stored(partition, &offsets);
+        }
+        let before = self
+            .settle(send, &offsets, || records.iter(), span.map(|s| &**s))
+            .await?;
         if before < offsets.len() {
             return Err(Refused::StreamEnded {
                 id: entry.id,
@@ -476,12 +544,38 @@ impl Ingest {
     }
 
     /// Hands one record (a WebSocket frame) to the producer and returns the future of its
-    /// answer, so a session can pipeline records and answer them in order.
+    /// answer, so a session can pipeline records and answer them in order. `trace`: the
+    /// context the frame came with.
     pub async fn enqueue(
         &self,
         entry: &Arc<StreamEntry>,
         frame: Bytes,
         idempotency_key: Option<&str>,
+        trace: Option<&TraceContext>,
+    ) -> BoxFuture<'static, Result<Acked, Refused>> {
+        let span = self.telemetry.send(trace);
+        let answer = self
+            .enqueue_traced(entry, frame, idempotency_key, span.as_ref())
+            .await;
+        match span {
+            None => answer,
+            Some(span) => {
+                let id = entry.id;
+                Box::pin(async move {
+                    let answer = answer.await;
+                    note(&span, id, &answer);
+                    answer
+                })
+            }
+        }
+    }
+
+    async fn enqueue_traced(
+        &self,
+        entry: &Arc<StreamEntry>,
+        frame: Bytes,
+        idempotency_key: Option<&str>,
+        span: Option<&Span>,
     ) -> BoxFuture<'static, Result<Acked, Refused>> {
         let ready = |r| -> BoxFuture<'static, Result<Acked, Refused>> {
             Box::pin(futures_util::future::ready(r))
@@ -502,22 +596,40 @@ impl Ingest {
             Ok((r, Begun::Store(send))) => (r, *send),
             Err(e) => return ready(Err(e)),
         };
+        let mut send = send;
+        send.trace = span.map(|s| s.context());
         let refused = |e| ready(Err(e));
-        let keyed = send.keyed.as_ref().map(|(k, _)| k);
+        let meta = Meta {
+            kind: send.kind,
+            keyed: send.keyed.as_ref().map(|(k, _)| k),
+            trace: send.trace.as_ref(),
+        };
+        let ack_span = span.map(|s| s.child("broker ack", SpanKind::Producer));
         let ack = match self
             .log
-            .enqueue(&send.key, &record, send.received_ms, send.kind, keyed)
+            .enqueue(&send.key, &record, send.received_ms, meta)
             .await
         {
             Ok(ack) => ack,
             Err(e) => return refused(Refused::unstored(&e, 0)),
         };
         let this = self.clone();
+        let span = span.map(Span::handle);
         Box::pin(async move {
-            let offset = ack.await.map_err(|e| Refused::unstored(&e, 0))?;
+            let offset = ack.await.map_err(|e| Refused::unstored(&e, 0));
+            drop(ack_span);
+            let offset = offset?;
+            if let Some(span) = &span {
+                span.stored(send.partition, &[offset]);
+            }
             let id = send.entry.id;
             if this
-                .settle(send, &[offset], || std::iter::once(&record[..]))
+                .settle(
+                    send,
+                    &[offset],
+                    || std::iter::once(&record[..]),
+                    span.as_ref(),
+                )
                 .await?
                 == 0
             {
@@ -561,8 +673,7 @@ impl Ingest {
                 &stream.to_string(),
                 &payload,
                 now_ms(),
-                InputKind::Control(control),
-                None,
+                Meta::plain(InputKind::Control(control)),
             )
             .await?;
         ack.await

@@ -9,6 +9,7 @@ use futures_util::future::BoxFuture;
 
 use super::records::{InputKind, Keyed};
 use super::{now_ms, Receipt, SendError, TopicProducer};
+use crate::telemetry::TraceContext;
 
 /// Where input records are written.
 pub trait InputLog: Send + Sync + 'static {
@@ -21,9 +22,28 @@ pub trait InputLog: Send + Sync + 'static {
         key: &'a str,
         payload: &'a [u8],
         timestamp_ms: i64,
-        kind: InputKind,
-        keyed: Option<&'a Keyed>,
+        meta: Meta<'a>,
     ) -> BoxFuture<'a, Result<Receipt, SendError>>;
+}
+
+/// What an input record carries beside its key and value: its kind, and the idempotency key
+/// and trace context it was sent with.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta<'a> {
+    pub kind: InputKind,
+    pub keyed: Option<&'a Keyed>,
+    pub trace: Option<&'a TraceContext>,
+}
+
+impl Meta<'_> {
+    /// A record of `kind`, without key or trace.
+    pub fn plain(kind: InputKind) -> Self {
+        Self {
+            kind,
+            keyed: None,
+            trace: None,
+        }
+    }
 }
 
 impl InputLog for TopicProducer {
@@ -36,12 +56,12 @@ impl InputLog for TopicProducer {
         key: &'a str,
         payload: &'a [u8],
         timestamp_ms: i64,
-        kind: InputKind,
-        keyed: Option<&'a Keyed>,
+        meta: Meta<'a>,
     ) -> BoxFuture<'a, Result<Receipt, SendError>> {
         Box::pin(async move {
+            let headers = meta.kind.headers(meta.keyed, meta.trace);
             let ack = self
-                .enqueue_with_headers(key, payload, timestamp_ms, kind.headers(keyed))
+                .enqueue_with_headers(key, payload, timestamp_ms, headers)
                 .await?;
             Ok(Box::pin(ack) as Receipt)
         })
@@ -69,20 +89,19 @@ pub async fn append_all<R: AsRef<[u8]>>(
     key: &str,
     records: impl IntoIterator<Item = R>,
 ) -> Result<Vec<i64>, Unstored> {
-    append(log, key, records, now_ms(), InputKind::Data, None).await
+    append(log, key, records, now_ms(), Meta::plain(InputKind::Data)).await
 }
 
-/// Appends records of `kind` under `key` in order, stamped `ts`, and returns their offsets
-/// once all are acknowledged; `keyed`: the records are the parts of a request sent with an
-/// idempotency key (each gets its part number). Records are handed over ahead of their
-/// acks, up to `IN_FLIGHT` at once.
+/// Appends records with `meta` under `key` in order, stamped `ts`, and returns their offsets
+/// once all are acknowledged; with `meta.keyed` the records are the parts of a request sent
+/// with an idempotency key (each gets its part number). Records are handed over ahead of
+/// their acks, up to `IN_FLIGHT` at once.
 pub async fn append<R: AsRef<[u8]>>(
     log: &dyn InputLog,
     key: &str,
     records: impl IntoIterator<Item = R>,
     ts: i64,
-    kind: InputKind,
-    keyed: Option<&Keyed>,
+    meta: Meta<'_>,
 ) -> Result<Vec<i64>, Unstored> {
     let records = records.into_iter();
     let mut offsets = Vec::with_capacity(records.size_hint().0);
@@ -91,7 +110,7 @@ pub async fn append<R: AsRef<[u8]>>(
         error,
         acknowledged: offsets.len(),
     };
-    let mut part = keyed.cloned();
+    let mut part = meta.keyed.cloned();
     for (i, r) in records.enumerate() {
         if let Some(p) = &mut part {
             p.part = i as u32;
@@ -100,7 +119,11 @@ pub async fn append<R: AsRef<[u8]>>(
             let ack: Receipt = in_flight.pop_front().expect("a full window");
             offsets.push(ack.await.map_err(|e| unstored(e, &offsets))?);
         }
-        match log.enqueue(key, r.as_ref(), ts, kind, part.as_ref()).await {
+        let meta = Meta {
+            keyed: part.as_ref(),
+            ..meta
+        };
+        match log.enqueue(key, r.as_ref(), ts, meta).await {
             Ok(ack) => in_flight.push_back(ack),
             Err(e) => {
                 // Whatever was handed over before still counts if it is acknowledged.
@@ -138,14 +161,13 @@ impl InputLog for MemoryLog {
         key: &'a str,
         payload: &'a [u8],
         _: i64,
-        kind: InputKind,
-        _: Option<&'a Keyed>,
+        meta: Meta<'a>,
     ) -> BoxFuture<'a, Result<Receipt, SendError>> {
         let mut records = self.records.lock().expect("memory log lock");
         records.push((
             key.to_string(),
             bytes::Bytes::copy_from_slice(payload),
-            kind,
+            meta.kind,
         ));
         let offset = records.len() as i64 - 1;
         Box::pin(async move { Ok(Box::pin(async move { Ok(offset) }) as Receipt) })

@@ -32,7 +32,7 @@ pub(crate) use health::Probe;
 pub(crate) use health::{BrokerHealth, MetadataProbe};
 #[cfg(test)]
 pub(crate) use input::MemoryLog;
-pub(crate) use input::{append, InputLog};
+pub(crate) use input::{append, InputLog, Meta};
 pub(crate) use producer::{Receipt, SendError};
 pub(crate) use topics::{ensure_topics, TopicLayout};
 

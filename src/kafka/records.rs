@@ -17,6 +17,8 @@
 //! - A record sent with an idempotency key carries `streamgate-idempotency`: the key, the
 //!   attempt (one per request the daemon took), the record's part of its request and how many
 //!   parts it has, and the digest of the request's body ([`Keyed`]).
+//! - A traced record (see `telemetry`) carries W3C `traceparent` (and `tracestate`) headers:
+//!   on an input record the send's span, on a results record the processing's span.
 //! - Registry records: the value is a [`StreamRecord`] as JSON; a tombstone (no value) means
 //!   compaction removed the stream.
 //! - Key index records (`streamgate.keys`): keyed `<stream>/<key>`, in the stream's partition,
@@ -29,6 +31,7 @@ use rdkafka::message::{Header, Headers, Message, OwnedHeaders};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::telemetry::{TraceContext, TRACEPARENT, TRACESTATE};
 use crate::wire::{Kind, ProcessorSpec, StreamState};
 
 /// Header of an input record that carries a control message instead of data.
@@ -71,6 +74,30 @@ fn one_header(key: &str, value: &str) -> OwnedHeaders {
         key,
         value: Some(value),
     })
+}
+
+/// `headers` with a trace context's headers added.
+fn with_trace(headers: Option<OwnedHeaders>, trace: Option<&TraceContext>) -> Option<OwnedHeaders> {
+    let Some(trace) = trace else {
+        return headers;
+    };
+    let headers = headers.unwrap_or_default().insert(Header {
+        key: TRACEPARENT,
+        value: Some(&trace.parent),
+    });
+    Some(match &trace.state {
+        Some(state) => headers.insert(Header {
+            key: TRACESTATE,
+            value: Some(state),
+        }),
+        None => headers,
+    })
+}
+
+/// The trace context a record was stored with, if any.
+pub fn trace_of<M: Message>(m: &M) -> Option<TraceContext> {
+    let text = |name| header(m, name).and_then(|v| std::str::from_utf8(v).ok());
+    TraceContext::from_headers(text(TRACEPARENT), text(TRACESTATE))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -127,13 +154,18 @@ pub enum InputKind {
 
 impl InputKind {
     /// The headers an input record of this kind is written with, `keyed` for a record sent
-    /// with an idempotency key.
-    pub fn headers(self, keyed: Option<&Keyed>) -> Option<OwnedHeaders> {
+    /// with an idempotency key, `trace` for a traced one.
+    pub fn headers(
+        self,
+        keyed: Option<&Keyed>,
+        trace: Option<&TraceContext>,
+    ) -> Option<OwnedHeaders> {
         let headers = match self {
             InputKind::Data => None,
             InputKind::AtIngest => Some(one_header(AT_INGEST_HEADER, "1")),
             InputKind::Control(c) => Some(one_header(CONTROL_HEADER, c.header_value())),
         };
+        let headers = with_trace(headers, trace);
         let Some(keyed) = keyed else {
             return headers;
         };
@@ -178,6 +210,9 @@ pub struct Input {
     pub control: Option<Control>,
     /// Sent with an idempotency key.
     pub keyed: Option<Keyed>,
+    /// Traced: the span it goes on from (the send's, as stored; once processing has begun,
+    /// the processing's, which its frames name).
+    pub trace: Option<TraceContext>,
 }
 
 /// A record of the input topic, read back.
@@ -218,6 +253,7 @@ pub fn decode_input<M: Message>(m: &M, now_ms: i64) -> InputRecord<'_> {
             received_ms: m.timestamp().to_millis().unwrap_or(now_ms),
             control,
             keyed,
+            trace: trace_of(m),
         },
         payload: m.payload(),
         at_ingest: control.is_none() && has_header(m, AT_INGEST_HEADER),
@@ -234,9 +270,9 @@ pub fn confirmation(offsets: &[i64]) -> (&'static str, Vec<u8>, OwnedHeaders) {
 // The results topic
 // ---------------------------------------------------------------------------------------
 
-/// The headers of a results record of this kind.
-pub fn result_headers(kind: Kind) -> OwnedHeaders {
-    one_header(TYPE_HEADER, kind.as_str())
+/// The headers of a results record of this kind, `trace` for a traced record's result.
+pub fn result_headers(kind: Kind, trace: Option<&TraceContext>) -> OwnedHeaders {
+    with_trace(Some(one_header(TYPE_HEADER, kind.as_str())), trace).unwrap_or_default()
 }
 
 /// A results record read back: a delivered frame.
@@ -248,6 +284,8 @@ pub struct StoredResult {
     pub cursor: i64,
     /// The frame as delivered: the stored frame with `cursor` first.
     pub frame: String,
+    /// A traced record's result: the span that produced it.
+    pub trace: Option<TraceContext>,
 }
 
 /// Decodes a results record; `None` for a record that is not one of ours.
@@ -264,6 +302,7 @@ pub fn decode_result<M: Message>(m: &M) -> Option<StoredResult> {
         kind,
         cursor: m.offset(),
         frame,
+        trace: trace_of(m),
     })
 }
 
@@ -488,7 +527,7 @@ mod tests {
                 InputKind::Control(c) => c.payload(),
                 _ => b"{\"a\":1}".to_vec(),
             };
-            let m = message(&id.to_string(), &payload, kind.headers(None), 7);
+            let m = message(&id.to_string(), &payload, kind.headers(None, None), 7);
             let InputRecord::Stream {
                 input,
                 payload: read,
@@ -542,7 +581,7 @@ mod tests {
         let m = message(
             &id.to_string(),
             b"{\"type\":\"end\"}",
-            Some(result_headers(Kind::End)),
+            Some(result_headers(Kind::End, None)),
             42,
         );
         let r = decode_result(&m).unwrap();
@@ -606,7 +645,7 @@ mod tests {
     }
 
     #[test]
-    fn a_keyed_record_says_its_part() {
+    fn a_keyed_or_traced_record_says_so() {
         let id = Uuid::from_u128(9);
         let keyed = Keyed {
             key: "order-7".into(),
@@ -615,16 +654,33 @@ mod tests {
             parts: 2,
             digest: "ab".into(),
         };
+        let trace = TraceContext {
+            parent: "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+            state: Some("vendor=1".into()),
+        };
         let m = message(
             &id.to_string(),
             b"1",
-            InputKind::Data.headers(Some(&keyed)),
+            InputKind::AtIngest.headers(Some(&keyed), Some(&trace)),
             4,
         );
-        let InputRecord::Stream { input, .. } = decode_input(&m, 0) else {
+        let InputRecord::Stream {
+            input, at_ingest, ..
+        } = decode_input(&m, 0)
+        else {
             panic!("a stream record")
         };
         assert_eq!(input.keyed, Some(keyed));
+        assert_eq!(input.trace, Some(trace.clone()));
+        assert!(at_ingest);
+        let m = message(
+            &id.to_string(),
+            b"{}",
+            Some(result_headers(Kind::Error, Some(&trace))),
+            5,
+        );
+        let r = decode_result(&m).unwrap();
+        assert_eq!((r.kind, r.trace), (Kind::Error, Some(trace)));
     }
 
     #[test]

@@ -56,28 +56,51 @@ use crate::kafka::records::{self as stored, Input};
 use crate::kafka::{now_ms, Receipt, TopicProducer};
 use crate::metrics::Metrics;
 use crate::registry::{Registry, StreamEntry};
+use crate::telemetry::{Span, SpanKind, Telemetry, TraceContext};
 use crate::wire::{Kind, ProcessorSpec};
 
 /// How long confirmations gather before they are written, one record per partition: a
 /// confirmation is off the client's path, and fewer records cost the broker less.
 const CONFIRM_LINGER: Duration = Duration::from_millis(10);
 
-/// Hands a record's outputs to the producer, each with its type header; returns their acks.
+/// Hands a record's outputs to the producer, each with its type header (and `trace`, the
+/// processing's span, for a traced record); returns their acks. `write`, the span of the
+/// write, ends with the last ack.
 pub(super) async fn enqueue_outputs(
     results: &TopicProducer,
     key: &str,
     outputs: Vec<(Kind, Vec<u8>)>,
     timestamp_ms: i64,
+    trace: Option<&TraceContext>,
+    write: Option<Span>,
 ) -> Result<Vec<Receipt>, crate::kafka::SendError> {
     let mut acks = Vec::with_capacity(outputs.len());
     for (kind, payload) in outputs {
-        let headers = stored::result_headers(kind);
+        let headers = stored::result_headers(kind, trace);
         let ack = results
             .enqueue_with_headers(key, &payload, timestamp_ms, Some(headers))
             .await?;
         acks.push(Box::pin(ack) as Receipt);
     }
+    if let (Some(write), Some(last)) = (write, acks.pop()) {
+        write.set("records", acks.len() as i64 + 1);
+        acks.push(Box::pin(async move {
+            let acked = last.await;
+            drop(write);
+            acked
+        }));
+    }
     Ok(acks)
+}
+
+/// The processing span of a traced record (not while replaying), which its results name:
+/// `input.trace` becomes this span's context.
+pub(super) fn process_span(telemetry: &Telemetry, input: &mut Input) -> Option<Span> {
+    let span = telemetry.resume(input.trace.as_ref(), "process", SpanKind::Consumer)?;
+    span.set("stream.id", input.stream.to_string());
+    span.stored(input.partition, &[input.offset]);
+    input.trace = Some(span.context());
+    Some(span)
 }
 
 /// The frames of a per-record processor's evaluation (its step keeps no state), counted as
@@ -111,6 +134,7 @@ pub struct AtIngest {
     results: TopicProducer,
     confirmations: mpsc::UnboundedSender<(i32, i64)>,
     metrics: Arc<Metrics>,
+    telemetry: Telemetry,
 }
 
 impl AtIngest {
@@ -120,6 +144,7 @@ impl AtIngest {
         results: TopicProducer,
         input: TopicProducer,
         metrics: Arc<Metrics>,
+        telemetry: Telemetry,
     ) -> Arc<Self> {
         let (confirmations, rx) = mpsc::unbounded_channel();
         tokio::spawn(write_confirmations(input, rx));
@@ -128,6 +153,7 @@ impl AtIngest {
             results,
             confirmations,
             metrics,
+            telemetry,
         })
     }
 
@@ -142,22 +168,40 @@ impl AtIngest {
     pub async fn write(
         &self,
         entry: &Arc<StreamEntry>,
-        input: Input,
+        mut input: Input,
         payload: &[u8],
     ) -> BoxFuture<'static, bool> {
+        let span = process_span(&self.telemetry, &mut input);
         let failed = |why: &dyn std::fmt::Display| {
             tracing::warn!(stream = %input.stream, partition = input.partition, offset = input.offset, %why, "one-hop results not written; the processing group writes them");
             futures_util::future::ready(false).boxed()
         };
         let spec = entry.processor();
+        let sandbox = span
+            .as_ref()
+            .filter(|_| Evaluator::runs_user_code(&spec))
+            .map(|s| s.child("sandbox", SpanKind::Internal));
         let evaluated = match self.evaluator.per_record(entry, &spec, Some(payload)).await {
             Ok(evaluated) => evaluated,
             Err(e) => return failed(&e),
         };
+        drop(sandbox);
         let outputs = outputs_of(&input, evaluated, &self.metrics);
         let key = input.stream.to_string();
         let counted = outputs.clone();
-        let acks = match enqueue_outputs(&self.results, &key, outputs, input.received_ms).await {
+        let write = span
+            .as_ref()
+            .filter(|_| !outputs.is_empty())
+            .map(|s| s.child("results write", SpanKind::Producer));
+        let enqueued = enqueue_outputs(
+            &self.results,
+            &key,
+            outputs,
+            input.received_ms,
+            input.trace.as_ref(),
+            write,
+        );
+        let acks = match enqueued.await {
             Ok(acks) => acks,
             Err(e) => return failed(&e),
         };
@@ -394,9 +438,16 @@ async fn write_all(
         offset,
         reason,
     };
-    let acks = enqueue_outputs(results, &stream.to_string(), outputs, timestamp_ms)
-        .await
-        .map_err(|e| failed(e.to_string()))?;
+    let acks = enqueue_outputs(
+        results,
+        &stream.to_string(),
+        outputs,
+        timestamp_ms,
+        None,
+        None,
+    )
+    .await
+    .map_err(|e| failed(e.to_string()))?;
     for ack in acks {
         ack.await.map_err(|e| failed(e.to_string()))?;
     }

@@ -57,6 +57,14 @@ impl Evaluator {
         !matches!(spec, ProcessorSpec::Window { .. })
     }
 
+    /// Whether a stream's records run user code in the sandbox (what a `sandbox` span times).
+    pub fn runs_user_code(spec: &ProcessorSpec) -> bool {
+        matches!(
+            spec,
+            ProcessorSpec::Jq { .. } | ProcessorSpec::Window { .. }
+        )
+    }
+
     /// The results of one record of a per-record processor (`is_per_record`) of `entry`'s
     /// stream; each checked against the stream's `result_schema`, if it has one (a result
     /// that does not match fails the record, naming the violation). An error means the

@@ -173,6 +173,7 @@ pub fn step(
                 ErrorObject::new(code, e.to_string())
             }),
             idempotency_key: input.keyed.as_ref().map(|k| k.key.clone()),
+            traceparent: input.trace.as_ref().map(|t| t.parent.clone()),
         };
         let frame = match kind {
             Kind::Error => Frame::Error(outcome),
@@ -253,6 +254,7 @@ mod tests {
             received_ms,
             control,
             keyed: None,
+            trace: None,
         }
     }
 

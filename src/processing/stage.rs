@@ -30,6 +30,7 @@ use crate::kafka::records::{decode_input, Control, InputKind, InputRecord};
 use crate::kafka::{now_ms, Cluster, TopicProducer, FLUSH_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
+use crate::telemetry::{SpanKind, Telemetry};
 
 /// Longest a gained partition waits for the key index to catch up.
 const KEYS_CATCH_UP: Duration = Duration::from_secs(30);
@@ -186,6 +187,7 @@ pub struct StageWith {
     pub evaluator: Arc<Evaluator>,
     pub keys: Arc<KeyIndex>,
     pub metrics: Arc<Metrics>,
+    pub telemetry: Telemetry,
 }
 
 /// The processing stage of one instance.
@@ -209,6 +211,8 @@ pub struct Stage {
     keys: Arc<KeyIndex>,
     registry: Arc<Registry>,
     metrics: Arc<Metrics>,
+    /// Continues the traces of traced records.
+    telemetry: Telemetry,
     /// `true` while the current consumer is in the group (`/readyz`).
     joined: Arc<watch::Sender<bool>>,
 }
@@ -228,6 +232,7 @@ impl Stage {
             evaluator,
             keys,
             metrics,
+            telemetry,
         } = with;
         let (joined, in_group) = watch::channel(false);
         let consumer_config = cluster.consumer_with(
@@ -263,6 +268,7 @@ impl Stage {
             keys,
             registry,
             metrics,
+            telemetry,
             joined: Arc::new(joined),
         };
         Ok((tokio::spawn(stage.run(shutdown)), in_group))
@@ -474,7 +480,7 @@ impl Stage {
                     &stream.to_string(),
                     &control.payload(),
                     now_ms(),
-                    InputKind::Control(control).headers(None),
+                    InputKind::Control(control).headers(None, None),
                 )
                 .await;
             match marker {
@@ -510,7 +516,7 @@ impl Stage {
             acks: Vec::new(),
             settle: None,
         };
-        let (input, payload, tagged) = match decode_input(m, now_ms()) {
+        let (mut input, payload, tagged) = match decode_input(m, now_ms()) {
             InputRecord::Confirmation(offsets) => {
                 self.take_over.awaiting.confirm(partition, &offsets);
                 return Ok(nothing(
@@ -546,6 +552,10 @@ impl Stage {
                 ..nothing(state.partitions.windows.rewind_point(partition, offset + 1))
             });
         }
+        let span = match replaying {
+            true => None,
+            false => at_ingest::process_span(&self.telemetry, &mut input),
+        };
         // The idempotency rule, on every read of the record (a replay decides the same).
         let (verdict, index_ack) = match (&input.keyed, input.control) {
             (Some(keyed), None) => self.keys.decide(&input, keyed),
@@ -563,18 +573,27 @@ impl Stage {
                 }
                 Some(Evaluated::Skipped)
             }
-            None => Some(
-                self.evaluator
-                    .stored(
-                        &self.registry,
-                        &self.metrics,
-                        &input,
-                        payload,
-                        replaying,
-                        true,
-                    )
-                    .await?,
-            ),
+            None => {
+                let _sandbox = span
+                    .as_ref()
+                    .filter(|_| {
+                        let entry = self.registry.local(&stream);
+                        entry.is_some_and(|e| Evaluator::runs_user_code(&e.processor()))
+                    })
+                    .map(|s| s.child("sandbox", SpanKind::Internal));
+                Some(
+                    self.evaluator
+                        .stored(
+                            &self.registry,
+                            &self.metrics,
+                            &input,
+                            payload,
+                            replaying,
+                            true,
+                        )
+                        .await?,
+                )
+            }
         };
         if let Some(Evaluated::Failed(_)) = &evaluated {
             if !replaying {
@@ -617,14 +636,24 @@ impl Stage {
             }
         }
         let key = stream.to_string();
-        let mut acks =
-            at_ingest::enqueue_outputs(&self.results, &key, step.outputs, input.received_ms)
-                .await
-                .map_err(|e| StageError::Produce {
-                    partition,
-                    offset,
-                    reason: e.to_string(),
-                })?;
+        let write = span
+            .as_ref()
+            .filter(|_| !step.outputs.is_empty())
+            .map(|s| s.child("results write", SpanKind::Producer));
+        let mut acks = at_ingest::enqueue_outputs(
+            &self.results,
+            &key,
+            step.outputs,
+            input.received_ms,
+            input.trace.as_ref(),
+            write,
+        )
+        .await
+        .map_err(|e| StageError::Produce {
+            partition,
+            offset,
+            reason: e.to_string(),
+        })?;
         // Progress goes past a keyed record only once the index says what it decided.
         acks.extend(index_ack);
         Ok(Pending {

@@ -170,9 +170,10 @@ pub async fn run(
                     let key = load
                         .idempotency
                         .then(|| format!("bench-{}-{first}", ids[stream]));
+                    let trace = (fastrand::f64() < load.traced).then(traceparent);
                     in_flight
                         .spawn(async move {
-                            let sent = (path.as_str(), key.as_deref());
+                            let sent = (path.as_str(), key.as_deref(), trace.as_deref());
                             send_http(&client, sent, records, stream, first, &rec).await
                         })
                         .await
@@ -196,7 +197,7 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
     end_streams(client, &ids).await;
     sent?;
-    let transport = match (load.mux, load.idempotency) {
+    let mut transport = match (load.mux, load.idempotency) {
         (Some(per), _) if load.transport == Transport::Ws => {
             format!("ws: sends and results over /api/connect ({per} streams each)")
         }
@@ -204,6 +205,9 @@ pub async fn run(
         (None, true) => "http with idempotency keys".to_string(),
         (None, false) => load.transport.as_str().to_string(),
     };
+    if load.traced > 0.0 {
+        transport = format!("{transport}, {}% of sends traced", load.traced * 100.0);
+    }
     let mut report = rec.report(&transport, load.payload_bytes);
     report.target.processor = processor.map(str::to_string);
     Ok(report)
@@ -396,9 +400,18 @@ async fn warm_up(client: &Client, id: &str, sockets: &mut [Ws]) -> anyhow::Resul
         })?
 }
 
+/// A sampled W3C trace context of a new trace.
+fn traceparent() -> String {
+    format!(
+        "00-{}-{:016x}-01",
+        uuid::Uuid::new_v4().simple(),
+        fastrand::u64(1..)
+    )
+}
+
 async fn send_http(
     client: &Client,
-    (path, key): (&str, Option<&str>),
+    (path, key, trace): (&str, Option<&str>, Option<&str>),
     records: Vec<String>,
     stream: usize,
     first: u64,
@@ -406,7 +419,11 @@ async fn send_http(
 ) {
     let n = records.len() as u64;
     let body = records.join("\n").into_bytes();
-    let headers: Vec<(&str, &str)> = key.map(|k| ("idempotency-key", k)).into_iter().collect();
+    let headers: Vec<(&str, &str)> = key
+        .map(|k| ("idempotency-key", k))
+        .into_iter()
+        .chain(trace.map(|t| ("traceparent", t)))
+        .collect();
     let result = client
         .http()
         .call_with::<Accepted>(

@@ -74,6 +74,10 @@ pub struct Args {
     /// libraries do): measures what the key costs.
     #[arg(long)]
     pub idempotency: bool,
+    /// Share of HTTP requests (0 to 1) sent with a sampled `traceparent` of their own: with
+    /// the daemon's `telemetry` on, what tracing costs (compare a run at 0 with one at 1).
+    #[arg(long, default_value_t = 0.0, value_name = "SHARE")]
+    pub traced: f64,
     /// Records per HTTP request (or per burst of WebSocket frames).
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
@@ -154,6 +158,8 @@ pub struct Load {
     pub mux: Option<usize>,
     /// An `Idempotency-Key` on every HTTP send.
     pub idempotency: bool,
+    /// Share of HTTP sends with a sampled `traceparent`.
+    pub traced: f64,
     pub max_in_flight: usize,
     pub drain_timeout: Duration,
     pub fault_drop_every: Option<u64>,
@@ -179,6 +185,7 @@ impl Args {
             subscribers: self.subscribers,
             mux: self.mux,
             idempotency: self.idempotency,
+            traced: self.traced,
             max_in_flight: self.max_in_flight,
             drain_timeout: self.drain_timeout,
             fault_drop_every: self.fault_drop_every,
@@ -246,6 +253,12 @@ impl Args {
         }
         if self.idempotency && self.transport != Transport::Http {
             anyhow::bail!("--idempotency keys HTTP sends: use it with --transport http");
+        }
+        if !(0.0..=1.0).contains(&self.traced) {
+            anyhow::bail!("--traced takes a share from 0 to 1");
+        }
+        if self.traced > 0.0 && self.transport != Transport::Http {
+            anyhow::bail!("--traced traces HTTP sends: use it with --transport http");
         }
         if self.find_max && self.step <= 1.0 {
             anyhow::bail!("--step must be greater than 1");

@@ -95,6 +95,8 @@ export interface Outcome {
   processed_ms: number;
   /** The idempotency key the input record was sent with, if any. */
   idempotency_key?: string;
+  /** A traced record's result: W3C trace context of the span that processed it. */
+  traceparent?: string;
 }
 
 /** A processed record's result (a record may have zero or many). */
@@ -210,7 +212,14 @@ export type LagPolicy = "close" | "skip";
 export type ClientFrame =
   | { type: "subscribe"; stream_id: string; from?: StartFrom; on_lag?: LagPolicy; until?: "now" }
   | { type: "unsubscribe"; stream_id: string }
-  | { type: "send"; stream_id: string; seq: number; data: unknown; idempotency_key?: string };
+  | {
+      type: "send";
+      stream_id: string;
+      seq: number;
+      data: unknown;
+      idempotency_key?: string;
+      traceparent?: string;
+    };
 
 /** Close code of a connection whose stream token expired. */
 export const CLOSE_TOKEN_EXPIRED = 4401;

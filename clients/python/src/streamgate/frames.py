@@ -44,6 +44,8 @@ class _Outcome:
     processed_ms: int
     #: The idempotency key the input record was sent with, if any.
     idempotency_key: str | None
+    #: A traced record's result: W3C trace context of the span that processed it.
+    traceparent: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +112,7 @@ def _outcome_fields(obj: Mapping[str, Any]) -> dict[str, Any]:
         "received_ms": int(obj["received_ms"]),
         "processed_ms": int(obj["processed_ms"]),
         "idempotency_key": obj.get("idempotency_key"),
+        "traceparent": obj.get("traceparent"),
     }
 
 

@@ -550,6 +550,7 @@ impl Manager {
             seq: self.seq,
             data: u.data.clone(),
             idempotency_key: Some(u.key.clone()),
+            traceparent: None,
         };
         if let Some(limit) = self.max_message {
             // The frame's size, give or take the seq's digits.

@@ -245,9 +245,25 @@ impl Client {
         key: &str,
         patience: std::time::Duration,
     ) -> Result<Accepted, Error> {
+        self.send_batch_traced(stream, records, key, patience, None)
+            .await
+    }
+
+    /// [`Self::send_batch_within`] as part of a trace: `traceparent` (W3C trace context) is
+    /// the span the records' trace goes on from, through processing to their result frames.
+    pub async fn send_batch_traced(
+        &self,
+        stream: Uuid,
+        records: Vec<u8>,
+        key: &str,
+        patience: std::time::Duration,
+        traceparent: Option<&str>,
+    ) -> Result<Accepted, Error> {
         let path = format!("/api/stream/{stream}/send");
         let deadline = tokio::time::Instant::now() + patience;
         let mut backoff = retry::Backoff::default();
+        let mut headers = vec![("idempotency-key", key)];
+        headers.extend(traceparent.map(|t| ("traceparent", t)));
         loop {
             let answer = self
                 .http
@@ -255,7 +271,7 @@ impl Client {
                     Method::POST,
                     &path,
                     Some(("application/x-ndjson", records.clone())),
-                    &[("idempotency-key", key)],
+                    &headers,
                 )
                 .await;
             match answer {

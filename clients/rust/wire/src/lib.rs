@@ -161,6 +161,9 @@ pub enum ClientFrame {
         /// processed once.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         idempotency_key: Option<String>,
+        /// W3C trace context: the record's trace goes on from this span.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        traceparent: Option<String>,
     },
 }
 
@@ -173,6 +176,9 @@ pub struct RecordFrame {
     pub data: Box<serde_json::value::RawValue>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// W3C trace context: the record's trace goes on from this span.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// What the processing stage produced for one input record (a `result`, `error` or `end`).
@@ -204,6 +210,10 @@ pub struct Outcome {
     /// The idempotency key the input record was sent with, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idempotency_key: Option<String>,
+    /// A traced record's result: W3C trace context naming the span that processed it, to
+    /// continue the trace in the client.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub traceparent: Option<String>,
 }
 
 /// A non-negative whole number, also when written `3600.0` (JSON Schema's `integer` allows
@@ -278,6 +288,7 @@ struct RawClientFrame {
     seq: Option<u64>,
     data: Option<Box<serde_json::value::RawValue>>,
     idempotency_key: Option<String>,
+    traceparent: Option<String>,
     token: Option<String>,
 }
 
@@ -305,6 +316,7 @@ impl TryFrom<RawClientFrame> for ClientFrame {
                 ("seq", raw.seq.is_some()),
                 ("data", raw.data.is_some()),
                 ("idempotency_key", raw.idempotency_key.is_some()),
+                ("traceparent", raw.traceparent.is_some()),
             ];
             match present.iter().find(|(f, p)| *p && !allowed.contains(f)) {
                 Some((field, _)) => Err(format!("a `{}` frame has no `{field}`", raw.kind)),
@@ -326,12 +338,13 @@ impl TryFrom<RawClientFrame> for ClientFrame {
                 Ok(ClientFrame::Unsubscribe { stream_id })
             }
             "send" => {
-                only(&["seq", "data", "idempotency_key"])?;
+                only(&["seq", "data", "idempotency_key", "traceparent"])?;
                 Ok(ClientFrame::Send {
                     stream_id,
                     seq: raw.seq.ok_or("a `send` frame needs `seq`")?,
                     data: raw.data.ok_or("a `send` frame needs `data`")?,
                     idempotency_key: raw.idempotency_key,
+                    traceparent: raw.traceparent,
                 })
             }
             other => Err(format!(
@@ -1026,6 +1039,7 @@ mod tests {
             data,
             error,
             idempotency_key: None,
+            traceparent: None,
         }
     }
 
