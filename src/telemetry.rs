@@ -257,7 +257,7 @@ impl Handle {
     }
 
     /// Marks the span failed, saying why in a few words (never a message that quotes input).
-    pub fn fail(&self, why: &'static str) {
+    pub fn fail(&self, why: impl Into<std::borrow::Cow<'static, str>>) {
         self.cx
             .span()
             .set_status(opentelemetry::trace::Status::error(why));

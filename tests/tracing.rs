@@ -29,6 +29,8 @@ struct Got {
     parent: String,
     start_ns: u64,
     end_ns: u64,
+    /// The status message of a failed span.
+    status: String,
     attributes: Vec<(String, String)>,
 }
 
@@ -187,6 +189,11 @@ fn spans_of(request: &ExportTraceServiceRequest) -> Vec<Got> {
                     parent: hex(&span.parent_span_id),
                     start_ns: span.start_time_unix_nano,
                     end_ns: span.end_time_unix_nano,
+                    status: span
+                        .status
+                        .as_ref()
+                        .map(|s| s.message.clone())
+                        .unwrap_or_default(),
                     attributes: span
                         .attributes
                         .iter()
@@ -323,6 +330,34 @@ async fn one_record_is_one_trace_across_two_instances() {
             "{span:?}"
         );
     }
+    // A refused send is traced too, failed with its error code, never its message (which
+    // would quote the record).
+    let refused_trace = "5bf92f3577b34da6a3ce929d0e0e4736";
+    let status = a
+        .http
+        .post(a.url(&format!("/api/stream/{id}/send")))
+        .header("x-api-key", ALICE)
+        .header(
+            "traceparent",
+            format!("00-{refused_trace}-{CALLER_SPAN}-01"),
+        )
+        .header("content-type", "application/x-ndjson")
+        .body(format!("{{\"s\": \"{secret}\"}}\nnot json {secret}\n"))
+        .send()
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 400);
+    let refused = collector
+        .trace(refused_trace, |spans| {
+            spans.iter().any(|s| s.name == "send")
+        })
+        .await;
+    assert_eq!(
+        one(&refused, "send").status,
+        "invalid_input",
+        "{refused:#?}"
+    );
     // No key, token or payload anywhere in what was exported.
     for body in collector.bodies.lock().unwrap().iter() {
         let body = String::from_utf8_lossy(body);

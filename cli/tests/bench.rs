@@ -269,3 +269,46 @@ async fn mux_bench_accounts_for_every_record_over_api_connect() {
     );
     d.stop().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn traced_bench_sends_a_sampled_traceparent_with_its_share_of_requests() {
+    // Tracing on, exporting where nothing listens: the spans the daemon made are counted as
+    // dropped, so their number shows the bench's requests were traced.
+    let mut config = test_config();
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.telemetry.otlp_endpoint = Some(format!("http://{}", nobody.local_addr().unwrap()));
+    drop(nobody);
+    let d = Daemon::start(config).await;
+    let load: Vec<&str> = "--streams 4 --rate 200 --duration 2s --traced 1"
+        .split_whitespace()
+        .collect();
+    let (status, report, stderr) = bench(&load, &daemon_env(&d)).await;
+    assert!(status.success(), "{stderr}");
+    assert_clean_run(&report["gateway"], "http, 100% of sends traced", 400);
+    let spans = || async {
+        let metrics = d.metrics().await;
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix("streamgate_spans_dropped_total "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    // Six spans per traced record (send, broker ack, end fence, process, results write,
+    // deliver); the warm-up records are not traced.
+    tokio::time::timeout(WAIT, async {
+        while spans().await < 400 * 6 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    })
+    .await
+    .expect("the traced requests' spans are counted");
+    // A share is between 0 and 1.
+    let out = Command::new(env!("CARGO_BIN_EXE_streamctl"))
+        .args(["bench", "--traced", "2"])
+        .output()
+        .await
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--traced"));
+    d.stop().await.unwrap();
+}

@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::registry::{Registry, RegistryError, StreamEntry};
 use crate::schema::MAX_VIOLATIONS;
 use crate::telemetry::{Handle, Span, SpanKind, Telemetry, TraceContext};
-use crate::wire::{Accepted, ProcessorSpec, Violation};
+use crate::wire::{Accepted, ErrorCode, ProcessorSpec, Violation};
 
 pub use backlog::Backlog;
 pub use body::{record, records, RecordLimits, RECORD_FRAMING};
@@ -178,23 +178,30 @@ fn check_schema<'r>(
 }
 
 /// `curl -d` sends a form content type by default; say how to fix that.
-/// Notes on a send's span its stream and, for a refusal, what kind it was: never its text,
+impl Refused {
+    /// The error code a client is answered with, whatever the transport.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Refused::Invalid { .. } => ErrorCode::InvalidInput,
+            Refused::UnsupportedMediaType(_) => ErrorCode::UnsupportedMediaType,
+            Refused::TooManyRecords { .. } => ErrorCode::TooManyRecords,
+            Refused::RecordTooLarge { .. } => ErrorCode::RecordTooLarge,
+            Refused::StreamEnded { .. } => ErrorCode::StreamEnded,
+            Refused::BacklogFull { .. } => ErrorCode::BacklogFull,
+            Refused::Unstored { .. } => ErrorCode::BrokerUnavailable,
+            Refused::KeyReused { .. } => ErrorCode::IdempotencyKeyReused,
+            Refused::KeyInFlight { .. } => ErrorCode::IdempotencyKeyInFlight,
+            Refused::SchemaViolation { .. } => ErrorCode::SchemaViolation,
+        }
+    }
+}
+
+/// Notes on a send's span its stream and, for a refusal, its error code: never its message,
 /// which can quote an idempotency key or a record.
 fn note<T>(span: &Span, stream: Uuid, answer: &Result<T, Refused>) {
     span.set("stream.id", stream.to_string());
     if let Err(e) = answer {
-        span.fail(match e {
-            Refused::Invalid { .. } => "invalid input",
-            Refused::UnsupportedMediaType(_) => "unsupported media type",
-            Refused::TooManyRecords { .. } => "too many records",
-            Refused::RecordTooLarge { .. } => "record too large",
-            Refused::StreamEnded { .. } => "stream ended",
-            Refused::BacklogFull { .. } => "backlog full",
-            Refused::Unstored { .. } => "broker unavailable",
-            Refused::KeyReused { .. } => "idempotency key reused",
-            Refused::KeyInFlight { .. } => "idempotency key in flight",
-            Refused::SchemaViolation { .. } => "schema violation",
-        });
+        span.fail(e.code().as_str().to_string());
     }
 }
 
