@@ -363,10 +363,7 @@ fn exporter(
         OtlpProtocol::HttpProtobuf => opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_http_client(HttpClient(
-                reqwest::Client::builder()
-                    .timeout(EXPORT_TIMEOUT)
-                    .build()
-                    .map_err(|e| bad(&e))?,
+                crate::crypto::http_client(EXPORT_TIMEOUT).map_err(|e| bad(&e))?,
             ))
             .with_protocol(Protocol::HttpBinary)
             .with_endpoint(format!("{}/v1/traces", endpoint.trim_end_matches('/')))
@@ -381,7 +378,7 @@ fn exporter(
     built.map_err(|e| bad(&e))
 }
 
-/// The daemon's HTTP client (rustls, one TLS stack) carrying OTLP over HTTP.
+/// The daemon's HTTP client (`crypto::http_client`: one TLS stack) carrying OTLP over HTTP.
 #[derive(Debug)]
 struct HttpClient(reqwest::Client);
 

@@ -63,12 +63,7 @@ impl JwtVerifier {
     /// retried by the refresher and on the first token; a `jwks_file` that cannot be read
     /// is an error).
     pub async fn start(settings: &Jwt) -> Result<Arc<Self>, String> {
-        let tls = crate::crypto::client_config().map_err(|e| format!("TLS: {e}"))?;
-        let http = reqwest::Client::builder()
-            .use_preconfigured_tls(tls)
-            .timeout(FETCH_TIMEOUT)
-            .build()
-            .map_err(|e| format!("HTTP client: {e}"))?;
+        let http = crate::crypto::http_client(FETCH_TIMEOUT)?;
         let mut hasher = DefaultHasher::new();
         settings.hash(&mut hasher);
         let algorithms = settings
