@@ -312,3 +312,44 @@ async fn traced_bench_sends_a_sampled_traceparent_with_its_share_of_requests() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--traced"));
     d.stop().await.unwrap();
 }
+
+/// `--subscribers` with `--baseline` compares the gateway's fan-out with a raw WebSocket
+/// broadcaster's on the same machine: both deliver every record to every subscriber, and
+/// `ratio.fan_out` is their deliveries/s within the p99 bound (absent when the broadcaster
+/// broke it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fan_out_baseline_is_a_raw_broadcaster_and_the_ratio_counts_deliveries_within_the_bound() {
+    let args = |bound: &str| {
+        format!("--embedded --baseline --streams 2 --subscribers 3 --rate 100 --duration 1s --max-p99-ms {bound}")
+    };
+    let (status, report, stderr) =
+        bench(&args("60000").split_whitespace().collect::<Vec<_>>(), &[]).await;
+    assert!(status.success(), "{stderr}");
+    for (run, transport) in [
+        (&report["gateway"], "http"),
+        (&report["baseline"], "raw WebSocket broadcaster"),
+    ] {
+        assert_eq!(run["target"]["transport"], transport, "{report}");
+        assert_eq!(run["target"]["subscribers"], 3, "{report}");
+        let records = &run["records"];
+        assert_eq!(records["acked"], 100, "{run}");
+        assert_eq!(
+            records["received"], 300,
+            "each record on each subscriber: {run}"
+        );
+        for field in ["failed", "lost", "duplicated", "reordered"] {
+            assert_eq!(records[field], 0, "{field} in {run}");
+        }
+        assert_eq!(run["errors"], serde_json::json!({}), "{run}");
+    }
+    let within = |run: &Value| run["rates"]["receive_per_s"].as_f64().unwrap();
+    let fan_out = report["ratio"]["fan_out"].as_f64().expect("fan_out");
+    let expected = within(&report["gateway"]) / within(&report["baseline"]);
+    assert!((fan_out - expected).abs() < 1e-9, "{report}");
+
+    // No run keeps p99 under a microsecond: the broadcaster held no rate, so no ratio.
+    let (status, report, stderr) =
+        bench(&args("0.001").split_whitespace().collect::<Vec<_>>(), &[]).await;
+    assert!(status.success(), "{stderr}");
+    assert_eq!(report["ratio"]["fan_out"], Value::Null, "{report}");
+}

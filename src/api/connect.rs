@@ -30,7 +30,7 @@ use super::access::owned;
 use super::error::ApiError;
 use super::subscriber::{open, Opening, SubscribeArgs};
 use super::upgrade::{self, Socket};
-use super::ws::Peer;
+use super::ws::{Peer, WRITE_BATCH};
 use super::AppState;
 use crate::auth::{Need, Principal};
 use crate::delivery::{Feed, Item, Mux};
@@ -50,10 +50,6 @@ type Answer = BoxFuture<'static, (Uuid, u64, Result<Acked, ApiError>)>;
 /// A stream's records not answered yet, in the order they came: `seq`, and the answer once
 /// it came.
 type Unanswered = VecDeque<(u64, Option<Result<Acked, ApiError>>)>;
-
-/// Frames written at once before the socket is flushed: one write for a burst, and a
-/// bound on how long one connection's burst keeps the writer.
-const WRITE_BATCH: usize = 64;
 
 /// What one connection keeps.
 struct Connection {
@@ -114,7 +110,7 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
         if drained && conn.mux.is_empty() && conn.in_flight == 0 {
             break Some(Close::ShuttingDown);
         }
-        let mut out: Vec<String> = Vec::new();
+        let mut out: Vec<Message> = Vec::new();
         tokio::select! {
             _ = ping.tick() => {
                 if last_heard.elapsed() > idle_timeout {
@@ -153,10 +149,10 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
                 }
             }
             Some((stream, result)) = conn.opening.next(), if !conn.opening.is_empty() => {
-                out.extend(conn.opened(stream, result).map(|f| f.to_json()));
+                out.extend(conn.opened(stream, result).map(|f| Message::text(f.to_json())));
             }
             Some((stream, seq, result)) = conn.answers.next(), if !conn.answers.is_empty() => {
-                out.extend(conn.answered(stream, seq, result).into_iter().map(|f| f.to_json()));
+                out.extend(conn.answered(stream, seq, result).into_iter().map(|f| Message::text(f.to_json())));
             }
             msg = source.next(), if conn.in_flight < limits.ws_max_in_flight => {
                 last_heard = Instant::now();
@@ -164,7 +160,7 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
                     Some(Ok(m)) if m.is_text() || m.is_binary() => {
                         frames_in += 1;
                         let frames = conn.received(&m.into_data(), max_subscriptions).await;
-                        out.extend(frames.into_iter().map(|f| f.to_json()));
+                        out.extend(frames.into_iter().map(|f| Message::text(f.to_json())));
                     }
                     Some(Ok(m)) if m.is_close() => break Some(Close::Bye),
                     Some(Ok(_)) => {} // ping/pong: answered by the protocol layer
@@ -202,10 +198,11 @@ pub async fn session(socket: Socket, state: Arc<AppState>, caller: Principal) {
 
 impl Connection {
     /// The frame to write for a feed's item (`None` for an item with nothing to say), or
-    /// why the whole connection must close.
-    fn delivered(&mut self, stream: Uuid, item: Item) -> Result<Option<String>, Close> {
+    /// why the whole connection must close. A result's frame is the one the router
+    /// serialized for every subscriber, not a copy.
+    fn delivered(&mut self, stream: Uuid, item: Item) -> Result<Option<Message>, Close> {
         let close = match item {
-            Item::Frame(d) => return Ok(Some(d.frame.to_string())),
+            Item::Frame(d) => return Ok(Some(Message::Text(d.frame))),
             Item::Closed(close) => close,
         };
         self.seats.remove(&stream);
@@ -227,7 +224,7 @@ impl Connection {
                 error: Some(ErrorObject::new(ErrorCode::Internal, other.reason())),
             }),
         };
-        Ok(Some(frame.to_json()))
+        Ok(Some(Message::text(frame.to_json())))
     }
 
     /// A subscription opened (or not): it starts delivering after its `subscribed`.

@@ -58,6 +58,10 @@ fn record(
     ))
 }
 
+/// Frames written at once before the socket is flushed: one write for a burst, and a bound
+/// on how long one connection's burst keeps the writer.
+pub(super) const WRITE_BATCH: usize = 64;
+
 /// A record sent on the socket, answered in order: its sequence number and the outcome.
 type Answer = BoxFuture<'static, (u64, Result<Acked, ApiError>)>;
 
@@ -105,16 +109,30 @@ pub async fn session(socket: Socket, state: Arc<AppState>, sub: Subscriber, fram
                     break None;
                 }
             }
-            item = feed.next() => match item {
-                Some(Item::Frame(d)) => {
-                    if peer.send(Message::Text(d.frame)).await.is_err() {
-                        break None;
+            item = feed.next() => {
+                // This frame, then whatever else is queued already, up to a batch, with one
+                // write: under load, a socket's frames queue up and cost one syscall together.
+                let mut out = Vec::new();
+                let mut next = Some(item);
+                let mut ended = None;
+                while let Some(item) = next.take() {
+                    match item {
+                        Some(Item::Frame(d)) => out.push(Message::Text(d.frame)),
+                        Some(Item::Closed(close)) => ended = Some(Some(close)),
+                        None => ended = Some(None),
                     }
-                    frames_out += 1;
+                    if ended.is_none() && out.len() < WRITE_BATCH {
+                        next = feed.next().now_or_never();
+                    }
                 }
-                Some(Item::Closed(close)) => break Some(close),
-                None => break None,
-            },
+                frames_out += out.len() as u64;
+                if peer.write_all(out).await.is_err() {
+                    break None;
+                }
+                if let Some(close) = ended {
+                    break close;
+                }
+            }
             Some((n, result)) = answers.next(), if !answers.is_empty() => {
                 let frame = match result {
                     Ok(acked) => Frame::Ack(Ack {
@@ -212,14 +230,15 @@ impl Peer {
         }
     }
 
-    /// Writes `texts` as text frames with one flush at the end (nothing for none).
-    pub async fn write_all(&mut self, texts: Vec<String>) -> Result<(), ()> {
-        if texts.is_empty() {
+    /// Writes `messages` with one flush at the end (nothing for none): frames that queued
+    /// up for a socket cost one write, not one each.
+    pub async fn write_all(&mut self, messages: Vec<Message>) -> Result<(), ()> {
+        if messages.is_empty() {
             return Ok(());
         }
         let write = async {
-            for text in texts {
-                self.sink.feed(Message::text(text)).await?;
+            for message in messages {
+                self.sink.feed(message).await?;
             }
             self.sink.flush().await
         };

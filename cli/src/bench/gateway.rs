@@ -46,7 +46,7 @@ pub const WARM_UP: &str = r#"{"warmup":true}"#;
 /// How long the warm-up may take (a consumer group joining takes seconds).
 pub const WARM_UP_TIMEOUT: Duration = Duration::from_secs(60);
 /// Read buffer of one results socket: what the daemon gives its own sockets.
-const READ_BUFFER: usize = 4 * 1024;
+pub const READ_BUFFER: usize = 4 * 1024;
 /// Time between setting up and the first batch being due.
 const LEAD: Duration = Duration::from_millis(200);
 
@@ -460,7 +460,7 @@ async fn send_http(
 
 /// Reads one subscriber's frames until told to stop: results, and the acks of records sent
 /// on this socket (`seq` counts from 1 per socket, so it is the stream sequence number + 1).
-async fn subscribe(
+pub async fn subscribe(
     mut source: SplitStream<Ws>,
     (stream, subscriber): (usize, usize),
     rec: Arc<Recorder>,

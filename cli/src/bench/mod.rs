@@ -5,12 +5,14 @@
 //!
 //! - [`schedule`]: when each record is due (latency counts from there: no coordinated omission).
 //! - [`drive`]: pacing, in-flight bound and draining, shared by every run.
-//! - [`gateway`]: the load through a daemon; [`baseline`]: the same load straight through rdkafka.
+//! - [`gateway`]: the load through a daemon; [`baseline`]: the same load straight through rdkafka;
+//!   [`broadcast`]: with `--subscribers`, the same fan-out from a raw WebSocket broadcaster.
 //! - [`recorder`]: what a run observed; [`ledger`]: per-stream loss, duplicate and order accounting.
 //! - [`report`]: the report as JSON (`--json`) and text; [`progress`]: the live line.
 //! - [`cost`]: the CPU the daemon (and a local broker) spent per 1 000 records.
 
 mod baseline;
+mod broadcast;
 mod cost;
 mod drive;
 mod gateway;
@@ -88,7 +90,9 @@ pub struct Args {
     /// After sending, how long to wait for acknowledged records still on their way.
     #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
     pub drain_timeout: Duration,
-    /// First run the same load with rdkafka straight on the broker, for comparison.
+    /// First run the same load with rdkafka straight on the broker, for comparison; with
+    /// --subscribers above 1, through a raw WebSocket broadcaster in this process instead
+    /// (no Kafka), and report the ratio of deliveries/s within --max-p99-ms (`fan_out`).
     #[arg(long)]
     pub baseline: bool,
     /// The daemon's broker, for --baseline against --url (HOST:PORT[,...]).
@@ -211,13 +215,17 @@ impl Args {
         } else {
             print!("{}", report.text());
         }
-        let lost = report.gateway.records.lost
-            + report.baseline.as_ref().map_or(0, |b| b.records.lost)
-            + [&report.find_max, &report.baseline_find_max]
-                .into_iter()
-                .flatten()
-                .map(|f| f.steps.iter().map(|s| s.lost).sum::<u64>())
-                .sum::<u64>();
+        // What the raw broadcaster drops (it closes a socket past its queue) is not a record
+        // the gateway or Kafka acknowledged.
+        let steps_lost = |f: &Option<FindMax>| {
+            f.as_ref()
+                .map_or(0, |f| f.steps.iter().map(|s| s.lost).sum::<u64>())
+        };
+        let mut lost = report.gateway.records.lost + steps_lost(&report.find_max);
+        if self.subscribers == 1 {
+            lost += report.baseline.as_ref().map_or(0, |b| b.records.lost)
+                + steps_lost(&report.baseline_find_max);
+        }
         if lost > 0 {
             anyhow::bail!("{lost} acknowledged records were lost");
         }
@@ -237,11 +245,6 @@ impl Args {
             if v.is_nan() || v <= 0.0 {
                 anyhow::bail!("{name} must be greater than zero");
             }
-        }
-        if self.baseline && self.subscribers > 1 {
-            anyhow::bail!(
-                "--baseline measures one consumer per stream; run --subscribers without it"
-            );
         }
         if let Some(mux) = self.mux {
             if mux == 0 || self.subscribers > 1 {
@@ -263,7 +266,7 @@ impl Args {
         if self.find_max && self.step <= 1.0 {
             anyhow::bail!("--step must be greater than 1");
         }
-        if self.baseline && !self.embedded && self.brokers.is_none() {
+        if self.baseline && self.subscribers == 1 && !self.embedded && self.brokers.is_none() {
             anyhow::bail!(
                 "--baseline needs the daemon's broker: pass --brokers HOST:PORT, or use --embedded"
             );
@@ -281,6 +284,24 @@ impl Args {
         let target = self.baseline_target(embedded).await?;
         // With --find-max, the baseline's own highest rate too, so the maxima compare.
         let (baseline, baseline_find_max) = match &target {
+            _ if self.baseline && self.subscribers > 1 && self.find_max => {
+                let (best, f) = self
+                    .find_max(
+                        load,
+                        |load| async move { broadcast::run(&load, progress).await },
+                    )
+                    .await
+                    .context("raw broadcaster run")?;
+                (Some(best), Some(f))
+            }
+            _ if self.baseline && self.subscribers > 1 => (
+                Some(
+                    broadcast::run(&load, progress)
+                        .await
+                        .context("raw broadcaster run")?,
+                ),
+                None,
+            ),
             Some(target) if self.find_max => {
                 let (best, f) = self
                     .find_max(load, |load| async move {
@@ -323,7 +344,12 @@ impl Args {
         };
         Ok(Report {
             ratio: baseline.as_ref().map(|b| {
-                Ratio::of(&gateway, b).with_max_rates(find_max.as_ref(), baseline_find_max.as_ref())
+                let ratio = Ratio::of(&gateway, b)
+                    .with_max_rates(find_max.as_ref(), baseline_find_max.as_ref());
+                match self.subscribers {
+                    1 => ratio,
+                    _ => ratio.with_fan_out(&gateway, b, self.max_p99_ms),
+                }
             }),
             cost: before.until(&after, records, embedded.is_some()),
             gateway,
@@ -338,7 +364,7 @@ impl Args {
         &self,
         embedded: Option<&EmbeddedDaemon>,
     ) -> anyhow::Result<Option<baseline::Target>> {
-        if !self.baseline {
+        if !self.baseline || self.subscribers > 1 {
             return Ok(None);
         }
         let topic = baseline::TOPIC.to_string();
@@ -387,7 +413,8 @@ impl Args {
             let passed = run.records.lost == 0
                 && run.records.failed == 0
                 && e2e.p99 <= self.max_p99_ms
-                && run.rates.receive_per_s >= 0.95 * rate;
+                // With --subscribers, every record counts once per subscriber.
+                && run.rates.receive_per_s >= 0.95 * rate * self.subscribers as f64;
             steps.push(Step {
                 rate,
                 passed,

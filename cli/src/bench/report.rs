@@ -160,6 +160,12 @@ pub struct Ratio {
     /// The gateway's highest sustainable rate over the baseline's, with `--find-max`; `null`
     /// without it, or when either had no step that held the bound.
     pub max_rate: Option<f64>,
+    /// With `--subscribers` above 1: the gateway's deliveries/s within `--max-p99-ms` over
+    /// the raw broadcaster's (a run that broke the bound or lost a record counts 0; with
+    /// `--find-max`, each at its highest sustainable rate); `null` for one subscriber, or
+    /// when the broadcaster held no rate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fan_out: Option<f64>,
 }
 
 impl Ratio {
@@ -174,7 +180,27 @@ impl Ratio {
             p50: div(g.p50, b.p50),
             p99: div(g.p99, b.p99),
             max_rate: None,
+            fan_out: None,
         }
+    }
+
+    /// Adds the ratio of deliveries/s within the p99 bound.
+    pub fn with_fan_out(
+        mut self,
+        gateway: &RunReport,
+        baseline: &RunReport,
+        max_p99_ms: f64,
+    ) -> Self {
+        let within = |r: &RunReport| match r.latency_ms.end_to_end.p99 <= max_p99_ms
+            && r.records.lost == 0
+            && r.records.failed == 0
+        {
+            true => r.rates.receive_per_s,
+            false => 0.0,
+        };
+        let raw = within(baseline);
+        self.fan_out = (raw > 0.0).then(|| within(gateway) / raw);
+        self
     }
 
     /// Adds the ratio of the two highest sustainable rates.
@@ -217,7 +243,11 @@ impl Report {
         cost_text(&mut out, &self.cost);
         if let Some(b) = &self.baseline {
             out.push('\n');
-            run_text(&mut out, "Baseline: rdkafka straight to the broker", b);
+            let title = match b.target.subscribers {
+                1 => "Baseline: rdkafka straight to the broker",
+                _ => "Baseline: a raw WebSocket broadcaster (no Kafka)",
+            };
+            run_text(&mut out, title, b);
         }
         if let Some(r) = &self.ratio {
             let _ = writeln!(
@@ -238,6 +268,12 @@ impl Report {
         }
         if let Some(f) = &self.baseline_find_max {
             find_max_text(&mut out, "Find max, baseline", f);
+        }
+        if let Some(r) = self.ratio.as_ref().and_then(|r| r.fan_out) {
+            let _ = writeln!(
+                out,
+                "\nFan-out, deliveries/s within the p99 bound, gateway vs raw broadcaster: {r:.2}x"
+            );
         }
         if let Some(r) = self.ratio.as_ref().and_then(|r| r.max_rate) {
             let _ = writeln!(
@@ -353,6 +389,7 @@ mod tests {
             p50: 1.0,
             p99: 1.0,
             max_rate: None,
+            fan_out: None,
         };
         let (g, b) = (climbed(Some(450.0)), climbed(Some(900.0)));
         assert_eq!(
