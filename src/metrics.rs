@@ -252,6 +252,9 @@ pub struct Metrics {
     /// CPU seconds of the process to 10 ms, read when rendered (the process collector's
     /// counter has whole seconds only): `streamctl bench` gives the cost of a run with it.
     cpu_seconds: prometheus::Gauge,
+    /// Requests the instance's Kafka clients sent (`streamgate_kafka_requests_total`): the
+    /// cluster's clients count here.
+    pub kafka_requests: crate::kafka::Requests,
 }
 
 impl Metrics {
@@ -276,6 +279,11 @@ impl Metrics {
             delivery: DeliveryMetrics::register(&registry),
             telemetry: TelemetryMetrics::register(&registry),
             cpu_seconds: registered(&registry, cpu_seconds),
+            kafka_requests: {
+                let requests = crate::kafka::Requests::default();
+                registered(&registry, requests.counter());
+                requests
+            },
             registry,
         }
     }

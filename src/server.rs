@@ -203,7 +203,8 @@ async fn start(
     metrics: Arc<Metrics>,
     lifecycle: &Lifecycle,
 ) -> Result<Started, Error> {
-    let cluster = Cluster::connect(config, embedded).await?;
+    let mut cluster = Cluster::connect(config, embedded).await?;
+    cluster.requests = metrics.kafka_requests.clone();
     if embedded.is_some() {
         tracing::info!(
             bootstrap = cluster.bootstrap(),

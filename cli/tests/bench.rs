@@ -129,12 +129,29 @@ async fn embedded_bench_with_baseline_reports_both_and_their_ratio() {
         report["cost"]["daemon_includes_bench"], true,
         "one process: {report}"
     );
-    for field in ["receive_rate", "p50", "p99"] {
+    for field in ["receive_rate", "p50", "p99", "kafka_requests_per_record"] {
         assert!(
             report["ratio"][field].as_f64().is_some_and(|v| v > 0.0),
-            "{report}"
+            "{field}: {report}"
         );
     }
+    // Requests to the broker, from librdkafka's statistics: the daemon's (its /metrics) and
+    // the baseline's clients' own, each per acknowledged record.
+    let requests = report["cost"]["daemon_kafka_requests"].as_f64().unwrap();
+    let per_record = report["cost"]["daemon_kafka_requests_per_record"]
+        .as_f64()
+        .unwrap();
+    assert!(requests >= 1.0, "{report}");
+    assert!((per_record - requests / 200.0).abs() < 1e-9, "{report}");
+    let baseline = report["baseline"]["kafka_requests_per_record"].as_f64();
+    assert!(baseline.is_some_and(|b| b > 0.0), "{report}");
+    let ratio = report["ratio"]["kafka_requests_per_record"]
+        .as_f64()
+        .unwrap();
+    assert!(
+        (ratio - per_record / baseline.unwrap()).abs() < 1e-9,
+        "{report}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

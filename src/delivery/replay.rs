@@ -18,7 +18,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use super::{delivery_of, Delivery, DeliveryError, InvalidParam};
-use crate::kafka::{partition_for, Cluster};
+use crate::kafka::{partition_for, Cluster, Counted};
 use crate::metrics::Metrics;
 use crate::wire::{Frame, Gap, Kind};
 
@@ -111,9 +111,10 @@ impl Replays {
             .cluster
             .consumer(&format!("streamgate-replay-{}", Uuid::new_v4()));
         let name = topic.name.clone();
+        let requests = self.cluster.requests.clone();
         let (consumer, marks) = tokio::task::spawn_blocking(move || {
-            let consumer: StreamConsumer = config
-                .create()
+            let consumer: StreamConsumer<Counted> = requests
+                .create(&config)
                 .map_err(|e| DeliveryError::Internal(format!("create replay consumer: {e}")))?;
             let marks = consumer.fetch_watermarks(&name, partition, Duration::from_secs(5));
             Ok::<_, DeliveryError>((OffThread(Some(consumer)), marks))
@@ -185,7 +186,7 @@ const MAX_LAST_SCAN: i64 = 1_000_000;
 /// The cursor of the oldest of `stream`'s last `n` results in `partition` (`low..high`),
 /// scanning back in growing windows (the partition holds other streams' results too).
 async fn start_of_last(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<Counted>,
     topic: &str,
     partition: i32,
     stream: Uuid,
@@ -225,11 +226,11 @@ async fn start_of_last(
 
 /// A replay consumer that is closed on a blocking thread when dropped: closing waits for
 /// librdkafka's threads, and a connection that ends twenty replays must not stall on them.
-struct OffThread(Option<StreamConsumer>);
+struct OffThread(Option<StreamConsumer<Counted>>);
 
 impl std::ops::Deref for OffThread {
-    type Target = StreamConsumer;
-    fn deref(&self) -> &StreamConsumer {
+    type Target = StreamConsumer<Counted>;
+    fn deref(&self) -> &StreamConsumer<Counted> {
         self.0.as_ref().expect("replay consumer")
     }
 }

@@ -30,7 +30,7 @@ use uuid::Uuid;
 use super::{delivery_of, Delivery, DeliveryError, InvalidParam};
 use crate::error::Error;
 use crate::kafka::records::trace_of;
-use crate::kafka::{now_ms, partition_for, Cluster};
+use crate::kafka::{now_ms, partition_for, Cluster, Counted};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::telemetry::{SpanKind, Telemetry};
@@ -112,7 +112,7 @@ struct Partition {
 
 /// The results consumer, once started.
 struct Reader {
-    consumer: Arc<StreamConsumer>,
+    consumer: Arc<StreamConsumer<Counted>>,
     topic: String,
     partitions: Vec<Partition>,
     /// Traces the delivery of traced records' results.
@@ -218,12 +218,12 @@ impl Router {
     ) -> Result<JoinHandle<()>, Error> {
         // Past the broker's retention, go on from the oldest result it keeps (not the newest):
         // `run` sees the jump and tells the subscribers concerned.
-        let consumer: StreamConsumer = cluster
-            .consumer_with(
+        let consumer: StreamConsumer<Counted> = cluster
+            .requests
+            .create(&cluster.consumer_with(
                 &format!("streamgate-router-{}", Uuid::new_v4()),
                 &[("auto.offset.reset", "earliest")],
-            )
-            .create()
+            ))
             .map_err(|e| Error::kafka("create results consumer", e))?;
         let topic = &cluster.topics.results;
         let _ = self.reader.set(Reader {

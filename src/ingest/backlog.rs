@@ -21,7 +21,7 @@ use tokio::task::JoinHandle;
 use super::Refused;
 use crate::error::Error;
 use crate::kafka::records::{decode_progress, progress_group};
-use crate::kafka::Cluster;
+use crate::kafka::{Cluster, Counted};
 use crate::metrics::Metrics;
 
 /// How often the processing progress and the watermarks are read.
@@ -168,16 +168,16 @@ impl Backlog {
 /// `<group>.progress` commits (which the stage makes only once results are acknowledged).
 #[derive(Clone)]
 pub struct ProgressReader {
-    reader: Arc<BaseConsumer>,
+    reader: Arc<BaseConsumer<Counted>>,
     topic: String,
     partitions: i32,
 }
 
 impl ProgressReader {
     pub fn new(cluster: &Cluster, group: &str) -> Result<Self, Error> {
-        let reader: BaseConsumer = cluster
-            .consumer(&progress_group(group))
-            .create()
+        let reader: BaseConsumer<Counted> = cluster
+            .requests
+            .create(&cluster.consumer(&progress_group(group)))
             .map_err(|e| Error::kafka("create processing progress reader", e))?;
         Ok(Self {
             reader: Arc::new(reader),
@@ -221,7 +221,7 @@ impl ProgressReader {
 /// Per partition: the next unprocessed offset (the group's commit, or the log start when
 /// there is none or it fell behind the log start) and the high watermark.
 fn read_progress(
-    reader: &BaseConsumer,
+    reader: &BaseConsumer<Counted>,
     topic: &str,
     partitions: i32,
 ) -> Result<Vec<(i32, i64, i64)>, rdkafka::error::KafkaError> {

@@ -13,7 +13,7 @@ use rdkafka::{Message, Offset, TopicPartitionList};
 use tokio::sync::watch;
 use uuid::Uuid;
 
-use super::{Cluster, TopicInfo};
+use super::{Cluster, Counted, TopicInfo};
 use crate::error::Error;
 
 /// Callers waiting for the next catch-up round.
@@ -25,11 +25,11 @@ struct Rounds {
 
 /// Reads one topic from its beginning, and says how far it got.
 pub struct Follower {
-    consumer: StreamConsumer,
+    consumer: StreamConsumer<Counted>,
     /// Asks for the watermarks on a connection of its own: a broker may answer requests of
     /// one connection in order, and the follower's connection mostly has a fetch waiting
     /// (tansu holds it for `fetch.wait.max.ms`).
-    watermarks: BaseConsumer,
+    watermarks: BaseConsumer<Counted>,
     topic: TopicInfo,
     /// Next offset to apply, per partition; lets callers wait for a catch-up.
     applied: watch::Sender<Vec<i64>>,
@@ -41,9 +41,9 @@ pub struct Follower {
 impl Follower {
     /// A follower of `topic` from its beginning; `name` is what the log calls it.
     pub fn new(cluster: &Cluster, topic: &TopicInfo, name: &'static str) -> Result<Self, Error> {
-        let consumer: StreamConsumer = cluster
-            .consumer(&format!("streamgate-{name}-{}", Uuid::new_v4()))
-            .create()
+        let consumer: StreamConsumer<Counted> = cluster
+            .requests
+            .create(&cluster.consumer(&format!("streamgate-{name}-{}", Uuid::new_v4())))
             .map_err(|e| Error::kafka(format!("create {name} consumer"), e))?;
         let mut tpl = TopicPartitionList::new();
         for p in 0..topic.partitions {
@@ -53,9 +53,9 @@ impl Follower {
         consumer
             .assign(&tpl)
             .map_err(|e| Error::kafka(format!("assign {name} partitions"), e))?;
-        let watermarks: BaseConsumer = cluster
-            .client()
-            .create()
+        let watermarks: BaseConsumer<Counted> = cluster
+            .requests
+            .create(&cluster.client())
             .map_err(|e| Error::kafka(format!("create {name} watermark client"), e))?;
         let (applied, _) = watch::channel(vec![0; topic.partitions as usize]);
         Ok(Self {

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 
+use super::{Counted, Requests};
 use crate::error::Error;
 
 /// How long a reachability answer is reused.
@@ -23,15 +24,15 @@ pub trait Probe: Send + Sync + 'static {
 
 /// Asks the broker for one topic's metadata.
 pub struct MetadataProbe {
-    consumer: BaseConsumer,
+    consumer: BaseConsumer<Counted>,
     topic: String,
 }
 
 impl MetadataProbe {
-    pub fn new(config: ClientConfig, topic: &str) -> Result<Self, Error> {
+    pub fn new(requests: &Requests, config: &ClientConfig, topic: &str) -> Result<Self, Error> {
         Ok(Self {
-            consumer: config
-                .create()
+            consumer: requests
+                .create(config)
                 .map_err(|e| Error::kafka("create readiness probe", e))?,
             topic: topic.to_string(),
         })

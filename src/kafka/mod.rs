@@ -11,6 +11,7 @@ mod health;
 mod input;
 mod producer;
 pub mod records;
+mod requests;
 mod topics;
 
 use std::collections::BTreeMap;
@@ -24,6 +25,7 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 pub use embedded::EmbeddedBroker;
 pub use input::append_all;
 pub use producer::TopicProducer;
+pub use requests::{reporting, Counted, Requests, STATS_INTERVAL_MS};
 pub use topics::{partition_for, TopicInfo};
 
 pub(crate) use follow::Follower;
@@ -109,6 +111,8 @@ pub struct Cluster {
     /// The same for consumers, plus the embedded broker's short fetch wait.
     consumer_settings: BTreeMap<String, String>,
     pub topics: TopicLayout,
+    /// What every client made from this cluster sent to the brokers.
+    pub requests: Requests,
 }
 
 impl Cluster {
@@ -133,6 +137,7 @@ impl Cluster {
             settings: config.kafka.clone(),
             bootstrap,
             topics,
+            requests: Requests::default(),
         })
     }
 
@@ -146,7 +151,13 @@ impl Cluster {
         topic: &TopicInfo,
         timeout: Option<Duration>,
     ) -> Result<TopicProducer, Error> {
-        TopicProducer::new(&self.bootstrap, &self.settings, topic.clone(), timeout)
+        TopicProducer::new(
+            &self.bootstrap,
+            &self.settings,
+            topic.clone(),
+            timeout,
+            &self.requests,
+        )
     }
 
     /// Settings for a consumer in `group`.
@@ -174,9 +185,9 @@ impl Cluster {
 
     /// The high watermark of every partition of `topic`, in partition order.
     pub async fn high_watermarks(&self, topic: &TopicInfo) -> Result<Vec<i64>, Error> {
-        let client: BaseConsumer = self
-            .client()
-            .create()
+        let client: BaseConsumer<Counted> = self
+            .requests
+            .create(&self.client())
             .map_err(|e| Error::kafka("create watermark client", e))?;
         let topic = topic.clone();
         tokio::task::spawn_blocking(move || {
@@ -195,7 +206,7 @@ impl Cluster {
 
     /// The health of this broker, probed through the input topic's metadata.
     pub fn health(&self, embedded: bool) -> Result<BrokerHealth, Error> {
-        let probe = MetadataProbe::new(self.client(), &self.topics.input.name)?;
+        let probe = MetadataProbe::new(&self.requests, &self.client(), &self.topics.input.name)?;
         Ok(BrokerHealth::new(
             Arc::new(probe),
             &self.bootstrap,

@@ -11,7 +11,7 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::OwnedHeaders;
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
-use super::{client_config, partition_for, TopicInfo};
+use super::{client_config, partition_for, Counted, Requests, TopicInfo};
 use crate::error::Error;
 
 /// A keyed producer for one topic that answers only with broker acknowledgements.
@@ -31,8 +31,10 @@ pub struct TopicProducer {
 }
 
 struct ProducerInner {
-    producer: RwLock<FutureProducer>,
+    producer: RwLock<FutureProducer<Counted>>,
     config: ClientConfig,
+    /// Where its sessions count their requests.
+    requests: Requests,
     /// Bound on waiting for the local queue and for the broker's ack.
     timeout: Duration,
     replaced_at: Mutex<Instant>,
@@ -84,6 +86,7 @@ impl TopicProducer {
         extra: &BTreeMap<String, String>,
         topic: TopicInfo,
         timeout: Option<Duration>,
+        requests: &Requests,
     ) -> Result<Self, Error> {
         let mut c = client_config(bootstrap, &BTreeMap::new());
         c.set("enable.idempotence", "true")
@@ -96,12 +99,14 @@ impl TopicProducer {
         for (k, v) in extra {
             c.set(k, v);
         }
-        let producer: FutureProducer =
-            c.create().map_err(|e| Error::kafka("create producer", e))?;
+        let producer: FutureProducer<Counted> = requests
+            .create(&c)
+            .map_err(|e| Error::kafka("create producer", e))?;
         Ok(Self {
             inner: Arc::new(ProducerInner {
                 producer: RwLock::new(producer),
                 config: c,
+                requests: requests.clone(),
                 timeout: timeout.unwrap_or(Duration::from_secs(3600)),
                 replaced_at: Mutex::new(Instant::now()),
             }),
@@ -135,7 +140,7 @@ impl TopicProducer {
         partition_for(key, self.topic.partitions)
     }
 
-    fn current(&self) -> FutureProducer {
+    fn current(&self) -> FutureProducer<Counted> {
         self.inner.producer.read().expect("producer lock").clone()
     }
 
@@ -149,7 +154,10 @@ impl TopicProducer {
             }
             *at = Instant::now();
         }
-        match inner.config.create::<FutureProducer>() {
+        match inner
+            .requests
+            .create::<FutureProducer<Counted>>(&inner.config)
+        {
             Ok(fresh) => {
                 tracing::warn!(topic = %self.topic.name, "starting a new producer session after a failed delivery");
                 let old =

@@ -40,7 +40,7 @@ use super::at_ingest::{Resolution, Settle};
 use super::orphans::Position;
 use super::StageError;
 use crate::kafka::records::{decode_progress as decode, encode_progress as encode, progress_group};
-use crate::kafka::Receipt;
+use crate::kafka::{Counted, Receipt, Requests};
 
 /// How often the acker commits progress (next offsets, then rewind points).
 const COMMIT_INTERVAL: Duration = Duration::from_millis(500);
@@ -116,12 +116,12 @@ impl Pending {
 /// A client of the `<group>.progress` group, which holds each partition's next unprocessed
 /// offset and whether it is held. It never joins the group; it only commits and reads.
 pub struct Progress {
-    consumer: Arc<BaseConsumer>,
+    consumer: Arc<BaseConsumer<Counted>>,
     topic: String,
     /// The results topic, when it is partitioned as the input topic (else no floors).
     results: Option<String>,
     /// Reads results partitions back for `written_after`.
-    reader: Arc<BaseConsumer>,
+    reader: Arc<BaseConsumer<Counted>>,
     /// Partitions this instance claimed and has not released, with the next offset last
     /// committed for each.
     held: Mutex<HashMap<i32, i64>>,
@@ -138,6 +138,7 @@ impl Progress {
         group_config: &ClientConfig,
         topic: &str,
         results: Option<&str>,
+        requests: &Requests,
     ) -> Result<Self, KafkaError> {
         let group = group_config.get("group.id").unwrap_or("streamgate");
         let mut c = group_config.clone();
@@ -146,10 +147,10 @@ impl Progress {
         let mut reader = c.clone();
         reader.set("enable.partition.eof", "false");
         Ok(Self {
-            consumer: Arc::new(c.create()?),
+            consumer: Arc::new(requests.create(&c)?),
             topic: topic.to_string(),
             results: results.map(str::to_string),
-            reader: Arc::new(reader.create()?),
+            reader: Arc::new(requests.create(&reader)?),
             held: Mutex::default(),
             floors: Mutex::default(),
             results_end: Mutex::default(),
@@ -475,7 +476,7 @@ struct Latest {
 /// each record of input partition `partition` from offset `next` on has there, and the end.
 /// Without a floor, only the end.
 fn read_written(
-    reader: &BaseConsumer,
+    reader: &BaseConsumer<Counted>,
     topic: &str,
     partition: i32,
     floor: Option<i64>,
@@ -638,8 +639,9 @@ mod tests {
         let broker = EmbeddedBroker::start(&topics).unwrap();
         let mut config = client_config(broker.bootstrap_servers(), &Default::default());
         config.set("group.id", "fence");
-        let holder = Progress::new(&config, &topics.input, None).unwrap();
-        let next = Arc::new(Progress::new(&config, &topics.input, None).unwrap());
+        let requests = Requests::default();
+        let holder = Progress::new(&config, &topics.input, None, &requests).unwrap();
+        let next = Arc::new(Progress::new(&config, &topics.input, None, &requests).unwrap());
 
         assert_eq!(holder.claim(&[0]).await.unwrap(), HashMap::from([(0, 0)]));
         let claim = tokio::spawn({

@@ -27,7 +27,7 @@ use crate::config;
 use crate::error::Error;
 use crate::idempotency::{KeyIndex, Verdict};
 use crate::kafka::records::{decode_input, Control, InputKind, InputRecord};
-use crate::kafka::{now_ms, Cluster, TopicProducer, FLUSH_TIMEOUT};
+use crate::kafka::{self, now_ms, Cluster, Counted, Requests, TopicProducer, FLUSH_TIMEOUT};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
 use crate::telemetry::{SpanKind, Telemetry};
@@ -66,9 +66,15 @@ struct StageContext {
     /// One-hop records awaiting confirmation: those of revoked partitions are abandoned
     /// before progress is recorded (their confirmations will not be read here).
     awaiting: Arc<Awaiting>,
+    /// Counts the group consumer's requests with the instance's.
+    requests: Counted,
 }
 
-impl ClientContext for StageContext {}
+impl ClientContext for StageContext {
+    fn stats_raw(&self, statistics: &[u8]) {
+        self.requests.count(statistics);
+    }
+}
 
 impl StageContext {
     /// Partitions are about to go to another instance, which starts from the progress
@@ -194,6 +200,8 @@ pub struct StageWith {
 pub struct Stage {
     /// Settings of the group consumer; a fresh consumer is made for every (re)start.
     consumer_config: ClientConfig,
+    /// Where its consumers count their requests.
+    requests: Requests,
     input_topic: String,
     input_partitions: i32,
     /// The results topic, when it is partitioned as the input topic: then a new owner of a
@@ -257,6 +265,7 @@ impl Stage {
         };
         let stage = Stage {
             consumer_config,
+            requests: cluster.requests.clone(),
             input_topic: cluster.topics.input.name.clone(),
             input_partitions: cluster.topics.input.partitions,
             results_topic: (cluster.topics.results.partitions == cluster.topics.input.partitions)
@@ -300,9 +309,9 @@ impl Stage {
             joined: self.joined.clone(),
             work: tx.downgrade(),
             awaiting: self.take_over.awaiting.clone(),
+            requests: self.requests.context(),
         };
-        let consumer: GroupConsumer = self
-            .consumer_config
+        let consumer: GroupConsumer = kafka::reporting(&self.consumer_config)
             .create_with_context(context)
             .map_err(|e| StageError::Consumer(format!("create: {e}")))?;
         let consumer = Arc::new(consumer);
@@ -313,6 +322,7 @@ impl Stage {
             &self.consumer_config,
             &self.input_topic,
             self.results_topic.as_deref(),
+            &self.requests,
         )
         .map_err(|e| StageError::Progress(format!("create consumer: {e}")))?;
         let progress = Arc::new(progress);

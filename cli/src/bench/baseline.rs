@@ -17,7 +17,7 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::consumer::{BaseConsumer, Consumer, StreamConsumer};
 use rdkafka::{Message, Offset, TopicPartitionList};
 use serde::Deserialize;
-use streamgate::kafka::{self, append_all, TopicInfo, TopicProducer};
+use streamgate::kafka::{self, append_all, Counted, Requests, TopicInfo, TopicProducer};
 use tokio::sync::watch;
 use uuid::Uuid;
 
@@ -41,7 +41,7 @@ struct Record {
 /// the measurement does not include connecting and the first fetches.
 async fn warm_up(
     producer: &TopicProducer,
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<Counted>,
     keys: &[String],
 ) -> anyhow::Result<()> {
     for key in keys {
@@ -77,6 +77,8 @@ pub const TOPIC: &str = "streamgate.bench";
 pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result<RunReport> {
     let schedule = load.schedule;
     let (bootstrap, topic, partitions) = (&target.bootstrap, &target.topic, target.partitions);
+    // What the baseline's clients send the broker, counted as the daemon counts its own.
+    let requests = Requests::default();
     let producer = TopicProducer::new(
         bootstrap,
         &producer_settings(&target.kafka),
@@ -85,12 +87,16 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
             partitions,
         },
         Some(SEND_TIMEOUT),
+        &requests,
     )?;
     let consumer_settings = kafka::consumer_settings(&target.kafka, target.embedded);
-    let consumer: StreamConsumer =
-        kafka::consumer_config(bootstrap, &consumer_settings, &format!("{topic}-reader"))
-            .create()
-            .context("create the baseline consumer")?;
+    let consumer: StreamConsumer<Counted> = requests
+        .create(&kafka::consumer_config(
+            bootstrap,
+            &consumer_settings,
+            &format!("{topic}-reader"),
+        ))
+        .context("create the baseline consumer")?;
     consumer.assign(&end_of(&consumer, topic, partitions).await?)?;
     // Keys like the daemon's: one per stream.
     let keys: Arc<Vec<String>> = Arc::new(
@@ -100,6 +106,9 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
     );
 
     warm_up(&producer, &consumer, &keys).await?;
+    // Requests from here on: the warm-up's reported first.
+    tokio::time::sleep(super::STATS_LAG).await;
+    let requests_before = requests.total();
     let start = Instant::now() + Duration::from_millis(200);
     let rec = Arc::new(Recorder::new(schedule, start, 1));
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -134,13 +143,22 @@ pub async fn run(target: &Target, load: &Load, progress: bool) -> anyhow::Result
         },
     )
     .await;
+    tokio::time::sleep(super::STATS_LAG).await;
+    let sent_requests = requests.total() - requests_before;
     let _ = stop_tx.send(true);
     let _ = reader.await;
     sent?;
-    Ok(rec.report("kafka", load.payload_bytes))
+    let mut report = rec.report("kafka", load.payload_bytes);
+    report.kafka_requests_per_record =
+        (report.records.acked > 0).then(|| sent_requests as f64 / report.records.acked as f64);
+    Ok(report)
 }
 
-async fn read(consumer: StreamConsumer, rec: Arc<Recorder>, mut stop: watch::Receiver<bool>) {
+async fn read(
+    consumer: StreamConsumer<Counted>,
+    rec: Arc<Recorder>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let msg = tokio::select! {
             _ = stop.changed() => return,
@@ -203,7 +221,7 @@ fn producer_settings(kafka: &BTreeMap<String, String>) -> BTreeMap<String, Strin
 
 /// Every partition of `topic` at its current end: earlier runs' records are not read.
 async fn end_of(
-    consumer: &StreamConsumer,
+    consumer: &StreamConsumer<Counted>,
     topic: &str,
     partitions: i32,
 ) -> anyhow::Result<TopicPartitionList> {

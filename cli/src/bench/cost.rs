@@ -1,15 +1,18 @@
-//! What a run cost in CPU: the daemon's, from its own `/metrics` (`streamgate_cpu_seconds`,
-//! to 10 ms, read before and after the run, so it works for a daemon anywhere), and the broker's when it runs on this machine (`--broker-pid`, from
-//! `/proc`). Given per 1 000 acknowledged records, so every rate carries its price.
+//! What a run cost: the daemon's CPU, from its own `/metrics` (`streamgate_cpu_seconds`, to
+//! 10 ms, read before and after the run, so it works for a daemon anywhere), the broker's when
+//! it runs on this machine (`--broker-pid`, from `/proc`), and the requests the daemon sent
+//! the broker (`streamgate_kafka_requests_total`). Given per 1 000 acknowledged records (the
+//! requests per record), so every rate carries its price.
 
 use serde::Serialize;
 
 use crate::client::Client;
 
-/// The CPU counters at one moment.
+/// The CPU counters at one moment, and the daemon's Kafka requests.
 pub struct Sample {
     daemon_s: Option<f64>,
     broker_s: Option<f64>,
+    daemon_requests: Option<f64>,
 }
 
 /// CPU spent during a run.
@@ -25,14 +28,29 @@ pub struct Cost {
     /// The broker's (with `--broker-pid`).
     pub broker_cpu_s: Option<f64>,
     pub broker_cpu_ms_per_1000_records: Option<f64>,
+    /// Requests the daemon's Kafka clients sent to the brokers during the run
+    /// (`streamgate_kafka_requests_total`, from librdkafka's statistics), opening the
+    /// streams and the idle polling included.
+    pub daemon_kafka_requests: Option<f64>,
+    /// The same per acknowledged record.
+    pub daemon_kafka_requests_per_record: Option<f64>,
 }
 
 impl Sample {
     pub async fn take(client: &Client, broker_pid: Option<u32>) -> Self {
+        let metrics = client.http().get_text("/metrics").await.ok();
+        let metric = |name| metrics.as_deref().and_then(|m| metric(m, name));
         Self {
-            daemon_s: daemon_cpu(client).await,
+            daemon_s: metric("streamgate_cpu_seconds"),
             broker_s: broker_pid.and_then(process_cpu),
+            daemon_requests: metric("streamgate_kafka_requests_total"),
         }
+    }
+
+    /// This sample with the Kafka requests of a later one.
+    pub fn with_requests_of(mut self, later: Sample) -> Self {
+        self.daemon_requests = later.daemon_requests;
+        self
     }
 
     /// The cost from this sample to `after`, for `records` acknowledged records.
@@ -41,7 +59,12 @@ impl Sample {
         let per_1000 = |s: Option<f64>| s.filter(|_| records > 0).map(|s| s * 1e6 / records as f64);
         let daemon = spent(self.daemon_s, after.daemon_s);
         let broker = spent(self.broker_s, after.broker_s);
+        let requests = spent(self.daemon_requests, after.daemon_requests);
         Cost {
+            daemon_kafka_requests: requests,
+            daemon_kafka_requests_per_record: requests
+                .filter(|_| records > 0)
+                .map(|r| r / records as f64),
             daemon_cpu_s: daemon,
             daemon_cpu_ms_per_1000_records: per_1000(daemon),
             daemon_includes_bench: embedded,
@@ -51,16 +74,11 @@ impl Sample {
     }
 }
 
-/// `streamgate_cpu_seconds` from the daemon's `/metrics` (no key needed).
-async fn daemon_cpu(client: &Client) -> Option<f64> {
-    let text = client.http().get_text("/metrics").await.ok()?;
-    cpu_seconds(&text)
-}
-
-fn cpu_seconds(metrics: &str) -> Option<f64> {
+/// The value of the metric `name` (no labels) in a `/metrics` text.
+fn metric(metrics: &str, name: &str) -> Option<f64> {
     metrics
         .lines()
-        .find_map(|l| l.strip_prefix("streamgate_cpu_seconds "))
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
         .and_then(|v| v.trim().parse().ok())
 }
 
@@ -82,19 +100,25 @@ mod tests {
 
     #[test]
     fn reads_the_cpu_counter_and_this_process() {
-        let text = "# HELP x\nstreamgate_cpu_seconds 12.5\nother 1\n";
-        assert_eq!(cpu_seconds(text), Some(12.5));
+        let text = "# HELP x\nstreamgate_cpu_seconds 12.5\nstreamgate_cpu_seconds_x 1\n\
+                    streamgate_kafka_requests_total 7\n";
+        assert_eq!(metric(text, "streamgate_cpu_seconds"), Some(12.5));
+        assert_eq!(metric(text, "streamgate_kafka_requests_total"), Some(7.0));
+        assert_eq!(metric(text, "streamgate_kafka"), None);
         assert!(process_cpu(std::process::id()).is_some());
         let before = Sample {
             daemon_s: Some(1.0),
             broker_s: None,
+            daemon_requests: Some(100.0),
         };
         let after = Sample {
             daemon_s: Some(3.0),
             broker_s: None,
+            daemon_requests: Some(6100.0),
         };
         let cost = before.until(&after, 4000, false);
         assert_eq!(cost.daemon_cpu_ms_per_1000_records, Some(500.0));
         assert_eq!(cost.broker_cpu_s, None);
+        assert_eq!(cost.daemon_kafka_requests_per_record, Some(1.5));
     }
 }

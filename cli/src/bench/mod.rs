@@ -169,6 +169,10 @@ pub struct Load {
     pub fault_drop_every: Option<u64>,
 }
 
+/// How long until every Kafka client reported the requests it sent until now (librdkafka
+/// statistics come once a second).
+pub const STATS_LAG: Duration = Duration::from_millis(streamgate::kafka::STATS_INTERVAL_MS + 200);
+
 /// Most rates `--find-max` tries.
 const MAX_STEPS: usize = 12;
 
@@ -336,22 +340,27 @@ impl Args {
                 None,
             )
         };
-        // The cost of one run (with --find-max, of every step together).
+        // The cost of one run (with --find-max, of every step together); its Kafka requests
+        // once the daemon's clients reported what they sent until now.
         let after = cost::Sample::take(client, self.broker_pid).await;
+        tokio::time::sleep(STATS_LAG).await;
+        let after = after.with_requests_of(cost::Sample::take(client, None).await);
         let records = match &find_max {
             Some(f) => f.steps.iter().map(|s| s.acked).sum(),
             None => gateway.records.acked,
         };
+        let cost = before.until(&after, records, embedded.is_some());
         Ok(Report {
             ratio: baseline.as_ref().map(|b| {
                 let ratio = Ratio::of(&gateway, b)
+                    .with_requests(cost.daemon_kafka_requests_per_record, b)
                     .with_max_rates(find_max.as_ref(), baseline_find_max.as_ref());
                 match self.subscribers {
                     1 => ratio,
                     _ => ratio.with_fan_out(&gateway, b, self.max_p99_ms),
                 }
             }),
-            cost: before.until(&after, records, embedded.is_some()),
+            cost,
             gateway,
             baseline,
             find_max,

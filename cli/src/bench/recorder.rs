@@ -218,6 +218,7 @@ impl Recorder {
                 ack: Latency::of(&self.ack.lock().unwrap()),
             },
             errors: self.errors.lock().unwrap().clone(),
+            kafka_requests_per_record: None,
         }
     }
 }

@@ -46,6 +46,12 @@ fn cost_text(out: &mut String, cost: &super::cost::Cost) {
         ));
     }
     let _ = writeln!(out, "  CPU: {}", parts.join("; "));
+    if let (Some(n), Some(per)) = (
+        cost.daemon_kafka_requests,
+        cost.daemon_kafka_requests_per_record,
+    ) {
+        let _ = writeln!(out, "  Kafka requests: daemon {n:.0} ({per:.2} per record)");
+    }
 }
 
 /// One run at one rate.
@@ -57,6 +63,10 @@ pub struct RunReport {
     pub latency_ms: Latencies,
     /// Count by kind, e.g. `http 429 rate_limited`, `ws close 4008`, `connect`.
     pub errors: BTreeMap<String, u64>,
+    /// The baseline's: requests its Kafka clients sent to the broker per acknowledged record
+    /// (librdkafka's statistics; the gateway's are in `cost`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub kafka_requests_per_record: Option<f64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -166,6 +176,9 @@ pub struct Ratio {
     /// when the broadcaster held no rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<f64>,
+    /// The daemon's Kafka requests per record over the raw-Kafka baseline's; `null` when
+    /// either is unknown.
+    pub kafka_requests_per_record: Option<f64>,
 }
 
 impl Ratio {
@@ -181,7 +194,18 @@ impl Ratio {
             p99: div(g.p99, b.p99),
             max_rate: None,
             fan_out: None,
+            kafka_requests_per_record: None,
         }
+    }
+
+    /// Adds the ratio of Kafka requests per record: `gateway`'s (the daemon's, from `cost`)
+    /// over the baseline's.
+    pub fn with_requests(mut self, gateway: Option<f64>, baseline: &RunReport) -> Self {
+        self.kafka_requests_per_record = match (gateway, baseline.kafka_requests_per_record) {
+            (Some(g), Some(b)) if b > 0.0 => Some(g / b),
+            _ => None,
+        };
+        self
     }
 
     /// Adds the ratio of deliveries/s within the p99 bound.
@@ -262,6 +286,18 @@ impl Report {
                     ""
                 }
             );
+            if let (Some(r), Some(g), Some(b)) = (
+                r.kafka_requests_per_record,
+                self.cost.daemon_kafka_requests_per_record,
+                self.baseline
+                    .as_ref()
+                    .and_then(|b| b.kafka_requests_per_record),
+            ) {
+                let _ = writeln!(
+                    out,
+                    "Kafka requests per record: gateway {g:.2}, baseline {b:.2}: {r:.2}x"
+                );
+            }
         }
         if let Some(f) = &self.find_max {
             find_max_text(&mut out, "Find max", f);
@@ -390,6 +426,7 @@ mod tests {
             p99: 1.0,
             max_rate: None,
             fan_out: None,
+            kafka_requests_per_record: None,
         };
         let (g, b) = (climbed(Some(450.0)), climbed(Some(900.0)));
         assert_eq!(
