@@ -17,7 +17,7 @@
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use futures_util::future::BoxFuture;
+use futures_util::future::{BoxFuture, FutureExt};
 use futures_util::stream::{self, BoxStream, Stream, StreamExt};
 use tokio::sync::mpsc;
 
@@ -87,13 +87,20 @@ impl Feed {
 impl Feed {
     /// This feed, ended with the close `ends` resolves to, unless it ended before: a
     /// connection lives no longer than its credential (a token's expiry, a key removed).
+    /// Polled once per frame, so a plain poll of both rather than an `async` state machine.
     pub fn ending_with(self, ends: BoxFuture<'static, Close>) -> Self {
-        let items = stream::unfold(Some((self.items, ends)), |state| async move {
-            let (mut items, mut ends) = state?;
-            tokio::select! {
-                item = items.next() => item.map(|i| (i, Some((items, ends)))),
-                close = &mut ends => Some((Item::Closed(close), None)),
+        let (mut items, mut ends, mut done) = (self.items, ends, false);
+        let items = stream::poll_fn(move |cx| {
+            if done {
+                return Poll::Ready(None);
             }
+            if let Poll::Ready(close) = ends.poll_unpin(cx) {
+                done = true;
+                return Poll::Ready(Some(Item::Closed(close)));
+            }
+            let next = items.poll_next_unpin(cx);
+            done = matches!(next, Poll::Ready(None));
+            next
         })
         .boxed();
         Self { items }

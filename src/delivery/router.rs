@@ -575,10 +575,7 @@ impl Router {
                     continue;
                 }
                 match slot.tx.try_send(delivery.clone()) {
-                    Ok(()) => {
-                        queued += 1;
-                        self.metrics.delivery.results_out.inc();
-                    }
+                    Ok(()) => queued += 1,
                     Err(e) => {
                         if matches!(e, mpsc::error::TrySendError::Full(_)) {
                             slot.lagged.store(delivery.cursor, Ordering::Release);
@@ -589,6 +586,7 @@ impl Router {
                 }
             }
         }
+        self.metrics.delivery.results_out.inc_by(queued as u64);
         // Detaching closes the queue: the session drains what was queued, then sees the end.
         for id in dropped {
             self.unsubscribe(&stream, id);
@@ -613,10 +611,7 @@ impl Router {
             }
         }
         match slot.tx.try_send(delivery.clone()) {
-            Ok(()) => {
-                self.metrics.delivery.results_out.inc();
-                true
-            }
+            Ok(()) => true,
             Err(_) => {
                 skipped.count = 1;
                 skipped.from = delivery.cursor;
