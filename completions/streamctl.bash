@@ -142,7 +142,7 @@ _streamctl() {
             return 0
             ;;
         streamctl__subcmd__bench)
-            opts="-h -V --url --api-key --cacert --embedded --streams --rate --duration --payload-bytes --transport --processor --subscribers --mux --idempotency --traced --batch --max-in-flight --drain-timeout --baseline --brokers --baseline-partitions --baseline-kafka --find-max --max-p99-ms --step --broker-pid --json --no-progress --fault-drop-every --help --version"
+            opts="-h -V --url --api-key --cacert --embedded --streams --rate --duration --payload-bytes --transport --processor --subscribers --source-addresses --mux --idempotency --traced --batch --max-in-flight --drain-timeout --baseline --brokers --baseline-partitions --baseline-kafka --find-max --max-p99-ms --step --broker-pid --json --no-progress --fault-drop-every --help --version"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -196,6 +196,10 @@ _streamctl() {
                     return 0
                     ;;
                 --subscribers)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
+                --source-addresses)
                     COMPREPLY=($(compgen -f "${cur}"))
                     return 0
                     ;;

@@ -90,6 +90,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l transport 
 ws\t''"
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l processor -d 'The bench streams\' processor, as for `streamctl start` (a name or a JSON spec); it must keep the record\'s `q` field (e.g. `{"type":"jq","filter":". + {seen: true}"}`), which matches results to records. Default: identity' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l subscribers -d 'Results subscribers (WebSockets) per stream: measures fan-out. Each record is then expected once on every one of them' -r
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l source-addresses -d 'Spread the results sockets over this many loopback source addresses (127.0.0.1 to 127.0.0.N), for more sockets than one client address may hold (a quarter of the daemon\'s `limits.max_connections`). For a daemon on this machine' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l mux -d 'Follow the streams over `/api/connect`, this many streams per connection, instead of one WebSocket per stream (with --transport http and one subscriber per stream)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l traced -d 'Share of HTTP requests (0 to 1) sent with a sampled `traceparent` of their own: with the daemon\'s `telemetry` on, what tracing costs (compare a run at 0 with one at 1)' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l batch -d 'Records per HTTP request (or per burst of WebSocket frames)' -r
@@ -104,7 +105,7 @@ complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l broker-pid
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l fault-drop-every -d 'Test-only fault: ignore every Nth result frame, as if it never arrived' -r
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l embedded -d 'Start a daemon in this process on the embedded broker instead of using --url'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l idempotency -d 'Send every HTTP request with an `Idempotency-Key` of its own (what the client libraries do): measures what the key costs'
-complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline -d 'First run the same load with rdkafka straight on the broker, for comparison'
+complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l baseline -d 'First run the same load with rdkafka straight on the broker, for comparison; with --subscribers above 1, through a raw WebSocket broadcaster in this process instead (no Kafka), and report the ratio of deliveries/s within --max-p99-ms (`fan_out`)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l find-max -d 'Step the rate up from --rate until a bound breaks; report the highest that held'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l json -d 'Print the report as JSON (fields documented in docs/benchmarks.md)'
 complete -c streamctl -n "__fish_streamctl_using_subcommand bench" -l no-progress -d 'No live progress line (it is only drawn when stderr is a terminal anyway)'

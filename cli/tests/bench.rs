@@ -370,3 +370,46 @@ async fn fan_out_baseline_is_a_raw_broadcaster_and_the_ratio_counts_deliveries_w
     assert!(status.success(), "{stderr}");
     assert_eq!(report["ratio"]["fan_out"], Value::Null, "{report}");
 }
+
+/// One client address may hold only so many connections (here 8): `--source-addresses`
+/// spreads the results sockets over 127.0.0.1, .2, … so a bench can hold more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn source_addresses_spread_the_sockets_past_the_per_address_cap() {
+    let mut config = test_config();
+    config.limits.server.max_connections_per_ip = 8;
+    let d = Daemon::start(config).await;
+    let args = "--streams 1 --subscribers 12 --rate 20 --duration 1s";
+    let (status, _, stderr) = bench_text(args, &daemon_env(&d)).await;
+    assert!(!status.success(), "12 sockets from one address: {stderr}");
+    assert!(stderr.contains("503"), "{stderr}");
+
+    let spread = format!("{args} --source-addresses 3");
+    let spread: Vec<&str> = spread.split_whitespace().collect();
+    let (status, report, stderr) = bench(&spread, &daemon_env(&d)).await;
+    assert!(status.success(), "{stderr}");
+    let records = &report["gateway"]["records"];
+    assert_eq!(records["received"], 240, "every record on all 12: {report}");
+    assert_eq!(records["lost"], 0, "{report}");
+    d.stop().await.unwrap();
+}
+
+/// A bench expected to fail before it reports: its exit status and stderr.
+async fn bench_text(
+    args: &str,
+    env: &[(&str, String)],
+) -> (std::process::ExitStatus, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamctl"));
+    cmd.arg("bench")
+        .args(args.split_whitespace())
+        .stdin(Stdio::null())
+        .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
+        .await
+        .expect("bench did not finish")
+        .unwrap();
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status, text(&out.stdout), text(&out.stderr))
+}

@@ -83,10 +83,12 @@ pub async fn run(
     // With --mux, the streams' subscriptions share connections instead.
     let per_stream = load.mux.is_none();
     let sockets: Vec<Vec<Ws>> = futures_util::stream::iter(ids.iter().filter(|_| per_stream))
-        .map(|id| async move {
+        .enumerate()
+        .map(|(stream, id)| async move {
             let mut sockets = Vec::with_capacity(load.subscribers);
-            for _ in 0..load.subscribers {
-                sockets.push(connect(client, id).await?);
+            for k in 0..load.subscribers {
+                let from = source(load, stream * load.subscribers + k);
+                sockets.push(connect(client, id, from).await?);
             }
             warm_up(client, id, &mut sockets).await?;
             anyhow::Ok(sockets)
@@ -105,7 +107,8 @@ pub async fn run(
                 .map(<[_]>::to_vec)
                 .collect();
             futures_util::stream::iter(groups)
-                .map(|group| connect_mux(client, group))
+                .enumerate()
+                .map(|(i, group)| connect_mux(client, group, source(load, i)))
                 .buffered(SETUP_CONCURRENCY)
                 .try_collect()
                 .await?
@@ -213,10 +216,32 @@ pub async fn run(
     Ok(report)
 }
 
+/// The loopback address the `n`-th results socket connects from, with `--source-addresses`
+/// above 1 (127.0.0.1, .2, … in turn); else the system's choice.
+fn source(load: &Load, n: usize) -> Option<std::net::IpAddr> {
+    let spread = usize::from(load.source_addresses);
+    (spread > 1).then(|| std::net::Ipv4Addr::new(127, 0, 0, 1 + (n % spread) as u8).into())
+}
+
+/// Opens a WebSocket for `request`, from `from` when given.
+async fn open(
+    client: &Client,
+    request: tokio_tungstenite::tungstenite::handshake::client::Request,
+    config: WebSocketConfig,
+    from: Option<std::net::IpAddr>,
+) -> Result<Ws, tokio_tungstenite::tungstenite::Error> {
+    let http = client.http();
+    let (ws, _) = match from {
+        Some(from) => http.ws_connect_from(request, Some(config), from).await?,
+        None => http.ws_connect(request, Some(config)).await?,
+    };
+    Ok(ws)
+}
+
 /// Opens one results WebSocket, with buffers sized as the daemon sizes its own (a frame the
 /// bench reads is a few hundred bytes; tungstenite's default 128 KiB read buffer per socket
 /// would take 1.3 GB for 10 000 subscribers).
-async fn connect(client: &Client, id: &str) -> anyhow::Result<Ws> {
+async fn connect(client: &Client, id: &str, from: Option<std::net::IpAddr>) -> anyhow::Result<Ws> {
     let request = client
         .http()
         .ws_request(&format!("/api/stream/{id}/results"))
@@ -224,13 +249,9 @@ async fn connect(client: &Client, id: &str) -> anyhow::Result<Ws> {
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
-    // Nagle's algorithm would hold back small frames sent on the socket.
-    let (ws, _) = client
-        .http()
-        .ws_connect(request, Some(config))
+    open(client, request, config, from)
         .await
-        .with_context(|| format!("subscribe to stream {id}"))?;
-    Ok(ws)
+        .with_context(|| format!("subscribe to stream {id}"))
 }
 
 /// Opens one `/api/connect` socket for `streams` (bench index, id), subscribes to each and
@@ -239,14 +260,13 @@ async fn connect(client: &Client, id: &str) -> anyhow::Result<Ws> {
 async fn connect_mux(
     client: &Client,
     streams: Vec<(usize, Uuid)>,
+    from: Option<std::net::IpAddr>,
 ) -> anyhow::Result<(Ws, HashMap<Uuid, usize>)> {
     let request = client.http().ws_request("/api/connect").await?;
     let config = WebSocketConfig::default()
         .read_buffer_size(READ_BUFFER)
         .write_buffer_size(0);
-    let (mut ws, _) = client
-        .http()
-        .ws_connect(request, Some(config))
+    let mut ws = open(client, request, config, from)
         .await
         .context("open /api/connect")?;
     for (_, id) in &streams {

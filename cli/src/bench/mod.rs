@@ -68,6 +68,11 @@ pub struct Args {
     /// expected once on every one of them.
     #[arg(long, default_value_t = 1)]
     pub subscribers: usize,
+    /// Spread the results sockets over this many loopback source addresses (127.0.0.1 to
+    /// 127.0.0.N), for more sockets than one client address may hold (a quarter of the
+    /// daemon's `limits.max_connections`). For a daemon on this machine.
+    #[arg(long, default_value_t = 1, value_name = "N")]
+    pub source_addresses: u8,
     /// Follow the streams over `/api/connect`, this many streams per connection, instead of
     /// one WebSocket per stream (with --transport http and one subscriber per stream).
     #[arg(long, value_name = "STREAMS")]
@@ -160,6 +165,8 @@ pub struct Load {
     pub subscribers: usize,
     /// Streams per `/api/connect` connection, instead of a socket per stream.
     pub mux: Option<usize>,
+    /// Loopback source addresses the results sockets are spread over.
+    pub source_addresses: u8,
     /// An `Idempotency-Key` on every HTTP send.
     pub idempotency: bool,
     /// Share of HTTP sends with a sampled `traceparent`.
@@ -192,6 +199,7 @@ impl Args {
             transport: self.transport,
             subscribers: self.subscribers,
             mux: self.mux,
+            source_addresses: self.source_addresses,
             idempotency: self.idempotency,
             traced: self.traced,
             max_in_flight: self.max_in_flight,
@@ -242,6 +250,7 @@ impl Args {
             ("--rate", self.rate),
             ("--batch", self.batch as f64),
             ("--subscribers", self.subscribers as f64),
+            ("--source-addresses", f64::from(self.source_addresses)),
             ("--max-in-flight", self.max_in_flight as f64),
             ("--duration", self.duration.as_secs_f64()),
         ];

@@ -137,6 +137,51 @@ impl Http {
             .await
     }
 
+    /// [`Self::ws_connect`] from the local address `from` (a port of its choosing): a host
+    /// with several addresses, or a load generator holding more sockets than one client
+    /// address may (the daemon caps each).
+    pub async fn ws_connect_from(
+        &self,
+        request: Request,
+        config: Option<tokio_tungstenite::tungstenite::protocol::WebSocketConfig>,
+        from: std::net::IpAddr,
+    ) -> Result<
+        (
+            crate::connection::Socket,
+            tokio_tungstenite::tungstenite::handshake::client::Response,
+        ),
+        tokio_tungstenite::tungstenite::Error,
+    > {
+        let uri = request.uri();
+        let host = uri.host().unwrap_or_default().trim_matches(['[', ']']);
+        let port = uri
+            .port_u16()
+            .unwrap_or(if uri.scheme_str() == Some("wss") {
+                443
+            } else {
+                80
+            });
+        let peer = tokio::net::lookup_host((host, port))
+            .await?
+            .find(|a| a.is_ipv4() == from.is_ipv4())
+            .ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::AddrNotAvailable,
+                    format!("{host} has no address of the family of {from}"),
+                )
+            })?;
+        let socket = match from {
+            std::net::IpAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+            std::net::IpAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+        };
+        socket.bind((from, 0).into())?;
+        let stream = socket.connect(peer).await?;
+        stream.set_nodelay(true)?;
+        let connector = tokio_tungstenite::Connector::Rustls(self.tls.clone());
+        tokio_tungstenite::client_async_tls_with_config(request, stream, config, Some(connector))
+            .await
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.base, path)
     }
