@@ -146,6 +146,26 @@ async def test_a_record_is_sent_again_with_its_key_until_acknowledged() -> None:
     assert sends[3]["idempotency_key"] != sends[0]["idempotency_key"], "a fresh key per record"
 
 
+async def test_a_record_is_sent_again_with_its_traceparent() -> None:
+    async def script(ws: ServerConnection, n: int) -> None:
+        while True:
+            frame = await fake.recv(ws)
+            if len(fake.sent("send")) == 1:
+                cut(ws)  # lost before its answer
+                return
+            await put(ws, {"type": "ack", "stream_id": SID, "seq": frame["seq"], "offset": 0})
+
+    context = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    async with FakeDaemon(script) as fake, streamgate.Client(fake.url, api_key="k") as client:
+        await asyncio.wait_for(client.send(SID, "traced", traceparent=context), 10)
+        await asyncio.wait_for(client.send(SID, "plain"), 10)
+    traced, again, plain = fake.sent("send")
+    assert fake.connections == 2
+    assert traced["traceparent"] == again["traceparent"] == context
+    assert traced["idempotency_key"] == again["idempotency_key"]
+    assert "traceparent" not in plain
+
+
 async def test_lagged_unsubscribed_and_a_passing_refusal_subscribe_again() -> None:
     async def script(ws: ServerConnection, n: int) -> None:
         await fake.recv(ws)

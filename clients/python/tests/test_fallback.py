@@ -266,6 +266,34 @@ async def test_sends_go_over_http_sent_again_with_their_key_until_stored() -> No
     assert times[2] - times[1] >= 0.99 and times[4] - times[3] >= 0.99, times
 
 
+async def test_a_traceparent_goes_as_a_header_on_every_attempt() -> None:
+    store = Store()
+
+    async def sends(request: httpx.Request, n: int) -> httpx.Response:
+        if n == 1:
+            store.put(request)
+            raise httpx.ReadError("connection reset")  # stored, the answer lost
+        offset, replayed = store.put(request)
+        return httpx.Response(202, json={
+            "stream_id": A, "records": 1, "partition": 0,
+            "offsets": [] if replayed else [offset], **({"replayed": True} if replayed else {})})
+
+    async def script(ws: ServerConnection, sid: str, n: int, params: dict[str, str]) -> None:
+        raise AssertionError("no subscription in this test")
+
+    context = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    old = OldDaemon(script, sends=sends)
+    async with old, old.http() as http, \
+            streamgate.Client(old.url, api_key="k", http_client=http) as client:
+        first = await asyncio.wait_for(client.send(A, "traced", traceparent=context), 10)
+        await asyncio.wait_for(client.send(A, "plain"), 10)
+    assert first.replayed
+    traced, again, plain = (r for _, r in old.posts)
+    assert traced.headers["traceparent"] == again.headers["traceparent"] == context
+    assert traced.headers["idempotency-key"] == again.headers["idempotency-key"]
+    assert "traceparent" not in plain.headers
+
+
 def fake_token(lifetime: float) -> str:
     now = time.time()
     claims = base64.urlsafe_b64encode(json.dumps({"iat": now, "exp": now + lifetime}).encode())

@@ -134,6 +134,10 @@ function uuid() {
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
 }
+var TRACEPARENT = /^00-(?!0{32}-)[0-9a-f]{32}-(?!0{16}-)[0-9a-f]{16}-[0-9a-f]{2}$/;
+function isTraceparent(value) {
+  return typeof value === "string" && TRACEPARENT.test(value);
+}
 function decodeToken(token) {
   const parts = token.split(".");
   if (parts.length !== 3) return void 0;
@@ -461,10 +465,12 @@ var Fallback = class {
   async drain(streamId, queue) {
     const path = `/api/stream/${encodeURIComponent(streamId)}/send`;
     for (let r = queue[0]; r; r = queue[0]) {
+      const headers = { "Idempotency-Key": r.key };
+      if (r.traceparent !== void 0) headers["traceparent"] = r.traceparent;
       try {
         const accepted = await this.s.http.call("POST", path, {
           body: r.data,
-          headers: { "Idempotency-Key": r.key },
+          headers,
           retry: "idempotent",
           patienceMs: Number.POSITIVE_INFINITY
         });
@@ -860,8 +866,8 @@ var Connection = class {
     else this.ensureConnected();
     return sink;
   }
-  /** Sends one record; resolves with its `ack`. */
-  send(streamId, value) {
+  /** Sends one record (with `traceparent`, a checked W3C trace context); resolves with its `ack`. */
+  send(streamId, value, traceparent) {
     let data;
     try {
       data = JSON.stringify(value);
@@ -881,6 +887,7 @@ var Connection = class {
         streamId,
         data: text,
         key: uuid(),
+        traceparent,
         resolve,
         reject,
         order: ++this.sent
@@ -1263,7 +1270,7 @@ var Connection = class {
   }
   transmit(conn, r) {
     const seq = ++conn.seq;
-    const text = `{"type":"send","stream_id":${JSON.stringify(r.streamId)},"seq":${seq},"data":${r.data},"idempotency_key":${JSON.stringify(r.key)}}`;
+    const text = `{"type":"send","stream_id":${JSON.stringify(r.streamId)},"seq":${seq},"data":${r.data},"idempotency_key":${JSON.stringify(r.key)}` + (r.traceparent === void 0 ? "}" : `,"traceparent":${JSON.stringify(r.traceparent)}}`);
     if (this.maxMessageBytes !== void 0 && byteLength(text) > this.maxMessageBytes) {
       r.reject(
         new StreamgateError(
@@ -1687,8 +1694,10 @@ var ClientBase = class {
    * idempotency key of its own and is sent again with it after a lost connection (or a
    * `nack` that passes), so it is stored and processed once.
    */
-  send(streamId, value) {
-    return this.connection.send(streamId, value);
+  send(streamId, value, options = {}) {
+    const refused = badTraceparent(options.traceparent, streamId);
+    if (refused) return Promise.reject(refused);
+    return this.connection.send(streamId, value, options.traceparent);
   }
   /**
    * Sends records as one NDJSON request named by an `Idempotency-Key`; resolves once every
@@ -1696,6 +1705,8 @@ var ClientBase = class {
    * is tried again with the same key, which the daemon stores and processes once.
    */
   sendBatch(streamId, values, options = {}) {
+    const refused = badTraceparent(options.traceparent, streamId);
+    if (refused) return Promise.reject(refused);
     const lines = [];
     for (const [i, value] of values.entries()) {
       const line = JSON.stringify(value);
@@ -1706,10 +1717,12 @@ var ClientBase = class {
       }
       lines.push(line);
     }
+    const headers = { "Idempotency-Key": options.idempotencyKey ?? uuid() };
+    if (options.traceparent !== void 0) headers["traceparent"] = options.traceparent;
     const call = {
       body: lines.join("\n") + "\n",
       contentType: "application/x-ndjson",
-      headers: { "Idempotency-Key": options.idempotencyKey ?? uuid() },
+      headers,
       retry: "idempotent"
     };
     if (options.patienceMs !== void 0) call.patienceMs = options.patienceMs;
@@ -1729,6 +1742,15 @@ var ClientBase = class {
     await this.connection.close();
   }
 };
+function badTraceparent(traceparent, streamId) {
+  if (traceparent === void 0 || isTraceparent(traceparent)) return void 0;
+  const given = typeof traceparent === "string" ? JSON.stringify(traceparent) : `a ${typeof traceparent}`;
+  return new StreamgateError(
+    "invalid_input",
+    `traceparent ${given} is not W3C trace context: write 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, lowercase, the ids not all zeros (flags 01: sampled)`,
+    { streamId }
+  );
+}
 
 // src/browser.ts
 var Client = class extends ClientBase {

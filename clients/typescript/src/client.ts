@@ -9,7 +9,7 @@ import { StreamgateError } from "./errors.js";
 import { Http, type FetchLike, type WaitNotice } from "./http.js";
 import type { Subscription } from "./subscription.js";
 import { transportFor, type Transport } from "./transport.js";
-import { uuid } from "./util.js";
+import { isTraceparent, uuid } from "./util.js";
 import type {
   Accepted,
   Ack,
@@ -68,7 +68,18 @@ export interface TokenOptions {
   ttlS?: number;
 }
 
-export interface BatchOptions {
+export interface SendOptions {
+  /**
+   * W3C trace context of the caller's span, `00-<32 hex trace id>-<16 hex span id>-<2 hex
+   * flags>` (lowercase). With the daemon's `telemetry` on and the flags sampled (`01`), the
+   * record is traced: its results' `traceparent` names the span that processed it, in the
+   * same trace. Sent again with the record. A malformed one is refused (`invalid_input`)
+   * before anything is sent.
+   */
+  traceparent?: string;
+}
+
+export interface BatchOptions extends SendOptions {
   /** Names the batch: sent again with it, it is stored and processed once. Default: a new UUID. */
   idempotencyKey?: string;
   /** Overrides the client's patience for this batch. */
@@ -178,8 +189,10 @@ export class ClientBase {
    * idempotency key of its own and is sent again with it after a lost connection (or a
    * `nack` that passes), so it is stored and processed once.
    */
-  send(streamId: string, value: unknown): Promise<Ack> {
-    return this.connection.send(streamId, value);
+  send(streamId: string, value: unknown, options: SendOptions = {}): Promise<Ack> {
+    const refused = badTraceparent(options.traceparent, streamId);
+    if (refused) return Promise.reject(refused);
+    return this.connection.send(streamId, value, options.traceparent);
   }
 
   /**
@@ -188,6 +201,8 @@ export class ClientBase {
    * is tried again with the same key, which the daemon stores and processes once.
    */
   sendBatch(streamId: string, values: unknown[], options: BatchOptions = {}): Promise<Accepted> {
+    const refused = badTraceparent(options.traceparent, streamId);
+    if (refused) return Promise.reject(refused);
     const lines: string[] = [];
     for (const [i, value] of values.entries()) {
       const line = JSON.stringify(value);
@@ -198,10 +213,12 @@ export class ClientBase {
       }
       lines.push(line);
     }
+    const headers: Record<string, string> = { "Idempotency-Key": options.idempotencyKey ?? uuid() };
+    if (options.traceparent !== undefined) headers["traceparent"] = options.traceparent;
     const call: Parameters<Http["call"]>[2] = {
       body: lines.join("\n") + "\n",
       contentType: "application/x-ndjson",
-      headers: { "Idempotency-Key": options.idempotencyKey ?? uuid() },
+      headers,
       retry: "idempotent",
     };
     if (options.patienceMs !== undefined) call.patienceMs = options.patienceMs;
@@ -222,4 +239,16 @@ export class ClientBase {
     this.abort.abort();
     await this.connection.close();
   }
+}
+
+/** The refusal of a `traceparent` that is not W3C trace context; `undefined` for a good one, or none. */
+function badTraceparent(traceparent: unknown, streamId: string): StreamgateError | undefined {
+  if (traceparent === undefined || isTraceparent(traceparent)) return undefined;
+  const given = typeof traceparent === "string" ? JSON.stringify(traceparent) : `a ${typeof traceparent}`;
+  return new StreamgateError(
+    "invalid_input",
+    `traceparent ${given} is not W3C trace context: write 00-<32 hex trace id>-<16 hex span id>-<2 hex flags>, ` +
+      "lowercase, the ids not all zeros (flags 01: sampled)",
+    { streamId },
+  );
 }

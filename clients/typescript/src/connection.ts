@@ -1,8 +1,8 @@
 // The one `/api/connect` socket of a Client: every subscription and every record sent goes
 // over it. It opens when there is something to do, opens again when it drops (exponential
 // back-off with jitter, or the daemon's Retry-After), subscribes every stream again from
-// its last delivered cursor + 1, and sends again, with the same idempotency key, every record
-// whose `ack` had not come.
+// its last delivered cursor + 1, and sends again, with the same idempotency key (and
+// `traceparent`), every record whose `ack` had not come.
 //
 // What each failure does:
 // - a cut connection, a daemon restart (1001): reconnect and resume as above;
@@ -124,6 +124,8 @@ export interface Outgoing {
   /** The record's JSON text. */
   data: string;
   key: string;
+  /** W3C trace context it is sent with, every time. */
+  traceparent: string | undefined;
   resolve(ack: Ack): void;
   reject(error: unknown): void;
   /** Its place among every record of the client: the order records are sent again in. */
@@ -227,8 +229,8 @@ export class Connection {
     return sink;
   }
 
-  /** Sends one record; resolves with its `ack`. */
-  send(streamId: string, value: unknown): Promise<Ack> {
+  /** Sends one record (with `traceparent`, a checked W3C trace context); resolves with its `ack`. */
+  send(streamId: string, value: unknown, traceparent?: string): Promise<Ack> {
     let data: string | undefined;
     try {
       data = JSON.stringify(value);
@@ -248,6 +250,7 @@ export class Connection {
         streamId,
         data: text,
         key: uuidKey(),
+        traceparent,
         resolve,
         reject,
         order: ++this.sent,
@@ -671,7 +674,8 @@ export class Connection {
     const seq = ++conn.seq;
     const text =
       `{"type":"send","stream_id":${JSON.stringify(r.streamId)},"seq":${seq},` +
-      `"data":${r.data},"idempotency_key":${JSON.stringify(r.key)}}`;
+      `"data":${r.data},"idempotency_key":${JSON.stringify(r.key)}` +
+      (r.traceparent === undefined ? "}" : `,"traceparent":${JSON.stringify(r.traceparent)}}`);
     if (this.maxMessageBytes !== undefined && byteLength(text) > this.maxMessageBytes) {
       r.reject(
         new StreamgateError(

@@ -1,6 +1,6 @@
 // What both entry points export besides `Client`.
 
-export type { ClientOptions, StartOptions, TokenOptions, BatchOptions } from "./client.js";
+export type { ClientOptions, StartOptions, TokenOptions, SendOptions, BatchOptions } from "./client.js";
 export type { SubscribeOptions, ConnectionEvent } from "./connection.js";
 export type { TokenSource } from "./auth.js";
 export type { FetchLike, WaitNotice } from "./http.js";

@@ -9,9 +9,9 @@
 //   socket with a new token, then the old one closed (nothing missed);
 // - 1000 after `end`: over; 1000 with `untilNow`: caught up, over;
 // - a refused handshake: 404/401/403 (and other 4xx) fail the subscription, 429/503 wait;
-// - a record: sent again with the same `Idempotency-Key` on 429, 503, 409 in flight or a lost
-//   answer, after what Retry-After says, until it is stored or refused for good. One record
-//   of a stream at a time, in the order `send` was called.
+// - a record: sent again with the same `Idempotency-Key` (and `traceparent` header) on 429,
+//   503, 409 in flight or a lost answer, after what Retry-After says, until it is stored or
+//   refused for good. One record of a stream at a time, in the order `send` was called.
 
 import { Credentials, type Credential } from "./auth.js";
 import type { ConnectionEvent, Outgoing, Sub } from "./connection.js";
@@ -109,12 +109,14 @@ export class Fallback {
   private async drain(streamId: string, queue: Outgoing[]): Promise<void> {
     const path = `/api/stream/${encodeURIComponent(streamId)}/send`;
     for (let r = queue[0]; r; r = queue[0]) {
+      const headers: Record<string, string> = { "Idempotency-Key": r.key };
+      if (r.traceparent !== undefined) headers["traceparent"] = r.traceparent;
       try {
         // Tried again with the same key for as long as the failure may pass (the client's
         // close ends it): the daemon stores and processes the record once.
         const accepted = await this.s.http.call<Accepted>("POST", path, {
           body: r.data,
-          headers: { "Idempotency-Key": r.key },
+          headers,
           retry: "idempotent",
           patienceMs: Number.POSITIVE_INFINITY,
         });

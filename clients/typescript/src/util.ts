@@ -1,4 +1,4 @@
-// Small helpers with no I/O: back-off, sleeping, ids, tokens.
+// Small helpers with no I/O: back-off, sleeping, ids, tokens, trace context.
 
 /** First pause after a failure. */
 export const FIRST_BACKOFF_MS = 100;
@@ -86,6 +86,14 @@ export function uuid(): string {
   bytes[8] = (bytes[8]! & 0x3f) | 0x80;
   const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/** W3C trace context: version `00`, a trace id and a span id (lowercase hex, not all zeros), flags. */
+const TRACEPARENT = /^00-(?!0{32}-)[0-9a-f]{32}-(?!0{16}-)[0-9a-f]{16}-[0-9a-f]{2}$/;
+
+/** Whether `value` is a `traceparent` as this client sends it (W3C trace context, version `00`). */
+export function isTraceparent(value: unknown): value is string {
+  return typeof value === "string" && TRACEPARENT.test(value);
 }
 
 /** The claims of a JWT that matter here (the signature is the daemon's business). */

@@ -171,6 +171,7 @@ export interface SentRecord {
   key: string | undefined;
   contentType: string | undefined;
   authorization: string | undefined;
+  traceparent: string | undefined;
   body: string;
 }
 
@@ -220,6 +221,7 @@ export class FakeLegacyDaemon {
             key: header(req.headers["idempotency-key"]),
             contentType: header(req.headers["content-type"]),
             authorization: header(req.headers["authorization"]),
+            traceparent: header(req.headers["traceparent"]),
             body: Buffer.concat(chunks).toString(),
           });
           const scripted = this.answers.get(streamId)?.shift();

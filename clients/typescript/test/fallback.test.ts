@@ -200,6 +200,33 @@ describe("against a scripted daemon without /api/connect", () => {
     });
   });
 
+  test("traceparent: the header of the record's POST, sent again with its key after a lost answer; a malformed one is refused before anything is sent", async () => {
+    const TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    client = new Client({ url: fake.url, apiKey: "k-123456789", WebSocket });
+    const refused = (e: unknown) =>
+      e instanceof StreamgateError && e.code === "invalid_input" && e.streamId === A && e.message.includes("traceparent");
+    await assert.rejects(client.send(A, 1, { traceparent: "00-nonsense-01" }), refused);
+    assert.equal(fake.connectHandshakes, 0, "nothing was sent");
+    assert.equal(fake.requests.length, 0, "nothing was sent");
+
+    fake.answers.set(A, ["cut"]);
+    await client.send(A, { a: 1 }, { traceparent: TRACE });
+    await client.send(A, { a: 2 });
+    assert.equal(fake.connectHandshakes, 1, "in the fallback");
+    await assert.rejects(client.send(A, { a: 3 }, { traceparent: TRACE.replace("00f067aa0ba902b7", "0".repeat(16)) }), refused);
+    const ofA = fake.sent.filter((s) => s.streamId === A);
+    assert.deepEqual(
+      ofA.map((s) => [s.body, s.traceparent]),
+      [
+        ['{"a":1}', TRACE],
+        ['{"a":1}', TRACE],
+        ['{"a":2}', undefined],
+      ],
+      "the context sent again with the record after a lost answer; none when none was given",
+    );
+    assert.equal(ofA[1]!.key, ofA[0]!.key);
+  });
+
   test("tokens: each socket gets a new one before its token expires (then the old one closes), and after a 4401", async () => {
     let asked = 0;
     const events: ConnectionEvent[] = [];

@@ -147,6 +147,45 @@ test("records: a nack that passes is sent again with the same key; a lost answer
   await assert.rejects(client.send(S, undefined), (e: unknown) => e instanceof StreamgateError && e.code === "invalid_input");
 });
 
+test("traceparent: on the send frame, sent again with the record's key after a nack and a cut; a malformed one is refused before anything is sent", async () => {
+  const TRACE = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+  client = new Client({ url: fake.url, apiKey: "k-123456789", WebSocket: (await import("ws")).WebSocket });
+  const refused = (e: unknown) =>
+    e instanceof StreamgateError &&
+    e.code === "invalid_input" &&
+    e.streamId === S &&
+    e.message.includes("traceparent") &&
+    e.message.includes("00-<32 hex trace id>-<16 hex span id>-<2 hex flags>");
+  for (const bad of ["00-nonsense-01", TRACE.toUpperCase(), TRACE.replace("4bf92f3577b34da6a3ce929d0e0e4736", "0".repeat(32))]) {
+    await assert.rejects(client.send(S, 1, { traceparent: bad }), refused, bad);
+    await assert.rejects(client.sendBatch(S, [1], { traceparent: bad }), refused, bad);
+  }
+  assert.equal(fake.handshakes.length, 0, "no connection for a refused send");
+  assert.equal(fake.requests.length, 0, "no request for a refused batch");
+
+  const traced = client.send(S, { a: 1 }, { traceparent: TRACE });
+  const plain = client.send(S, { a: 2 });
+  const c1 = await fake.connection(0);
+  const s1 = await c1.next("send");
+  assert.deepEqual(s1, { type: "send", stream_id: S, seq: 1, data: { a: 1 }, idempotency_key: s1["idempotency_key"], traceparent: TRACE });
+  const s2 = await c1.next("send");
+  assert.ok(!("traceparent" in s2), "none when none was given");
+  c1.send({ type: "nack", stream_id: S, seq: 1, error: { code: "backlog_full", message: "full" } });
+  const s3 = await c1.next("send");
+  assert.equal(s3["seq"], 3);
+  assert.equal(s3["idempotency_key"], s1["idempotency_key"]);
+  assert.equal(s3["traceparent"], TRACE, "the same context after a nack");
+  c1.send({ type: "ack", stream_id: S, seq: 2, offset: 2 });
+  c1.cut(); // the traced record's answer is lost
+  const c2 = await fake.connection(1);
+  const s4 = await c2.next("send");
+  assert.equal(s4["idempotency_key"], s1["idempotency_key"]);
+  assert.equal(s4["traceparent"], TRACE, "the same context after a reconnect");
+  c2.send({ type: "ack", stream_id: S, seq: 1, offset: 1, replayed: true });
+  assert.deepEqual(await traced, { stream_id: S, seq: 1, offset: 1, replayed: true });
+  assert.deepEqual(await plain, { stream_id: S, seq: 2, offset: 2 });
+});
+
 test("4401: a new token from getToken, then reconnect and resume", async () => {
   let asked = 0;
   client = new Client({

@@ -7,7 +7,7 @@ import { Backoff, decodeToken, FIRST_BACKOFF_MS, MAX_BACKOFF_MS, StreamgateError
 import { parseRetryAfter, errorFromBody } from "../src/errors.js";
 import { Credentials } from "../src/auth.js";
 import { Subscription } from "../src/subscription.js";
-import { sleep, uuid } from "../src/util.js";
+import { isTraceparent, sleep, uuid } from "../src/util.js";
 
 test("back-off: 100 ms doubling to 5 s with up to a fifth of jitter; Retry-After exactly", () => {
   const b = new Backoff();
@@ -100,6 +100,34 @@ test("uuid: v4, also without crypto.randomUUID (insecure browser contexts)", () 
   } finally {
     delete (c as Record<string, unknown>)["randomUUID"];
     if (saved) assert.equal(typeof c.randomUUID, "function");
+  }
+});
+
+test("traceparent: W3C trace context, version 00, lowercase hex, ids not all zeros", () => {
+  for (const good of [
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00",
+    "00-00000000000000000000000000000001-0000000000000001-ff",
+  ]) {
+    assert.ok(isTraceparent(good), good);
+  }
+  for (const bad of [
+    "",
+    "00-nonsense-01",
+    "01-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", // another version
+    "00-4BF92F3577B34DA6A3CE929D0E0E4736-00F067AA0BA902B7-01", // upper case
+    "00-00000000000000000000000000000000-00f067aa0ba902b7-01", // no trace id
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01", // no span id
+    "00-4bf92f3577b34da6a3ce929d0e0e473-00f067aa0ba902b7-01", // 31 digits
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-1",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
+    "00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01",
+    " 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01\n",
+    42,
+    null,
+  ]) {
+    assert.ok(!isTraceparent(bad), JSON.stringify(bad));
   }
 });
 

@@ -5,9 +5,9 @@ What each failure does:
 
 - a cut connection, or a daemon restart (``1001``): reconnect, subscribe every stream again
   from its last delivered cursor + 1 (or its original ``from`` when nothing was delivered
-  yet), and send again, with the same idempotency key, every record whose ``ack`` had not
-  come; a frame whose cursor is not above the last delivered is dropped, so nothing comes
-  twice;
+  yet), and send again, with the same idempotency key (and ``traceparent``), every record
+  whose ``ack`` had not come; a frame whose cursor is not above the last delivered is
+  dropped, so nothing comes twice;
 - a token about to expire (with a token source): a new token, a new connection, then the
   old one closed, so nothing is missed; ``4401`` (it expired anyway): ask the token source
   for a new token, reconnect at once and resume;
@@ -55,6 +55,7 @@ from ._shared import (
     PendingSend,
     Shared,
     Sub,
+    check_traceparent,
     encode_record,
     open_socket,
     refused_for_good,
@@ -170,13 +171,15 @@ class Connection(Shared):
             if sub.state == "idle" and self._subs.get(sub.stream_id) is sub:
                 self._subscribe(sub)
 
-    async def send(self, stream_id: str, data: Any) -> Ack:
+    async def send(self, stream_id: str, data: Any, traceparent: str | None = None) -> Ack:
         if self._closed:
             raise ClientClosedError("the client is closed")
         text = encode_record(data)
+        traceparent = check_traceparent(traceparent)
         self._order += 1
         pending = PendingSend(stream_id, text, str(uuid.uuid4()),
-                              asyncio.get_running_loop().create_future(), self._order)
+                              asyncio.get_running_loop().create_future(), self._order,
+                              traceparent)
         if self._fallback is not None:
             self._fallback.post(pending)
         else:

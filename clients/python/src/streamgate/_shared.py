@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from collections import deque
 from typing import Any, Union
 
@@ -113,23 +114,28 @@ class Sub:
 class PendingSend:
     """A record sent and not answered yet."""
 
-    __slots__ = ("stream_id", "text", "key", "future", "order", "seq")
+    __slots__ = ("stream_id", "text", "key", "traceparent", "future", "order", "seq")
 
     def __init__(self, stream_id: str, text: str, key: str, future: asyncio.Future[Ack],
-                 order: int) -> None:
+                 order: int, traceparent: str | None = None) -> None:
         self.stream_id = stream_id
         self.text = text
         self.key = key
+        #: The W3C trace context it is sent under (as :func:`check_traceparent` let it by).
+        self.traceparent = traceparent
         self.future = future
         self.order = order
         self.seq: int | None = None
 
     def frame(self, seq: int) -> str:
-        # The record's text and key are kept as first written: a repeat carries the same
-        # bytes under the same key, so the daemon stores and processes it once.
+        # The record's text, key and trace context are kept as first written: a repeat
+        # carries the same bytes under the same key (and in the same trace), so the daemon
+        # stores and processes it once.
+        trace = "" if self.traceparent is None else \
+            f',"traceparent":{json.dumps(self.traceparent)}'
         return (
             f'{{"type":"send","stream_id":{json.dumps(self.stream_id)},"seq":{seq},'
-            f'"idempotency_key":{json.dumps(self.key)},"data":{self.text}}}'
+            f'"idempotency_key":{json.dumps(self.key)}{trace},"data":{self.text}}}'
         )
 
 
@@ -148,6 +154,25 @@ class Shared:
         self.paused = 0
         self.expired = 0
         self.resent = 0
+
+
+#: A W3C ``traceparent`` of version ``00``: lowercase hex, trace id and span id not all zeros.
+_TRACEPARENT = re.compile(r"00-(?!0{32})[0-9a-f]{32}-(?!0{16})[0-9a-f]{16}-[0-9a-f]{2}")
+TRACEPARENT_FORMAT = "00-<32 hex trace id>-<16 hex span id>-<2 hex flags>"
+
+
+def check_traceparent(traceparent: str | None) -> str | None:
+    """``traceparent`` itself when it is a well-formed W3C trace context (or ``None``);
+    ``ValueError`` naming the expected format otherwise. The daemon would ignore a malformed
+    one in silence, so it is refused here, before anything is sent."""
+    if traceparent is None:
+        return None
+    if not isinstance(traceparent, str) or _TRACEPARENT.fullmatch(traceparent) is None:
+        raise ValueError(
+            f"traceparent must be a W3C trace context, {TRACEPARENT_FORMAT} (lowercase hex, "
+            f"trace id and span id not all zeros), not {traceparent!r}"
+        )
+    return traceparent
 
 
 def encode_record(data: Any) -> str:

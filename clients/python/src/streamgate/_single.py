@@ -17,9 +17,10 @@ the shared connection:
   ``Retry-After`` says (else the back-off); any other 4xx is raised in the iterator;
 - a consumer that does not read: its socket is closed while its queue is full and opened
   again from its cursor once it has read half of it;
-- a record: sent again with the same key after a lost answer, a refused connection, 429, 503
-  or ``idempotency_key_in_flight``, as ``Retry-After`` says, within the client's patience
-  (the daemon stores and processes it once); other refusals are raised by ``send``.
+- a record: sent again with the same key (and ``traceparent`` header, when it has one) after
+  a lost answer, a refused connection, 429, 503 or ``idempotency_key_in_flight``, as
+  ``Retry-After`` says, within the client's patience (the daemon stores and processes it
+  once); other refusals are raised by ``send``.
 """
 
 from __future__ import annotations
@@ -150,12 +151,15 @@ class PerStream:
     # ----------------------------------------------------------------- sends
 
     async def _post(self, pending: PendingSend) -> None:
+        headers = {"Content-Type": "application/json", "Idempotency-Key": pending.key}
+        if pending.traceparent is not None:
+            headers["traceparent"] = pending.traceparent
         try:
             resp = await self._http.request(
                 "POST",
                 f"/api/stream/{quote(pending.stream_id, safe='')}/send",
                 content=pending.text.encode(),
-                headers={"Content-Type": "application/json", "Idempotency-Key": pending.key},
+                headers=headers,
                 retry="idempotent",
             )
             accepted = Accepted.from_json(resp.json())

@@ -14,7 +14,7 @@ import httpx
 
 from ._auth import Credentials, TokenSource
 from ._connection import Connection
-from ._shared import End, Sub
+from ._shared import End, Sub, check_traceparent
 from ._http import Http
 from ._retry import PATIENCE
 from .errors import ClientClosedError, ProtocolError
@@ -213,6 +213,7 @@ class Client:
         values: Iterable[Any],
         *,
         idempotency_key: str | None = None,
+        traceparent: str | None = None,
     ) -> Accepted:
         """Sends records as one NDJSON request, answered once the broker stored every one.
 
@@ -220,17 +221,27 @@ class Client:
         a failure that may pass (no answer, a refused connection, 429, 503) is tried again
         with the same key within the client's patience, and the daemon stores and processes
         the records once however often it saw them.
+
+        ``traceparent``: a W3C trace context (``00-<32 hex trace id>-<16 hex span id>-<2 hex
+        flags>``), sent as the request's ``traceparent`` header, so every record of the
+        batch is processed in that trace (when the daemon traces: ``telemetry``); the
+        results of a sampled one carry the ``traceparent`` of the span that processed them.
+        A malformed one raises ``ValueError`` before anything is sent.
         """
         self._check_open()
+        traceparent = check_traceparent(traceparent)
         lines = [json.dumps(v, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
                  for v in values]
         body = ("\n".join(lines) + "\n").encode()
         key = idempotency_key or str(uuid.uuid4())
+        headers = {"Content-Type": "application/x-ndjson", "Idempotency-Key": key}
+        if traceparent is not None:
+            headers["traceparent"] = traceparent
         resp = await self._http.request(
             "POST",
             f"/api/stream/{stream_id}/send",
             content=body,
-            headers={"Content-Type": "application/x-ndjson", "Idempotency-Key": key},
+            headers=headers,
             retry="idempotent",
         )
         try:
@@ -240,16 +251,23 @@ class Client:
 
     # ------------------------------------------------------------------ the connection
 
-    async def send(self, stream_id: str, data: Any) -> Ack:
+    async def send(self, stream_id: str, data: Any, *, traceparent: str | None = None) -> Ack:
         """Sends one record over the connection; returns once the broker stored it.
 
         It carries an idempotency key of its own and is sent again with it when the answer
         was lost (a cut connection, a daemon restart) or the daemon asked to try later, so it
         is stored and processed once. Other refusals raise a
         :class:`~streamgate.ServerError` subclass.
+
+        ``traceparent``: a W3C trace context (``00-<32 hex trace id>-<16 hex span id>-<2 hex
+        flags>``) the record is sent under: the ``traceparent`` field of its ``send`` frame
+        (the ``traceparent`` header of its HTTP send on the fallback), kept on every repeat.
+        When the daemon traces (``telemetry``) and the context is sampled, the record's
+        results carry the ``traceparent`` of the span that processed it, in the same trace.
+        A malformed one raises ``ValueError`` before anything is sent.
         """
         self._check_open()
-        return await self._connection.send(stream_id, data)
+        return await self._connection.send(stream_id, data, traceparent=traceparent)
 
     def subscribe(
         self,
