@@ -4,7 +4,7 @@ import assert from "node:assert/strict";
 import { after, before, test } from "node:test";
 
 import { Client, StreamgateError, type Ack, type ConnectionEvent, type StreamFrame } from "../src/index.js";
-import { cursorOf, Daemon, KEY, replay, standardWebSocket } from "./helpers.js";
+import { cursorOf, Daemon, KEY, replayEnded, standardWebSocket } from "./helpers.js";
 
 /** The daemon's `limits.ws_max_message_bytes` here: small, so that a record can pass it. */
 const MAX_MESSAGE = 65_536;
@@ -80,7 +80,7 @@ test("startStream, describe, list, token, sendBatch with an Idempotency-Key", as
       (e: unknown) => e instanceof StreamgateError && e.code === "idempotency_key_reused" && e.status === 422,
     );
     await client.end(id);
-    const stored = await replay(daemon.url, id);
+    const stored = await replayEnded(daemon.url, id);
     assert.deepEqual(
       stored.filter((f) => f.type === "result").map((f) => f.data),
       [2, 4, 6],
@@ -194,7 +194,7 @@ test("a record over limits.ws_max_message_bytes is refused record_too_large; the
     await client.send(id, { n: 3 });
     assert.deepEqual(closes(), [1009], "no connection lost for it");
     await client.end(id);
-    const stored = await replay(daemon.url, id);
+    const stored = await replayEnded(daemon.url, id);
     assert.deepEqual(
       stored.filter((f) => f.type === "result").map((f) => f.data),
       [{ n: 1 }, { n: 2 }, { n: 3 }],

@@ -421,6 +421,20 @@ export async function replay(url: string, id: string): Promise<Replayed[]> {
   return frames;
 }
 
+/**
+ * The stream's stored frames once its `end` is among them: `end` follows every result, and a
+ * stream just ended may still have records in processing.
+ */
+export async function replayEnded(url: string, id: string, timeoutMs = 30_000): Promise<Replayed[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const frames = await replay(url, id);
+    if (frames.some((f) => f.type === "end")) return frames;
+    if (Date.now() > deadline) throw new Error(`replay: no end frame for ${id} within ${timeoutMs} ms`);
+    await new Promise((resolve) => setTimeout(resolve, 100));
+  }
+}
+
 /** A `fetch` that writes down every request and its answer. */
 export interface Logged {
   at: number;
