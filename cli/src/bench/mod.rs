@@ -361,8 +361,12 @@ impl Args {
         let cost = before.until(&after, records, embedded.is_some());
         Ok(Report {
             ratio: baseline.as_ref().map(|b| {
+                // With --find-max the two ran at different rates: no like-for-like ratio.
+                let gateway_requests = cost
+                    .daemon_kafka_requests_per_record
+                    .filter(|_| !self.find_max);
                 let ratio = Ratio::of(&gateway, b)
-                    .with_requests(cost.daemon_kafka_requests_per_record, b)
+                    .with_requests(gateway_requests, b)
                     .with_max_rates(find_max.as_ref(), baseline_find_max.as_ref());
                 match self.subscribers {
                     1 => ratio,

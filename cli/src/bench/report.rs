@@ -176,8 +176,8 @@ pub struct Ratio {
     /// when the broadcaster held no rate.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fan_out: Option<f64>,
-    /// The daemon's Kafka requests per record over the raw-Kafka baseline's; `null` when
-    /// either is unknown.
+    /// The daemon's Kafka requests per record over the raw-Kafka baseline's at the same rate;
+    /// `null` with `--find-max` (different rates) or when either is unknown.
     pub kafka_requests_per_record: Option<f64>,
 }
 
