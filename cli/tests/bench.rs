@@ -10,9 +10,19 @@ use streamgate_testkit::*;
 use tokio::process::Command;
 
 async fn bench(args: &[&str], env: &[(&str, String)]) -> (std::process::ExitStatus, Value, String) {
+    let (status, stdout, stderr) = bench_output(&[&["--json"], args].concat(), env).await;
+    let report = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("report is not JSON ({e}); stderr: {stderr}"));
+    (status, report, stderr)
+}
+
+/// `streamctl bench ARGS`: its exit status, stdout and stderr.
+async fn bench_output(
+    args: &[&str],
+    env: &[(&str, String)],
+) -> (std::process::ExitStatus, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamctl"));
     cmd.arg("bench")
-        .arg("--json")
         .args(args)
         .stdin(Stdio::null())
         .kill_on_drop(true);
@@ -23,10 +33,8 @@ async fn bench(args: &[&str], env: &[(&str, String)]) -> (std::process::ExitStat
         .await
         .expect("bench did not finish")
         .unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
-    let report = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("report is not JSON ({e}); stderr: {stderr}"));
-    (out.status, report, stderr)
+    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
+    (out.status, text(&out.stdout), text(&out.stderr))
 }
 
 fn daemon_env(d: &Daemon) -> Vec<(&'static str, String)> {
@@ -385,7 +393,8 @@ async fn source_addresses_spread_the_sockets_past_the_per_address_cap() {
     config.limits.server.max_connections_per_ip = 8;
     let d = Daemon::start(config).await;
     let args = "--streams 1 --subscribers 12 --rate 20 --duration 1s";
-    let (status, _, stderr) = bench_text(args, &daemon_env(&d)).await;
+    let plain: Vec<&str> = args.split_whitespace().collect();
+    let (status, _, stderr) = bench_output(&plain, &daemon_env(&d)).await;
     assert!(!status.success(), "12 sockets from one address: {stderr}");
     assert!(stderr.contains("503"), "{stderr}");
 
@@ -397,25 +406,4 @@ async fn source_addresses_spread_the_sockets_past_the_per_address_cap() {
     assert_eq!(records["received"], 240, "every record on all 12: {report}");
     assert_eq!(records["lost"], 0, "{report}");
     d.stop().await.unwrap();
-}
-
-/// A bench expected to fail before it reports: its exit status and stderr.
-async fn bench_text(
-    args: &str,
-    env: &[(&str, String)],
-) -> (std::process::ExitStatus, String, String) {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_streamctl"));
-    cmd.arg("bench")
-        .args(args.split_whitespace())
-        .stdin(Stdio::null())
-        .kill_on_drop(true);
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = tokio::time::timeout(Duration::from_secs(180), cmd.output())
-        .await
-        .expect("bench did not finish")
-        .unwrap();
-    let text = |b: &[u8]| String::from_utf8_lossy(b).to_string();
-    (out.status, text(&out.stdout), text(&out.stderr))
 }

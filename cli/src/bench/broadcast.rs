@@ -168,15 +168,19 @@ async fn serve(listener: TcpListener, streams: Arc<Streams>) {
             else {
                 return;
             };
-            let Some(channel) = path
+            let Some(frames) = path
                 .trim_start_matches('/')
                 .parse::<usize>()
                 .ok()
                 .and_then(|i| streams.channels.get(i))
+                .map(broadcast::Sender::subscribe)
             else {
                 return;
             };
-            write(ws, channel.subscribe()).await;
+            // Only the run holds the senders: once it ends, every writer sees its channel
+            // closed and closes its socket (a find-max climb would keep them all open).
+            drop(streams);
+            write(ws, frames).await;
         });
     }
 }
